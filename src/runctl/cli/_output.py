@@ -1,0 +1,93 @@
+"""The single output object of the CLI: every command reports through it.
+
+Text goes to stdout, errors and progress to stderr. ``--output json`` turns every report
+into one JSON document on stdout. rich is imported only when a table or a progress bar is
+actually drawn, so that commands which print a line stay fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import click
+
+FORMATS = ("text", "json")
+
+
+def _to_jsonable(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+class Output:
+    def __init__(self, fmt: str = "text", verbose: int = 0) -> None:
+        self.format = fmt
+        self.verbose = verbose
+
+    @property
+    def is_json(self) -> bool:
+        return self.format == "json"
+
+    def report(self, data: Any, render_text: Callable[[], None]) -> None:
+        """Emit ``data`` as JSON, or call ``render_text`` to draw it for a person."""
+        if self.is_json:
+            click.echo(json.dumps(_to_jsonable(data), indent=2, sort_keys=True, default=str))
+        else:
+            render_text()
+
+    def line(self, message: str = "") -> None:
+        click.echo(message)
+
+    def note(self, message: str) -> None:
+        """A remark for a person (stderr), never part of machine output."""
+        click.echo(message, err=True)
+
+    def error(self, message: str) -> None:
+        click.echo(f"runctl: error: {message}", err=True)
+
+    def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*("" if cell is None else str(cell) for cell in row))
+        Console().print(table)
+
+    @contextlib.contextmanager
+    def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None] | None]:
+        """Yield a callback taking byte counts, drawing a bar on a terminal; else ``None``."""
+        if self.is_json or not sys.stderr.isatty():
+            yield None
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n: bar.advance(task, n)

@@ -1,0 +1,82 @@
+"""The one exception tree of runctl.
+
+Every error the library raises on purpose is a ``RunctlError``; the CLI turns it into one
+line on stderr and the exit code the class carries::
+
+    RunctlError                     exit 1
+    ├── JobFailed                   exit 1   the user's job failed
+    ├── UsageError                  exit 2   bad arguments or input
+    │   └── ConfigError             exit 2   .runctl.toml or RUNCTL_* is wrong
+    └── ExternalError               exit 3   something outside runctl refused
+        ├── StoreError              exit 3   checkpoint store (local folder or S3)
+        │   ├── NotFoundError       exit 3   a key or snapshot that does not exist
+        │   ├── PreconditionFailed  exit 3   a conditional write lost the race
+        │   └── IntegrityError      exit 3   a manifest or file that does not verify
+        ├── CloudError              exit 3   AWS API
+        └── RegistryError           exit 3   Docker / container registry
+
+Adapters translate foreign exceptions at the boundary (``raise StoreError(...) from exc``)
+so that nothing else needs to know about botocore or OSError details.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_USAGE = 2
+EXIT_EXTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+
+class RunctlError(Exception):
+    """Base of every error runctl raises on purpose."""
+
+    exit_code = EXIT_JOB_FAILED
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class JobFailed(RunctlError):
+    exit_code = EXIT_JOB_FAILED
+
+
+class UsageError(RunctlError):
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    pass
+
+
+class ExternalError(RunctlError):
+    exit_code = EXIT_EXTERNAL
+
+
+class StoreError(ExternalError):
+    pass
+
+
+class NotFoundError(StoreError):
+    pass
+
+
+class PreconditionFailed(StoreError):
+    pass
+
+
+class IntegrityError(StoreError):
+    pass
+
+
+class CloudError(ExternalError):
+    pass
+
+
+class RegistryError(ExternalError):
+    pass

@@ -1,0 +1,68 @@
+"""The object store protocol: the few calls every checkpoint store backend offers.
+
+Keys are '/'-separated, relative to the store's root URL, never starting with '/'.
+Implementations: ``LocalStore`` (a folder) and ``S3Store`` (a bucket and prefix).
+Everything above this layer (snapshots, status, leases, logs) is written against this
+protocol only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+#: Called with the number of bytes just transferred; used for progress bars.
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Blob:
+    data: bytes
+    etag: str  # opaque version token for compare-and-swap writes
+
+
+@runtime_checkable
+class Store(Protocol):
+    url: str  # the root URL, e.g. "file:///abs/path" or "s3://bucket/prefix"
+
+    def read(self, key: str) -> Blob:
+        """The object's bytes and version. Raises NotFoundError."""
+
+    def write(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
+        """Write atomically (readers see the old or the new object, never a part).
+
+        ``if_none_match``: fail with PreconditionFailed if the key exists.
+        ``if_match``: fail with PreconditionFailed unless the current version is that etag.
+        Returns the new etag.
+        """
+
+    def upload(self, path: Path, key: str, *, progress: ProgressCallback | None = None) -> None:
+        """Copy a local file to ``key`` atomically (multipart for large files on S3)."""
+
+    def download(self, key: str, path: Path, *, progress: ProgressCallback | None = None) -> None:
+        """Copy ``key`` to a local file, writing a temporary name then renaming it."""
+
+    def copy(self, src_key: str, dst_key: str) -> None:
+        """Server-side copy within the store (no bytes through this machine)."""
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in key order."""
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        """The immediate 'sub-folder' names below ``prefix`` (which ends with '/')."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Delete the given keys; missing keys are not an error."""
+
+    def presign(self, key: str, expires_s: int = 3600) -> str:
+        """A URL that reads ``key`` without credentials (S3) or a file:// URL (local)."""

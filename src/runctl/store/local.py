@@ -1,0 +1,212 @@
+"""A checkpoint store in a local folder (the default; also any mounted network folder).
+
+Every write goes to a temporary name in the destination folder, is fsynced, then renamed
+into place and the folder fsynced: a crash leaves either the old object or the new one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from runctl.errors import NotFoundError, PreconditionFailed, StoreError
+from runctl.store.base import Blob, ObjectInfo, ProgressCallback
+
+TEMP_MARKER = ".runctl-tmp-"
+_LOCK_NAME = ".runctl-lock"
+
+
+def _etag(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.url = self.root.as_uri()
+
+    def __repr__(self) -> str:
+        return f"LocalStore({self.url})"
+
+    # -- paths -----------------------------------------------------------------------
+    def _path(self, key: str) -> Path:
+        if not key or key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
+            raise StoreError(f"invalid store key {key!r}")
+        return self.root / key
+
+    def _temp_beside(self, path: Path) -> Path:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from exc
+        return path.with_name(f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
+
+    def _publish(self, temp: Path, path: Path) -> None:
+        os.replace(temp, path)
+        _fsync_dir(path.parent)
+
+    @contextmanager
+    def _locked(self):
+        """Serialise conditional writes between processes sharing this folder."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / _LOCK_NAME, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    # -- the protocol ----------------------------------------------------------------
+    def read(self, key: str) -> Blob:
+        try:
+            data = self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise NotFoundError(f"{self.url}/{key} does not exist") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.url}/{key}: {exc.strerror}") from exc
+        return Blob(data, _etag(data))
+
+    def write(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
+        path = self._path(key)
+        if not (if_none_match or if_match):
+            self._write_file(path, data)
+            return _etag(data)
+        with self._locked():
+            exists = path.is_file()
+            if if_none_match and exists:
+                raise PreconditionFailed(f"{self.url}/{key} already exists")
+            if if_match is not None and (not exists or _etag(path.read_bytes()) != if_match):
+                raise PreconditionFailed(f"{self.url}/{key} changed since it was read")
+            self._write_file(path, data)
+        return _etag(data)
+
+    def _write_file(self, path: Path, data: bytes) -> None:
+        temp = self._temp_beside(path)
+        try:
+            with open(temp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            self._publish(temp, path)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write {path}: {exc.strerror}") from exc
+
+    def upload(self, path: Path, key: str, *, progress: ProgressCallback | None = None) -> None:
+        target = self._path(key)
+        temp = self._temp_beside(target)
+        try:
+            shutil.copyfile(path, temp)
+            with open(temp, "rb+") as f:
+                os.fsync(f.fileno())
+            self._publish(temp, target)
+        except FileNotFoundError as exc:
+            temp.unlink(missing_ok=True)
+            raise NotFoundError(f"{path} does not exist") from exc
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise StoreError(f"cannot upload {path} to {self.url}/{key}: {exc.strerror}") from exc
+        if progress:
+            progress(target.stat().st_size)
+
+    def download(self, key: str, path: Path, *, progress: ProgressCallback | None = None) -> None:
+        source = self._path(key)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
+        try:
+            shutil.copyfile(source, temp)
+            os.replace(temp, path)
+        except FileNotFoundError as exc:
+            temp.unlink(missing_ok=True)
+            raise NotFoundError(f"{self.url}/{key} does not exist") from exc
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise StoreError(f"cannot download {self.url}/{key} to {path}: {exc.strerror}") from exc
+        if progress:
+            progress(path.stat().st_size)
+
+    def copy(self, src_key: str, dst_key: str) -> None:
+        source, target = self._path(src_key), self._path(dst_key)
+        temp = self._temp_beside(target)
+        try:
+            try:
+                # Store objects are never modified in place (writes replace them), so a
+                # hard link is a safe, instant copy.
+                os.link(source, temp)
+            except OSError:
+                shutil.copyfile(source, temp)
+            self._publish(temp, target)
+        except FileNotFoundError as exc:
+            temp.unlink(missing_ok=True)
+            raise NotFoundError(f"{self.url}/{src_key} does not exist") from exc
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise StoreError(f"cannot copy {src_key} to {dst_key}: {exc.strerror}") from exc
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        # Walk only below the folder part of the prefix; filter the rest by name.
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / folder if folder else self.root
+        found = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, self.root)
+            for name in filenames:
+                if TEMP_MARKER in name or name == _LOCK_NAME:
+                    continue
+                key = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
+                if key.startswith(prefix):
+                    try:
+                        size = os.stat(os.path.join(dirpath, name)).st_size
+                    except FileNotFoundError:  # deleted while we walked
+                        continue
+                    found.append(ObjectInfo(key, size))
+        yield from sorted(found, key=lambda o: o.key)
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        folder = self.root / prefix.rstrip("/") if prefix.strip("/") else self.root
+        try:
+            return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, keys: Iterable[str]) -> None:
+        emptied = set()
+        for key in keys:
+            path = self._path(key)
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StoreError(f"cannot delete {self.url}/{key}: {exc.strerror}") from exc
+            emptied.add(path.parent)
+        # Remove folders the deletes left empty, so listings stay tidy.
+        for folder in sorted(emptied, key=lambda p: len(p.parts), reverse=True):
+            while folder != self.root and folder.is_relative_to(self.root):
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+                folder = folder.parent
+
+    def presign(self, key: str, expires_s: int = 3600) -> str:
+        return self._path(key).as_uri()
