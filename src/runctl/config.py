@@ -92,7 +92,9 @@ class AwsConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    dir: str = _key("checkpoints", "Folder the training script writes checkpoints into.")
+    dir: str | None = _key(
+        None, "Local folder the script writes checkpoints into; unset: one per job under .runctl/jobs/.",
+        example="checkpoints")
     keep_last_n: int = _key(5, "How many complete snapshots the store keeps.", ge=1)
     sync_interval: float = _key(60.0, "Seconds between periodic checkpoint uploads.", gt=0)
     store: str | None = _key(
