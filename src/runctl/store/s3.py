@@ -1,0 +1,358 @@
+"""A checkpoint store in an S3 bucket under a prefix (``s3://bucket/prefix``).
+
+boto3 is imported when a store is made, never when ``runctl.store`` is imported. The
+standard credential chain applies; botocore itself honours ``AWS_ENDPOINT_URL`` (moto,
+MinIO, LocalStack); an explicit ``endpoint_url`` overrides it. One client is created on
+first use and shared by every thread (botocore clients are thread-safe).
+
+Every botocore error is translated to a runctl error in ``_translate`` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from runctl.errors import NotFoundError, PreconditionFailed, StoreError
+from runctl.store.base import Blob, ObjectInfo, ProgressCallback
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+MULTIPART_THRESHOLD = 8 * MiB
+MULTIPART_CHUNKSIZE = 8 * MiB
+TRANSFER_CONCURRENCY = 8
+MAX_POOL_CONNECTIONS = 32
+DELETE_BATCH = 1000  # the most DeleteObjects accepts in one request
+TEMP_MARKER = ".runctl-tmp-"  # the same marker LocalStore uses for its temporary files
+
+_NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
+_DENIED_CODES = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "AccountProblem"}
+_BAD_CREDENTIAL_CODES = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidToken",
+    "TokenRefreshRequired",
+}
+_PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+
+
+def _check_key(key: str) -> str:
+    """The same rule as LocalStore: relative, '/'-separated, no empty, '.' or '..' parts."""
+    if not key or key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
+        raise StoreError(f"invalid store key {key!r}")
+    return key
+
+
+class S3Store:
+    def __init__(self, bucket: str, prefix: str = "", *, session=None, endpoint_url: str | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self._session = session
+        self._endpoint_url = endpoint_url
+        self._client = None
+        self._transfer_config = None
+        self._lock = threading.Lock()
+        self._bucket_seen = False  # a request on the bucket has succeeded once
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.url})"
+
+    # -- plumbing --------------------------------------------------------------------
+    @property
+    def client(self):
+        """The boto3 S3 client, created on first use."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._make_client()
+        return self._client
+
+    def _make_client(self):
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        session = self._session or boto3.session.Session()
+        config = Config(
+            # max_attempts is left to AWS_MAX_ATTEMPTS / the profile (default 3 in standard mode)
+            retries={"mode": "standard"},
+            signature_version="s3v4",  # presigned URLs that every region accepts
+            max_pool_connections=MAX_POOL_CONNECTIONS,
+            connect_timeout=10,
+            read_timeout=60,
+        )
+        self._transfer_config = TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD,
+            multipart_chunksize=MULTIPART_CHUNKSIZE,
+            max_concurrency=TRANSFER_CONCURRENCY,
+            use_threads=True,
+            preferred_transfer_client="classic",
+        )
+        with self._translate("connect to S3"):
+            return session.client("s3", endpoint_url=self._endpoint_url, config=config)
+
+    @property
+    def transfer_config(self):
+        self.client  # noqa: B018 - creates both
+        return self._transfer_config
+
+    def _full(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _full_prefix(self, prefix: str) -> str:
+        """A listing prefix: '' means everything under the store's root."""
+        if not self.prefix:
+            return prefix
+        return f"{self.prefix}/{prefix}"
+
+    def _relative(self, full_key: str) -> str:
+        return full_key[len(self.prefix) + 1 :] if self.prefix else full_key
+
+    def _where(self, key: str | None) -> str:
+        return f"{self.url}/{key}" if key else self.url
+
+    @contextlib.contextmanager
+    def _translate(self, action: str, key: str | None = None, *, permission: str | None = None,
+                   not_found_is_missing_key: bool = True):
+        """Turn botocore/boto3 errors into one-line runctl errors naming what failed.
+
+        ``action`` says what was attempted ("read", "upload ..."), ``permission`` the IAM
+        action it needs, for the access-denied message.
+        """
+        from boto3.exceptions import RetriesExceededError, S3UploadFailedError
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectionError,
+            CredentialRetrievalError,
+            HTTPClientError,
+            NoCredentialsError,
+            PartialCredentialsError,
+            ProfileNotFound,
+        )
+
+        where = self._where(key)
+        try:
+            yield
+            return
+        except S3UploadFailedError as exc:
+            # boto3 flattens the ClientError into a string; the original is the context.
+            cause = exc.__context__ if isinstance(exc.__context__, ClientError) else exc
+        except RetriesExceededError as exc:
+            cause = exc.last_exception or exc
+        except (ClientError, BotoCoreError) as exc:
+            cause = exc
+        if isinstance(cause, ClientError):
+            raise self._client_error(cause, action, key, permission, not_found_is_missing_key) from cause
+        if isinstance(cause, NoCredentialsError):
+            raise StoreError(
+                "no AWS credentials found; configure them (aws configure, AWS_PROFILE or environment variables)"
+            ) from cause
+        if isinstance(cause, (PartialCredentialsError, CredentialRetrievalError, ProfileNotFound)):
+            raise StoreError(f"cannot load AWS credentials: {cause}") from cause
+        if isinstance(cause, ConnectionError):
+            endpoint = getattr(cause, "kwargs", {}).get("endpoint_url") or self._endpoint_desc()
+            raise StoreError(f"cannot reach the S3 endpoint {endpoint} to {action} {where}") from cause
+        if isinstance(cause, HTTPClientError):
+            raise StoreError(f"connection to S3 failed while trying to {action} {where}: {cause}") from cause
+        raise StoreError(f"cannot {action} {where}: {cause}") from cause
+
+    def _endpoint_desc(self) -> str:
+        if self._client is not None:
+            return self._client.meta.endpoint_url
+        return self._endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "(default AWS endpoint)"
+
+    def _client_error(self, exc, action: str, key: str | None, permission: str | None,
+                      not_found_is_missing_key: bool) -> StoreError:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        where = self._where(key)
+        if code == "NoSuchBucket":
+            return self._no_bucket()
+        if code in _PRECONDITION_CODES or status in (409, 412):
+            return PreconditionFailed(f"{where} changed or already exists (conditional {action} refused)")
+        if code in _NOT_FOUND_CODES or status == 404:
+            if not_found_is_missing_key and key is not None:
+                return NotFoundError(f"{where} does not exist")
+            return NotFoundError(f"{where} not found while trying to {action}")
+        if code in _BAD_CREDENTIAL_CODES:
+            return StoreError(f"AWS rejected the credentials ({code}) while trying to {action} {where}; "
+                              "check AWS_PROFILE / the access key and its session token")
+        if code in _DENIED_CODES or status == 403:
+            needs = f"; the credentials need {permission}" if permission else ""
+            return StoreError(f"access denied: cannot {action} {where}{needs}")
+        message = error.get("Message") or f"HTTP {status}"
+        return StoreError(f"cannot {action} {where}: {code or status}: {message}")
+
+    def _no_bucket(self) -> StoreError:
+        return StoreError(
+            f"bucket '{self.bucket}' does not exist; create it (runctl aws setup, or aws s3 mb "
+            f"s3://{self.bucket}) or fix the store URL"
+        )
+
+    def _check_bucket_after_404(self) -> None:
+        """HEAD requests answer a bare 404 for a missing bucket too: tell the two apart once."""
+        if self._bucket_seen:
+            return
+        from botocore.exceptions import ClientError
+
+        with self._translate("check", permission="s3:ListBucket"):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                    raise self._no_bucket() from exc
+                raise
+        self._bucket_seen = True
+
+    # -- the protocol ----------------------------------------------------------------
+    def read(self, key: str) -> Blob:
+        _check_key(key)
+        with self._translate("read", key, permission="s3:GetObject"):
+            response = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
+            data = response["Body"].read()
+        self._bucket_seen = True
+        return Blob(data, response["ETag"])
+
+    def write(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
+        _check_key(key)
+        extra = {}
+        if if_none_match:
+            extra["IfNoneMatch"] = "*"
+        if if_match is not None:
+            extra["IfMatch"] = if_match
+        try:
+            with self._translate("write", key, permission="s3:PutObject"):
+                response = self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, **extra)
+        except NotFoundError as exc:
+            # IfMatch on a missing key answers 404: for the caller the version did not match.
+            if if_match is None:
+                raise
+            raise PreconditionFailed(f"{self._where(key)} changed since it was read (it no longer exists)") from exc
+        self._bucket_seen = True
+        return response["ETag"]
+
+    def upload(self, path: Path, key: str, *, progress: ProgressCallback | None = None) -> None:
+        _check_key(key)
+        path = Path(path)
+        if not path.is_file():
+            raise NotFoundError(f"{path} does not exist or is not a file")
+        with self._translate("upload to", key, permission="s3:PutObject"):
+            try:
+                self.client.upload_file(
+                    str(path), self.bucket, self._full(key), Callback=progress, Config=self.transfer_config
+                )
+            except FileNotFoundError as exc:  # removed between the check and the read
+                raise NotFoundError(f"{path} does not exist") from exc
+            except OSError as exc:
+                raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
+
+    def download(self, key: str, path: Path, *, progress: ProgressCallback | None = None) -> None:
+        _check_key(key)
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from exc
+        temp = path.with_name(f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
+        try:
+            try:
+                with self._translate("download", key, permission="s3:GetObject"):
+                    self.client.download_file(
+                        self.bucket, self._full(key), str(temp), Callback=progress, Config=self.transfer_config
+                    )
+            except NotFoundError:
+                self._check_bucket_after_404()
+                raise
+            os.replace(temp, path)
+        except OSError as exc:
+            raise StoreError(f"cannot write {path}: {exc.strerror}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+
+    def copy(self, src_key: str, dst_key: str) -> None:
+        _check_key(src_key)
+        _check_key(dst_key)
+        source = {"Bucket": self.bucket, "Key": self._full(src_key)}
+        try:
+            with self._translate(f"copy {src_key} to", dst_key,
+                                 permission="s3:GetObject on the source and s3:PutObject"):
+                self.client.copy(source, self.bucket, self._full(dst_key), Config=self.transfer_config)
+        except NotFoundError as exc:
+            self._check_bucket_after_404()
+            raise NotFoundError(f"{self._where(src_key)} does not exist") from exc
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        with self._translate("list", prefix or None, permission="s3:ListBucket"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._full_prefix(prefix)):
+                self._bucket_seen = True
+                for item in page.get("Contents", ()):
+                    yield ObjectInfo(self._relative(item["Key"]), item["Size"])
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        full = self._full_prefix(prefix)
+        if full and not full.endswith("/"):
+            full += "/"
+        names = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        with self._translate("list", prefix or None, permission="s3:ListBucket"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full, Delimiter="/"):
+                for common in page.get("CommonPrefixes", ()):
+                    names.append(common["Prefix"][len(full) :].rstrip("/"))
+        self._bucket_seen = True
+        return sorted(name for name in names if name)
+
+    def exists(self, key: str) -> bool:
+        _check_key(key)
+        try:
+            with self._translate("check", key, permission="s3:GetObject (and s3:ListBucket)"):
+                self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+        except NotFoundError:
+            self._check_bucket_after_404()
+            return False
+        self._bucket_seen = True
+        return True
+
+    def delete(self, keys: Iterable[str]) -> None:
+        batch: list[str] = []
+        for key in keys:
+            batch.append(self._full(_check_key(key)))
+            if len(batch) == DELETE_BATCH:
+                self._delete_batch(batch)
+                batch = []
+        if batch:
+            self._delete_batch(batch)
+
+    def _delete_batch(self, full_keys: list[str]) -> None:
+        with self._translate("delete objects in", None, permission="s3:DeleteObject"):
+            response = self.client.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": k} for k in full_keys], "Quiet": True},
+            )
+        errors = [e for e in response.get("Errors", ()) if e.get("Code") != "NoSuchKey"]
+        if errors:
+            first = errors[0]
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            key = self._relative(first.get("Key", ""))
+            if first.get("Code") == "AccessDenied":
+                raise StoreError(f"access denied to delete {self._where(key)}; the credentials lack s3:DeleteObject{more}")
+            raise StoreError(f"cannot delete {self._where(key)}: {first.get('Code')}: {first.get('Message')}{more}")
+
+    def presign(self, key: str, expires_s: int = 3600) -> str:
+        _check_key(key)
+        with self._translate("presign", key):
+            return self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": self._full(key)}, ExpiresIn=expires_s
+            )
