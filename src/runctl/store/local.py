@@ -126,7 +126,12 @@ class LocalStore:
     def download(self, key: str, path: Path, *, progress: ProgressCallback | None = None) -> None:
         source = self._path(key)
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not source.is_file():  # missing, or a folder: either way no such object
+            raise NotFoundError(f"{self.url}/{key} does not exist")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from exc
         temp = path.with_name(f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
         try:
             shutil.copyfile(source, temp)
@@ -158,7 +163,12 @@ class LocalStore:
             temp.unlink(missing_ok=True)
             raise StoreError(f"cannot copy {src_key} to {dst_key}: {exc.strerror}") from exc
 
+    def _check_prefix(self, prefix: str) -> None:
+        if prefix.startswith("/") or ".." in prefix.split("/"):
+            raise StoreError(f"invalid store prefix {prefix!r}")
+
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        self._check_prefix(prefix)
         # Walk only below the folder part of the prefix; filter the rest by name.
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start = self.root / folder if folder else self.root
@@ -179,6 +189,7 @@ class LocalStore:
         yield from sorted(found, key=lambda o: o.key)
 
     def list_dirs(self, prefix: str) -> list[str]:
+        self._check_prefix(prefix)
         folder = self.root / prefix.rstrip("/") if prefix.strip("/") else self.root
         try:
             return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
