@@ -1,0 +1,415 @@
+"""Checkpoint snapshots in a store: commit, list, latest, restore, prune, verify.
+
+Layout under ``prefix`` (e.g. ``jobs/<id>/checkpoints/``)::
+
+    <prefix><seq:08d>/<relative file path>    the checkpoint's files, as they are
+    <prefix><seq:08d>/MANIFEST.json           written last, with if_none_match
+
+A snapshot is complete only when its manifest exists and validates; ``latest`` is the
+highest complete seq. A new commit takes one past the highest seq folder present, complete
+or not, so the leftovers of a crashed commit are never reused. A crash at any moment
+therefore leaves the previous complete snapshot as the latest. Anyone with the AWS CLI can
+``aws s3 cp --recursive`` a snapshot folder and use the files directly.
+
+The decisions (manifest validation, what to upload, what to prune) are pure functions in
+``runctl.store.manifest``; this module carries them out against a ``Store``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
+from runctl.models import CheckpointInfo, FileEntry
+from runctl.store.base import ProgressCallback, Store
+from runctl.store.hashing import FileState, HashCache, SourceFile, scan_source, sha256_file
+from runctl.store.manifest import (
+    MANIFEST_NAME,
+    TEMP_MARKER,
+    Transfer,
+    build_manifest,
+    manifest_key,
+    next_seq,
+    parse_manifest,
+    parse_seq_name,
+    plan_commit,
+    plan_prune,
+    same_files,
+    seq_name,
+    snapshot_prefix,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Snapshots"]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Snapshots:
+    """The checkpoint snapshots stored under ``prefix`` in ``store``.
+
+    ``workers`` threads hash, upload, copy and download files in parallel. ``clock`` gives
+    the ``created`` time of new snapshots. An instance keeps an in-memory cache of the
+    hashes of local files (see ``HashCache``); keep one instance per job for periodic syncs.
+    Progress callbacks may be called from worker threads.
+    """
+
+    def __init__(self, store: Store, prefix: str, *, workers: int = 8,
+                 clock: Callable[[], datetime] = _utc_now) -> None:
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        self.store = store
+        self.prefix = prefix
+        self.workers = max(1, int(workers))
+        self._clock = clock
+        self._hashes = HashCache()
+
+    def __repr__(self) -> str:
+        return f"Snapshots({self.url})"
+
+    @property
+    def url(self) -> str:
+        return f"{self.store.url.rstrip('/')}/{self.prefix}".rstrip("/")
+
+    def _snapshot_url(self, seq: int) -> str:
+        return f"{self.store.url.rstrip('/')}/{self.prefix}{seq_name(seq)}"
+
+    # -- reading -------------------------------------------------------------------------
+    def _seqs(self) -> list[int]:
+        """Every seq folder present, complete or not, ascending."""
+        names = self.store.list_dirs(self.prefix)
+        return sorted(s for s in map(parse_seq_name, names) if s is not None)
+
+    def _read(self, seq: int) -> CheckpointInfo:
+        blob = self.store.read(manifest_key(self.prefix, seq))  # NotFoundError: incomplete
+        return parse_manifest(blob.data, url=self._snapshot_url(seq), seq=seq)
+
+    def _try_read(self, seq: int) -> CheckpointInfo | None:
+        try:
+            return self._read(seq)
+        except NotFoundError:
+            return None
+        except IntegrityError as exc:
+            log.warning("ignoring snapshot %d: %s", seq, exc)
+            return None
+
+    def _latest_of(self, seqs: list[int]) -> CheckpointInfo | None:
+        for seq in reversed(seqs):
+            info = self._try_read(seq)
+            if info is not None:
+                return info
+        return None
+
+    def list(self) -> list[CheckpointInfo]:
+        """The complete snapshots, ascending seq."""
+        return [info for info in self._parallel(self._try_read, self._seqs()) if info is not None]
+
+    def latest(self) -> CheckpointInfo | None:
+        """The complete snapshot with the highest seq, or None."""
+        return self._latest_of(self._seqs())
+
+    def get(self, seq: int) -> CheckpointInfo:
+        """Snapshot ``seq``: NotFoundError if missing or incomplete, IntegrityError if its
+        manifest does not validate."""
+        try:
+            return self._read(seq)
+        except NotFoundError as exc:
+            raise NotFoundError(f"no complete checkpoint snapshot {seq} at {self.url}") from exc
+
+    def _resolve(self, snapshot: CheckpointInfo | int) -> CheckpointInfo:
+        # Always the manifest as the store has it now, validated, whatever the caller holds.
+        return self.get(snapshot.seq if isinstance(snapshot, CheckpointInfo) else int(snapshot))
+
+    # -- commit --------------------------------------------------------------------------
+    def commit(self, source: Path, *, files: Iterable[str] | None = None, metadata: dict | None = None,
+               progress: ProgressCallback | None = None) -> CheckpointInfo | None:
+        """Snapshot the files of ``source`` as a new complete snapshot and return it.
+
+        ``files``: the relative paths to include (NotFoundError when one is missing); None
+        means every regular file below ``source`` (symlinks are skipped with a warning, and
+        so are temporary files whose names contain ``.runctl-tmp-``). No files: returns
+        None. When the files equal the latest snapshot's (paths, sizes, sha256), nothing is
+        written and the latest is returned.
+
+        A file whose content (sha256 and size) is in the latest snapshot under any path is
+        copied inside the store (server-side on S3); the others are uploaded in parallel.
+        ``progress`` receives the uploaded byte counts (``pending_bytes`` is their total).
+
+        A source file that changes or vanishes while it is hashed or uploaded fails the
+        commit with StoreError ("... changed while being snapshotted"): no manifest is
+        written, so the snapshot stays incomplete and the latest one is unchanged; retry
+        once the file is stable. PreconditionFailed: another writer claimed the same seq.
+        """
+        source = Path(source)
+        scanned = scan_source(source, files)
+        if files is None:
+            self._hashes.forget_missing(under=source, keep=[s.path for s in scanned])
+        if not scanned:
+            log.info("nothing to snapshot in %s", source)
+            return None
+        created = self._clock().astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        entries = self._parallel(self._entry, scanned)
+
+        seqs = self._seqs()
+        previous = self._latest_of(seqs)
+        if previous is not None and same_files(entries, previous.files):
+            log.info("checkpoint unchanged since snapshot %d; nothing committed", previous.seq)
+            return previous
+        seq = next_seq(seqs)
+        manifest = build_manifest(seq, created, entries, dict(metadata or {}))  # validates early
+        new_prefix = snapshot_prefix(self.prefix, seq)
+        plan = plan_commit(entries, new_prefix, previous,
+                           snapshot_prefix(self.prefix, previous.seq) if previous else None)
+        by_rel = {s.rel: s for s in scanned}
+
+        def transfer(t: Transfer) -> None:
+            key = new_prefix + t.entry.path
+            if t.source_key is not None:
+                self.store.copy(t.source_key, key)
+                return
+            item = by_rel[t.entry.path]
+            try:
+                self.store.upload(item.path, key, progress=progress)
+            except NotFoundError as exc:
+                raise StoreError(f"{item.path} vanished while being snapshotted") from exc
+            _check_unchanged(item)
+
+        self._parallel(transfer, [t for t in plan if not t.after_uploads])
+        self._parallel(transfer, [t for t in plan if t.after_uploads])
+        for item in scanned:
+            _check_unchanged(item)
+        try:
+            self.store.write(manifest_key(self.prefix, seq), manifest, if_none_match=True)
+        except PreconditionFailed as exc:
+            raise PreconditionFailed(f"another writer committed snapshot {seq} at {self.url} first") from exc
+        uploaded = [t.entry for t in plan if t.source_key is None]
+        log.info("committed snapshot %d at %s: %d files, %d uploaded (%d bytes), %d copied", seq, self.url,
+                 len(entries), len(uploaded), sum(f.size for f in uploaded), len(entries) - len(uploaded))
+        return CheckpointInfo(seq=seq, created=created, files=tuple(sorted(entries, key=lambda f: f.path)),
+                              url=self._snapshot_url(seq), metadata=dict(metadata or {}))
+
+    def _entry(self, item: SourceFile) -> FileEntry:
+        return FileEntry(item.rel, item.state.size, self._hashes.digest(item.path, item.state))
+
+    def pending_bytes(self, source: Path, files: Iterable[str] | None = None) -> int:
+        """The bytes a commit would upload now, without reading any file.
+
+        A file counts unless its hash is known from an earlier commit or restore (same size,
+        mtime and inode) and its content is in the latest snapshot: an upper bound, for
+        deadline estimates.
+        """
+        scanned = scan_source(Path(source), files)
+        previous = self.latest()
+        known = {(f.sha256, f.size) for f in previous.files} if previous else set()
+        total = 0
+        for item in scanned:
+            digest = self._hashes.lookup(item.path, item.state)
+            if digest is None or (digest, item.state.size) not in known:
+                total += item.state.size
+        return total
+
+    # -- restore -------------------------------------------------------------------------
+    def restore(self, snapshot: CheckpointInfo | int, target: Path, *,
+                progress: ProgressCallback | None = None) -> CheckpointInfo:
+        """Make ``target`` hold the files of ``snapshot``, verified, and return its info.
+
+        The manifest is read from the store and validated before anything is written; a
+        path that is unsafe or would land outside ``target`` (also through a symlink) raises
+        IntegrityError. Files are downloaded in parallel to temporary names, their size and
+        sha256 checked (IntegrityError naming the file on a mismatch, every temporary file
+        removed and ``target`` left as it was), then renamed into place. A file already in
+        ``target`` with the right size and hash is kept as is; files not in the snapshot are
+        left alone. ``progress`` receives each file's bytes as it is settled.
+        """
+        info = self._resolve(snapshot)
+        target = Path(target)
+        checked = [(f, _safe_destination(target, f.path)) for f in info.files]
+        target.mkdir(parents=True, exist_ok=True)
+        prefix = snapshot_prefix(self.prefix, info.seq)
+        temps: list[Path] = []
+        lock = threading.Lock()
+
+        def fetch(item: tuple[FileEntry, Path]) -> tuple[FileEntry, Path, Path] | None:
+            f, dest = item
+            if self._already_there(dest, f):
+                if progress:
+                    progress(f.size)
+                return None
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            temp = dest.with_name(f".{dest.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
+            with lock:
+                temps.append(temp)
+            try:
+                self.store.download(prefix + f.path, temp, progress=progress)
+            except NotFoundError as exc:
+                raise IntegrityError(f"{f.path} of snapshot {info.seq} is missing from {info.url}") from exc
+            problem = _content_problem(temp, f)
+            if problem:
+                raise IntegrityError(f"{f.path} of snapshot {info.seq} does not match its manifest: {problem}")
+            return f, temp, dest
+
+        try:
+            fetched = [r for r in self._parallel(fetch, checked) if r is not None]
+        except BaseException:
+            for temp in temps:
+                temp.unlink(missing_ok=True)
+            raise
+        for f, temp, dest in fetched:
+            try:
+                os.replace(temp, dest)
+            except OSError as exc:
+                temp.unlink(missing_ok=True)
+                raise StoreError(f"cannot restore {dest}: {exc.strerror}") from exc
+            # Just verified, and nothing runs in target yet: trust it despite its fresh mtime.
+            self._hashes.remember(dest, FileState.of(os.stat(dest)), f.sha256, recent_ok=True)
+        log.info("restored snapshot %d into %s: %d files, %d downloaded", info.seq, target,
+                 len(info.files), len(fetched))
+        return info
+
+    def _already_there(self, dest: Path, f: FileEntry) -> bool:
+        try:
+            st = os.lstat(dest)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            raise StoreError(f"cannot restore {f.path}: {dest} is a folder")
+        if not stat.S_ISREG(st.st_mode) or st.st_size != f.size:
+            return False
+        try:
+            return self._hashes.digest(dest, FileState.of(st)) == f.sha256
+        except StoreError:
+            return False
+
+    # -- prune and verify ----------------------------------------------------------------
+    def prune(self, keep_last_n: int, *, dry_run: bool = False) -> list[int]:
+        """Keep the newest ``keep_last_n`` (>= 1) complete snapshots; remove older complete
+        ones and incomplete folders older than the newest complete one. Returns the seqs
+        removed (or that would be, with ``dry_run``)."""
+        seqs = self._seqs()
+        complete = [info.seq for info in self.list()]
+        doomed = plan_prune(seqs, complete, keep_last_n)
+        if dry_run:
+            return doomed
+        for seq in doomed:
+            keys = [o.key for o in self.store.list(snapshot_prefix(self.prefix, seq))]
+            manifest = manifest_key(self.prefix, seq)
+            # The manifest goes first: a prune cut short leaves an incomplete folder, never
+            # a "complete" snapshot with missing files.
+            if manifest in keys:
+                self.store.delete([manifest])
+            self.store.delete([k for k in keys if k != manifest])
+            log.info("pruned snapshot %d at %s (%d objects)", seq, self.url, len(keys))
+        return doomed
+
+    def verify(self, snapshot: CheckpointInfo | int, *, progress: ProgressCallback | None = None) -> list[str]:
+        """Check snapshot's manifest and every file's presence, size and sha256 in the
+        store. Returns the problems found; [] means it verifies. NotFoundError when there is
+        no manifest at all."""
+        seq = snapshot.seq if isinstance(snapshot, CheckpointInfo) else int(snapshot)
+        try:
+            info = self.get(seq)
+        except IntegrityError as exc:
+            return [str(exc)]
+        prefix = snapshot_prefix(self.prefix, seq)
+        listed = {o.key: o.size for o in self.store.list(prefix)}
+        problems: list[str] = []
+        todo: list[FileEntry] = []
+        for f in info.files:
+            size = listed.get(prefix + f.path)
+            if size is None:
+                problems.append(f"{f.path}: missing from the store")
+            elif size != f.size:
+                problems.append(f"{f.path}: size {size} in the store, {f.size} in the manifest")
+            else:
+                todo.append(f)
+        expected = {prefix + f.path for f in info.files} | {prefix + MANIFEST_NAME}
+        problems += [f"{key[len(prefix):]}: in the snapshot folder but not in its manifest"
+                     for key in sorted(set(listed) - expected)]
+        with tempfile.TemporaryDirectory(prefix="runctl-verify-") as scratch:
+            def check(f: FileEntry) -> str | None:
+                key = prefix + f.path
+                local = _local_object(self.store, key)
+                if local is None:
+                    local = Path(scratch) / uuid.uuid4().hex
+                    try:
+                        self.store.download(key, local)
+                    except NotFoundError:
+                        return f"{f.path}: missing from the store"
+                try:
+                    problem = _content_problem(local, f)
+                finally:
+                    if local.parent == Path(scratch):
+                        local.unlink(missing_ok=True)
+                if progress:
+                    progress(f.size)
+                return f"{f.path}: {problem}" if problem else None
+
+            problems += [p for p in self._parallel(check, todo) if p]
+        return sorted(problems)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _parallel(self, fn, items):
+        """``[fn(i) for i in items]`` on the worker threads; the first error cancels the
+        rest and is raised once the running calls have finished."""
+        items = list(items)
+        if len(items) <= 1 or self.workers == 1:
+            return [fn(i) for i in items]
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(items)), thread_name_prefix="runctl-snap") as pool:
+            futures = [pool.submit(fn, i) for i in items]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+            return [future.result() for future in futures]
+
+
+def _check_unchanged(item: SourceFile) -> None:
+    try:
+        now = FileState.of(os.stat(item.path))
+    except FileNotFoundError as exc:
+        raise StoreError(f"{item.path} vanished while being snapshotted") from exc
+    if now != item.state:
+        raise StoreError(f"{item.path} changed while being snapshotted")
+
+
+def _content_problem(path: Path, f: FileEntry) -> str | None:
+    size = os.stat(path).st_size
+    if size != f.size:
+        return f"size expected {f.size}, got {size}"
+    digest = sha256_file(path)
+    if digest != f.sha256:
+        return f"sha256 expected {f.sha256}, got {digest}"
+    return None
+
+
+def _safe_destination(target: Path, rel: str) -> Path:
+    """``target/rel``, after checking that its folder resolves inside ``target``."""
+    root = os.path.realpath(target)
+    dest = Path(target, *rel.split("/"))
+    parent = os.path.realpath(dest.parent)
+    if parent != root and not parent.startswith(root.rstrip(os.sep) + os.sep):
+        raise IntegrityError(f"refusing to restore {rel!r}: it would be written outside {target} "
+                             f"(to {parent}, through a symlink)")
+    return dest
+
+
+def _local_object(store: Store, key: str) -> Path | None:
+    """The file behind ``key`` when the store is a local folder, else None."""
+    url = store.presign(key) if store.url.startswith("file:") else ""
+    return Path(unquote(urlparse(url).path)) if url.startswith("file://") else None
