@@ -39,8 +39,12 @@ def seq_name(seq: int) -> str:
 
 
 def parse_seq_name(name: str) -> int | None:
-    """The seq of a snapshot folder name, or None for anything else."""
-    return int(name) if _SEQ_NAME.match(name) else None
+    """The seq of a snapshot folder name, or None for anything else. Only the canonical
+    spelling counts ("00000003", not "3" or "003"), so one seq has one folder."""
+    if not _SEQ_NAME.fullmatch(name):
+        return None
+    seq = int(name)
+    return seq if name == seq_name(seq) else None
 
 
 def snapshot_prefix(prefix: str, seq: int) -> str:
@@ -207,17 +211,3 @@ def plan_commit(files: Sequence[FileEntry], new_prefix: str, previous: Checkpoin
             uploaded[content] = new_prefix + f.path
             plan.append(Transfer(f))
     return plan
-
-
-def plan_prune(all_seqs: Iterable[int], complete_seqs: Iterable[int], keep_last_n: int) -> list[int]:
-    """The seqs to remove: complete ones beyond the newest ``keep_last_n``, and incomplete
-    folders older than the newest complete snapshot (a newer incomplete one may be a commit
-    in progress, so it stays)."""
-    if not _is_int(keep_last_n) or keep_last_n < 1:
-        raise UsageError(f"keep_last_n must be at least 1, not {keep_last_n!r}")
-    complete = sorted(set(complete_seqs))
-    if not complete:
-        return []
-    newest = complete[-1]
-    keep = set(complete[-keep_last_n:])
-    return sorted(s for s in set(all_seqs) | set(complete) if s not in keep and s < newest)

@@ -12,7 +12,8 @@ therefore leaves the previous complete snapshot as the latest. Anyone with the A
 ``aws s3 cp --recursive`` a snapshot folder and use the files directly.
 
 The decisions (manifest validation, what to upload, what to prune) are pure functions in
-``runctl.store.manifest``; this module carries them out against a ``Store``.
+``runctl.store.manifest`` and ``runctl.store.retention``; this module carries them out
+against a ``Store``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from urllib.parse import unquote, urlparse
 from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
 from runctl.models import CheckpointInfo, FileEntry
 from runctl.store.base import ProgressCallback, Store
+from runctl.store.retention import plan_retention
 from runctl.store.hashing import FileState, HashCache, SourceFile, scan_source, sha256_file
 from runctl.store.manifest import (
     MANIFEST_NAME,
@@ -43,7 +45,6 @@ from runctl.store.manifest import (
     parse_manifest,
     parse_seq_name,
     plan_commit,
-    plan_prune,
     same_files,
     seq_name,
     snapshot_prefix,
@@ -298,9 +299,9 @@ class Snapshots:
         """Keep the newest ``keep_last_n`` (>= 1) complete snapshots; remove older complete
         ones and incomplete folders older than the newest complete one. Returns the seqs
         removed (or that would be, with ``dry_run``)."""
-        seqs = self._seqs()
-        complete = [info.seq for info in self.list()]
-        doomed = plan_prune(seqs, complete, keep_last_n)
+        names = [seq_name(s) for s in self._seqs()]
+        complete = [seq_name(info.seq) for info in self.list()]
+        doomed = [int(name) for name in plan_retention(names, complete, keep_last_n).delete]
         if dry_run:
             return doomed
         for seq in doomed:
