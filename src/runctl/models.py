@@ -55,3 +55,77 @@ class CheckpointInfo(Record):
             url=data.get("url", ""),
             metadata=dict(data.get("metadata") or {}),
         )
+
+
+@dataclass(frozen=True)
+class InterruptionNotice(Record):
+    """A reason to stop the running attempt: a spot notice, a signal, a rehearsal."""
+
+    source: str  # "spot", "rebalance", "signal", "rehearsal", "user"
+    action: str  # "terminate", "stop", "hibernate", "rebalance", "stop-job"
+    received: float  # epoch seconds when the agent saw it
+    deadline: float | None = None  # epoch seconds when the machine goes; None if unknown
+    detail: str = ""
+    restartable: bool = True  # False: the user asked to stop, do not restart
+
+
+@dataclass(frozen=True)
+class Attempt(Record):
+    """One run of the job's process, from restore to its final snapshot."""
+
+    number: int
+    started: float
+    ended: float | None = None
+    exit_code: int | None = None
+    reason: str | None = None  # completed, failed, interrupted, killed, stopped
+    resumed_from: int | None = None  # seq of the snapshot restored, None on a fresh start
+    final_snapshot: int | None = None  # seq of the last snapshot committed for this attempt
+    interruption: dict | None = None  # the InterruptionNotice, as a dict
+    first_step: int | None = None  # first step the script reported (runctl.progress)
+    last_step: int | None = None  # last step the script reported
+    host: str = ""
+    pid: int | None = None
+
+
+@dataclass(frozen=True)
+class JobStatus(Record):
+    """The job's status.json: its state, every attempt, and the agent's heartbeat."""
+
+    job_id: str
+    state: str  # pending, running, restarting, completed, failed, stopped
+    attempts: tuple[Attempt, ...] = ()
+    heartbeat: float | None = None
+    command: tuple[str, ...] = ()
+    notice: dict | None = None  # the latest interruption notice, as a dict
+    message: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobStatus:
+        attempts = tuple(Attempt.from_dict(a) for a in data.get("attempts", ()))
+        base = {k: v for k, v in data.items() if k not in ("attempts", "command")}
+        status = super().from_dict(base)
+        return dataclasses.replace(status, attempts=attempts, command=tuple(data.get("command", ())))
+
+
+@dataclass(frozen=True)
+class JobSpec(Record):
+    """What to run and how: everything an agent needs to run (and re-run) the job."""
+
+    job_id: str
+    command: tuple[str, ...]  # argv, script arguments included
+    store_url: str
+    checkpoint_dir: str  # absolute local folder
+    workdir: str  # absolute folder the command runs in
+    grace_period: float = 90.0
+    stop_signal: str = "SIGTERM"
+    max_restarts: int = 3  # restarts after interruptions
+    max_restarts_on_errors: int = 0  # restarts after the script failed
+    resume_args: tuple[str, ...] = ()  # appended on resume, "{checkpoint}" replaced
+    sync_interval: float = 60.0
+    keep_last_n: int = 5
+    env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        spec = super().from_dict(data)
+        return dataclasses.replace(spec, command=tuple(spec.command), resume_args=tuple(spec.resume_args))

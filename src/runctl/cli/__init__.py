@@ -22,6 +22,10 @@ COMMANDS = {
     "init": ("runctl.cli.init:init", "Write a commented .runctl.toml template."),
     "config": ("runctl.cli.config:config", "Show or validate the effective configuration."),
     "checkpoint": ("runctl.cli.checkpoint:checkpoint", "List, inspect, verify and prune checkpoint snapshots."),
+    "run": ("runctl.cli.run:run", "Run a script locally under the agent; resume it from the store."),
+    "status": ("runctl.cli.status:status", "Show a job's state, attempts and latest interruption notice."),
+    "jobs": ("runctl.cli.jobs:jobs", "List the jobs in the store."),
+    "logs": ("runctl.cli.logs:logs", "Print (or follow) a job's logs from the store."),
     "s3": ("runctl.cli.s3:s3", "Upload, download, sync, list and clean up S3 objects."),
 }
 

@@ -63,7 +63,10 @@ class Output:
             table.add_column(column)
         for row in rows:
             table.add_row(*("" if cell is None else str(cell) for cell in row))
-        Console().print(table)
+        console = Console()
+        if not console.is_terminal:
+            console.width = max(console.width, 120)  # pipes and CI logs: do not squeeze columns
+        console.print(table)
 
     @contextlib.contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None] | None]:

@@ -1,0 +1,113 @@
+"""The in-script API: what a training script sees of runctl (re-exported by ``runctl``).
+
+Standard library only, so that ``import runctl`` in a training script costs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from runctl.fsutil import fsync_path, temp_name_beside
+
+_DEFAULT_CHECKPOINT_DIR = "checkpoints"
+
+
+def checkpoint_dir() -> Path:
+    """The folder to save checkpoints in; runctl restores it before the script starts.
+
+    Outside runctl, ``./checkpoints``. The folder is created if missing.
+    """
+    path = Path(
+        os.environ.get("RUNCTL_CHECKPOINT_DIR")
+        or os.environ.get("TRAINCTL_CHECKPOINT_DIR")
+        or _DEFAULT_CHECKPOINT_DIR
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resume_from() -> Path | None:
+    """The newest checkpoint (file or folder) to resume from, or None on a fresh start."""
+    value = os.environ.get("RUNCTL_RESUME_FROM")
+    return Path(value) if value else None
+
+
+def interrupted() -> bool:
+    """True once an interruption notice has arrived: save now, the process will be stopped."""
+    flag = os.environ.get("RUNCTL_INTERRUPT_FILE")
+    return bool(flag) and os.path.exists(flag)
+
+
+def save_atomic(path: str | os.PathLike, writer: Callable[[Path], Any] | bytes | str) -> Path:
+    """Write ``path`` so that no reader, and no crash, ever sees it half-written.
+
+    ``writer`` is called with a temporary path in the same folder and must write the
+    file (or a folder, as ``save_pretrained`` does) there, e.g.
+    ``save_atomic("ckpt.pt", lambda tmp: torch.save(state, tmp))``; bytes or text are
+    written as they are. The result is fsynced and renamed into place.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_name_beside(target)
+    try:
+        if isinstance(writer, (bytes, str)):
+            temp.write_bytes(writer.encode() if isinstance(writer, str) else writer)
+        else:
+            writer(temp)
+        _fsync_tree(temp)
+        if temp.is_dir() and target.is_dir():
+            # A folder cannot replace a non-empty folder in one rename: move the old one
+            # aside first, so that a crash leaves either the old or the new one in place.
+            old = temp_name_beside(target)
+            os.replace(target, old)
+            os.replace(temp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(temp, target)
+        fsync_path(target.parent)
+    finally:
+        if temp.is_dir():
+            shutil.rmtree(temp, ignore_errors=True)
+        else:
+            temp.unlink(missing_ok=True)
+    return target
+
+
+def _fsync_tree(path: Path) -> None:
+    if path.is_dir():
+        for root, _dirs, files in os.walk(path):
+            for name in files:
+                fsync_path(Path(root) / name)
+            fsync_path(Path(root))
+    else:
+        fsync_path(path)
+
+
+# The first step this process reported: a resumed attempt starts one past its checkpoint,
+# which is how the agent counts the steps an interruption cost.
+_first_step_reported: list[int | None] = [None]
+
+
+def progress(step: int | None = None, **metrics: float) -> None:
+    """Tell runctl how far the script is, so that reports can count the steps lost.
+
+    Cheap enough to call every step; a no-op outside runctl.
+    """
+    target = os.environ.get("RUNCTL_PROGRESS_FILE")
+    if not target:
+        return
+    if step is not None and _first_step_reported[0] is None:
+        _first_step_reported[0] = step
+    record = {"step": step, "first_step": _first_step_reported[0], "time": time.time(), "metrics": metrics}
+    temp = temp_name_beside(Path(target))
+    try:
+        temp.write_text(json.dumps(record))
+        os.replace(temp, target)
+    except OSError:  # progress is advisory: never break the training loop over it
+        temp.unlink(missing_ok=True)

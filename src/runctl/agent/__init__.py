@@ -1,0 +1,1 @@
+"""The supervisor that runs beside the training process (see ``supervisor``)."""

@@ -1,0 +1,30 @@
+"""``python -m runctl.agent REQUEST.json``: a detached agent (``runctl run --detach``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from runctl.agent.supervisor import Agent, AgentOptions
+from runctl.interruptions import RehearsalSchedule, SignalSource
+from runctl.models import JobSpec
+from runctl.store import open_store
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    request = json.loads(Path(argv[0]).read_text())
+    spec = JobSpec.from_dict(request["spec"])
+    offsets = request.get("rehearse_offsets") or []
+    sources = [SignalSource(), *([RehearsalSchedule(offsets)] if offsets else [])]
+    options = AgentOptions(run_dir=Path(argv[0]).parent, wipe_between_attempts=bool(offsets))
+    agent = Agent(spec, open_store(spec.store_url), sources, options,
+                  events=lambda event: logging.getLogger("runctl.agent").info(event.message))
+    status = agent.run()
+    return {"completed": 0, "stopped": 130}.get(status.state, 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,67 @@
+"""The job's status.json, kept by the agent and read by every other command."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Callable
+
+from runctl.errors import NotFoundError
+from runctl.models import Attempt, JobStatus
+from runctl.store import layout
+
+
+def read_status(store, job_id: str) -> JobStatus | None:
+    try:
+        return JobStatus.from_dict(json.loads(store.read(layout.status_key(job_id)).data))
+    except NotFoundError:
+        return None
+
+
+def list_job_ids(store) -> list[str]:
+    return store.list_dirs("jobs/")
+
+
+class StatusBook:
+    """An in-memory JobStatus, saved to the store on every change and each heartbeat."""
+
+    def __init__(self, store, status: JobStatus, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._status = status
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    @property
+    def status(self) -> JobStatus:
+        return self._status
+
+    def update(self, **changes) -> JobStatus:
+        with self._lock:
+            self._status = dataclasses.replace(self._status, **changes)
+            self._save()
+            return self._status
+
+    def update_attempt(self, **changes) -> Attempt:
+        """Change the current (last) attempt."""
+        with self._lock:
+            attempts = list(self._status.attempts)
+            attempts[-1] = dataclasses.replace(attempts[-1], **changes)
+            self._status = dataclasses.replace(self._status, attempts=tuple(attempts))
+            self._save()
+            return attempts[-1]
+
+    def add_attempt(self, attempt: Attempt) -> None:
+        with self._lock:
+            self._status = dataclasses.replace(self._status, attempts=(*self._status.attempts, attempt))
+            self._save()
+
+    def heartbeat(self) -> None:
+        with self._lock:
+            self._save()
+
+    def _save(self) -> None:
+        self._status = dataclasses.replace(self._status, heartbeat=self._clock())
+        data = json.dumps(self._status.to_dict(), indent=1, sort_keys=True).encode()
+        self._store.write(layout.status_key(self._status.job_id), data)

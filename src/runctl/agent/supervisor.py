@@ -1,0 +1,290 @@
+"""The agent: runs a job's attempts beside the training process, wherever it runs.
+
+Per attempt: restore the latest complete snapshot, start the process in its own group
+with the job's environment, keep its checkpoints and logs flowing to the store, act on
+the first interruption notice (signal, grace, SIGKILL), snapshot once more at the end,
+record the attempt, and restart when the policy allows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from runctl.agent import workspace
+from runctl.agent.lease import Lease
+from runctl.agent.logs import LogShipper
+from runctl.agent.process import ProcessTree, become_subreaper, describe_exit
+from runctl.agent.status import StatusBook, read_status
+from runctl.agent.sync import CheckpointSync, SyncResult
+from runctl.errors import PreconditionFailed, RunctlError
+from runctl.interruptions.base import InterruptionSource
+from runctl.models import Attempt, InterruptionNotice, JobSpec, JobStatus
+from runctl.resume.policy import classify, decide
+from runctl.store import layout
+from runctl.store.snapshots import Snapshots
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentEvent:
+    kind: str  # job, restore, attempt, snapshot, notice, signal, kill, exit, restart, done, warning
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AgentOptions:
+    run_dir: Path  # local folder for the attempt's log, progress and interrupt files
+    sinks: tuple[BinaryIO | None, BinaryIO | None] = (None, None)  # where the script's output goes
+    wipe_between_attempts: bool = False  # rehearsal: a new attempt starts on an empty folder
+    heartbeat_interval: float = 5.0
+    poll_interval: float = 0.1
+    quiet_period: float = 1.0
+
+
+class Agent:
+    def __init__(self, spec: JobSpec, store, sources: Sequence[InterruptionSource], options: AgentOptions,
+                 events: Callable[[AgentEvent], None] = lambda event: None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.spec = spec
+        self.store = store
+        self.sources = list(sources)
+        self.options = options
+        self._emit_to = events
+        self._clock = clock
+        self.folder = Path(spec.checkpoint_dir)
+        self.snapshots = Snapshots(store, layout.checkpoints_prefix(spec.job_id))
+        self.lease = Lease(store, spec.job_id)
+        self.book: StatusBook | None = None
+        self.started = clock()
+
+    def _emit(self, kind: str, message: str, **data: Any) -> None:
+        try:
+            self._emit_to(AgentEvent(kind, message, data))
+        except Exception:  # a rendering bug must never stop the job
+            log.exception("event handler failed")
+
+    # -- the job ---------------------------------------------------------------------
+    def run(self) -> JobStatus:
+        self.started = self._clock()
+        workspace.ensure_writable(self.folder)
+        self.options.run_dir.mkdir(parents=True, exist_ok=True)
+        self.lease.acquire()
+        try:
+            become_subreaper()
+            self._write_spec_once()
+            previous = read_status(self.store, self.spec.job_id)
+            status = JobStatus(self.spec.job_id, "running", previous.attempts if previous else (),
+                               command=self.spec.command)
+            self.book = StatusBook(self.store, status, self._clock)
+            first_in_run = True
+            while True:
+                attempt = self._run_attempt(first_in_run)
+                first_in_run = False
+                this_run = [a for a in self.book.status.attempts if a.started >= self.started]
+                decision = decide(this_run, max_restarts=self.spec.max_restarts,
+                                  max_restarts_on_errors=self.spec.max_restarts_on_errors)
+                if decision.restart:
+                    self.book.update(state="restarting", message=decision.why)
+                    self._emit("restart", f"restarting: {decision.why}", attempt=attempt.number)
+                    continue
+                self.book.update(state=decision.final_state, message=decision.why)
+                self._emit("done", f"job {self.spec.job_id} {decision.final_state}: {decision.why}",
+                           state=decision.final_state)
+                return self.book.status
+        finally:
+            for source in self.sources:
+                source.close()
+            self.lease.release()
+
+    def _write_spec_once(self) -> None:
+        data = json.dumps(self.spec.to_dict(), indent=1, sort_keys=True).encode()
+        try:
+            self.store.write(layout.job_key(self.spec.job_id), data, if_none_match=True)
+        except PreconditionFailed:
+            pass  # written by the job's first run; the spec of record stays as it was
+
+    # -- one attempt -------------------------------------------------------------------
+    def _prepare_folder(self, first_in_run: bool):
+        """Make the checkpoint folder hold the latest complete snapshot; return it."""
+        if self.options.wipe_between_attempts and not first_in_run:
+            workspace.clear_folder(self.folder)
+        latest = self.snapshots.latest()
+        if latest is None:
+            return None
+        aside = self.options.run_dir / "displaced" / workspace.timestamp()
+        moved = workspace.displace_strays(self.folder, latest, aside)
+        if moved:
+            self._emit("warning", f"moved {len(moved)} local file(s) not in the store's latest snapshot to {aside}")
+        started = self._clock()
+        self.snapshots.restore(latest, self.folder)
+        self._emit("restore", f"restored snapshot {latest.seq} ({latest.total_bytes} bytes) "
+                   f"in {self._clock() - started:.2f}s", seq=latest.seq)
+        return latest
+
+    def _run_attempt(self, first_in_run: bool) -> Attempt:
+        assert self.book is not None
+        number = len(self.book.status.attempts)
+        restored = self._prepare_folder(first_in_run)
+        resume = workspace.resume_path(self.folder, restored)
+        run_dir = self.options.run_dir
+        interrupt_file, progress_file = run_dir / f"interrupt-{number}.json", run_dir / f"progress-{number}.json"
+        for stale in (interrupt_file, progress_file):
+            stale.unlink(missing_ok=True)
+        env = workspace.attempt_environment(os.environ, self.spec, attempt=number, resume=resume,
+                                            interrupt_file=interrupt_file, progress_file=progress_file)
+        argv = workspace.command_for(self.spec, resume)
+        log_path = run_dir / f"attempt-{number}.log"
+        with open(log_path, "ab") as log_file:
+            tree = ProcessTree(argv, env, self.spec.workdir, self.options.sinks, log_file)
+            tree.start()
+            now = self._clock()
+            self.book.add_attempt(Attempt(number, now, resumed_from=restored.seq if restored else None,
+                                          host=socket.gethostname(), pid=tree.pid))
+            self.book.update(state="running", message="")
+            where = f"snapshot {restored.seq} ({resume.name if resume else 'no checkpoint file'})" if restored else "a fresh start"
+            self._emit("attempt", f"attempt {number} started from {where}", attempt=number,
+                       resumed_from=restored.seq if restored else None)
+            for source in self.sources:
+                source.attempt_started(number, now)
+            shipper = LogShipper(self.store, self.spec.job_id, number, log_path)
+            progress = _ProgressReader(progress_file)
+            sync = CheckpointSync(
+                self.snapshots, self.folder, sync_interval=self.spec.sync_interval,
+                keep_last_n=self.spec.keep_last_n, writers=tree.files_open_for_writing,
+                metadata=lambda: {"attempt": number, "step": progress.last_step},
+                on_snapshot=self._on_snapshot, on_error=self._on_sync_error,
+                quiet_period=self.options.quiet_period, clock=self._clock,
+            )
+            sync.start()
+            housekeeping = _Periodic(self.options.heartbeat_interval, lambda: self._housekeep(shipper, progress))
+            housekeeping.start()
+            try:
+                notice, exit_code = self._supervise(tree, progress, interrupt_file)
+            finally:
+                housekeeping.stop()
+                leftovers = tree.kill_all()
+                if leftovers:
+                    self._emit("kill", f"killed {leftovers} leftover process(es) of the attempt")
+            final = sync.final()
+            shipper.ship()
+        progress.read()
+        reason = classify(exit_code, notice.to_dict() if notice else None)
+        final_seq = final.snapshot.seq if final else (sync.latest.seq if sync.latest else None)
+        attempt = self.book.update_attempt(
+            ended=self._clock(), exit_code=exit_code, reason=reason, final_snapshot=final_seq,
+            interruption=notice.to_dict() if notice else None,
+            first_step=progress.first_step, last_step=progress.last_step,
+        )
+        self._emit("exit", f"attempt {number} {reason} ({describe_exit(exit_code)})"
+                   + (f"; final snapshot {final_seq}" if final_seq is not None else ""),
+                   attempt=number, reason=reason, exit_code=exit_code)
+        return attempt
+
+    def _supervise(self, tree: ProcessTree, progress: _ProgressReader, interrupt_file: Path):
+        """Watch the process and the interruption sources until the process exits."""
+        notice: InterruptionNotice | None = None
+        kill_at: float | None = None
+        stop_signal = signal.Signals[self.spec.stop_signal]
+        while (code := tree.poll()) is None:
+            now = self._clock()
+            progress.read()
+            for source in self.sources:
+                incoming = source.poll(now)
+                if incoming is None:
+                    continue
+                if incoming.action == "kill" or notice is not None and not incoming.restartable:
+                    kill_at = now  # Ctrl-C twice, or a user stop during a grace period: now
+                    notice = notice or incoming
+                    continue
+                if notice is not None:
+                    continue  # already stopping; the first notice stands
+                notice = incoming
+                kill_at = self._grace_deadline(incoming, now)
+                _write_json(interrupt_file, incoming.to_dict())
+                self.book.update(notice=incoming.to_dict())
+                self._emit("notice", f"interruption: {incoming.detail or incoming.source}; sending "
+                           f"{stop_signal.name}, grace {kill_at - now:.0f}s", notice=incoming.to_dict())
+                tree.signal(stop_signal)
+            if kill_at is not None and now >= kill_at:
+                self._emit("kill", "grace period over: killing the process tree")
+                tree.kill_all()
+                kill_at = None
+            time.sleep(self.options.poll_interval)
+        tree.wait()
+        return notice, code
+
+    def _grace_deadline(self, notice: InterruptionNotice, now: float) -> float:
+        return now + self.spec.grace_period
+
+    def _housekeep(self, shipper: LogShipper, progress: _ProgressReader) -> None:
+        assert self.book is not None
+        try:
+            self.lease.renew()
+            shipper.ship()
+            self.book.update_attempt(first_step=progress.first_step, last_step=progress.last_step)
+        except RunctlError as exc:
+            log.warning("could not update the store: %s", exc)
+
+    def _on_snapshot(self, result: SyncResult) -> None:
+        info = result.snapshot
+        self._emit("snapshot", f"snapshot {info.seq} durable ({len(info.files)} files, {info.total_bytes} bytes, "
+                   f"{result.seconds:.2f}s)", seq=info.seq)
+
+    def _on_sync_error(self, exc: Exception) -> None:
+        self._emit("warning", f"checkpoint snapshot failed, will retry: {exc}")
+
+
+class _ProgressReader:
+    """The steps the script reported through ``runctl.progress``."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self.first_step: int | None = None
+        self.last_step: int | None = None
+
+    def read(self) -> None:
+        try:
+            record = json.loads(self._path.read_bytes())
+        except (OSError, ValueError):
+            return
+        step, first = record.get("step"), record.get("first_step")
+        if isinstance(step, int):
+            self.last_step = step
+            self.first_step = first if isinstance(first, int) else (self.first_step if self.first_step is not None else step)
+
+
+class _Periodic:
+    def __init__(self, interval: float, action: Callable[[], None]) -> None:
+        self._interval = interval
+        self._action = action
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="agent-housekeeping")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._action()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(json.dumps(data))
+    os.replace(temp, path)

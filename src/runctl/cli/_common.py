@@ -1,0 +1,56 @@
+"""Helpers shared by the job commands: the project folder, the default store, job ids."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import click
+
+from runctl.errors import UsageError
+
+STATE_DIR = ".runctl"
+
+
+def project_dir() -> Path:
+    """Where runctl keeps local state: the current folder."""
+    return Path.cwd()
+
+
+def store_url(app, explicit: str | None) -> str:
+    """The store to use: --store, then [checkpoint] store, then .runctl/store here."""
+    if explicit:
+        return explicit
+    configured = app.config.checkpoint.store
+    return configured or str(project_dir() / STATE_DIR / "store")
+
+
+def job_run_dir(job_id: str) -> Path:
+    return project_dir() / STATE_DIR / "jobs" / job_id
+
+
+def derived_job_id(script: str, args: tuple[str, ...], workdir: Path) -> str:
+    """A stable id for 'this script with these arguments in this folder', readable by name."""
+    stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(script).stem).strip("-.") or "job"
+    digest = hashlib.sha256("\0".join([str(workdir), script, *args]).encode()).hexdigest()[:6]
+    return f"{stem[:40]}-{digest}"
+
+
+store_option = click.option("--store", "store", metavar="URL",
+                            help="Checkpoint store: a folder, file:///path or s3://bucket/prefix "
+                                 "(default: [checkpoint] store, else .runctl/store here).")
+
+
+def open_job_store(app, explicit: str | None):
+    from runctl.store import open_store
+
+    return open_store(store_url(app, explicit))
+
+
+def require_job(store, job_id: str):
+    from runctl.agent.status import read_status
+
+    status = read_status(store, job_id)
+    if status is None:
+        raise UsageError(f"no job {job_id!r} in {store.url}; `runctl jobs` lists the jobs there")
+    return status

@@ -1,0 +1,181 @@
+"""runctl run: run a script under the agent, locally, resuming from the store."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from runctl.cli import _common
+from runctl.cli._args import script_args, script_command
+from runctl.cli._context import output_option, pass_app
+from runctl.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, UsageError
+
+EXIT_BY_STATE = {"completed": 0, "failed": EXIT_JOB_FAILED, "stopped": EXIT_INTERRUPTED}
+
+
+@script_command(name="run", short_help="Run a script locally under the agent; resume it from the store.")
+@_common.store_option
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Local folder the script saves checkpoints in (default: .runctl/jobs/JOB/checkpoints).")
+@click.option("--job-id", help="Name of the job (default: derived from the script and its arguments).")
+@click.option("--grace", type=click.FloatRange(min=0), help="Seconds between the stop signal and SIGKILL (default 90).")
+@click.option("--stop-signal", help="Signal that asks the script to save and stop (default SIGTERM).")
+@click.option("--max-restarts", type=click.IntRange(min=0), help="Restarts after interruptions (default 3).")
+@click.option("--max-restarts-on-errors", type=click.IntRange(min=0), help="Restarts after the script fails (default 0).")
+@click.option("--resume-args", help='Arguments added when resuming, e.g. "--resume {checkpoint}".')
+@click.option("--sync-interval", type=click.FloatRange(min=0.1), help="Seconds between periodic snapshots (default 60).")
+@click.option("--keep-last-n", type=click.IntRange(min=1), help="Complete snapshots kept in the store (default 5).")
+@click.option("--rehearse", type=click.IntRange(min=0), default=0,
+              help="Preemption rehearsal: inject N interruptions, then report what they cost.")
+@click.option("--rehearse-at", metavar="TIMES", help="When, into each attempt, e.g. 20s,45s (default: random 5-15s).")
+@click.option("--detach", is_flag=True, help="Run in the background; follow with runctl logs JOB -f.")
+@output_option
+@pass_app
+def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_restarts, max_restarts_on_errors,
+        resume_args, sync_interval, keep_last_n, rehearse, rehearse_at, detach):
+    """Run SCRIPT (a .py file, or any command) under the agent.
+
+    \b
+    The script gets RUNCTL_CHECKPOINT_DIR (restored from the store before it starts),
+    RUNCTL_RESUME_FROM (its newest checkpoint, when resuming), RUNCTL_JOB_ID,
+    RUNCTL_ATTEMPT and RUNCTL_INTERRUPT_FILE. Its arguments go after --:
+        runctl run training/train.py --rehearse 2 -- --steps 5000
+    """
+    import shlex
+
+    from runctl.agent.command import resolve_command
+    from runctl.interruptions.rehearsal import parse_rehearse_at, plan_offsets
+    from runctl.models import JobSpec
+    from runctl.store.layout import JOB_ID_PATTERN
+
+    config = app.config
+    args = script_args()
+    command = resolve_command(script, args)
+    if rehearse_at and not rehearse:
+        rehearse = len(parse_rehearse_at(rehearse_at))
+    offsets = plan_offsets(rehearse, parse_rehearse_at(rehearse_at) if rehearse_at else None, random.Random())
+    job_store = _common.open_job_store(app, store)
+    if job_id is not None and not JOB_ID_PATTERN.match(job_id):
+        raise UsageError(f"invalid --job-id {job_id!r}: use letters, digits, '.', '_' and '-' (at most 128)")
+    job_id = job_id or _fresh_job_id(job_store, script, args)
+    _refuse_completed(job_store, job_id)
+    folder = (checkpoint_dir or (Path(config.checkpoint.dir) if config.checkpoint.dir else
+                                 _common.job_run_dir(job_id) / "checkpoints")).resolve()
+    signal_name = (stop_signal or config.local.stop_signal).upper()
+    signal_name = signal_name if signal_name.startswith("SIG") else f"SIG{signal_name}"
+    _check_signal(signal_name)
+    spec = JobSpec(
+        job_id=job_id, command=tuple(command), store_url=job_store.url, checkpoint_dir=str(folder),
+        workdir=str(Path.cwd()),
+        grace_period=config.local.grace_period if grace is None else grace,
+        stop_signal=signal_name,
+        max_restarts=max(config.local.max_restarts if max_restarts is None else max_restarts, rehearse),
+        max_restarts_on_errors=(config.local.max_restarts_on_errors if max_restarts_on_errors is None
+                                else max_restarts_on_errors),
+        resume_args=tuple(shlex.split(resume_args)) if resume_args else (),
+        sync_interval=config.checkpoint.sync_interval if sync_interval is None else sync_interval,
+        keep_last_n=config.checkpoint.keep_last_n if keep_last_n is None else keep_last_n,
+    )
+    if detach:
+        _detach(app, spec, offsets)
+        return
+    status, report = _run_here(app, spec, job_store, offsets)
+    code = EXIT_BY_STATE.get(status.state, EXIT_JOB_FAILED)
+    if report is not None and report.verdict != "pass" and code == 0:
+        code = EXIT_JOB_FAILED
+    app.output.report({"job_id": job_id, "status": status, "rehearsal": report},
+                      lambda: _render_outcome(app, status, report))
+    click.get_current_context().exit(code)
+
+
+def _fresh_job_id(store, script: str, args) -> str:
+    """The derived id; or, when that job already completed, the next free '-N' variant."""
+    from runctl.agent.status import read_status
+
+    base = _common.derived_job_id(script, args, Path.cwd())
+    for n in range(1, 10_000):
+        candidate = base if n == 1 else f"{base}-{n}"
+        status = read_status(store, candidate)
+        if status is None or status.state != "completed":
+            return candidate
+    raise UsageError(f"too many completed runs of {base}; give a --job-id")
+
+
+def _refuse_completed(store, job_id: str) -> None:
+    from runctl.agent.status import read_status
+
+    status = read_status(store, job_id)
+    if status is not None and status.state == "completed":
+        raise UsageError(f"job {job_id} already completed; give a new --job-id to run it again")
+
+
+def _check_signal(name: str) -> None:
+    import signal
+
+    if name not in signal.Signals.__members__:
+        raise UsageError(f"unknown signal {name!r} for --stop-signal; use e.g. SIGTERM, SIGINT or SIGUSR1")
+
+
+def _run_here(app, spec, store, offsets):
+    from runctl.agent.report import rehearsal_report
+    from runctl.agent.supervisor import Agent, AgentOptions
+    from runctl.interruptions import RehearsalSchedule, SignalSource
+
+    rehearsal = RehearsalSchedule(offsets) if offsets else None
+    sources = [SignalSource(), *([rehearsal] if rehearsal else [])]
+    out = sys.stderr.buffer if app.output.is_json else sys.stdout.buffer  # keep stdout for the JSON
+    options = AgentOptions(run_dir=_common.job_run_dir(spec.job_id), sinks=(out, sys.stderr.buffer),
+                           wipe_between_attempts=rehearsal is not None)
+    if rehearsal:
+        app.output.note(f"runctl: rehearsal: {len(offsets)} interruption(s), at "
+                        + ", ".join(f"{o:g}s" for o in offsets) + " into attempts " + ", ".join(map(str, range(len(offsets)))))
+    agent = Agent(spec, store, sources, options, events=lambda event: _render_event(app, event))
+    app.output.note(f"runctl: job {spec.job_id}, store {store.url}, checkpoints in {spec.checkpoint_dir}")
+    status = agent.run()
+    report = None
+    if rehearsal:
+        this_run = [a for a in status.attempts if a.started >= agent.started]
+        report = rehearsal_report(this_run, rehearsal.planned, rehearsal.injected, status.state)
+    return status, report
+
+
+def _render_event(app, event) -> None:
+    style = {"warning": "yellow", "notice": "yellow", "kill": "red", "done": "bold"}.get(event.kind)
+    app.output.note(click.style(f"runctl: {event.message}", fg=style if style in ("yellow", "red") else None,
+                                bold=style == "bold"))
+
+
+def _render_outcome(app, status, report) -> None:
+    if report is None:
+        return
+    rows = []
+    for cost in report.attempts:
+        rows.append((cost.number, cost.reason, "fresh" if cost.resumed_from is None else f"snapshot {cost.resumed_from}",
+                     f"{cost.first_step}-{cost.last_step}" if cost.last_step is not None else "-",
+                     f"{cost.seconds:.1f}s" if cost.seconds is not None else "-",
+                     "-" if cost.steps_lost is None else cost.steps_lost,
+                     "-" if cost.seconds_lost is None else f"{cost.seconds_lost:.1f}s"))
+    app.output.table(("attempt", "ended", "resumed from", "steps", "time", "steps lost", "time lost"), rows,
+                     title=f"Preemption rehearsal: {report.injected} of {report.planned} interruptions")
+    verdict = click.style("PASS", fg="green", bold=True) if report.verdict == "pass" else click.style("FAIL", fg="red", bold=True)
+    app.output.line(f"verdict: {verdict}")
+    for problem in report.problems:
+        app.output.line(f"  - {problem}")
+
+
+def _detach(app, spec, offsets) -> None:
+    run_dir = _common.job_run_dir(spec.job_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    request = run_dir / "agent-request.json"
+    request.write_text(json.dumps({"spec": spec.to_dict(), "rehearse_offsets": offsets}))
+    with open(run_dir / "agent.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "runctl.agent", str(request)], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=log, start_new_session=True, cwd=spec.workdir)
+    app.output.report({"job_id": spec.job_id, "agent_pid": proc.pid},
+                      lambda: app.output.line(f"job {spec.job_id} started in the background (agent pid {proc.pid}); "
+                                              f"follow it with: runctl logs {spec.job_id} -f"))

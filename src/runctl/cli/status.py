@@ -1,0 +1,49 @@
+"""runctl status [JOB]: a job's state, its attempts and its latest interruption notice."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from runctl.cli import _common
+from runctl.cli._context import output_option, pass_app
+from runctl.errors import UsageError
+
+
+def _when(epoch: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) if epoch else "-"
+
+
+@click.command(short_help="Show a job's state, attempts and latest interruption notice.")
+@click.argument("job_id", required=False, metavar="[JOB]")
+@_common.store_option
+@output_option
+@pass_app
+def status(app, job_id, store):
+    """Show JOB (default: the job with the latest heartbeat in the store)."""
+    from runctl.agent.status import list_job_ids, read_status
+
+    job_store = _common.open_job_store(app, store)
+    if job_id is None:
+        statuses = [s for s in (read_status(job_store, j) for j in list_job_ids(job_store)) if s]
+        if not statuses:
+            raise UsageError(f"no jobs in {job_store.url}; start one with runctl run SCRIPT")
+        job = max(statuses, key=lambda s: s.heartbeat or 0)
+    else:
+        job = _common.require_job(job_store, job_id)
+    app.output.report(job, lambda: _render(app, job))
+
+
+def _render(app, job) -> None:
+    interrupted = sum(1 for a in job.attempts if a.reason == "interrupted")
+    app.output.line(f"job {job.job_id}: {job.state}" + (f" ({job.message})" if job.message else ""))
+    app.output.line(f"  attempts: {len(job.attempts)}, recoveries: {interrupted}, heartbeat: {_when(job.heartbeat)}")
+    if job.notice:
+        deadline = job.notice.get("deadline")
+        app.output.line(f"  last notice: {job.notice.get('source')} {job.notice.get('action')} at "
+                        f"{_when(job.notice.get('received'))}" + (f", deadline {_when(deadline)}" if deadline else ""))
+    rows = [(a.number, _when(a.started), _when(a.ended), a.reason or "running", a.exit_code,
+             "fresh" if a.resumed_from is None else a.resumed_from, a.final_snapshot,
+             a.last_step if a.last_step is not None else "-") for a in job.attempts]
+    app.output.table(("attempt", "started", "ended", "reason", "exit", "resumed from", "final snapshot", "step"), rows)

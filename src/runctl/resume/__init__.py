@@ -1,0 +1,1 @@
+"""Recovery: pure decisions from the attempt history, and (on AWS) their execution."""
