@@ -89,8 +89,8 @@ class Snapshots:
         return f"{self.store.url.rstrip('/')}/{self.prefix}{seq_name(seq)}"
 
     # -- reading -------------------------------------------------------------------------
-    def _seqs(self) -> list[int]:
-        """Every seq folder present, complete or not, ascending."""
+    def all_seqs(self) -> list[int]:
+        """The seq of every snapshot folder present, complete or not, ascending."""
         names = self.store.list_dirs(self.prefix)
         return sorted(s for s in map(parse_seq_name, names) if s is not None)
 
@@ -116,11 +116,11 @@ class Snapshots:
 
     def list(self) -> list[CheckpointInfo]:
         """The complete snapshots, ascending seq."""
-        return [info for info in self._parallel(self._try_read, self._seqs()) if info is not None]
+        return [info for info in self._parallel(self._try_read, self.all_seqs()) if info is not None]
 
     def latest(self) -> CheckpointInfo | None:
         """The complete snapshot with the highest seq, or None."""
-        return self._latest_of(self._seqs())
+        return self._latest_of(self.all_seqs())
 
     def get(self, seq: int) -> CheckpointInfo:
         """Snapshot ``seq``: NotFoundError if missing or incomplete, IntegrityError if its
@@ -164,7 +164,7 @@ class Snapshots:
         created = self._clock().astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         entries = self._parallel(self._entry, scanned)
 
-        seqs = self._seqs()
+        seqs = self.all_seqs()
         previous = self._latest_of(seqs)
         if previous is not None and same_files(entries, previous.files):
             log.info("checkpoint unchanged since snapshot %d; nothing committed", previous.seq)
@@ -299,7 +299,7 @@ class Snapshots:
         """Keep the newest ``keep_last_n`` (>= 1) complete snapshots; remove older complete
         ones and incomplete folders older than the newest complete one. Returns the seqs
         removed (or that would be, with ``dry_run``)."""
-        names = [seq_name(s) for s in self._seqs()]
+        names = [seq_name(s) for s in self.all_seqs()]
         complete = [seq_name(info.seq) for info in self.list()]
         doomed = [int(name) for name in plan_retention(names, complete, keep_last_n).delete]
         if dry_run:
