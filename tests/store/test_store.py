@@ -286,10 +286,17 @@ def test_s3_no_credentials(monkeypatch, moto_server):
     )
 
 
+def test_s3_missing_profile(monkeypatch, moto_server):
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    with pytest.raises(StoreError, match="AWS profile 'no-such-profile' not found"):
+        S3Store("bucket", "p").read("k")
+
+
 def test_s3_unreachable_endpoint_names_it(moto_server):
     store = S3Store("bucket", "p", endpoint_url="http://127.0.0.1:9")
-    with pytest.raises(StoreError, match=r"cannot reach the S3 endpoint http://127\.0\.0\.1:9"):
+    with pytest.raises(StoreError) as info:
         store.read("k")
+    assert str(info.value) == "cannot reach the S3 endpoint http://127.0.0.1:9 to read s3://bucket/p/k"
 
 
 def test_s3_explicit_endpoint_overrides_environment(s3_bucket, moto_server, monkeypatch):

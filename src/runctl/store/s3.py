@@ -27,7 +27,7 @@ MiB = 1024 * 1024
 MULTIPART_THRESHOLD = 8 * MiB
 MULTIPART_CHUNKSIZE = 8 * MiB
 TRANSFER_CONCURRENCY = 8
-MAX_POOL_CONNECTIONS = 32
+MAX_POOL_CONNECTIONS = 64  # parallel files (8) x parts per file (8)
 DELETE_BATCH = 1000  # the most DeleteObjects accepts in one request
 TEMP_MARKER = ".runctl-tmp-"  # the same marker LocalStore uses for its temporary files
 
@@ -41,7 +41,8 @@ _BAD_CREDENTIAL_CODES = {
     "InvalidToken",
     "TokenRefreshRequired",
 }
-_PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+# 412: the condition failed; 409 ConditionalRequestConflict: a concurrent conditional write won.
+_PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 
 
 def _check_key(key: str) -> str:
@@ -49,6 +50,31 @@ def _check_key(key: str) -> str:
     if not key or key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
         raise StoreError(f"invalid store key {key!r}")
     return key
+
+
+def new_session(**kwargs):
+    """A boto3 Session (standard credential chain), its errors translated: a missing
+    AWS_PROFILE fails here already."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ProfileNotFound
+
+    try:
+        return boto3.session.Session(**kwargs)
+    except ProfileNotFound as exc:
+        raise StoreError(
+            f"AWS profile {exc.kwargs.get('profile')!r} not found; fix AWS_PROFILE "
+            "(aws configure list-profiles shows the profiles there are)"
+        ) from exc
+    except BotoCoreError as exc:
+        raise StoreError(f"cannot load the AWS configuration: {exc}") from exc
+
+
+def _origin(url: str) -> str:
+    """scheme://host[:port] of a request URL (botocore reports the whole request URL)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else url
 
 
 class S3Store:
@@ -77,11 +103,10 @@ class S3Store:
         return self._client
 
     def _make_client(self):
-        import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
 
-        session = self._session or boto3.session.Session()
+        session = self._session or new_session()
         config = Config(
             # max_attempts is left to AWS_MAX_ATTEMPTS / the profile (default 3 in standard mode)
             retries={"mode": "standard"},
@@ -121,8 +146,7 @@ class S3Store:
         return f"{self.url}/{key}" if key else self.url
 
     @contextlib.contextmanager
-    def _translate(self, action: str, key: str | None = None, *, permission: str | None = None,
-                   not_found_is_missing_key: bool = True):
+    def _translate(self, action: str, key: str | None = None, *, permission: str | None = None):
         """Turn botocore/boto3 errors into one-line runctl errors naming what failed.
 
         ``action`` says what was attempted ("read", "upload ..."), ``permission`` the IAM
@@ -152,7 +176,7 @@ class S3Store:
         except (ClientError, BotoCoreError) as exc:
             cause = exc
         if isinstance(cause, ClientError):
-            raise self._client_error(cause, action, key, permission, not_found_is_missing_key) from cause
+            raise self._client_error(cause, action, key, permission) from cause
         if isinstance(cause, NoCredentialsError):
             raise StoreError(
                 "no AWS credentials found; configure them (aws configure, AWS_PROFILE or environment variables)"
@@ -160,7 +184,7 @@ class S3Store:
         if isinstance(cause, (PartialCredentialsError, CredentialRetrievalError, ProfileNotFound)):
             raise StoreError(f"cannot load AWS credentials: {cause}") from cause
         if isinstance(cause, ConnectionError):
-            endpoint = getattr(cause, "kwargs", {}).get("endpoint_url") or self._endpoint_desc()
+            endpoint = _origin(getattr(cause, "kwargs", {}).get("endpoint_url") or self._endpoint_desc())
             raise StoreError(f"cannot reach the S3 endpoint {endpoint} to {action} {where}") from cause
         if isinstance(cause, HTTPClientError):
             raise StoreError(f"connection to S3 failed while trying to {action} {where}: {cause}") from cause
@@ -171,18 +195,17 @@ class S3Store:
             return self._client.meta.endpoint_url
         return self._endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "(default AWS endpoint)"
 
-    def _client_error(self, exc, action: str, key: str | None, permission: str | None,
-                      not_found_is_missing_key: bool) -> StoreError:
+    def _client_error(self, exc, action: str, key: str | None, permission: str | None) -> StoreError:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         where = self._where(key)
         if code == "NoSuchBucket":
             return self._no_bucket()
-        if code in _PRECONDITION_CODES or status in (409, 412):
+        if code in _PRECONDITION_CODES or status == 412:
             return PreconditionFailed(f"{where} changed or already exists (conditional {action} refused)")
         if code in _NOT_FOUND_CODES or status == 404:
-            if not_found_is_missing_key and key is not None:
+            if key is not None:
                 return NotFoundError(f"{where} does not exist")
             return NotFoundError(f"{where} not found while trying to {action}")
         if code in _BAD_CREDENTIAL_CODES:
