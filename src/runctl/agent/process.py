@@ -166,6 +166,14 @@ class ProcessTree:
             except (psutil.Error, ChildProcessError, OSError):
                 pass
 
+    def wait_briefly(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, waking as soon as the child exits."""
+        assert self.popen is not None
+        try:
+            self.popen.wait(seconds)
+        except subprocess.TimeoutExpired:
+            pass
+
     def wait(self, timeout: float | None = None) -> int:
         assert self.popen is not None
         code = self.popen.wait(timeout)

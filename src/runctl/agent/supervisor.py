@@ -221,7 +221,7 @@ class Agent:
                 self._emit("kill", "grace period over: killing the process tree")
                 tree.kill_all()
                 kill_at = None
-            time.sleep(self.options.poll_interval)
+            tree.wait_briefly(self.options.poll_interval)  # returns at once when it exits
         tree.wait()
         return notice, code
 
