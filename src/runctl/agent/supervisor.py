@@ -177,6 +177,7 @@ class Agent:
                 leftovers = tree.kill_all()
                 if leftovers:
                     self._emit("kill", f"killed {leftovers} leftover process(es) of the attempt")
+                tree.wait()  # after kill_all: a leftover holding the output pipes would stall the pumps
             final = sync.final()
             shipper.ship()
         progress.read()
@@ -222,7 +223,6 @@ class Agent:
                 tree.kill_all()
                 kill_at = None
             tree.wait_briefly(self.options.poll_interval)  # returns at once when it exits
-        tree.wait()
         return notice, code
 
     def _grace_deadline(self, notice: InterruptionNotice, now: float) -> float:
