@@ -49,6 +49,7 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
     import shlex
 
     from runctl.agent.command import resolve_command
+    from runctl.agent.workspace import ensure_writable
     from runctl.interruptions.rehearsal import parse_rehearse_at, plan_offsets
     from runctl.models import JobSpec
     from runctl.store.layout import JOB_ID_PATTERN
@@ -81,6 +82,7 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
         sync_interval=config.checkpoint.sync_interval if sync_interval is None else sync_interval,
         keep_last_n=config.checkpoint.keep_last_n if keep_last_n is None else keep_last_n,
     )
+    ensure_writable(folder)  # here, before any note: a bad folder is one line on stderr
     if detach:
         _detach(app, spec, offsets)
         return
