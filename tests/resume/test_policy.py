@@ -1,0 +1,93 @@
+"""The recovery policy: an attempt's reason from its exit, and restart-or-stop from the history."""
+
+from __future__ import annotations
+
+import pytest
+
+from runctl.models import Attempt
+from runctl.resume.policy import classify, decide
+
+
+def attempts(*reasons: str, exit_code: int | None = None) -> list[Attempt]:
+    return [Attempt(i, float(i), ended=i + 0.5, reason=r, exit_code=exit_code) for i, r in enumerate(reasons)]
+
+
+NOTICE = {"source": "spot", "action": "terminate", "received": 1.0, "restartable": True}
+USER_STOP = {"source": "user", "action": "stop-job", "received": 1.0, "restartable": False}
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "notice", "reason"),
+    [
+        (0, None, "completed"),
+        (1, None, "failed"),
+        (2, None, "failed"),
+        (-9, None, "killed"),  # a signal runctl did not send: OOM killer, kill -9
+        (-15, None, "killed"),
+        # An interrupted attempt counts as interrupted whatever its exit code (Lightning and
+        # the HF Trainer save on SIGTERM and exit 0).
+        (0, NOTICE, "interrupted"),
+        (143, NOTICE, "interrupted"),
+        (-9, NOTICE, "interrupted"),
+        (1, NOTICE, "interrupted"),
+        (0, USER_STOP, "stopped"),
+        (-9, USER_STOP, "stopped"),
+        # A notice without the key is restartable.
+        (0, {"source": "rehearsal"}, "interrupted"),
+    ],
+)
+def test_classify(exit_code, notice, reason):
+    assert classify(exit_code, notice) == reason
+
+
+def test_completed_is_final():
+    decision = decide(attempts("interrupted", "completed"), max_restarts=3, max_restarts_on_errors=0)
+    assert (decision.restart, decision.final_state) == (False, "completed")
+
+
+def test_stopped_is_final_even_with_restarts_left():
+    decision = decide(attempts("stopped"), max_restarts=10, max_restarts_on_errors=10)
+    assert (decision.restart, decision.final_state) == (False, "stopped")
+
+
+@pytest.mark.parametrize("max_restarts", [0, 1, 3])
+def test_interruptions_restart_up_to_max_restarts(max_restarts):
+    history: list[str] = []
+    for n in range(1, max_restarts + 2):
+        history.append("interrupted")
+        decision = decide(attempts(*history), max_restarts=max_restarts, max_restarts_on_errors=0)
+        if n <= max_restarts:
+            assert decision.restart and decision.final_state is None, n
+            assert f"{n} of at most {max_restarts}" in decision.why
+        else:
+            assert not decision.restart and decision.final_state == "failed"
+            assert "--max-restarts" in decision.why
+
+
+@pytest.mark.parametrize("reason", ["failed", "killed"])
+def test_errors_do_not_restart_by_default(reason):
+    decision = decide(attempts(reason, exit_code=1), max_restarts=3, max_restarts_on_errors=0)
+    assert (decision.restart, decision.final_state) == (False, "failed")
+    assert reason in decision.why and "exit code 1" in decision.why
+
+
+def test_errors_restart_up_to_their_own_budget():
+    assert decide(attempts("failed"), max_restarts=0, max_restarts_on_errors=2).restart
+    assert decide(attempts("failed", "killed"), max_restarts=0, max_restarts_on_errors=2).restart
+    final = decide(attempts("failed", "killed", "failed"), max_restarts=0, max_restarts_on_errors=2)
+    assert (final.restart, final.final_state) == (False, "failed")
+
+
+def test_budgets_are_counted_separately():
+    # Two errors do not use up the interruption budget, and interruptions not the error budget.
+    history = attempts("failed", "failed", "interrupted")
+    assert decide(history, max_restarts=1, max_restarts_on_errors=2).restart
+    history = attempts("interrupted", "interrupted", "failed")
+    assert decide(history, max_restarts=2, max_restarts_on_errors=1).restart
+
+
+def test_decide_is_pure():
+    history = tuple(attempts("interrupted"))
+    first = decide(history, max_restarts=1, max_restarts_on_errors=0)
+    assert decide(history, max_restarts=1, max_restarts_on_errors=0) == first
+    assert history == tuple(attempts("interrupted"))
