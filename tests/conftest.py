@@ -11,13 +11,21 @@ isolation from the developer's own configuration.
   under a prefix. ``any_store``: each of the two in turn (parametrized "local", "s3").
 - autouse ``_isolate_config``: XDG_CONFIG_HOME is a temporary folder and no RUNCTL_* /
   TRAINCTL_* variable leaks in from the environment.
+- ``cli_env`` / ``runctl_cli``: the clean environment of, and a runner for, ``python -m
+  runctl ...`` in tmp_path. ``train_here``: training/train.py copied into tmp_path.
+  ``straight_weights(steps)`` (session): weights_sha256 of train.py run without runctl.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +118,58 @@ def _isolate_config(monkeypatch, tmp_path_factory):
     for name in list(os.environ):
         if name.startswith(("RUNCTL_", "TRAINCTL_")):
             monkeypatch.delenv(name)
+
+
+# -- driving the real command line (tests of the agent and runctl run) --------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = REPO_ROOT / "training" / "train.py"
+
+
+@pytest.fixture
+def cli_env(tmp_path) -> dict[str, str]:
+    """The environment of a runctl subprocess: no RUNCTL_* / TRAINCTL_* variable, and
+    XDG_CONFIG_HOME in tmp_path so no user configuration is read."""
+    xdg = tmp_path / ".xdg-config"
+    xdg.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCTL_", "TRAINCTL_"))}
+    env["XDG_CONFIG_HOME"] = str(xdg)
+    return env
+
+
+@pytest.fixture
+def runctl_cli(tmp_path, cli_env):
+    """``runctl_cli(*args, cwd=tmp_path, timeout=120)``: run ``python -m runctl ARGS`` to the
+    end and return the CompletedProcess (text stdout and stderr)."""
+
+    def run(*args, cwd=None, timeout: float = 120, env: dict | None = None):
+        return subprocess.run([sys.executable, "-m", "runctl", *map(str, args)], cwd=cwd or tmp_path,
+                              env=env or cli_env, capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture
+def train_here(tmp_path):
+    """training/train.py copied to tmp_path/training/train.py; returns the relative path."""
+    (tmp_path / "training").mkdir(exist_ok=True)
+    shutil.copy(TRAIN_SCRIPT, tmp_path / "training" / "train.py")
+    return "training/train.py"
+
+
+@pytest.fixture(scope="session")
+def straight_weights(tmp_path_factory):
+    """``straight_weights(steps)``: the weights_sha256 of ``python training/train.py --steps N``
+    run straight through, without runctl (computed once per N in a session)."""
+    cache: dict[int, str] = {}
+
+    def weights(steps: int) -> str:
+        if steps not in cache:
+            folder = tmp_path_factory.mktemp("straight")
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCTL_", "TRAINCTL_"))}
+            done = subprocess.run([sys.executable, str(TRAIN_SCRIPT), "--steps", str(steps)], cwd=folder, env=env,
+                                  capture_output=True, text=True, timeout=120, check=True)
+            cache[steps] = json.loads(done.stdout.strip().splitlines()[-1])["weights_sha256"]
+        return cache[steps]
+
+    return weights
