@@ -1,0 +1,23 @@
+"""Test doubles shipped with runctl, for its own tests and for users rehearsing a job.
+
+- ``runctl.testing.imds``: a local emulator of the EC2 instance metadata service (IMDSv2
+  tokens, spot instance-action, rebalance recommendation, fault injection), usable from
+  Python (``ImdsEmulator``), as a pytest fixture (``imds``) and from the command line
+  (``python -m runctl.testing.imds --notice-in 5``).
+
+Submodules are imported on first use so that ``python -m runctl.testing.imds`` runs cleanly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ImdsEmulator"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ImdsEmulator":
+        from runctl.testing.imds import ImdsEmulator
+
+        return ImdsEmulator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
