@@ -136,16 +136,28 @@ class ProcessTree:
         """SIGKILL the whole tree, adopted orphans included, and reap them. Returns how many."""
         killed = 0
         for _ in range(50):  # a fork bomb could refill the tree; bound the rounds
-            procs = self.descendants()
-            if self.popen is not None and self.popen.poll() is None:
-                procs.append(psutil.Process(self.pid))
-            if not procs:
+            # The direct child is killed and reaped through Popen: reaped by psutil, its
+            # exit status would be lost and Popen would report exit code 0.
+            procs = [p for p in self.descendants() if self.popen is None or p.pid != self.popen.pid]
+            child_alive = self.popen is not None and self.popen.poll() is None
+            if not procs and not child_alive:
                 break
+            if child_alive:
+                try:
+                    self.popen.kill()
+                    killed += 1
+                except OSError:
+                    pass
             for proc in procs:
                 try:
                     proc.kill()
                     killed += 1
                 except psutil.Error:
+                    pass
+            if child_alive:
+                try:
+                    self.popen.wait(2)
+                except subprocess.TimeoutExpired:
                     pass
             psutil.wait_procs(procs, timeout=2)
         self._reap_adopted()
