@@ -1,0 +1,193 @@
+"""``runctl run``, driven as a user would: ``python -m runctl run ...`` in a fresh folder.
+
+- acceptance: a rehearsal with three interruptions ends with the weights of a straight run;
+  status.json tells the story; status, jobs and logs read it back;
+- everything after ``--`` reaches the script byte for byte (property test);
+- options may follow the script; a stray argument is a usage error that says to use ``--``;
+- bad input is one clear line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from runctl.agent.status import read_status
+from runctl.store.local import LocalStore
+
+STEPS = 3000  # ~1.5 ms a step: 4.5 s straight through
+
+
+def store_of(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / ".runctl" / "store")
+
+
+def weights_line(stdout: str) -> dict:
+    lines = [line for line in stdout.splitlines() if line.startswith('{"final_step"')]
+    assert len(lines) == 1, stdout
+    return json.loads(lines[0])
+
+
+# -- acceptance --------------------------------------------------------------------------------
+
+def test_rehearsal_resumes_to_the_weights_of_a_straight_run(runctl_cli, train_here, tmp_path, straight_weights):
+    done = runctl_cli("run", train_here, "--rehearse", "3", "--rehearse-at", "0.7s,0.7s,0.7s",
+                      "--", "--steps", STEPS, "--checkpoint-every", 250)
+    assert done.returncode == 0, done.stderr
+    result = weights_line(done.stdout)
+    assert result["final_step"] == STEPS
+    assert result["weights_sha256"] == straight_weights(STEPS)
+    assert "verdict: PASS" in done.stdout and "3 of 3 interruptions" in done.stdout
+    assert "Traceback" not in done.stderr
+
+    # status.json in the store: four attempts, each resumed from the one before's last snapshot.
+    jobs = runctl_cli("jobs", "--output", "json")
+    assert jobs.returncode == 0, jobs.stderr
+    listed = json.loads(jobs.stdout)
+    assert [j["state"] for j in listed] == ["completed"]
+    job_id = listed[0]["job_id"]
+    status = read_status(store_of(tmp_path), job_id)
+    assert status.state == "completed"
+    attempts = status.attempts
+    assert [a.reason for a in attempts] == ["interrupted", "interrupted", "interrupted", "completed"]
+    assert attempts[0].resumed_from is None
+    for before, after in zip(attempts, attempts[1:]):
+        assert after.resumed_from is not None
+        assert after.resumed_from == before.final_snapshot
+        assert after.first_step == before.last_step + 1  # saved on SIGTERM: no step lost
+    assert all(a.interruption["source"] == "rehearsal" for a in attempts[:3])
+    assert attempts[3].interruption is None and attempts[3].exit_code == 0 and attempts[3].last_step == STEPS
+
+    shown = runctl_cli("status", job_id, "--output", "json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["job_id"] == job_id and data["state"] == "completed"
+    assert [a["reason"] for a in data["attempts"]] == [a.reason for a in attempts]
+    assert [a["resumed_from"] for a in data["attempts"]] == [a.resumed_from for a in attempts]
+    text = runctl_cli("status", job_id)
+    assert text.returncode == 0 and f"job {job_id}: completed" in text.stdout and "recoveries: 3" in text.stdout
+
+    logs = runctl_cli("logs", job_id)
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout.count("resuming at step") == 3 and "fresh start" in logs.stdout
+    assert weights_line(logs.stdout) == result
+    as_json = json.loads(runctl_cli("logs", job_id, "--output", "json").stdout)
+    assert sorted(as_json["attempts"]) == ["0", "1", "2", "3"]
+    assert "SIGTERM: saved step" in as_json["attempts"]["0"]
+
+    again = runctl_cli("run", train_here, "--job-id", job_id, "--", "--steps", STEPS, "--checkpoint-every", 250)
+    assert again.returncode == 2 and "already completed" in again.stderr
+
+
+# -- arguments -----------------------------------------------------------------------------------
+
+ECHO_ARGV = """\
+import json, os, sys
+with open("argv.json", "w") as f:
+    json.dump([os.fsencode(a).hex() for a in sys.argv[1:]], f)
+"""
+
+NASTY = ["", "--", " ", "a b", "$(touch pwned)", "`id`", "'", '"', "\n", "line\nbreak", "\t", "\\", "*", "~",
+         "--help", "-h", "--job-id", "--output=json", "{checkpoint}", "ü", "日本語", "🚀", "\u200b", "\x7f", "-", ";",
+         "a=b", "%s", "${HOME}"]
+
+arguments = st.lists(
+    st.one_of(
+        st.sampled_from(NASTY),
+        st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(args=arguments)
+def test_arguments_after_double_dash_reach_the_script_byte_exact(args, runctl_cli, tmp_path):
+    script = tmp_path / "echo_argv.py"
+    script.write_text(ECHO_ARGV)
+    report = tmp_path / "argv.json"
+    report.unlink(missing_ok=True)
+    done = runctl_cli("run", "echo_argv.py", "--job-id", f"argv-{uuid.uuid4().hex[:10]}", "--", *args, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(report.read_text()) == [a.encode("utf-8").hex() for a in args]
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_options_may_follow_the_script(runctl_cli, tmp_path):
+    (tmp_path / "echo_argv.py").write_text(ECHO_ARGV)
+    done = runctl_cli("run", "echo_argv.py", "--job-id", "x", "--", "a")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "argv.json").read_text()) == [b"a".hex()]
+    assert read_status(store_of(tmp_path), "x").state == "completed"
+
+    # Before and after, --output json among them; runctl's own option names after -- are the script's.
+    done = runctl_cli("run", "--grace", "5", "echo_argv.py", "--job-id", "y", "--output", "json",
+                      "--", "--job-id", "z", "--output", "text")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["job_id"] == "y"  # stdout is the JSON document alone
+    assert json.loads((tmp_path / "argv.json").read_text()) == [a.encode().hex() for a in
+                                                                ("--job-id", "z", "--output", "text")]
+    assert read_status(store_of(tmp_path), "z") is None
+
+
+def test_a_stray_argument_after_the_script_says_to_use_double_dash(runctl_cli, tmp_path):
+    (tmp_path / "echo_argv.py").write_text(ECHO_ARGV)
+    done = runctl_cli("run", "echo_argv.py", "--job-id", "s", "stray", "--", "a")
+    assert done.returncode == 2
+    assert "unexpected argument 'stray'" in done.stderr and "after '--'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "argv.json").exists()
+
+    unknown = runctl_cli("run", "echo_argv.py", "--steps", "5")
+    assert unknown.returncode == 2
+    assert "--steps" in unknown.stderr and "after it" in unknown.stderr
+
+
+# -- bad input: one line, exit 2 -------------------------------------------------------------------
+
+def one_line_usage_error(done) -> str:
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert done.stdout == ""
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["nope.py"], "script not found: nope.py"),
+        (["./noexec"], "./noexec is not executable"),
+        (["noexec"], "noexec is not executable"),
+        (["ok.py", "--checkpoint-dir", "afile/ckpt"], "is not writable"),
+        (["ok.py", "--store", "gs://b/x"], "unknown store URL scheme 'gs://'"),
+        (["ok.py", "--rehearse-at", "soon"], "invalid duration 'soon'"),
+        (["ok.py", "--rehearse", "2", "--rehearse-at", "1s"], "one time per interruption"),
+        (["ok.py", "--stop-signal", "SIGFOO"], "unknown signal 'SIGFOO'"),
+        (["ok.py", "--job-id", "no spaces please"], "invalid --job-id"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, expected, runctl_cli, tmp_path):
+    (tmp_path / "ok.py").write_text("print('ran')\n")
+    (tmp_path / "noexec").write_text("#!/bin/sh\necho ran\n")
+    (tmp_path / "noexec").chmod(0o644)
+    (tmp_path / "afile").write_text("a file, not a folder")
+    line = one_line_usage_error(runctl_cli("run", *args))
+    assert line.startswith("runctl: error: ") and expected in line
+    assert not list((tmp_path / ".runctl").glob("store/jobs/*/status.json"))  # nothing ran
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through chmod 0500; the afile/ckpt case covers it")
+def test_a_read_only_checkpoint_folder(runctl_cli, tmp_path):
+    (tmp_path / "ok.py").write_text("print('ran')\n")
+    (tmp_path / "ro").mkdir(mode=0o500)
+    line = one_line_usage_error(runctl_cli("run", "ok.py", "--checkpoint-dir", "ro/ckpt"))
+    assert "not writable" in line
