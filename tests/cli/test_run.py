@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from runctl.agent.status import read_status
 from runctl.store.local import LocalStore
 
-STEPS = 3000  # ~1.5 ms a step: 4.5 s straight through
+STEPS = 4000  # ~1.5 ms a step: 6 s straight through (the chaos test runs as many)
 
 
 def store_of(tmp_path: Path) -> LocalStore:

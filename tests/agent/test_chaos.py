@@ -1,0 +1,110 @@
+"""Chaos: SIGKILL the agent (the runctl process) at random moments, then run the same
+command again. Each rerun resumes from the latest complete snapshot in the store, taking
+over the dead agent's lease at once; the job ends with the weights of a straight run."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from runctl.agent.status import read_status
+from runctl.store import layout
+from runctl.store.local import LocalStore
+from runctl.store.snapshots import Snapshots
+
+STEPS, EVERY = 4000, 1000  # ~1.5 ms a step: a checkpoint every ~1.5 s, durable ~1.5 s later
+JOB = "chaos"
+SEED = 20260901
+
+
+def kill_delays(rng: random.Random) -> list[float]:
+    """Six moments: early ones (startup, restore, before any snapshot) and late ones
+    (after a checkpoint became durable), in a seeded order."""
+    delays = [rng.uniform(0.2, 1.0), rng.uniform(0.8, 2.0), rng.uniform(1.5, 2.5),
+              rng.uniform(3.6, 4.6), rng.uniform(3.6, 4.6), rng.uniform(0.2, 2.5)]
+    rng.shuffle(delays)
+    return delays
+
+
+def gone(pid: int, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_sigkill_the_agent_at_random_moments(tmp_path, cli_env, train_here, straight_weights):
+    command = [sys.executable, "-m", "runctl", "run", train_here, "--job-id", JOB,
+               "--", "--steps", str(STEPS), "--checkpoint-every", str(EVERY)]
+    store = LocalStore(tmp_path / ".runctl" / "store")
+    snaps = Snapshots(store, layout.checkpoints_prefix(JOB))
+    rng = random.Random(SEED)
+    kills, resumed, final = 0, [], None
+
+    def run(delay: float | None, n: int):
+        """Start the command; SIGKILL it after ``delay`` unless it ended. Returns whether it was killed."""
+        latest = snaps.latest()
+        expected = latest.seq if latest else None
+        status = read_status(store, JOB)
+        before = len(status.attempts) if status else 0
+        out, err = tmp_path / f"run-{n}.out", tmp_path / f"run-{n}.err"
+        with open(out, "w") as stdout, open(err, "w") as stderr:
+            proc = subprocess.Popen(command, cwd=tmp_path, env=cli_env, stdout=stdout, stderr=stderr)
+            try:
+                proc.wait(timeout=delay)
+                killed = False
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                killed = True
+        status = read_status(store, JOB)
+        new = status.attempts[before:] if status else ()
+        print(f"run {n}: kill after {delay}s: killed={killed}, latest before={expected}, "
+              f"new attempts (number, resumed_from)={[(a.number, a.resumed_from) for a in new]}")
+        if new:
+            # The rerun restored the latest complete snapshot there was when it started.
+            assert new[0].resumed_from == expected, (n, new[0], expected)
+            resumed.append(new[0].resumed_from)
+        if killed:
+            assert len(new) <= 1 and all(a.ended is None for a in new)
+            for attempt in new:  # the training process dies with its agent
+                assert gone(attempt.pid), f"run {n}: attempt {attempt.number} (pid {attempt.pid}) outlived its agent"
+            latest = snaps.latest()
+            if latest is not None:
+                assert snaps.verify(latest) == []
+                assert expected is None or latest.seq >= expected
+        else:
+            assert proc.returncode == 0, err.read_text()
+        return killed, out.read_text(), err.read_text()
+
+    started = time.monotonic()
+    for n, delay in enumerate(kill_delays(rng)):
+        killed, out, _err = run(delay, n)
+        if not killed:  # it finished before this kill: that was the last run
+            final = out
+            break
+        kills += 1
+    if final is None:
+        killed, final, err = run(None, 99)
+    print(f"{kills} kills, {time.monotonic() - started:.1f}s")
+
+    lines = [line for line in final.splitlines() if line.startswith('{"final_step"')]
+    assert len(lines) == 1, final
+    result = json.loads(lines[0])
+    assert result == {"final_step": STEPS, "weights_sha256": straight_weights(STEPS)}
+    status = read_status(store, JOB)
+    assert status.state == "completed" and status.attempts[-1].reason == "completed"
+    assert kills >= 4
+    assert any(seq is not None for seq in resumed), "no rerun resumed from a snapshot: kills came too early"
