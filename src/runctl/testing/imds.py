@@ -485,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also serve IMDSv1 requests (without a token)")
     args = parser.parse_args(argv)
 
+    stopped = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # before anything is served: Ctrl-C at any moment is clean
+        signal.signal(signum, lambda *_: stopped.set())
     emulator = ImdsEmulator(instance_id=args.instance_id, instance_type=args.instance_type, region=args.region,
                             lifecycle=args.lifecycle, tokens_required=args.tokens_required,
                             host=args.host, port=args.port)
@@ -492,20 +495,18 @@ def main(argv: list[str] | None = None) -> int:
         endpoint = emulator.start()
     except OSError as exc:
         parser.exit(2, f"cannot listen on {args.host}:{args.port}: {exc}\n")
-    print(endpoint, flush=True)
-    if args.notice_in is not None:
-        notice = emulator.schedule_notice(args.notice_in, action=args.action, deadline_in=args.deadline_in)
-        print(f"spot instance-action {notice.action} appears in {args.notice_in:g}s, time {notice.time}", flush=True)
-    if args.rebalance_in is not None:
-        rebalance = emulator.send_rebalance(args.rebalance_in)
-        print(f"rebalance recommendation appears in {args.rebalance_in:g}s ({rebalance.notice_time})", flush=True)
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
+        print(endpoint, flush=True)
+        if args.notice_in is not None:
+            notice = emulator.schedule_notice(args.notice_in, action=args.action, deadline_in=args.deadline_in)
+            print(f"spot instance-action {notice.action} appears in {args.notice_in:g}s, time {notice.time}",
+                  flush=True)
+        if args.rebalance_in is not None:
+            rebalance = emulator.send_rebalance(args.rebalance_in)
+            print(f"rebalance recommendation appears in {args.rebalance_in:g}s ({rebalance.notice_time})",
+                  flush=True)
         while not stopped.wait(0.2):
             pass
-    except KeyboardInterrupt:
-        pass
     finally:
         emulator.stop()
     return 0
