@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -220,8 +221,8 @@ def _malicious(store, seq: int, path: str) -> None:
     data = b"evil"
     manifest = {
         "format": FORMAT, "seq": seq, "created": "2026-01-01T00:00:00Z", "metadata": {},
-        "files": [{"path": "fine.txt", "size": 4, "sha256": hashing.hashlib.sha256(data).hexdigest()},
-                  {"path": path, "size": 4, "sha256": hashing.hashlib.sha256(data).hexdigest()}],
+        "files": [{"path": "fine.txt", "size": 4, "sha256": hashlib.sha256(data).hexdigest()},
+                  {"path": path, "size": 4, "sha256": hashlib.sha256(data).hexdigest()}],
     }
     store.write(f"{PREFIX}{seq:08d}/fine.txt", data)
     store.write(manifest_key(PREFIX, seq), json.dumps(manifest).encode())
