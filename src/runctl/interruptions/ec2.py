@@ -311,7 +311,10 @@ class Ec2MetadataSource:
         return min(self.backoff_max, self.backoff_initial * 2 ** min(errors - 1, 30))
 
     def check(self) -> bool:
-        """One round: read both paths, queue new notices, update health. True if all went well."""
+        """One round: read both paths, queue new notices, update health. True if all went well.
+
+        The watching thread calls it; call it yourself only on a source not started.
+        """
         problems: list[str] = []
         for label, path, parse in (("instance-action", INSTANCE_ACTION_PATH, _parse_instance_action),
                                    ("rebalance", REBALANCE_PATH, _parse_rebalance)):
