@@ -16,14 +16,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from runctl.errors import NotFoundError, PreconditionFailed, StoreError
+from runctl.fsutil import TEMP_MARKER
 from runctl.store.base import Blob, ObjectInfo, ProgressCallback
 
-TEMP_MARKER = ".runctl-tmp-"
 _LOCK_NAME = ".runctl-lock"
 
 
 def _etag(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
+
+
+def _only_leftovers(folder: str) -> bool:
+    """A folder holding nothing but a crashed writer's temporary files is no object folder."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return False
+    return bool(entries) and all(TEMP_MARKER in e.name and e.is_file(follow_symlinks=False) for e in entries)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -192,7 +201,7 @@ class LocalStore:
         self._check_prefix(prefix)
         folder = self.root / prefix.rstrip("/") if prefix.strip("/") else self.root
         try:
-            return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+            return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not _only_leftovers(entry.path))
         except (FileNotFoundError, NotADirectoryError):
             return []
 
@@ -210,14 +219,25 @@ class LocalStore:
             except OSError as exc:
                 raise StoreError(f"cannot delete {self.url}/{key}: {exc.strerror}") from exc
             emptied.add(path.parent)
-        # Remove folders the deletes left empty, so listings stay tidy.
+        # Remove folders the deletes left empty, so listings stay tidy. Temporary files
+        # in them are the leftovers of a writer that crashed: they go too.
         for folder in sorted(emptied, key=lambda p: len(p.parts), reverse=True):
             while folder != self.root and folder.is_relative_to(self.root):
+                self._remove_crash_leftovers(folder)
                 try:
                     folder.rmdir()
                 except OSError:
                     break
                 folder = folder.parent
+
+    @staticmethod
+    def _remove_crash_leftovers(folder: Path) -> None:
+        try:
+            for entry in os.scandir(folder):
+                if TEMP_MARKER in entry.name and entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
+        except FileNotFoundError:
+            pass
 
     def presign(self, key: str, expires_s: int = 3600) -> str:
         return self._path(key).as_uri()
