@@ -13,7 +13,7 @@ import click
 from runctl.cli import _common
 from runctl.cli._args import script_args, script_command
 from runctl.cli._context import output_option, pass_app
-from runctl.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, UsageError
+from runctl.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, JobFailed, UsageError
 
 EXIT_BY_STATE = {"completed": 0, "failed": EXIT_JOB_FAILED, "stopped": EXIT_INTERRUPTED}
 
@@ -84,7 +84,7 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
     )
     ensure_writable(folder)  # here, before any note: a bad folder is one line on stderr
     if detach:
-        _detach(app, spec, offsets)
+        _detach(app, spec, offsets, job_store)
         return
     status, report = _run_here(app, spec, job_store, offsets)
     code = EXIT_BY_STATE.get(status.state, EXIT_JOB_FAILED)
@@ -170,7 +170,7 @@ def _render_outcome(app, status, report) -> None:
         app.output.line(f"  - {problem}")
 
 
-def _detach(app, spec, offsets) -> None:
+def _detach(app, spec, offsets, store) -> None:
     run_dir = _common.job_run_dir(spec.job_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     request = run_dir / "agent-request.json"
@@ -178,6 +178,23 @@ def _detach(app, spec, offsets) -> None:
     with open(run_dir / "agent.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "runctl.agent", str(request)], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=log, start_new_session=True, cwd=spec.workdir)
+    _wait_until_listed(store, spec.job_id, proc, run_dir / "agent.log")
     app.output.report({"job_id": spec.job_id, "agent_pid": proc.pid},
                       lambda: app.output.line(f"job {spec.job_id} started in the background (agent pid {proc.pid}); "
                                               f"follow it with: runctl logs {spec.job_id} -f"))
+
+
+def _wait_until_listed(store, job_id: str, proc, log_path: Path, timeout: float = 30.0) -> None:
+    """Return once the job's status.json exists, so that the `runctl logs JOB -f` we suggest
+    finds the job; say so at once if the agent died before writing it."""
+    import time
+
+    from runctl.agent.status import read_status
+
+    deadline = time.monotonic() + timeout
+    while read_status(store, job_id) is None and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+            raise JobFailed(f"the agent stopped at once (exit code {proc.returncode}): "
+                            f"{lines[-1] if lines else 'no output'}; see {log_path}")
+        time.sleep(0.05)
