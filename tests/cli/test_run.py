@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 import uuid
 from pathlib import Path
 
@@ -83,6 +85,82 @@ def test_rehearsal_resumes_to_the_weights_of_a_straight_run(runctl_cli, train_he
 
     again = runctl_cli("run", train_here, "--job-id", job_id, "--", "--steps", STEPS, "--checkpoint-every", 250)
     assert again.returncode == 2 and "already completed" in again.stderr
+
+
+# -- the script's side ------------------------------------------------------------------------
+
+RECORDS_ITS_ENVIRONMENT = """\
+import json, os, signal, sys, time
+from pathlib import Path
+import runctl
+NAMES = ("RUNCTL_CHECKPOINT_DIR", "TRAINCTL_CHECKPOINT_DIR", "RUNCTL_RESUME_FROM", "RUNCTL_JOB_ID",
+         "RUNCTL_ATTEMPT", "RUNCTL_INTERRUPT_FILE")
+record = {name: os.environ.get(name) for name in NAMES}
+record["argv"] = sys.argv[1:]
+record["resume_from"] = str(runctl.resume_from()) if runctl.resume_from() else None
+folder = runctl.checkpoint_dir()
+if os.environ["RUNCTL_ATTEMPT"] == "0":
+    runctl.save_atomic(folder / "state-1.json", b"one")
+    signal.signal(signal.SIGTERM, lambda *_: None)  # as Lightning does: note it, save, exit 0
+    while not runctl.interrupted():
+        time.sleep(0.02)
+    record["notice"] = json.loads(Path(os.environ["RUNCTL_INTERRUPT_FILE"]).read_text())
+    runctl.save_atomic(folder / "state-2.json", b"two")
+else:
+    record["resumed_content"] = Path(os.environ["RUNCTL_RESUME_FROM"]).read_text()
+Path("env-" + os.environ["RUNCTL_ATTEMPT"] + ".json").write_text(json.dumps(record))
+"""
+
+
+def test_the_environment_and_resume_args_a_script_gets(runctl_cli, tmp_path, cli_env):
+    (tmp_path / "envcheck.py").write_text(RECORDS_ITS_ENVIRONMENT)
+    # As if run inside another runctl attempt: the stale values must not leak through.
+    env = {**cli_env, "RUNCTL_RESUME_FROM": "/stale/ckpt", "TRAINCTL_CHECKPOINT_DIR": "/stale"}
+    done = runctl_cli("run", "envcheck.py", "--job-id", "envjob", "--rehearse", "1", "--rehearse-at", "0.5s",
+                      "--resume-args", "--resume {checkpoint}", "--", "--flag", env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    first = json.loads((tmp_path / "env-0.json").read_text())
+    second = json.loads((tmp_path / "env-1.json").read_text())
+    folder = tmp_path / ".runctl" / "jobs" / "envjob" / "checkpoints"
+    for record, attempt in ((first, "0"), (second, "1")):
+        assert record["RUNCTL_CHECKPOINT_DIR"] == record["TRAINCTL_CHECKPOINT_DIR"] == str(folder)
+        assert record["RUNCTL_JOB_ID"] == "envjob" and record["RUNCTL_ATTEMPT"] == attempt
+    assert first["RUNCTL_RESUME_FROM"] is None and first["resume_from"] is None and first["argv"] == ["--flag"]
+    assert first["notice"]["source"] == "rehearsal"
+    assert first["RUNCTL_INTERRUPT_FILE"] != second["RUNCTL_INTERRUPT_FILE"]
+    # Resumed from the newest checkpoint, which was saved after the notice.
+    assert second["RUNCTL_RESUME_FROM"] == second["resume_from"] == str(folder / "state-2.json")
+    assert second["argv"] == ["--flag", "--resume", str(folder / "state-2.json")]
+    assert second["resumed_content"] == "two"
+
+    attempts = read_status(store_of(tmp_path), "envjob").attempts
+    # Exit code 0 after a notice still counts as interrupted.
+    assert [(a.reason, a.exit_code) for a in attempts] == [("interrupted", 0), ("completed", 0)]
+    assert attempts[1].resumed_from == attempts[0].final_snapshot is not None
+
+
+# -- --detach -------------------------------------------------------------------------------------
+
+def test_detach_then_follow_the_logs(runctl_cli, train_here, tmp_path):
+    started = runctl_cli("run", train_here, "--detach", "--job-id", "bg", "--output", "json",
+                         "--", "--steps", 300, "--checkpoint-every", 100)
+    assert started.returncode == 0, started.stderr
+    assert json.loads(started.stdout)["job_id"] == "bg"
+    followed = runctl_cli("logs", "bg", "-f", timeout=60)  # at once, as the message suggests
+    assert followed.returncode == 0, followed.stderr
+    assert weights_line(followed.stdout)["final_step"] == 300
+    assert read_status(store_of(tmp_path), "bg").state == "completed"
+
+
+def test_detach_reports_an_agent_that_could_not_start(runctl_cli, train_here, tmp_path):
+    # A live agent (this test process) holds the job's lease: the detached agent must give up.
+    store_of(tmp_path).write("jobs/held/lease.json", json.dumps(
+        {"holder": "test", "host": socket.gethostname(), "pid": os.getpid(), "expires": time.time() + 600,
+         "released": False}).encode())
+    done = runctl_cli("run", train_here, "--detach", "--job-id", "held", "--", "--steps", 10, timeout=60)
+    assert done.returncode == 1
+    assert "the agent stopped at once" in done.stderr and "already running" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 # -- arguments -----------------------------------------------------------------------------------
