@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -137,6 +140,53 @@ def test_the_environment_and_resume_args_a_script_gets(runctl_cli, tmp_path, cli
     # Exit code 0 after a notice still counts as interrupted.
     assert [(a.reason, a.exit_code) for a in attempts] == [("interrupted", 0), ("completed", 0)]
     assert attempts[1].resumed_from == attempts[0].final_snapshot is not None
+
+
+# -- outcomes and exit codes ---------------------------------------------------------------------
+
+def test_a_failing_script_fails_the_job_with_exit_1(runctl_cli, tmp_path):
+    (tmp_path / "bad.py").write_text("import sys; sys.exit(3)\n")
+    done = runctl_cli("run", "bad.py", "--job-id", "bad")
+    assert done.returncode == 1
+    assert [(a.reason, a.exit_code) for a in read_status(store_of(tmp_path), "bad").attempts] == [("failed", 3)]
+    retried = runctl_cli("run", "bad.py", "--job-id", "bad2", "--max-restarts-on-errors", "1")
+    assert retried.returncode == 1
+    status = read_status(store_of(tmp_path), "bad2")
+    assert status.state == "failed" and [a.reason for a in status.attempts] == ["failed", "failed"]
+
+
+def test_ctrl_c_twice_kills_at_once(tmp_path, cli_env):
+    (tmp_path / "stubborn.py").write_text(
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "open('ready', 'w').close()\ntime.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "runctl", "run", "stubborn.py", "--job-id", "ctrl-c"],
+                            cwd=tmp_path, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "ready").exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)  # asks the script to stop: SIGTERM, 90 s of grace
+        time.sleep(0.5)
+        assert proc.poll() is None
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)  # the second Ctrl-C: kill now
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert time.monotonic() - started < 10
+    attempt = read_status(store_of(tmp_path), "ctrl-c").attempts[-1]
+    assert attempt.reason == "stopped" and attempt.exit_code == -signal.SIGKILL
+
+
+def test_a_completed_derived_job_id_is_not_reused(runctl_cli, tmp_path):
+    (tmp_path / "ok.py").write_text("print('ran')\n")
+    assert runctl_cli("run", "ok.py").returncode == 0
+    assert runctl_cli("run", "ok.py").returncode == 0
+    ids = sorted(job["job_id"] for job in json.loads(runctl_cli("jobs", "--output", "json").stdout))
+    assert len(ids) == 2 and ids[1] == ids[0] + "-2" and ids[0].startswith("ok-")
 
 
 # -- --detach -------------------------------------------------------------------------------------
