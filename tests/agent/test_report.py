@@ -77,3 +77,20 @@ def test_without_progress_reports_the_costs_are_unknown():
     assert report.verdict == "pass"
     assert report.attempts[0].steps_lost is None and report.attempts[0].seconds_lost is None
     assert report.to_dict()["attempts"][0]["number"] == 0  # a Record: renders as JSON
+
+
+def test_an_attempt_interrupted_before_its_first_new_checkpoint_still_leaves_the_restored_one():
+    # Attempt 1 resumed from snapshot 1 and was interrupted before it saved anything: the
+    # store still holds snapshot 1 and attempt 2 resumes from it. Work was lost, not the job.
+    attempts = [attempt(0, 0.0, 10.0, "interrupted", first=1, last=100, final=1),
+                attempt(1, 11.0, 12.0, "interrupted", first=101, last=110, resumed_from=1, final=None),
+                attempt(2, 13.0, 30.0, "completed", first=101, last=300, resumed_from=1, final=2)]
+    report = rehearsal_report(attempts, planned=2, injected=2, final_state="completed")
+    assert report.verdict == "pass", report.problems
+    assert report.attempts[1].steps_lost == 10
+
+    attempts[2] = attempt(2, 13.0, 30.0, "completed", first=1, last=300, resumed_from=None, final=2)
+    report = rehearsal_report(attempts, planned=2, injected=2, final_state="completed")
+    assert report.verdict == "fail"
+    assert any("attempt 2 started from scratch although snapshot 1" in p for p in report.problems)
+

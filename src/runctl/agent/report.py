@@ -54,9 +54,12 @@ def rehearsal_report(attempts: list[Attempt] | tuple[Attempt, ...], planned: int
     if final_state != "completed":
         problems.append(f"the job ended {final_state}, not completed")
     for before, after in zip(attempts, attempts[1:]):
-        if before.reason == "interrupted" and after.resumed_from is None and before.final_snapshot is not None:
-            problems.append(f"attempt {after.number} started from scratch although attempt {before.number} "
-                            f"saved snapshot {before.final_snapshot}")
-        if before.reason == "interrupted" and before.final_snapshot is None:
+        # The checkpoint in the store after `before`: its own last snapshot, else (it saved
+        # nothing new) the one it had resumed from.
+        available = before.final_snapshot if before.final_snapshot is not None else before.resumed_from
+        if before.reason == "interrupted" and after.resumed_from is None and available is not None:
+            problems.append(f"attempt {after.number} started from scratch although snapshot {available} "
+                            f"was in the store after attempt {before.number}")
+        if before.reason == "interrupted" and available is None:
             problems.append(f"attempt {before.number} left no checkpoint in the store before its interruption")
     return RehearsalReport(planned, injected, costs, "fail" if problems else "pass", tuple(problems))
