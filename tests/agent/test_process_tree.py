@@ -61,7 +61,7 @@ with open(folder / "growing.log", "a") as log:  # open for writing until the end
 def test_a_script_ignoring_sigterm_is_killed_after_the_grace_and_its_files_snapshotted(runctl_cli, tmp_path):
     (tmp_path / "stubborn.py").write_text(IGNORES_SIGTERM)
     done = runctl_cli("run", "stubborn.py", "--job-id", "stubborn", "--grace", "1",
-                      "--rehearse", "1", "--rehearse-at", "1s", timeout=60)
+                      "--rehearse", "1", "--rehearse-at", "1.5s", timeout=60)
     assert done.returncode == 0, done.stderr
     assert "grace period over: killing the process tree" in done.stderr
 

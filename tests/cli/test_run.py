@@ -1,7 +1,8 @@
 """``runctl run``, driven as a user would: ``python -m runctl run ...`` in a fresh folder.
 
 - acceptance: a rehearsal with three interruptions ends with the weights of a straight run;
-  status.json tells the story; status, jobs and logs read it back;
+  status.json tells the story; status, jobs and logs read it back (also on an S3 store);
+- the environment and resume arguments a script gets; exit codes; Ctrl-C; --detach;
 - everything after ``--`` reaches the script byte for byte (property test);
 - options may follow the script; a stray argument is a usage error that says to use ``--``;
 - bad input is one clear line on stderr and exit code 2.
@@ -42,7 +43,7 @@ def weights_line(stdout: str) -> dict:
 # -- acceptance --------------------------------------------------------------------------------
 
 def test_rehearsal_resumes_to_the_weights_of_a_straight_run(runctl_cli, train_here, tmp_path, straight_weights):
-    done = runctl_cli("run", train_here, "--rehearse", "3", "--rehearse-at", "0.7s,0.7s,0.7s",
+    done = runctl_cli("run", train_here, "--rehearse", "3", "--rehearse-at", "1s,1s,1s",
                       "--", "--steps", STEPS, "--checkpoint-every", 250)
     assert done.returncode == 0, done.stderr
     result = weights_line(done.stdout)
@@ -90,6 +91,23 @@ def test_rehearsal_resumes_to_the_weights_of_a_straight_run(runctl_cli, train_he
     assert again.returncode == 2 and "already completed" in again.stderr
 
 
+def test_a_rehearsal_on_an_s3_store(moto_server, s3_bucket, runctl_cli, train_here):
+    from runctl.store.s3 import S3Store
+
+    url = f"s3://{s3_bucket}/runs"
+    done = runctl_cli("run", train_here, "--store", url, "--job-id", "on-s3", "--rehearse", "1", "--rehearse-at", "1s",
+                      "--", "--steps", 1500, "--checkpoint-every", 500)
+    assert done.returncode == 0, done.stderr
+    assert weights_line(done.stdout)["final_step"] == 1500
+    first, second = read_status(S3Store(s3_bucket, "runs"), "on-s3").attempts
+    assert (first.reason, second.reason) == ("interrupted", "completed")
+    assert second.resumed_from == first.final_snapshot is not None
+    for command in (["status", "on-s3"], ["jobs"], ["logs", "on-s3"]):
+        shown = runctl_cli(*command, "--store", url, "--output", "json")
+        assert shown.returncode == 0, (command, shown.stderr)
+        assert "on-s3" in shown.stdout
+
+
 # -- the script's side ------------------------------------------------------------------------
 
 RECORDS_ITS_ENVIRONMENT = """\
@@ -119,7 +137,7 @@ def test_the_environment_and_resume_args_a_script_gets(runctl_cli, tmp_path, cli
     (tmp_path / "envcheck.py").write_text(RECORDS_ITS_ENVIRONMENT)
     # As if run inside another runctl attempt: the stale values must not leak through.
     env = {**cli_env, "RUNCTL_RESUME_FROM": "/stale/ckpt", "TRAINCTL_CHECKPOINT_DIR": "/stale"}
-    done = runctl_cli("run", "envcheck.py", "--job-id", "envjob", "--rehearse", "1", "--rehearse-at", "0.5s",
+    done = runctl_cli("run", "envcheck.py", "--job-id", "envjob", "--rehearse", "1", "--rehearse-at", "1.5s",
                       "--resume-args", "--resume {checkpoint}", "--", "--flag", env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     first = json.loads((tmp_path / "env-0.json").read_text())
