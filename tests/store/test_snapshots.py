@@ -119,6 +119,26 @@ def test_unchanged_files_are_copied_not_uploaded(any_store, source):
     assert snaps.verify(2) == [] and snaps.verify(1) == []
 
 
+def test_carried_files_keep_the_latest_snapshots_version(any_store, source, tmp_path):
+    counting = CountingStore(any_store)
+    snaps = Snapshots(counting, PREFIX)
+    first = snaps.commit(source)
+    old_model = (source / "model.pt").read_bytes()
+    counting.uploads.clear()
+    write(source, "model.pt", b"half-written")  # still being written: carried, not read
+    write(source, "step-2.pt", b"new checkpoint")
+    write(source, "never-seen.bin", b"in progress")  # carried, but the latest lacks it
+    files = ["empty.txt", "optim/deep/nested/rng.json", "optim/state.bin", "step-2.pt"]
+    info = snaps.commit(source, files=files, carry=["model.pt", "never-seen.bin"])
+    assert info.seq == first.seq + 1
+    assert counting.uploads == [PREFIX + "00000002/step-2.pt"]
+    restored = tmp_path / "restored"
+    snaps.restore(info, restored)
+    assert (restored / "model.pt").read_bytes() == old_model
+    assert not (restored / "never-seen.bin").exists()
+    assert snaps.verify(info) == []
+
+
 def test_identical_commit_creates_nothing(any_store, source):
     counting = CountingStore(any_store)
     snaps = Snapshots(counting, PREFIX)

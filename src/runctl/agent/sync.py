@@ -43,11 +43,15 @@ def scan_folder(folder: Path) -> FileState:
     return state
 
 
+def _top(rel: str) -> str:
+    return rel.split("/", 1)[0]
+
+
 def newest_entry(folder: Path, state: FileState) -> str | None:
     """The top-level entry (file or folder) holding the most recently modified file."""
     best: tuple[int, str] | None = None
     for rel, (_size, mtime) in state.items():
-        top = rel.split("/", 1)[0]
+        top = _top(rel)
         if best is None or (mtime, top) > best:
             best = (mtime, top)
     return best[1] if best else None
@@ -88,6 +92,7 @@ class CheckpointSync:
         self._committed: FileState = scan_folder(folder)  # what the store already has
         self._last_commit = clock()
         self._previous: FileState | None = None
+        self._asked = False
         self._lock = threading.Lock()  # one commit at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -110,21 +115,40 @@ class CheckpointSync:
 
     # -- decisions ---------------------------------------------------------------------
     def tick(self) -> SyncResult | None:
-        """Snapshot now if the folder changed and has settled. Returns what was committed."""
+        """Snapshot now if settled files changed. Returns what was committed.
+
+        Files still moving are carried over as the store already has them, so one file
+        that never settles (a log appended every step) does not hold back the others.
+        """
         current = scan_folder(self.folder)
-        previous, self._previous = self._previous, current
-        if current == self._committed:
+        previous, self._previous = self._previous or {}, current
+        changed = {rel for rel, st in current.items() if self._committed.get(rel) != st}
+        deleted = set(self._committed) - set(current)
+        if not changed and not deleted:
             return None
         now = self._clock()
-        new_files = set(current) - set(self._committed)
-        if not new_files and now - self._last_commit < self.sync_interval:
+        new_files = changed - set(self._committed)
+        if not new_files and not self._asked and now - self._last_commit < self.sync_interval:
             return None  # rewrites in place: wait for the interval
-        if current != previous or any(now - mtime / 1e9 < self.quiet_period for _s, mtime in current.values()):
-            return None  # still moving: look again next tick
         open_for_writing = self._writers()
-        if any(str(self.folder / rel) in open_for_writing for rel in current):
-            return None
-        return self._commit(current)
+        moving = {
+            _top(rel) for rel in changed
+            if previous.get(rel) != current[rel]
+            or now - current[rel][1] / 1e9 < self.quiet_period
+            or str(self.folder / rel) in open_for_writing
+        }
+        # A checkpoint is a top-level entry (a file, or a folder of files): one still being
+        # written is held back whole, as the store has it, never captured in part.
+        held = {rel for rel in {*current, *self._committed} if _top(rel) in moving}
+        if not (changed | deleted) - held:
+            return None  # everything that changed is still moving: look again next tick
+        self._asked = False
+        settled = {rel: st for rel, st in current.items() if rel not in held}
+        return self._commit(settled, carry=held)
+
+    def snapshot_soon(self) -> None:
+        """Snapshot at the next tick what has settled, without waiting for the interval."""
+        self._asked = True
 
     def final(self) -> SyncResult | None:
         """After the process exited: capture whatever the folder holds now."""
@@ -134,12 +158,13 @@ class CheckpointSync:
             return None
         return self._commit(current)
 
-    def _commit(self, state: FileState) -> SyncResult | None:
+    def _commit(self, state: FileState, carry: set[str] = frozenset()) -> SyncResult | None:
         with self._lock:
             started = self._clock()
             metadata = {"newest": newest_entry(self.folder, state), **self._metadata()}
             try:
-                info = self.snapshots.commit(self.folder, files=sorted(state), metadata=metadata)
+                info = self.snapshots.commit(self.folder, files=sorted(state), carry=sorted(carry),
+                                             metadata=metadata)
                 if info is not None:
                     self.snapshots.prune(self.keep_last_n)
             except (RunctlError, OSError) as exc:
@@ -147,7 +172,8 @@ class CheckpointSync:
                 if self._on_error:
                     self._on_error(exc)
                 return None
-            self._committed = state
+            # What the store holds now: the settled files, and the old versions carried.
+            self._committed = {**{rel: self._committed[rel] for rel in carry if rel in self._committed}, **state}
             self._last_commit = self._clock()
             if info is None:
                 return None

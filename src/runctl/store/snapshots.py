@@ -135,8 +135,8 @@ class Snapshots:
         return self.get(snapshot.seq if isinstance(snapshot, CheckpointInfo) else int(snapshot))
 
     # -- commit --------------------------------------------------------------------------
-    def commit(self, source: Path, *, files: Iterable[str] | None = None, metadata: dict | None = None,
-               progress: ProgressCallback | None = None) -> CheckpointInfo | None:
+    def commit(self, source: Path, *, files: Iterable[str] | None = None, carry: Iterable[str] = (),
+               metadata: dict | None = None, progress: ProgressCallback | None = None) -> CheckpointInfo | None:
         """Snapshot the files of ``source`` as a new complete snapshot and return it.
 
         ``files``: the relative paths to include (NotFoundError when one is missing); None
@@ -144,6 +144,9 @@ class Snapshots:
         so are temporary files whose names contain ``.runctl-tmp-``). No files: returns
         None. When the files equal the latest snapshot's (paths, sizes, sha256), nothing is
         written and the latest is returned.
+
+        ``carry``: paths not to read now (a file still being written) but to keep as the
+        latest snapshot holds them; a path the latest snapshot lacks is left out.
 
         A file whose content (sha256 and size) is in the latest snapshot under any path is
         copied inside the store (server-side on S3); the others are uploaded in parallel.
@@ -158,14 +161,17 @@ class Snapshots:
         scanned = scan_source(source, files)
         if files is None:
             self._hashes.forget_missing(under=source, keep=[s.path for s in scanned])
-        if not scanned:
+        seqs = self.all_seqs()
+        previous = self._latest_of(seqs)
+        fresh = {s.rel for s in scanned}
+        carry = set(carry) - fresh
+        carried = [f for f in previous.files if f.path in carry] if previous else []
+        if not scanned and not carried:
             log.info("nothing to snapshot in %s", source)
             return None
         created = self._clock().astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        entries = self._parallel(self._entry, scanned)
+        entries = [*self._parallel(self._entry, scanned), *carried]
 
-        seqs = self.all_seqs()
-        previous = self._latest_of(seqs)
         if previous is not None and same_files(entries, previous.files):
             log.info("checkpoint unchanged since snapshot %d; nothing committed", previous.seq)
             return previous
