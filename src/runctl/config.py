@@ -115,7 +115,9 @@ class DockerConfig:
 class LocalConfig:
     grace_period: float = _key(90.0, "Seconds between the stop signal and SIGKILL.", ge=0)
     stop_signal: str = _key("SIGTERM", "Signal sent to the job's process group to ask it to stop.", check=_signal_name)
-    spot_notices: bool = _key(False, "Poll the EC2 metadata service for spot notices when running locally.")
+    spot_notices: bool = _key(False, "Poll the EC2 metadata service for spot notices (automatic on EC2 spot).")
+    rebalance_is_interruption: bool = _key(
+        False, "Treat an EC2 rebalance recommendation as an interruption (default: snapshot at once, go on).")
     max_restarts: int = _key(3, "How many times an interrupted local job is restarted.", ge=0)
     max_restarts_on_errors: int = _key(0, "How many times a job that failed (exit code not 0) is restarted.", ge=0)
 

@@ -53,6 +53,9 @@ class FakeSnapshots:
         files = tuple(FileEntry(rel, len(data), "0" * 64) for rel, data in sorted(self.commits[seq - 1].items()))
         return CheckpointInfo(seq, "2027-01-01T00:00:00.000Z", files, f"mem://{seq}")
 
+    def pending_bytes(self, source: Path, files=None) -> int:
+        return sum((source / rel).stat().st_size for rel in (files or []))
+
     def prune(self, keep_last_n: int):
         self.pruned.append(keep_last_n)
         return []

@@ -91,3 +91,17 @@ def test_decide_is_pure():
     first = decide(history, max_restarts=1, max_restarts_on_errors=0)
     assert decide(history, max_restarts=1, max_restarts_on_errors=0) == first
     assert history == tuple(attempts("interrupted"))
+
+
+@pytest.mark.parametrize("action", ["terminate", "stop", "hibernate"])
+def test_a_spot_reclaim_is_not_restarted_on_the_dying_machine(action):
+    reclaimed = Attempt(0, 0.0, reason="interrupted", interruption={"source": "spot", "action": action})
+    decision = decide([reclaimed], max_restarts=5, max_restarts_on_errors=0)
+    assert not decision.restart and decision.final_state == "interrupted"
+    assert "another machine" in decision.why
+
+
+def test_a_rehearsed_or_rebalance_interruption_restarts_here():
+    for source in ("rehearsal", "rebalance"):
+        attempt = Attempt(0, 0.0, reason="interrupted", interruption={"source": source, "action": "terminate"})
+        assert decide([attempt], max_restarts=1, max_restarts_on_errors=0).restart

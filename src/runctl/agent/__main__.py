@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from runctl.agent.supervisor import Agent, AgentOptions
-from runctl.interruptions import RehearsalSchedule, SignalSource
+from runctl.interruptions import sources_for
 from runctl.models import JobSpec
 from runctl.store import open_store
 
@@ -18,8 +18,9 @@ def main(argv: list[str]) -> int:
     request = json.loads(Path(argv[0]).read_text())
     spec = JobSpec.from_dict(request["spec"])
     offsets = request.get("rehearse_offsets") or []
-    sources = [SignalSource(), *([RehearsalSchedule(offsets)] if offsets else [])]
-    options = AgentOptions(run_dir=Path(argv[0]).parent, wipe_between_attempts=bool(offsets))
+    sources, rehearsal = sources_for(offsets, request.get("spot_notices"))
+    options = AgentOptions(run_dir=Path(argv[0]).parent, wipe_between_attempts=rehearsal is not None,
+                           rebalance_is_interruption=bool(request.get("rebalance_is_interruption")))
     agent = Agent(spec, open_store(spec.store_url), sources, options,
                   events=lambda event: logging.getLogger("runctl.agent").info(event.message))
     status = agent.run()

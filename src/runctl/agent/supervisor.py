@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from runctl.agent import workspace
+from runctl.agent.deadline import kill_time
 from runctl.agent.lease import Lease
 from runctl.agent.logs import LogShipper
 from runctl.agent.process import ProcessTree, become_subreaper, describe_exit
@@ -51,6 +52,7 @@ class AgentOptions:
     heartbeat_interval: float = 5.0
     poll_interval: float = 0.1
     quiet_period: float = 1.0
+    rebalance_is_interruption: bool = False  # else a rebalance recommendation only snapshots at once
 
 
 class Agent:
@@ -171,7 +173,7 @@ class Agent:
             housekeeping = _Periodic(self.options.heartbeat_interval, lambda: self._housekeep(shipper, progress))
             housekeeping.start()
             try:
-                notice, exit_code = self._supervise(tree, progress, interrupt_file)
+                notice, exit_code = self._supervise(tree, progress, interrupt_file, sync)
             finally:
                 housekeeping.stop()
                 leftovers = tree.kill_all()
@@ -193,7 +195,7 @@ class Agent:
                    attempt=number, reason=reason, exit_code=exit_code)
         return attempt
 
-    def _supervise(self, tree: ProcessTree, progress: _ProgressReader, interrupt_file: Path):
+    def _supervise(self, tree: ProcessTree, progress: _ProgressReader, interrupt_file: Path, sync: CheckpointSync):
         """Watch the process and the interruption sources until the process exits."""
         notice: InterruptionNotice | None = None
         kill_at: float | None = None
@@ -211,11 +213,19 @@ class Agent:
                     continue
                 if notice is not None:
                     continue  # already stopping; the first notice stands
+                if incoming.action == "rebalance" and not self.options.rebalance_is_interruption:
+                    sync.snapshot_soon()
+                    self.book.update(notice=incoming.to_dict())
+                    self._emit("notice", f"{incoming.detail}: snapshotting now", notice=incoming.to_dict())
+                    continue
                 notice = incoming
-                kill_at = self._grace_deadline(incoming, now)
+                kill_at = kill_time(now, self.spec.grace_period, incoming.deadline,
+                                    sync.expected_final_bytes(), sync.throughput.estimate)
                 _write_json(interrupt_file, incoming.to_dict())
                 self.book.update(notice=incoming.to_dict())
-                self._emit("notice", f"interruption: {incoming.detail or incoming.source}; sending "
+                deadline = (f", deadline in {incoming.deadline - now:.0f}s"
+                            if incoming.deadline is not None else "")
+                self._emit("notice", f"interruption: {incoming.detail or incoming.source}{deadline}; sending "
                            f"{stop_signal.name}, grace {kill_at - now:.0f}s", notice=incoming.to_dict())
                 tree.signal(stop_signal)
             if kill_at is not None and now >= kill_at:
@@ -225,15 +235,16 @@ class Agent:
             tree.wait_briefly(self.options.poll_interval)  # returns at once when it exits
         return notice, code
 
-    def _grace_deadline(self, notice: InterruptionNotice, now: float) -> float:
-        return now + self.spec.grace_period
-
     def _housekeep(self, shipper: LogShipper, progress: _ProgressReader) -> None:
         assert self.book is not None
         try:
             self.lease.renew()
             shipper.ship()
             self.book.update_attempt(first_step=progress.first_step, last_step=progress.last_step)
+            troubles = [h.describe() for h in (getattr(s, "health", None) for s in self.sources)
+                        if h is not None and not h.reachable]
+            if troubles or self.book.status.message:
+                self.book.update(message="; ".join(troubles))
         except RunctlError as exc:
             log.warning("could not update the store: %s", exc)
 

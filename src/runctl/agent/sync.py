@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from runctl.agent.deadline import ThroughputMeter
 from runctl.errors import RunctlError
 from runctl.fsutil import is_temp_name
 from runctl.models import CheckpointInfo
@@ -97,6 +98,8 @@ class CheckpointSync:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.latest: CheckpointInfo | None = None
+        self.throughput = ThroughputMeter()
+        self._last_upload_bytes = 0
 
     # -- background loop -----------------------------------------------------------
     def start(self, poll_interval: float = 0.5) -> None:
@@ -146,6 +149,15 @@ class CheckpointSync:
         settled = {rel: st for rel, st in current.items() if rel not in held}
         return self._commit(settled, carry=held)
 
+    def expected_final_bytes(self) -> int:
+        """What the final snapshot will likely upload: what is pending now, or as much as
+        the last snapshot uploaded (the script is about to save another checkpoint)."""
+        try:
+            pending = self.snapshots.pending_bytes(self.folder)
+        except (RunctlError, OSError):
+            pending = 0
+        return max(pending, self._last_upload_bytes)
+
     def snapshot_soon(self) -> None:
         """Snapshot at the next tick what has settled, without waiting for the interval."""
         self._asked = True
@@ -163,6 +175,7 @@ class CheckpointSync:
             started = self._clock()
             metadata = {"newest": newest_entry(self.folder, state), **self._metadata()}
             try:
+                uploading = self.snapshots.pending_bytes(self.folder, sorted(state))
                 info = self.snapshots.commit(self.folder, files=sorted(state), carry=sorted(carry),
                                              metadata=metadata)
                 if info is not None:
@@ -175,6 +188,8 @@ class CheckpointSync:
             # What the store holds now: the settled files, and the old versions carried.
             self._committed = {**{rel: self._committed[rel] for rel in carry if rel in self._committed}, **state}
             self._last_commit = self._clock()
+            self._last_upload_bytes = uploading
+            self.throughput.record(uploading, self._last_commit - started)
             if info is None:
                 return None
             is_new = self.latest is None or info.seq != self.latest.seq

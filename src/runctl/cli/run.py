@@ -33,11 +33,13 @@ EXIT_BY_STATE = {"completed": 0, "failed": EXIT_JOB_FAILED, "stopped": EXIT_INTE
 @click.option("--rehearse", type=click.IntRange(min=0), default=0,
               help="Preemption rehearsal: inject N interruptions, then report what they cost.")
 @click.option("--rehearse-at", metavar="TIMES", help="When, into each attempt, e.g. 20s,45s (default: random 5-15s).")
+@click.option("--spot-notices/--no-spot-notices", default=None,
+              help="Watch the EC2 metadata service for spot notices (default: on when running on EC2 spot).")
 @click.option("--detach", is_flag=True, help="Run in the background; follow with runctl logs JOB -f.")
 @output_option
 @pass_app
 def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_restarts, max_restarts_on_errors,
-        resume_args, sync_interval, keep_last_n, rehearse, rehearse_at, detach):
+        resume_args, sync_interval, keep_last_n, rehearse, rehearse_at, spot_notices, detach):
     """Run SCRIPT (a .py file, or any command) under the agent.
 
     \b
@@ -83,10 +85,13 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
         keep_last_n=config.checkpoint.keep_last_n if keep_last_n is None else keep_last_n,
     )
     ensure_writable(folder)  # here, before any note: a bad folder is one line on stderr
+    # None: watch only when running on an EC2 spot instance (found out at start).
+    watch = {"spot_notices": (config.local.spot_notices or None) if spot_notices is None else spot_notices,
+             "rebalance_is_interruption": config.local.rebalance_is_interruption}
     if detach:
-        _detach(app, spec, offsets, job_store)
+        _detach(app, spec, offsets, job_store, watch)
         return
-    status, report = _run_here(app, spec, job_store, offsets)
+    status, report = _run_here(app, spec, job_store, offsets, watch)
     code = EXIT_BY_STATE.get(status.state, EXIT_JOB_FAILED)
     if report is not None and report.verdict != "pass" and code == 0:
         code = EXIT_JOB_FAILED
@@ -123,16 +128,16 @@ def _check_signal(name: str) -> None:
         raise UsageError(f"unknown signal {name!r} for --stop-signal; use e.g. SIGTERM, SIGINT or SIGUSR1")
 
 
-def _run_here(app, spec, store, offsets):
+def _run_here(app, spec, store, offsets, watch):
     from runctl.agent.report import rehearsal_report
     from runctl.agent.supervisor import Agent, AgentOptions
-    from runctl.interruptions import RehearsalSchedule, SignalSource
+    from runctl.interruptions import sources_for
 
-    rehearsal = RehearsalSchedule(offsets) if offsets else None
-    sources = [SignalSource(), *([rehearsal] if rehearsal else [])]
+    sources, rehearsal = sources_for(offsets, watch["spot_notices"])
     out = sys.stderr.buffer if app.output.is_json else sys.stdout.buffer  # keep stdout for the JSON
     options = AgentOptions(run_dir=_common.job_run_dir(spec.job_id), sinks=(out, sys.stderr.buffer),
-                           wipe_between_attempts=rehearsal is not None)
+                           wipe_between_attempts=rehearsal is not None,
+                           rebalance_is_interruption=watch["rebalance_is_interruption"])
     if rehearsal:
         app.output.note(f"runctl: rehearsal: {len(offsets)} interruption(s), at "
                         + ", ".join(f"{o:g}s" for o in offsets) + " into attempts " + ", ".join(map(str, range(len(offsets)))))
@@ -170,11 +175,11 @@ def _render_outcome(app, status, report) -> None:
         app.output.line(f"  - {problem}")
 
 
-def _detach(app, spec, offsets, store) -> None:
+def _detach(app, spec, offsets, store, watch) -> None:
     run_dir = _common.job_run_dir(spec.job_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     request = run_dir / "agent-request.json"
-    request.write_text(json.dumps({"spec": spec.to_dict(), "rehearse_offsets": offsets}))
+    request.write_text(json.dumps({"spec": spec.to_dict(), "rehearse_offsets": offsets, **watch}))
     with open(run_dir / "agent.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "runctl.agent", str(request)], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=log, start_new_session=True, cwd=spec.workdir)

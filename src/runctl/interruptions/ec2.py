@@ -349,8 +349,7 @@ class Ec2MetadataSource:
             self._seen.add(key)
             self._pending.append(notice)
             self._found.append(notice)
-        level = logging.WARNING if notice.source == "spot" else logging.INFO
-        log.log(level, "EC2 metadata: %s", notice.detail)
+        log.info("EC2 metadata: %s", notice.detail)  # the agent reports it as an event
 
     def _record_ok(self) -> None:
         now = self._clock()
@@ -429,3 +428,20 @@ def detect_ec2_spot(endpoint: str | None = None, timeout: float = 0.3) -> bool |
         log.debug("EC2 metadata %s answered HTTP %s", LIFECYCLE_PATH, status)
         return None
     return body.decode("ascii", "replace").strip() == "spot"
+
+
+def running_on_ec2(dmi_folder: str = "/sys/devices/virtual/dmi/id") -> bool:
+    """A cheap local check (no network): does the firmware say this is an EC2 instance?
+
+    Asking IMDS on a machine that is not on EC2 can hang until a timeout, so the agent
+    looks here first and asks IMDS only when this says yes.
+    """
+    for name in ("board_asset_tag", "sys_vendor", "product_uuid"):
+        try:
+            with open(os.path.join(dmi_folder, name)) as f:
+                value = f.read().strip().lower()
+        except OSError:
+            continue
+        if value.startswith("i-") or value.startswith("ec2") or "amazon ec2" in value:
+            return True
+    return False

@@ -26,6 +26,12 @@ def classify(exit_code: int, notice: dict | None) -> str:
     return "failed"
 
 
+def _machine_goes(attempt: Attempt) -> bool:
+    """A spot reclaim takes this very machine: restarting on it would only be cut short."""
+    notice = attempt.interruption or {}
+    return notice.get("source") == "spot" and notice.get("action") in ("terminate", "stop", "hibernate")
+
+
 def decide(attempts: list[Attempt] | tuple[Attempt, ...], *, max_restarts: int, max_restarts_on_errors: int) -> Decision:
     last = attempts[-1]
     interrupted = sum(1 for a in attempts if a.reason == "interrupted")
@@ -34,6 +40,9 @@ def decide(attempts: list[Attempt] | tuple[Attempt, ...], *, max_restarts: int, 
         return Decision(False, "completed", "the script finished")
     if last.reason == "stopped":
         return Decision(False, "stopped", "stopped on request")
+    if last.reason == "interrupted" and _machine_goes(last):
+        return Decision(False, "interrupted", "the machine is being reclaimed; the job resumes from its latest "
+                        "snapshot on another machine (runctl run again, or runctl aws watch)")
     if last.reason == "interrupted":
         if interrupted <= max_restarts:
             return Decision(True, None, f"interruption {interrupted} of at most {max_restarts} restarts")
