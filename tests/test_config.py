@@ -70,7 +70,6 @@ def test_values_cover_every_key_of_every_section():
     keys = Config().values()
     expected = {f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
     assert set(keys) == expected
-    assert len(keys) == 27
 
 
 def test_config_and_sections_are_frozen():
