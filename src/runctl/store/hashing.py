@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runctl.errors import NotFoundError, StoreError, UsageError
-from runctl.store.manifest import MANIFEST_NAME, TEMP_MARKER, path_problem
+from runctl.fsutil import TEMP_MARKER
+from runctl.store.manifest import MANIFEST_NAME, path_problem
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,12 @@ import fcntl
 import hashlib
 import os
 import shutil
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from runctl.errors import NotFoundError, PreconditionFailed, StoreError
-from runctl.fsutil import TEMP_MARKER
+from runctl.fsutil import TEMP_MARKER, fsync_path, temp_name_beside
 from runctl.store.base import Blob, ObjectInfo, ProgressCallback
 
 _LOCK_NAME = ".runctl-lock"
@@ -33,14 +32,6 @@ def _only_leftovers(folder: str) -> bool:
     except OSError:
         return False
     return bool(entries) and all(TEMP_MARKER in e.name and e.is_file(follow_symlinks=False) for e in entries)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalStore:
@@ -62,11 +53,11 @@ class LocalStore:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from exc
-        return path.with_name(f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
+        return temp_name_beside(path)
 
     def _publish(self, temp: Path, path: Path) -> None:
         os.replace(temp, path)
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
 
     @contextmanager
     def _locked(self):
@@ -141,7 +132,7 @@ class LocalStore:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from exc
-        temp = path.with_name(f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
+        temp = temp_name_beside(path)
         try:
             shutil.copyfile(source, temp)
             os.replace(temp, path)

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from runctl.errors import IntegrityError, UsageError
+from runctl.fsutil import TEMP_MARKER
 from runctl.models import CheckpointInfo, FileEntry
 
 FORMAT = "runctl.manifest/1"
 MANIFEST_NAME = "MANIFEST.json"
 #: Temporary files of runctl and of the stores carry this in their names; never captured.
-TEMP_MARKER = ".runctl-tmp-"
 
 _SEQ_NAME = re.compile(r"^[0-9]{1,12}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

@@ -14,11 +14,11 @@ import contextlib
 import logging
 import os
 import threading
-import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from runctl.errors import NotFoundError, PreconditionFailed, StoreError
+from runctl.fsutil import temp_name_beside
 from runctl.store.base import Blob, ObjectInfo, ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,6 @@ MULTIPART_CHUNKSIZE = 8 * MiB
 TRANSFER_CONCURRENCY = 8
 MAX_POOL_CONNECTIONS = 64  # parallel files (8) x parts per file (8)
 DELETE_BATCH = 1000  # the most DeleteObjects accepts in one request
-TEMP_MARKER = ".runctl-tmp-"  # the same marker LocalStore uses for its temporary files
 
 _NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
 _DENIED_CODES = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "AccountProblem"}
@@ -287,7 +286,7 @@ class S3Store:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from exc
-        temp = path.with_name(f".{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
+        temp = temp_name_beside(path)
         try:
             try:
                 with self._translate("download", key, permission="s3:GetObject"):

@@ -31,13 +31,13 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
+from runctl.fsutil import temp_name_beside
 from runctl.models import CheckpointInfo, FileEntry
 from runctl.store.base import ProgressCallback, Store
 from runctl.store.retention import plan_retention
 from runctl.store.hashing import FileState, HashCache, SourceFile, scan_source, sha256_file
 from runctl.store.manifest import (
     MANIFEST_NAME,
-    TEMP_MARKER,
     Transfer,
     build_manifest,
     manifest_key,
@@ -256,7 +256,7 @@ class Snapshots:
                     progress(f.size)
                 return None
             dest.parent.mkdir(parents=True, exist_ok=True)
-            temp = dest.with_name(f".{dest.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
+            temp = temp_name_beside(dest)
             with lock:
                 temps.append(temp)
             try:
