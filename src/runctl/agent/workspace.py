@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 from runctl.agent.sync import newest_entry, scan_folder
 from runctl.errors import UsageError
 from runctl.models import CheckpointInfo, JobSpec
+from runctl.store.hashing import sha256_file
 
 
 def ensure_writable(folder: Path) -> None:
@@ -37,18 +37,6 @@ def clear_folder(folder: Path) -> None:
             entry.unlink()
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest() if hasattr(hashlib, "file_digest") else _chunked(f)
-
-
-def _chunked(f) -> str:
-    digest = hashlib.sha256()
-    while block := f.read(1 << 20):
-        digest.update(block)
-    return digest.hexdigest()
-
-
 def displace_strays(folder: Path, snapshot: CheckpointInfo, aside: Path) -> list[str]:
     """Move files the snapshot does not hold as they are out of ``folder`` into ``aside``.
 
@@ -59,7 +47,7 @@ def displace_strays(folder: Path, snapshot: CheckpointInfo, aside: Path) -> list
     moved = []
     for rel, (size, _mtime) in scan_folder(folder).items():
         entry = expected.get(rel)
-        if entry is not None and entry.size == size and _sha256(folder / rel) == entry.sha256:
+        if entry is not None and entry.size == size and sha256_file(folder / rel) == entry.sha256:
             continue
         target = aside / rel
         target.parent.mkdir(parents=True, exist_ok=True)
