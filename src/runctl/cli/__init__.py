@@ -26,6 +26,7 @@ COMMANDS = {
     "status": ("runctl.cli.status:status", "Show a job's state, attempts and latest interruption notice."),
     "jobs": ("runctl.cli.jobs:jobs", "List the jobs in the store."),
     "logs": ("runctl.cli.logs:logs", "Print (or follow) a job's logs from the store."),
+    "aws": ("runctl.cli.aws:aws", "Run training on EC2 instances, spot or on-demand."),
     "s3": ("runctl.cli.s3:s3", "Upload, download, sync, list and clean up S3 objects."),
 }
 

@@ -29,3 +29,26 @@ def checkpoints_prefix(job_id: str) -> str:
 
 def logs_prefix(job_id: str, attempt: int) -> str:
     return f"jobs/{job_id}/logs/{attempt}/"
+
+
+# -- the AWS backend ---------------------------------------------------------------------
+def assignment_key(instance_id: str) -> str:
+    """Which job the resident agent on this instance should run (written by `aws train`)."""
+    return f"instances/{instance_id}/assignment.json"
+
+
+def instance_agent_key(instance_id: str) -> str:
+    """The resident agent's heartbeat and state on this instance."""
+    return f"instances/{instance_id}/agent.json"
+
+
+def code_blob_key(sha256: str) -> str:
+    return f"code/blobs/{sha256}"
+
+
+def code_tree_key(tree_id: str) -> str:
+    return f"code/trees/{tree_id}.json"
+
+
+def wheel_key(filename: str) -> str:
+    return f"dist/{filename}"

@@ -1,0 +1,1 @@
+"""Where an agent runs: locally (runctl.agent), on EC2 (aws), in Docker (docker)."""

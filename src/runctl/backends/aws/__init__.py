@@ -1,0 +1,1 @@
+"""The AWS backend: pure request builders beside thin boto3 adapters."""
