@@ -13,6 +13,18 @@ from runctl.models import Attempt, JobStatus
 from runctl.store import layout
 
 
+#: States in which no agent works on the job any more.
+FINAL_STATES = frozenset({"completed", "failed", "stopped", "interrupted"})
+
+#: A heartbeat older than this means the agent is gone (it beats every few seconds).
+STALE_AFTER_S = 30.0
+
+
+def agent_gone(status: JobStatus, now: float) -> bool:
+    """The job claims to be running but its agent stopped beating (killed, machine lost)."""
+    return status.state not in FINAL_STATES and (status.heartbeat or 0) < now - STALE_AFTER_S
+
+
 def read_status(store, job_id: str) -> JobStatus | None:
     try:
         return JobStatus.from_dict(json.loads(store.read(layout.status_key(job_id)).data))

@@ -83,6 +83,9 @@ class Agent:
         workspace.ensure_writable(self.folder)
         self.options.run_dir.mkdir(parents=True, exist_ok=True)
         self.lease.acquire()
+        # The heartbeat beats for the whole run, restores and final uploads included, so a
+        # long transfer is never mistaken for a dead agent.
+        heartbeat = _Periodic(self.options.heartbeat_interval, self._beat)
         try:
             become_subreaper()
             self._write_spec_once()
@@ -90,6 +93,7 @@ class Agent:
             status = JobStatus(self.spec.job_id, "running", previous.attempts if previous else (),
                                command=self.spec.command)
             self.book = StatusBook(self.store, status, self._clock)
+            heartbeat.start()
             first_in_run = True
             while True:
                 attempt = self._run_attempt(first_in_run)
@@ -106,6 +110,7 @@ class Agent:
                            state=decision.final_state)
                 return self.book.status
         finally:
+            heartbeat.stop()
             for source in self.sources:
                 source.close()
             self.lease.release()
@@ -235,10 +240,17 @@ class Agent:
             tree.wait_briefly(self.options.poll_interval)  # returns at once when it exits
         return notice, code
 
-    def _housekeep(self, shipper: LogShipper, progress: _ProgressReader) -> None:
+    def _beat(self) -> None:
         assert self.book is not None
         try:
             self.lease.renew()
+            self.book.heartbeat()
+        except RunctlError as exc:
+            log.warning("could not renew the lease or the heartbeat: %s", exc)
+
+    def _housekeep(self, shipper: LogShipper, progress: _ProgressReader) -> None:
+        assert self.book is not None
+        try:
             shipper.ship()
             self.book.update_attempt(first_step=progress.first_step, last_step=progress.last_step)
             troubles = [h.describe() for h in (getattr(s, "health", None) for s in self.sources)
@@ -292,7 +304,8 @@ class _Periodic:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -11,8 +11,6 @@ import click
 from runctl.cli import _common
 from runctl.cli._context import output_option, pass_app
 
-FINAL_STATES = ("completed", "failed", "stopped")
-
 
 @click.command(short_help="Print (or follow) a job's logs from the store.")
 @click.argument("job_id", metavar="JOB")
@@ -24,7 +22,7 @@ FINAL_STATES = ("completed", "failed", "stopped")
 def logs(app, job_id, follow, attempt, store):
     """Print JOB's output from the store, attempt by attempt."""
     from runctl.agent.logs import attempts_with_logs, log_chunks
-    from runctl.agent.status import read_status
+    from runctl.agent.status import FINAL_STATES, agent_gone, read_status
 
     job_store = _common.open_job_store(app, store)
     _common.require_job(job_store, job_id)
@@ -33,7 +31,8 @@ def logs(app, job_id, follow, attempt, store):
     while True:
         # Read the state first: every chunk shipped before a final state is then printed.
         status = read_status(job_store, job_id)
-        finished = not follow or status is None or status.state in FINAL_STATES
+        gone = status is not None and agent_gone(status, time.time())
+        finished = not follow or status is None or status.state in FINAL_STATES or gone
         for number in attempts_with_logs(job_store, job_id):
             if attempt is not None and number != attempt:
                 continue
@@ -48,6 +47,9 @@ def logs(app, job_id, follow, attempt, store):
                     sys.stdout.buffer.write(data)
                     sys.stdout.flush()
         if finished:
+            if follow and gone:
+                app.output.note(f"runctl: the agent of job {job_id} stopped beating; it may be gone "
+                                "(run the job again to resume it)")
             break
         time.sleep(1.0)
     if app.output.is_json:

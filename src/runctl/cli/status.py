@@ -37,7 +37,11 @@ def status(app, job_id, store):
 
 def _render(app, job) -> None:
     interrupted = sum(1 for a in job.attempts if a.reason == "interrupted")
-    app.output.line(f"job {job.job_id}: {job.state}" + (f" ({job.message})" if job.message else ""))
+    from runctl.agent.status import agent_gone
+
+    state = f"{job.state} (no heartbeat since {_when(job.heartbeat)}: the agent may be gone)" \
+        if agent_gone(job, time.time()) else job.state
+    app.output.line(f"job {job.job_id}: {state}" + (f" ({job.message})" if job.message else ""))
     app.output.line(f"  attempts: {len(job.attempts)}, recoveries: {interrupted}, heartbeat: {_when(job.heartbeat)}")
     if job.notice:
         deadline = job.notice.get("deadline")

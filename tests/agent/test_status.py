@@ -1,0 +1,34 @@
+"""status.json readers: a running job whose agent stopped beating is seen as gone."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from runctl.agent.status import STALE_AFTER_S, agent_gone
+from runctl.models import JobStatus
+from runctl.store import layout
+from runctl.store.local import LocalStore
+
+
+def test_agent_gone_only_for_unfinished_jobs_with_an_old_heartbeat():
+    now = 1_000_000.0
+    assert agent_gone(JobStatus("j", "running", heartbeat=now - STALE_AFTER_S - 1), now)
+    assert not agent_gone(JobStatus("j", "running", heartbeat=now - 1), now)
+    assert not agent_gone(JobStatus("j", "completed", heartbeat=now - 10 * STALE_AFTER_S), now)
+
+
+def test_logs_follow_ends_when_the_agent_is_gone(tmp_path, runctl_cli):
+    store = LocalStore(tmp_path / "store")
+    dead = JobStatus("dead", "running", heartbeat=time.time() - 10 * STALE_AFTER_S)
+    store.write(layout.status_key("dead"), json.dumps(dead.to_dict()).encode())
+    store.write(layout.logs_prefix("dead", 0) + "000000.log", b"last words\n")
+
+    result = runctl_cli("logs", "dead", "-f", "--store", store.url, timeout=20)
+
+    assert result.returncode == 0
+    assert result.stdout == "last words\n"
+    assert "stopped beating" in result.stderr
+
+    status = runctl_cli("status", "dead", "--store", store.url)
+    assert "the agent may be gone" in status.stdout
