@@ -85,6 +85,9 @@ class Attempt(Record):
     last_step: int | None = None  # last step the script reported
     host: str = ""
     pid: int | None = None
+    instance_id: str | None = None  # the EC2 instance it ran on, when it ran on one
+    instance_type: str | None = None
+    az: str | None = None  # availability zone
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ class JobSpec(Record):
     sync_interval: float = 60.0
     keep_last_n: int = 5
     env: dict[str, str] = field(default_factory=dict)
+    code_tree: str | None = None  # id of the project's code tree in the store (runctl aws train)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:

@@ -53,6 +53,7 @@ class AgentOptions:
     poll_interval: float = 0.1
     quiet_period: float = 1.0
     rebalance_is_interruption: bool = False  # else a rebalance recommendation only snapshots at once
+    attempt_labels: dict[str, Any] = field(default_factory=dict)  # Attempt fields set on every attempt (instance_id ...)
 
 
 class Agent:
@@ -158,7 +159,7 @@ class Agent:
             tree.start()
             now = self._clock()
             self.book.add_attempt(Attempt(number, now, resumed_from=restored.seq if restored else None,
-                                          host=socket.gethostname(), pid=tree.pid))
+                                          host=socket.gethostname(), pid=tree.pid, **self.options.attempt_labels))
             self.book.update(state="running", message="")
             where = f"snapshot {restored.seq} ({resume.name if resume else 'no checkpoint file'})" if restored else "a fresh start"
             self._emit("attempt", f"attempt {number} started from {where}", attempt=number,
