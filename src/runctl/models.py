@@ -133,3 +133,26 @@ class JobSpec(Record):
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         spec = super().from_dict(data)
         return dataclasses.replace(spec, command=tuple(spec.command), resume_args=tuple(spec.resume_args))
+
+
+@dataclass(frozen=True)
+class InstanceInfo(Record):
+    """An EC2 instance as runctl sees it (from DescribeInstances)."""
+
+    instance_id: str
+    instance_type: str
+    state: str  # pending, running, stopping, stopped, shutting-down, terminated
+    lifecycle: str  # "spot" or "on-demand"
+    az: str = ""
+    launched: str = ""  # ISO 8601, UTC
+    public_ip: str | None = None
+    private_ip: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    region: str = ""
+    image_id: str = ""
+    subnet_id: str | None = None
+
+    @property
+    def job_id(self) -> str:
+        """The job the instance was launched for ('' when none)."""
+        return self.tags.get("runctl:job", "")
