@@ -1,0 +1,355 @@
+"""A fake cloud on one machine: the whole AWS path of runctl without an AWS account.
+
+moto in server mode plays EC2, S3, STS, SSM and ECR over HTTP. For every emulated instance
+that is running, the harness starts the agent command from the instance's user-data as a
+local process, with an EC2 metadata emulator of its own (``runctl.testing.imds``) and the
+AWS endpoint pointed at moto. Terminating (or stopping) the instance in moto kills that
+process at once, as losing the machine would. ``interrupt()`` serves a spot interruption
+notice to the instance running the job, then terminates it at the notice's deadline
+(compressed to a few seconds).
+
+From Python or pytest::
+
+    with FakeCloud(tmp_path) as cloud:
+        subprocess.run(["runctl", "aws", "create", ...], env={**os.environ, **cloud.env})
+
+From a shell (exits with COMMAND's exit code)::
+
+    python -m runctl.testing.cloud --interrupt-after 30s,70s -- sh -c 'runctl aws run training/train.py'
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runctl.testing.imds import ImdsEmulator
+
+log = logging.getLogger(__name__)
+
+REGION = "us-east-1"
+BUCKET = "runctl-fake-cloud"
+#: States in which an instance's machine exists and runs its agent.
+ALIVE = ("pending", "running")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def default_agent_command(user_data: str) -> list[str]:
+    """The agent command of a runctl bootstrap script (see runctl.backends.aws.bootstrap)."""
+    from runctl.backends.aws.bootstrap import agent_command_from_user_data
+
+    return agent_command_from_user_data(user_data)
+
+
+@dataclass
+class FakeInstance:
+    instance_id: str
+    imds: ImdsEmulator
+    process: subprocess.Popen | None
+    home: Path
+    store_url: str | None
+    log_path: Path
+    killed: bool = False
+    notices: list[float] = field(default_factory=list)  # the deadlines served to it
+
+
+class FakeCloud:
+    """moto + one IMDS emulator and one agent process per running emulated instance."""
+
+    def __init__(self, workdir: Path, *, region: str = REGION, bucket: str = BUCKET,
+                 notice_deadline_s: float = 5.0, poll_interval: float = 0.2,
+                 agent_command: Callable[[str], list[str]] = default_agent_command) -> None:
+        self.workdir = Path(workdir)
+        self.region = region
+        self.bucket = bucket
+        self.notice_deadline_s = notice_deadline_s
+        self.poll_interval = poll_interval
+        self._agent_command = agent_command
+        self.instances: dict[str, FakeInstance] = {}
+        self.interruptions: list[dict] = []  # what interrupt() did, for reports and tests
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._server = None
+        self._watcher: threading.Thread | None = None
+        self._timers: list[threading.Timer] = []
+        self.endpoint = ""
+
+    # -- life cycle ------------------------------------------------------------------
+    def start(self) -> FakeCloud:
+        from moto.server import ThreadedMotoServer
+
+        port = _free_port()
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self._server.start()
+        self.endpoint = f"http://127.0.0.1:{port}"
+        # moto keeps its state per process: start from an empty cloud.
+        urllib.request.urlopen(urllib.request.Request(self.endpoint + "/moto-api/reset", method="POST")).close()
+        self.client("s3").create_bucket(Bucket=self.bucket)
+        self._watcher = threading.Thread(target=self._watch, name="fake-cloud-watcher", daemon=True)
+        self._watcher.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for timer in self._timers:
+            timer.cancel()
+        if self._watcher is not None:
+            self._watcher.join(timeout=10)
+        with self._lock:
+            for instance in self.instances.values():
+                self._kill(instance)
+        if self._server is not None:
+            self._server.stop()
+
+    def __enter__(self) -> FakeCloud:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a command needs in its environment to use the fake cloud."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+            "AWS_MAX_ATTEMPTS": "3",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",  # this machine is no instance
+            "RUNCTL_AWS_REGION": self.region,
+            "RUNCTL_AWS_S3_BUCKET": self.bucket,
+        }
+
+    def session(self):
+        import boto3
+
+        return boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=self.region)
+
+    def client(self, service: str):
+        from botocore.config import Config
+
+        return self.session().client(service, endpoint_url=self.endpoint,
+                                     config=Config(retries={"max_attempts": 2, "mode": "standard"}))
+
+    # -- the machines ------------------------------------------------------------------
+    def _watch(self) -> None:
+        ec2 = self.client("ec2")
+        while not self._stop.wait(self.poll_interval):
+            try:
+                states = {i["InstanceId"]: i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+            except Exception as exc:  # moto busy or stopping: look again
+                log.debug("describe_instances failed: %s", exc)
+                continue
+            for instance_id, described in states.items():
+                alive = described["State"]["Name"] in ALIVE
+                with self._lock:
+                    known = self.instances.get(instance_id)
+                    if alive and known is None:
+                        self.instances[instance_id] = self._boot(ec2, described)
+                    elif not alive and known is not None and not known.killed:
+                        log.info("%s is %s: its machine is gone", instance_id, described["State"]["Name"])
+                        self._kill(known)
+
+    def _boot(self, ec2, described: dict) -> FakeInstance:
+        instance_id = described["InstanceId"]
+        home = self.workdir / "instances" / instance_id
+        home.mkdir(parents=True, exist_ok=True)
+        imds = ImdsEmulator(
+            instance_id=instance_id, instance_type=described.get("InstanceType", "t3.micro"), region=self.region,
+            availability_zone=described.get("Placement", {}).get("AvailabilityZone"),
+            lifecycle="spot" if described.get("InstanceLifecycle") == "spot" else "on-demand",
+        )
+        imds.start()
+        user_data = self._user_data(ec2, instance_id)
+        log_path = home / "agent.log"
+        process, store_url = None, None
+        try:
+            argv = self._agent_command(user_data)
+        except Exception as exc:  # not a runctl instance: a machine that runs nothing of ours
+            log.info("%s: no runctl agent in its user-data (%s)", instance_id, exc)
+            argv = []
+        if argv:
+            argv = [sys.executable, *argv[1:]]  # this machine's interpreter, with runctl installed
+            store_url = _option(argv, "--store")
+            env = {**os.environ, **self.env, "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.endpoint,
+                   "RUNCTL_HOME": str(home)}
+            env.pop("AWS_EC2_METADATA_DISABLED")
+            with open(log_path, "ab") as out:
+                process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                           start_new_session=True, cwd=home)
+            log.info("%s booted: agent pid %d", instance_id, process.pid)
+        return FakeInstance(instance_id, imds, process, home, store_url, log_path)
+
+    def _user_data(self, ec2, instance_id: str) -> str:
+        attribute = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+        encoded = attribute.get("UserData", {}).get("Value", "")
+        return base64.b64decode(encoded).decode(errors="replace") if encoded else ""
+
+    def _kill(self, instance: FakeInstance) -> None:
+        """The machine vanishes: every process on it dies at once, no goodbye."""
+        instance.killed = True
+        if instance.process is not None and instance.process.poll() is None:
+            try:
+                os.killpg(instance.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            instance.process.wait()
+        _kill_descendants_of_home(instance.home)
+        instance.imds.stop()
+
+    # -- interruptions ---------------------------------------------------------------
+    def job_instance(self) -> str | None:
+        """The instance whose agent is running a job now (per its heartbeat in the store)."""
+        with self._lock:
+            candidates = [i for i in self.instances.values() if not i.killed and i.process is not None]
+        for instance in candidates:
+            state = self._agent_state(instance)
+            if state.get("state") == "running":
+                return instance.instance_id
+        return candidates[0].instance_id if len(candidates) == 1 else None
+
+    def _agent_state(self, instance: FakeInstance) -> dict:
+        if not instance.store_url:
+            return {}
+        from runctl.errors import NotFoundError
+        from runctl.store import layout, open_store
+
+        try:
+            store = open_store(instance.store_url, session=self.session(), endpoint_url=self.endpoint)
+            return json.loads(store.read(layout.instance_agent_key(instance.instance_id)).data)
+        except (NotFoundError, ValueError):
+            return {}
+
+    def interrupt(self, instance_id: str | None = None, *, action: str = "terminate") -> dict:
+        """Serve a spot notice to ``instance_id`` (default: the one running the job) and
+        terminate it in moto at the notice's deadline."""
+        instance_id = instance_id or self.job_instance()
+        if instance_id is None:
+            record = {"at": time.time(), "instance_id": None, "detail": "no instance runs a job"}
+            self.interruptions.append(record)
+            return record
+        instance = self.instances[instance_id]
+        notice = instance.imds.schedule_notice(0.0, action=action, deadline_in=self.notice_deadline_s)
+        instance.notices.append(notice.deadline_epoch)
+        timer = threading.Timer(max(0.0, notice.deadline_epoch - time.time()), self._reclaim, args=(instance_id,))
+        timer.daemon = True
+        timer.start()
+        self._timers.append(timer)
+        record = {"at": notice.visible_at, "instance_id": instance_id, "deadline": notice.deadline_epoch}
+        self.interruptions.append(record)
+        return record
+
+    def _reclaim(self, instance_id: str) -> None:
+        try:
+            self.client("ec2").terminate_instances(InstanceIds=[instance_id])
+        except Exception as exc:
+            log.warning("could not terminate %s at its deadline: %s", instance_id, exc)
+
+    def leftovers(self) -> list[str]:
+        """Instances, fleets and spot requests still alive: a test ends with none."""
+        ec2 = self.client("ec2")
+        found = [f"instance {i['InstanceId']} ({i['State']['Name']})"
+                 for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+                 if i["State"]["Name"] in (*ALIVE, "stopping", "stopped")]
+        found += [f"fleet {f['FleetId']}" for f in ec2.describe_fleets().get("Fleets", [])
+                  if f.get("FleetState") in ("submitted", "active", "modifying")
+                  and f.get("Type") != "instant"]
+        found += [f"spot request {r['SpotInstanceRequestId']}"
+                  for r in ec2.describe_spot_instance_requests().get("SpotInstanceRequests", [])
+                  if r.get("State") in ("open", "active")]
+        return found
+
+
+def _option(argv: Sequence[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _kill_descendants_of_home(home: Path) -> None:
+    """Training processes started by the instance's agent run in their own process group;
+    find them by their working folder under the instance's home and kill them too."""
+    import psutil
+
+    for proc in psutil.process_iter(["cwd", "pid"]):
+        try:
+            cwd = proc.info.get("cwd") or ""
+            if cwd.startswith(str(home) + os.sep) or cwd == str(home):
+                proc.kill()
+        except psutil.Error:
+            continue
+
+
+def main(argv: list[str] | None = None) -> int:
+    from runctl.interruptions.rehearsal import parse_duration, parse_rehearse_at
+
+    parser = argparse.ArgumentParser(prog="python -m runctl.testing.cloud", description=__doc__.split("\n")[0])
+    parser.add_argument("--interrupt-after", default="", metavar="TIMES",
+                        help="serve a spot notice to the job's instance at these times, e.g. 30s,70s")
+    parser.add_argument("--notice-deadline", default="5s", help="seconds from notice to termination (default 5s)")
+    parser.add_argument("--workdir", type=Path, help="where instances keep their files (default: a temp folder)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("give a command after --")
+    logging.basicConfig(level=logging.INFO, format="fake-cloud: %(message)s")
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="runctl-fake-cloud-"))
+    with FakeCloud(workdir, notice_deadline_s=parse_duration(args.notice_deadline)) as cloud:
+        print(f"fake-cloud: AWS endpoint {cloud.endpoint}, bucket {cloud.bucket}, files in {workdir}",
+              file=sys.stderr, flush=True)
+        started = time.time()
+        proc = subprocess.Popen(command, env={**os.environ, **cloud.env})
+        for at in parse_rehearse_at(args.interrupt_after) if args.interrupt_after else []:
+            timer = threading.Timer(max(0.0, started + at - time.time()), lambda: _report(cloud.interrupt()))
+            timer.daemon = True
+            timer.start()
+            cloud._timers.append(timer)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait()
+        left = cloud.leftovers()
+        if left:
+            print("fake-cloud: left running: " + ", ".join(left), file=sys.stderr)
+    return code
+
+
+def _report(record: dict) -> None:
+    if record.get("instance_id"):
+        print(f"fake-cloud: spot notice to {record['instance_id']}, terminating it in "
+              f"{record['deadline'] - time.time():.1f}s", file=sys.stderr, flush=True)
+    else:
+        print(f"fake-cloud: no instance runs a job; no notice served", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The fake cloud harness: an agent process per running emulated instance, killed with it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from runctl.testing.cloud import FakeCloud
+
+# A stand-in agent: records its environment, then polls its own metadata service.
+AGENT = """
+import json, os, sys, time, urllib.request
+home = os.environ["RUNCTL_HOME"]
+json.dump({k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_EC2_METADATA_SERVICE_ENDPOINT")},
+          open(os.path.join(home, "env.json"), "w"))
+time.sleep(600)
+"""
+
+
+def stand_in(script: Path):
+    def agent_command(user_data: str) -> list[str]:
+        if "runctl-test-agent" not in user_data:
+            raise ValueError("not ours")
+        return ["/opt/runctl/venv/bin/python", str(script)]
+
+    return agent_command
+
+
+def wait_for(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture
+def cloud(tmp_path):
+    script = tmp_path / "agent.py"
+    script.write_text(AGENT)
+    with FakeCloud(tmp_path / "cloud", agent_command=stand_in(script), notice_deadline_s=1.5) as fake:
+        yield fake
+
+
+def launch(cloud: FakeCloud, user_data: str = "#!/bin/bash\n# runctl-test-agent\n", **extra) -> str:
+    ec2 = cloud.client("ec2")
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    reply = ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1,
+                              UserData=user_data, **extra)
+    return reply["Instances"][0]["InstanceId"]
+
+
+def test_a_running_instance_runs_its_agent_with_the_fake_endpoints(cloud):
+    instance_id = launch(cloud, InstanceMarketOptions={"MarketType": "spot"})
+    instance = wait_for(lambda: cloud.instances.get(instance_id))
+    env = json.loads(wait_for(lambda: (instance.home / "env.json").exists() and (instance.home / "env.json").read_text()))
+    assert env["AWS_ENDPOINT_URL"] == cloud.endpoint
+    assert env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] == instance.imds.endpoint
+    with urllib.request.urlopen(urllib.request.Request(instance.imds.endpoint + "/latest/api/token", method="PUT",
+                                                       headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})) as r:
+        token = r.read().decode()
+    request = urllib.request.Request(instance.imds.endpoint + "/latest/meta-data/instance-life-cycle",
+                                     headers={"X-aws-ec2-metadata-token": token})
+    with urllib.request.urlopen(request) as r:
+        assert r.read().decode() == "spot"
+
+
+def test_terminating_the_instance_kills_its_processes(cloud):
+    instance_id = launch(cloud)
+    instance = wait_for(lambda: cloud.instances.get(instance_id))
+    pid = instance.process.pid
+    cloud.client("ec2").terminate_instances(InstanceIds=[instance_id])
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    assert cloud.leftovers() == []
+
+
+def test_an_instance_without_a_runctl_agent_runs_nothing(cloud):
+    instance_id = launch(cloud, user_data="#!/bin/bash\necho hello\n")
+    instance = wait_for(lambda: cloud.instances.get(instance_id))
+    assert instance.process is None
+    cloud.client("ec2").terminate_instances(InstanceIds=[instance_id])
+
+
+def test_interrupt_serves_a_notice_then_terminates_at_the_deadline(cloud):
+    instance_id = launch(cloud, InstanceMarketOptions={"MarketType": "spot"})
+    instance = wait_for(lambda: cloud.instances.get(instance_id))
+    record = cloud.interrupt()
+    assert record["instance_id"] == instance_id
+    assert instance.imds.notice is not None and instance.imds.deadline_epoch == record["deadline"]
+    wait_for(lambda: instance.killed, timeout=10)
+    assert time.time() >= record["deadline"]
+    state = cloud.client("ec2").describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    assert state["State"]["Name"] == "terminated"
+    assert cloud.leftovers() == []
+
+
+def test_leftovers_names_what_is_still_running(cloud):
+    instance_id = launch(cloud)
+    assert any(instance_id in item for item in cloud.leftovers())
+    cloud.client("ec2").terminate_instances(InstanceIds=[instance_id])
+
+
+def test_the_command_line_runs_a_command_in_the_fake_cloud(tmp_path):
+    import subprocess
+
+    probe = "import os, boto3; print(boto3.client('s3').list_buckets()['Buckets'][0]['Name']); raise SystemExit(7)"
+    result = subprocess.run([sys.executable, "-m", "runctl.testing.cloud", "--workdir", str(tmp_path), "--",
+                             sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 7, result.stderr
+    assert result.stdout.strip() == "runctl-fake-cloud"
