@@ -1,0 +1,192 @@
+"""Code trees: ignore rules, content-addressed upload (only what changed), byte-exact materialize."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+
+import pytest
+
+from runctl.codesync import build_tree, materialize, project_files, read_tree, upload_tree
+from runctl.codesync.tree import CodeTree
+from runctl.errors import IntegrityError
+from runctl.store import layout
+
+
+class CountingStore:
+    """A store proxy that counts blob uploads (writes and uploads under code/blobs/)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.blob_writes: list[str] = []
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def write(self, key, data, **kwargs):
+        if key.startswith("code/blobs/"):
+            self.blob_writes.append(key)
+        return self._inner.write(key, data, **kwargs)
+
+    def upload(self, path, key, **kwargs):
+        if key.startswith("code/blobs/"):
+            self.blob_writes.append(key)
+        return self._inner.upload(path, key, **kwargs)
+
+
+def make_project(root):
+    files = {
+        "train.py": "print('train')\n",
+        "lib/model.py": "W = 1\n",
+        "lib/data/loader.py": "def load(): ...\n",
+        "run.sh": "#!/bin/sh\necho hi\n",
+        "notes.log": "ignored by *.log\n",
+        "build/out.bin": "ignored folder\n",
+        "data/big.csv": "1,2,3\n",
+        "data/keep.csv": "kept by negation\n",
+        "secret.env": "ignored by .runctlignore\n",
+        ".venv/lib/site.py": "never\n",
+        "lib/__pycache__/model.cpython-311.pyc": "never\n",
+        ".runctl/jobs/x": "never\n",
+    }
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    os.chmod(root / "run.sh", 0o755)
+    (root / ".gitignore").write_text("# comment\n*.log\nbuild/\n/data/*.csv\n!/data/keep.csv\n")
+    (root / ".runctlignore").write_text("secret.env\n")
+    return root
+
+
+EXPECTED = [".gitignore", ".runctlignore", "data/keep.csv", "lib/data/loader.py", "lib/model.py", "run.sh", "train.py"]
+
+
+def git_init(root):
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_SYSTEM": os.devnull}
+    subprocess.run(["git", "init", "-q", str(root)], check=True, env=env)
+
+
+@pytest.mark.parametrize("use_git", [False, pytest.param(True, marks=pytest.mark.skipif(
+    shutil.which("git") is None, reason="no git"))])
+def test_ignores_are_honoured(tmp_path, use_git):
+    root = make_project(tmp_path / "proj")
+    if use_git:
+        git_init(root)
+    assert project_files(root, use_git=use_git) == EXPECTED
+
+
+@pytest.mark.parametrize("use_git", [False, True])
+def test_include_brings_back_ignored_files_but_never_the_always_excluded(tmp_path, use_git):
+    if use_git and shutil.which("git") is None:
+        pytest.skip("no git")
+    root = make_project(tmp_path / "proj")
+    if use_git:
+        git_init(root)
+    files = project_files(root, ["data/*.csv", "build/", ".venv/"], use_git=use_git)
+    assert set(files) == {*EXPECTED, "data/big.csv", "build/out.bin"}
+
+
+def test_nested_gitignore_without_git(tmp_path):
+    root = tmp_path / "proj"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / ".gitignore").write_text("*.tmp\n/only-here.txt\n")
+    for rel in ("a.tmp", "sub/b.tmp", "sub/only-here.txt", "only-here.txt", "sub/deep/only-here.txt"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("x")
+    assert project_files(root, use_git=False) == ["a.tmp", "only-here.txt", "sub/.gitignore",
+                                                  "sub/deep/only-here.txt"]
+
+
+def test_second_upload_sends_only_the_changed_file(tmp_path, any_store):
+    root = make_project(tmp_path / "proj")
+    store = CountingStore(any_store)
+    first = upload_tree(store, root, use_git=False)
+    assert (first.uploaded_count, first.file_count) == (len(EXPECTED), len(EXPECTED))
+    assert len(store.blob_writes) == len(EXPECTED)
+
+    again = upload_tree(store, root, use_git=False)
+    assert again.tree_id == first.tree_id and again.uploaded_count == 0 and len(store.blob_writes) == len(EXPECTED)
+
+    (root / "lib" / "model.py").write_text("W = 2\n")
+    store.blob_writes.clear()
+    changed = upload_tree(store, root, use_git=False)
+    assert changed.tree_id != first.tree_id
+    assert (changed.uploaded_count, changed.uploaded_bytes, changed.file_count) == (1, 6, len(EXPECTED))
+    import hashlib
+
+    assert store.blob_writes == [layout.code_blob_key(hashlib.sha256(b"W = 2\n").hexdigest())]
+
+
+def test_tree_id_is_the_hash_of_the_canonical_tree(tmp_path, local_store):
+    root = make_project(tmp_path / "proj")
+    result = upload_tree(local_store, root, use_git=False)
+    stored = local_store.read(layout.code_tree_key(result.tree_id)).data
+    import hashlib
+
+    assert hashlib.sha256(stored).hexdigest() == result.tree_id
+    assert build_tree(root, use_git=False).tree_id == result.tree_id
+    assert [f["path"] for f in json.loads(stored)["files"]] == EXPECTED
+
+
+def test_materialize_is_byte_exact_keeps_exec_bits_and_shares_blobs(tmp_path, any_store):
+    root = make_project(tmp_path / "proj")
+    (root / "same.py").write_text("W = 1\n")  # same content as lib/model.py: one blob
+    first = upload_tree(any_store, root, use_git=False)
+    cache = tmp_path / "cache"
+    folder = materialize(any_store, first.tree_id, cache)
+    assert folder == cache / "trees" / first.tree_id
+    for f in read_tree(any_store, first.tree_id).files:
+        assert (folder / f.path).read_bytes() == (root / f.path).read_bytes()
+        assert bool((folder / f.path).stat().st_mode & stat.S_IXUSR) == (f.path == "run.sh")
+    assert os.path.samefile(folder / "same.py", folder / "lib" / "model.py")
+    assert subprocess.run([str(folder / "run.sh")], capture_output=True, text=True).stdout == "hi\n"
+
+    # A second tree reuses the cached blobs: only the changed file is downloaded.
+    (root / "train.py").write_text("print('v2')\n")
+    second = upload_tree(any_store, root, use_git=False)
+    downloads = []
+    real = any_store.download
+    any_store.download = lambda key, path, **kw: (downloads.append(key), real(key, path, **kw))[1]
+    try:
+        folder2 = materialize(any_store, second.tree_id, cache)
+        assert downloads == [layout.code_blob_key(__import__("hashlib").sha256(b"print('v2')\n").hexdigest())]
+        assert os.path.samefile(folder2 / "lib" / "model.py", folder / "lib" / "model.py")
+        downloads.clear()
+        assert materialize(any_store, first.tree_id, cache) == folder and downloads == []
+    finally:
+        del any_store.download
+
+
+def test_materialize_repairs_a_damaged_tree_folder(tmp_path, local_store):
+    root = make_project(tmp_path / "proj")
+    tree_id = upload_tree(local_store, root, use_git=False).tree_id
+    folder = materialize(local_store, tree_id, tmp_path / "cache")
+    path = folder / "lib" / "model.py"
+    os.chmod(path, 0o644)
+    path.write_text("tampered\n")  # through the hard link: the cached blob is damaged too
+    folder = materialize(local_store, tree_id, tmp_path / "cache")
+    assert (folder / "lib" / "model.py").read_text() == "W = 1\n"
+
+
+@pytest.mark.parametrize("bad", ["../evil.py", "/etc/passwd", "a/../../b", "a//b", "./a", ""])
+def test_unsafe_tree_paths_are_refused(bad, local_store, tmp_path):
+    data = json.dumps({"version": 1, "files": [{"path": bad, "sha256": "0" * 64, "size": 0, "mode": 420}]},
+                      sort_keys=True, separators=(",", ":")).encode()
+    import hashlib
+
+    tree_id = hashlib.sha256(data).hexdigest()
+    local_store.write(layout.code_tree_key(tree_id), data)
+    with pytest.raises(IntegrityError):
+        materialize(local_store, tree_id, tmp_path / "cache")
+    assert not (tmp_path / "evil.py").exists()
+
+
+def test_a_tree_that_does_not_match_its_id_is_refused(local_store, tmp_path):
+    good = CodeTree(()).canonical()
+    local_store.write(layout.code_tree_key("1" * 64), good)
+    with pytest.raises(IntegrityError):
+        materialize(local_store, "1" * 64, tmp_path / "cache")
