@@ -8,7 +8,9 @@ emulator (runctl.testing.imds) over real HTTP.
   down for a while (status says it is unreachable meanwhile), after malformed answers;
 - a rebalance recommendation snapshots at once and does not signal the script;
 - compressed time: a 10 s deadline with ~50 MB checkpoints, the script saving on SIGTERM or
-  ignoring it: the final snapshot is complete in the store before the deadline (local, S3).
+  ignoring it: the final snapshot is complete in the store before the deadline (local, S3);
+- a store that fails to write status.json just when a notice arrives costs neither the
+  script's SIGTERM nor the job (the agent in a child process, a fake source, a flaky store).
 """
 
 from __future__ import annotations
@@ -387,3 +389,83 @@ def test_the_final_snapshot_is_durable_before_the_deadline(request, job, emulato
     else:
         assert attempt["exit_code"] == 0
         assert "killing" not in run.stderr
+
+
+# -- a store error at the moment of the notice ------------------------------------------------------
+
+FLAKY_AGENT = r"""
+import json, sys, threading, time
+from pathlib import Path
+from runctl.agent.supervisor import Agent, AgentOptions
+from runctl.errors import StoreError
+from runctl.models import InterruptionNotice, JobSpec
+from runctl.store.local import LocalStore
+
+work, kind = Path(sys.argv[1]), sys.argv[2]
+failures = [0]
+
+
+class FlakyStore(LocalStore):  # the first write of status.json after the notice fails
+    def write(self, key, data, **kw):
+        if key.endswith("status.json") and failures[0]:
+            failures[0] -= 1
+            raise StoreError("injected: 503 SlowDown")
+        return super().write(key, data, **kw)
+
+
+class OneNotice:
+    started = sent = None
+
+    def attempt_started(self, attempt, now):
+        self.started = now
+
+    def poll(self, now):
+        if self.started is None or self.sent or now - self.started < 1.0:
+            return None
+        self.sent = now
+        failures[0] = 1
+        if kind == "spot":
+            return InterruptionNotice("spot", "terminate", now, now + 120, "spot instance-action terminate")
+        return InterruptionNotice("rebalance", "rebalance", now, None, "rebalance recommendation")
+
+    def close(self):
+        pass
+
+
+script = work / "s.py"
+script.write_text(
+    "import os, signal, sys, time\n"
+    "import runctl\n"
+    "signal.signal(signal.SIGTERM, lambda *a: (runctl.save_atomic(runctl.checkpoint_dir() / 'saved', 'x'), sys.exit(0)))\n"
+    "end = time.time() + 4\n"
+    "while time.time() < end:\n"
+    "    time.sleep(0.02)\n")
+spec = JobSpec("flaky", (sys.executable, str(script)), str(work / "store"), str(work / "ckpt"), str(work))
+events = []
+agent = Agent(spec, FlakyStore(work / "store"), [OneNotice()], AgentOptions(run_dir=work / "run"),
+              events=lambda e: events.append(e.kind + ": " + e.message))
+status = agent.run()
+print(json.dumps({"state": status.state, "events": events}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["spot", "rebalance"])
+def test_a_store_error_when_the_notice_arrives_costs_neither_the_signal_nor_the_job(tmp_path, cli_env, kind):
+    done = subprocess.run([sys.executable, "-c", FLAKY_AGENT, str(tmp_path), kind], env=cli_env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert any("could not record the notice" in e for e in result["events"]), result
+    store = open_store(str(tmp_path / "store"))
+    snaps = Snapshots(store, layout.checkpoints_prefix("flaky"))
+    status = json.loads(store.read(layout.status_key("flaky")).data)
+    assert status["notice"]["source"] == kind  # saved with a later update
+    (attempt,) = status["attempts"]
+    if kind == "spot":
+        assert result["state"] == status["state"] == "interrupted"
+        assert attempt["reason"] == "interrupted" and attempt["exit_code"] == 0  # it saved on SIGTERM
+        assert "saved" in {f.path for f in snaps.get(attempt["final_snapshot"]).files}
+    else:
+        assert result["state"] == status["state"] == "completed"  # ran its 4 s, not signalled
+        assert (attempt["reason"], attempt["exit_code"]) == ("completed", 0)
+        assert not (tmp_path / "ckpt" / "saved").exists()

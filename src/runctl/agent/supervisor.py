@@ -221,19 +221,20 @@ class Agent:
                     continue  # already stopping; the first notice stands
                 if incoming.action == "rebalance" and not self.options.rebalance_is_interruption:
                     sync.snapshot_soon()
-                    self.book.update(notice=incoming.to_dict())
+                    self._record_notice(incoming)
                     self._emit("notice", f"{incoming.detail}: snapshotting now", notice=incoming.to_dict())
                     continue
                 notice = incoming
+                _write_json(interrupt_file, incoming.to_dict())
+                # The signal first: the store calls below may be slow, or fail.
+                tree.signal(stop_signal)
                 kill_at = kill_time(now, self.spec.grace_period, incoming.deadline,
                                     sync.expected_final_bytes(), sync.throughput.estimate)
-                _write_json(interrupt_file, incoming.to_dict())
-                self.book.update(notice=incoming.to_dict())
+                self._record_notice(incoming)
                 deadline = (f", deadline in {incoming.deadline - now:.0f}s"
                             if incoming.deadline is not None else "")
-                self._emit("notice", f"interruption: {incoming.detail or incoming.source}{deadline}; sending "
+                self._emit("notice", f"interruption: {incoming.detail or incoming.source}{deadline}; sent "
                            f"{stop_signal.name}, grace {kill_at - now:.0f}s", notice=incoming.to_dict())
-                tree.signal(stop_signal)
             if kill_at is not None and now >= kill_at:
                 self._emit("kill", "grace period over: killing the process tree")
                 tree.kill_all()
@@ -260,6 +261,15 @@ class Agent:
                 self.book.update(message="; ".join(troubles))
         except RunctlError as exc:
             log.warning("could not update the store: %s", exc)
+
+    def _record_notice(self, notice: InterruptionNotice) -> None:
+        """Put the notice in status.json. A store error must not stop the job: the notice stays
+        in the in-memory status, saved with the next update that succeeds."""
+        assert self.book is not None
+        try:
+            self.book.update(notice=notice.to_dict())
+        except RunctlError as exc:
+            self._emit("warning", f"could not record the notice in status.json (saved later): {exc}")
 
     def _on_snapshot(self, result: SyncResult) -> None:
         info = result.snapshot
