@@ -1,0 +1,344 @@
+"""The resident agent on an instance: waits for jobs in the store and runs them.
+
+``python -m runctl.agent.resident --store URL [--region R] [--instance-id ID] [--spot-notices]``
+
+Started by the user-data bootstrap (``runctl.backends.aws.bootstrap``). It beats every ~5 s
+into ``instances/<id>/agent.json`` ({instance_id, version, heartbeat, state, job_id, ...}),
+polls ``instances/<id>/assignment.json`` every ~1 s, and for an assigned job:
+
+1. reads its job.json and materializes its code tree into ``<home>/code`` (a cache shared
+   by every job on this instance);
+2. rewrites the spec for this machine: the code folder as workdir, a checkpoint folder under
+   ``<home>/jobs/<id>/``, ``python`` as this interpreter (the one runctl is installed in);
+3. runs it with the agent (``runctl.agent.supervisor``): restore, attempts, checkpoints,
+   logs and status to the store, the EC2 metadata service watched on spot;
+4. marks the assignment done (or failed, with why) and goes back to waiting.
+
+``<home>`` is ``RUNCTL_HOME``, else /var/lib/runctl (root) or ~/.cache/runctl. The instance
+id, region, type and AZ come from the metadata service (``AWS_EC2_METADATA_SERVICE_ENDPOINT``
+moves it) unless given. SIGTERM or Ctrl-C: a running job is stopped as the agent stops it
+(signal, grace, final upload), then the agent exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from runctl.agent.assignment import (
+    RUNNABLE,
+    Assignment,
+    read_assignment,
+    read_job_spec,
+    with_state,
+    write_assignment_if,
+)
+from runctl.errors import NotFoundError, PreconditionFailed, RunctlError, UsageError
+from runctl.interruptions.signals import SignalSource
+from runctl.models import JobSpec
+from runctl.store import layout
+
+log = logging.getLogger(__name__)
+
+HOME_ENV = "RUNCTL_HOME"
+SPOT_NOTICES_ENV = "RUNCTL_SPOT_NOTICES"
+_IMDS_PATHS = {
+    "instance_id": "/latest/meta-data/instance-id",
+    "instance_type": "/latest/meta-data/instance-type",
+    "az": "/latest/meta-data/placement/availability-zone",
+    "region": "/latest/meta-data/placement/region",
+}
+
+
+@dataclass(frozen=True)
+class InstanceIdentity:
+    instance_id: str
+    region: str | None = None
+    instance_type: str | None = None
+    az: str | None = None
+
+    def attempt_labels(self) -> dict[str, str]:
+        """Attempt fields for every attempt run here."""
+        labels = {"instance_id": self.instance_id, "instance_type": self.instance_type, "az": self.az}
+        return {k: v for k, v in labels.items() if v}
+
+
+def default_home(environ=os.environ) -> Path:
+    if environ.get(HOME_ENV):
+        return Path(environ[HOME_ENV]).expanduser()
+    system = Path("/var/lib/runctl")
+    if os.geteuid() == 0:
+        return system
+    return Path.home() / ".cache" / "runctl"
+
+
+def discover_identity(instance_id: str | None = None, region: str | None = None, *,
+                      endpoint: str | None = None, ask_imds: bool | None = None,
+                      attempts: int = 10, delay: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> InstanceIdentity:
+    """This instance's id, region, type and AZ: what is given, the rest from IMDS.
+
+    IMDS is asked when ``ask_imds``, or (None) when no id is given, an endpoint is set
+    (``AWS_EC2_METADATA_SERVICE_ENDPOINT``) or the firmware says EC2. Without an id and
+    without an answer from IMDS: UsageError.
+    """
+    from runctl.interruptions.ec2 import ENDPOINT_ENV, ImdsClient, MetadataError, running_on_ec2
+
+    if ask_imds is None:
+        ask_imds = instance_id is None or bool(endpoint or os.environ.get(ENDPOINT_ENV)) or running_on_ec2()
+    found: dict[str, str | None] = {"instance_id": instance_id, "region": region, "instance_type": None, "az": None}
+    if ask_imds:
+        client = ImdsClient(endpoint, timeout=2.0, token_ttl=300)
+        for name, path in _IMDS_PATHS.items():
+            if found[name]:
+                continue
+            tries = attempts if name == "instance_id" else 1  # at boot IMDS may answer late
+            for attempt in range(tries):
+                try:
+                    status, body = client.get(path)
+                except MetadataError as exc:
+                    status, body = 0, str(exc).encode()
+                if status == 200 and body.strip():
+                    found[name] = body.decode("ascii", "replace").strip()
+                    break
+                log.debug("IMDS %s: HTTP %s", path, status)
+                if attempt + 1 < tries:
+                    sleep(delay)
+    if not found["instance_id"]:
+        raise UsageError("cannot find this instance's id: the EC2 metadata service does not answer; "
+                         "give --instance-id")
+    return InstanceIdentity(found["instance_id"], found["region"], found["instance_type"], found["az"])
+
+
+def local_spec(spec: JobSpec, *, workdir: Path, home: Path, store_url: str, python: str = sys.executable) -> JobSpec:
+    """The job's spec for this machine: its code folder, a checkpoint folder under ``home``,
+    ``python`` as the interpreter runctl runs in. Pure."""
+    command = list(spec.command)
+    if command and command[0] in ("python", "python3"):
+        command[0] = python
+    return dataclasses.replace(spec, command=tuple(command), workdir=str(workdir), store_url=store_url,
+                               checkpoint_dir=str(home / "jobs" / spec.job_id / "checkpoints"))
+
+
+class _ResidentSignals(SignalSource):
+    """The job's signal source, which also tells the resident agent to exit afterwards."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._resident_stop = stop
+        super().__init__()
+
+    def _on_signal(self, signum: int, frame) -> None:
+        self._resident_stop.set()
+        super()._on_signal(signum, frame)
+
+
+class ResidentAgent:
+    def __init__(self, store, identity: InstanceIdentity, home: Path, *, spot_notices: bool | None = None,
+                 heartbeat_interval: float = 5.0, poll_interval: float = 1.0, python: str = sys.executable,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.identity = identity
+        self.home = Path(home)
+        self.python = python
+        self.heartbeat_interval = heartbeat_interval
+        self.poll_interval = poll_interval
+        self._clock = clock
+        self._spot_notices = spot_notices
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._state, self._job_id = "idle", None
+        self._started = clock()
+        self._write_failed_at = 0.0
+        self.jobs_run = 0
+
+    # -- heartbeat --------------------------------------------------------------------
+    def _set(self, state: str, job_id: str | None = None) -> None:
+        with self._lock:
+            self._state, self._job_id = state, job_id
+        self.beat()
+
+    def beat(self) -> None:
+        from runctl import __version__
+
+        with self._lock:
+            record = {"instance_id": self.identity.instance_id, "version": __version__, "heartbeat": self._clock(),
+                      "state": self._state, "job_id": self._job_id, "pid": os.getpid(), "host": socket.gethostname(),
+                      "started": self._started, "region": self.identity.region,
+                      "instance_type": self.identity.instance_type, "az": self.identity.az}
+            try:
+                self.store.write(layout.instance_agent_key(self.identity.instance_id),
+                                 json.dumps(record, indent=1, sort_keys=True).encode())
+            except RunctlError as exc:
+                if self._clock() - self._write_failed_at > 60:
+                    log.warning("cannot write the agent's heartbeat: %s", exc)
+                    self._write_failed_at = self._clock()
+
+    def _beat_loop(self, done: threading.Event) -> None:
+        while not done.wait(self.heartbeat_interval):
+            self.beat()
+
+    # -- the loop ---------------------------------------------------------------------
+    def serve(self) -> int:
+        """Wait for assignments and run them until ``stop`` is set. Returns 0."""
+        if self._spot_notices is None:
+            from runctl.interruptions import detect_ec2_spot, running_on_ec2
+
+            self._spot_notices = running_on_ec2() and detect_ec2_spot() is True
+        self.home.mkdir(parents=True, exist_ok=True)
+        log.info("resident agent on %s (%s, %s), store %s, home %s, spot notices %s", self.identity.instance_id,
+                 self.identity.instance_type or "type unknown", self.identity.az or "AZ unknown", self.store.url,
+                 self.home, "on" if self._spot_notices else "off")
+        done = threading.Event()
+        beats = threading.Thread(target=self._beat_loop, args=(done,), daemon=True, name="resident-heartbeat")
+        self._set("idle")
+        beats.start()
+        try:
+            while not self.stop.is_set():
+                self.poll_once()
+                self.stop.wait(self.poll_interval)
+        finally:
+            done.set()
+            beats.join()
+            self._set("stopped")
+            log.info("resident agent stopped")
+        return 0
+
+    def poll_once(self) -> bool:
+        """Run the instance's assignment if there is a runnable one. Returns whether it ran one."""
+        try:
+            found = read_assignment(self.store, self.identity.instance_id)
+        except RunctlError as exc:
+            log.warning("cannot read the assignment: %s", exc)
+            return False
+        if found is None or found[0].state not in RUNNABLE:
+            return False
+        self.run_assignment(*found)
+        return True
+
+    def run_assignment(self, assignment: Assignment, etag: str) -> Assignment | None:
+        """Take the assignment, run its job, record the outcome. None if it was taken from us."""
+        try:
+            etag = write_assignment_if(self.store, self.identity.instance_id,
+                                       with_state(assignment, "running", self._clock()), etag)
+        except PreconditionFailed:
+            return None  # a new assignment came meanwhile: the next poll sees it
+        self._set("running", assignment.job_id)
+        try:
+            job_state = self._run_job(assignment.job_id)
+            outcome = with_state(assignment, "done", self._clock(), job_state=job_state)
+        except RunctlError as exc:
+            log.error("job %s: %s", assignment.job_id, exc)
+            outcome = with_state(assignment, "failed", self._clock(), message=str(exc))
+        except Exception as exc:  # a bug: keep serving, say what happened
+            log.exception("job %s: internal error", assignment.job_id)
+            outcome = with_state(assignment, "failed", self._clock(),
+                                 message=f"internal error: {type(exc).__name__}: {exc}")
+        self.jobs_run += 1
+        try:
+            write_assignment_if(self.store, self.identity.instance_id, outcome, etag)
+        except PreconditionFailed:
+            log.info("the assignment changed while job %s ran; leaving the new one", assignment.job_id)
+        except RunctlError as exc:
+            log.warning("cannot record the outcome of job %s: %s", assignment.job_id, exc)
+        self._set("stopping" if self.stop.is_set() else "idle")
+        return outcome
+
+    def _run_job(self, job_id: str) -> str:
+        from runctl.agent.status import read_status
+        from runctl.agent.supervisor import Agent, AgentOptions
+        from runctl.codesync import materialize
+        from runctl.interruptions import sources_for
+
+        try:
+            spec = read_job_spec(self.store, job_id)
+        except NotFoundError as exc:
+            raise UsageError(f"job {job_id} has no job.json in {self.store.url}") from exc
+        previous = read_status(self.store, job_id)
+        if previous is not None and previous.state == "completed":
+            log.info("job %s already completed; nothing to run", job_id)
+            return "completed"
+        job_home = self.home / "jobs" / job_id
+        if spec.code_tree:
+            workdir = materialize(self.store, spec.code_tree, self.home / "code")
+        else:
+            workdir = job_home / "work"
+            workdir.mkdir(parents=True, exist_ok=True)
+        here = local_spec(spec, workdir=workdir, home=self.home, store_url=self.store.url, python=self.python)
+        sources, _ = sources_for([], self._spot_notices)
+        sources[0].close()  # swap the plain signal source for one that also stops us
+        sources[0] = _ResidentSignals(self.stop)
+        if self.stop.is_set():  # SIGTERM came before the job's handlers were in place
+            for source in sources:
+                source.close()
+            raise UsageError(f"the agent is stopping; job {job_id} was not started")
+        options = AgentOptions(run_dir=job_home / "run", heartbeat_interval=self.heartbeat_interval,
+                               attempt_labels=self.identity.attempt_labels())
+        events = logging.getLogger("runctl.agent")
+        agent = Agent(here, self.store, sources, options, events=lambda event: events.info("%s", event.message))
+        log.info("job %s: running %s in %s", job_id, " ".join(here.command), workdir)
+        status = agent.run()
+        log.info("job %s: %s", job_id, status.state)
+        return status.state
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m runctl.agent.resident", description=__doc__.split("\n")[0])
+    parser.add_argument("--store", required=True, help="the store URL (s3://bucket/prefix or a folder)")
+    parser.add_argument("--region", help="AWS region (default: from the metadata service)")
+    parser.add_argument("--instance-id", help="this instance's id (default: from the metadata service)")
+    parser.add_argument("--spot-notices", action=argparse.BooleanOptionalAction, default=None,
+                        help=f"watch the metadata service for spot notices (default: {SPOT_NOTICES_ENV}, "
+                             "else on when on EC2 spot)")
+    parser.add_argument("--heartbeat-interval", type=float, default=5.0, help=argparse.SUPPRESS)
+    parser.add_argument("--poll-interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def _env_flag(value: str | None) -> bool | None:
+    if value is None or not value.strip():
+        return None
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    agent: ResidentAgent | None = None
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        from runctl.store import open_store
+
+        identity = discover_identity(args.instance_id, args.region)
+        if identity.region:
+            os.environ.setdefault("AWS_DEFAULT_REGION", identity.region)
+        spot = args.spot_notices if args.spot_notices is not None else _env_flag(os.environ.get(SPOT_NOTICES_ENV))
+        agent = ResidentAgent(open_store(args.store), identity, default_home(), spot_notices=spot,
+                              heartbeat_interval=args.heartbeat_interval, poll_interval=args.poll_interval)
+        agent.stop = stop
+        return agent.serve()
+    except RunctlError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
