@@ -172,7 +172,7 @@ class ResidentAgent:
 
         with self._lock:
             record = {"instance_id": self.identity.instance_id, "version": __version__, "heartbeat": self._clock(),
-                      "state": self._state, "job_id": self._job_id, "pid": os.getpid(), "host": socket.gethostname(),
+                      "state": self._state, "job_id": self._job_id, "pid": os.getpid(), "host": socket.gethostname(), "python": sys.executable,
                       "started": self._started, "region": self.identity.region,
                       "instance_type": self.identity.instance_type, "az": self.identity.az}
             try:
