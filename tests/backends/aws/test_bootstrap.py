@@ -121,6 +121,8 @@ def test_refuses_values_bash_cannot_hold_and_unsafe_prefixes():
 def test_store_url_for():
     assert store_url_for("my-bucket") == "s3://my-bucket/runctl"
     assert store_url_for("my-bucket", "s3://other/p") == "s3://other/p"
+    assert store_url_for("my-bucket", None, "s3://conf/p") == "s3://conf/p"
+    assert store_url_for("my-bucket", None, "/local/folder") == "s3://my-bucket/runctl"
     with pytest.raises(UsageError, match="s3_bucket"):
         store_url_for(None)
 

@@ -50,10 +50,13 @@ _WORD = r"""(?:'[^']*'|"'"|[\w@%+=:,./-])+"""
 _ARRAY = r"^{name}=\(((?:{word}(?:[ ]{word})*)?)\)[ ]*$"
 
 
-def store_url_for(bucket: str | None, explicit: str | None = None) -> str:
-    """The store of ``runctl aws ...``: ``explicit``, else ``s3://<bucket>/runctl``."""
+def store_url_for(bucket: str | None, explicit: str | None = None, configured: str | None = None) -> str:
+    """The store of ``runctl aws ...`` (the same rule as ``aws create``): ``explicit``, else
+    ``configured`` ([checkpoint] store) when it is an s3:// URL, else ``s3://<bucket>/runctl``."""
     if explicit:
         return explicit
+    if configured and configured.startswith("s3://"):
+        return configured
     if not bucket:
         raise UsageError("no store for AWS jobs: set [aws] s3_bucket in .runctl.toml or give --store s3://BUCKET/PREFIX")
     return f"s3://{bucket}/{DEFAULT_STORE_PREFIX}"

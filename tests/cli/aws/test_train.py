@@ -1,0 +1,139 @@
+"""runctl aws train / aws logs against moto (EC2 + S3) and a resident agent running here
+for the emulated instance: code upload, the job's exit code, --timeout, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runctl.agent.assignment import read_agent_record, read_assignment
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def aws_env(moto_reset, cli_env):
+    env = {**cli_env, **{k: v for k, v in os.environ.items() if k.startswith("AWS_")}}
+    env.pop("AWS_EC2_METADATA_SERVICE_ENDPOINT", None)
+    return env
+
+
+@pytest.fixture
+def instance(aws_env):
+    import boto3
+
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    reply = ec2.run_instances(ImageId="ami-0123456789abcdef0", MinCount=1, MaxCount=1, InstanceType="t3.micro")
+    return reply["Instances"][0]["InstanceId"]
+
+
+@pytest.fixture
+def project(tmp_path, s3_bucket):
+    root = tmp_path / "proj"
+    (root / "training").mkdir(parents=True)
+    shutil.copy(REPO / "training" / "train.py", root / "training" / "train.py")
+    (root / "fail.py").write_text("import sys\nprint('boom', flush=True)\nsys.exit(3)\n")
+    (root / "secret.py").write_text("print('never')\n")
+    (root / ".runctlignore").write_text("secret.py\n")
+    (root / ".runctl.toml").write_text(f'[aws]\ns3_bucket = "{s3_bucket}"\nregion = "us-east-1"\n\n'
+                                       "[checkpoint]\nsync_interval = 0.5\n\n[local]\ngrace_period = 10\n")
+    return root
+
+
+@pytest.fixture
+def agent(tmp_path, aws_env, instance, s3_bucket):
+    """A resident agent for the emulated instance, on the store aws train uses by default."""
+    log = open(tmp_path / "resident.log", "ab")
+    env = {**aws_env, "RUNCTL_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen([sys.executable, "-m", "runctl.agent.resident", "--store", f"s3://{s3_bucket}/runctl",
+                             "--instance-id", instance, "--no-spot-notices", "--heartbeat-interval", "0.5",
+                             "--poll-interval", "0.2"], env=env, cwd=tmp_path, stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL)
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def runctl(env, cwd, *args, timeout=90):
+    return subprocess.run([sys.executable, "-m", "runctl", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def store(bucket):
+    from runctl.store.s3 import S3Store
+
+    return S3Store(bucket, "runctl")
+
+
+def test_train_uploads_the_code_runs_it_on_the_agent_and_exits_with_its_code(
+        aws_env, project, instance, agent, s3_bucket, straight_weights):
+    job_store = store(s3_bucket)
+    deadline = time.monotonic() + 20
+    while read_agent_record(job_store, instance) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    done = runctl(aws_env, project, "aws", "train", instance, "training/train.py", "--wait", "--job-id", "one",
+                  "--", "--steps", "300", "--checkpoint-every", "50")
+    assert done.returncode == 0, done.stderr
+    assert "uploaded 4 of 4 files" in done.stderr  # train.py, fail.py, .runctlignore, .runctl.toml
+    final = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+    assert final["weights_sha256"] == straight_weights(300)
+    assert "job one completed" in done.stderr
+    spec = json.loads(job_store.read("jobs/one/job.json").data)
+    assert spec["command"] == ["python", "training/train.py", "--steps", "300", "--checkpoint-every", "50"]
+    assert spec["code_tree"] and spec["sync_interval"] == 0.5 and spec["grace_period"] == 10
+
+    # Same code again: nothing to upload. A failing script: exit 1, its output shown.
+    failed = runctl(aws_env, project, "aws", "train", instance, "fail.py", "--wait", "--job-id", "two")
+    assert failed.returncode == 1, failed.stderr
+    assert "uploaded 0 of 4 files" in failed.stderr and "boom" in failed.stdout
+    assert "job two failed: the script failed (exit code 3)" in failed.stderr
+
+    # aws logs by instance: the job last sent there.
+    logs = runctl(aws_env, project, "aws", "logs", instance)
+    assert logs.returncode == 0, logs.stderr
+    assert "boom" in logs.stdout and "runs job two" in logs.stderr
+
+    # --timeout: exit 1 with a clear line; the job goes on (JSON report on stdout).
+    slow = runctl(aws_env, project, "-o", "json", "aws", "train", instance, "training/train.py", "--wait",
+                  "--timeout", "1.5", "--job-id", "slow", "--", "--steps", "10000000")
+    assert slow.returncode == 1, slow.stderr
+    report = json.loads(slow.stdout)
+    assert report["state"] == "timed-out" and "runctl aws logs slow -f" in report["message"]
+    assert read_assignment(job_store, instance)[0].state in ("assigned", "running")
+
+    # The instance is busy with it: a second job is refused (exit 2).
+    busy = runctl(aws_env, project, "aws", "train", instance, "fail.py", "--job-id", "three")
+    assert busy.returncode == 2 and "busy with job slow" in busy.stderr
+
+
+def test_train_refusals(aws_env, project, instance, s3_bucket):
+    import boto3
+
+    ignored = runctl(aws_env, project, "aws", "train", instance, "secret.py")
+    assert ignored.returncode == 2 and "--include secret.py" in ignored.stderr
+    missing = runctl(aws_env, project, "aws", "train", instance, "nope.py")
+    assert missing.returncode == 2 and "not a file" in missing.stderr
+    unknown = runctl(aws_env, project, "aws", "train", "i-0123456789abcdef0", "fail.py")
+    assert unknown.returncode == 3 and "not found" in unknown.stderr
+    stray = runctl(aws_env, project, "aws", "train", instance, "fail.py", "--steps", "3")
+    assert stray.returncode == 2 and "--" in stray.stderr
+
+    # Without --wait it returns at once; --include brings an ignored file along.
+    sent = runctl(aws_env, project, "aws", "train", instance, "secret.py", "--include", "secret.py",
+                  "--job-id", "sent")
+    assert sent.returncode == 0, sent.stderr
+    assert "has not reported yet" in sent.stderr and "runctl aws logs sent -f" in sent.stdout
+    assert read_assignment(store(s3_bucket), instance)[0].job_id == "sent"
+
+    boto3.client("ec2", region_name="us-east-1").stop_instances(InstanceIds=[instance])
+    stopped = runctl(aws_env, project, "aws", "train", instance, "fail.py")
+    assert stopped.returncode == 3 and "stop" in stopped.stderr
