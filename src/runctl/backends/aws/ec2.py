@@ -1,0 +1,243 @@
+"""The EC2 adapter for existing instances: describe, wait, stop, start, terminate, list.
+
+``Ec2(client)`` takes a boto3 EC2 client (a test may wrap it) plus the sleep and clock it
+waits with. Every botocore error leaves as a one-line ``CloudError`` (``session.translate``).
+Stop, start and terminate refuse an instance that does not carry the ``runctl:created``
+tag: runctl never touches what it did not launch. Launching is ``provision.Provisioner``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from runctl.backends.aws import instance_types as types
+from runctl.backends.aws.launch import TAG_CREATED, TAG_JOB, has_runctl_tags
+from runctl.backends.aws.session import check_instance_id, error_code, translate
+from runctl.errors import CloudError, UsageError
+from runctl.models import InstanceInfo
+
+log = logging.getLogger(__name__)
+
+GONE = ("shutting-down", "terminated")
+LIVE_STATES = ("pending", "running", "stopping", "stopped")
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return str(value or "")
+
+
+def instance_info(data: dict[str, Any], region: str = "") -> InstanceInfo:
+    """An InstanceInfo from one DescribeInstances / RunInstances instance record."""
+    return InstanceInfo(
+        instance_id=data["InstanceId"],
+        instance_type=data.get("InstanceType", ""),
+        state=data.get("State", {}).get("Name", "unknown"),
+        lifecycle="spot" if data.get("InstanceLifecycle") == "spot" else "on-demand",
+        az=data.get("Placement", {}).get("AvailabilityZone", ""),
+        launched=_iso(data.get("LaunchTime")),
+        public_ip=data.get("PublicIpAddress"),
+        private_ip=data.get("PrivateIpAddress"),
+        tags={t["Key"]: t.get("Value", "") for t in data.get("Tags", ())},
+        region=region,
+        image_id=data.get("ImageId", ""),
+        subnet_id=data.get("SubnetId"),
+    )
+
+
+def not_running_message(info: InstanceInfo) -> str:
+    """Why ``info`` cannot take a command now, and what to do about it."""
+    iid = info.instance_id
+    if info.state in GONE:
+        return f"instance {iid} is {info.state}; launch a new one with runctl aws create"
+    if info.state in ("stopped", "stopping"):
+        return f"instance {iid} is {info.state}; start it with runctl aws start {iid}"
+    return f"instance {iid} is {info.state}, not running yet; wait for it with runctl aws wait {iid}"
+
+
+class Ec2:
+    def __init__(self, client, *, region: str = "", sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.client = client
+        self.region = region
+        self._sleep = sleep
+        self._clock = clock
+
+    # -- reading ---------------------------------------------------------------------
+    def describe(self, instance_id: str, *, not_found_grace: float = 0.0) -> InstanceInfo:
+        """The instance now. ``not_found_grace``: seconds to keep asking while EC2 does not
+        list a just-launched instance yet (its API is eventually consistent)."""
+        from botocore.exceptions import ClientError
+
+        check_instance_id(instance_id)
+        give_up = self._clock() + not_found_grace
+        while True:
+            response = None
+            with translate(f"describe {instance_id}", instance_id=instance_id, region=self.region,
+                           permission="ec2:DescribeInstances"):
+                try:
+                    response = self.client.describe_instances(InstanceIds=[instance_id])
+                except ClientError as exc:
+                    if error_code(exc) != "InvalidInstanceID.NotFound" or self._clock() >= give_up:
+                        raise
+            if response is None:
+                self._sleep(1.0)
+                continue
+            found = [i for r in response.get("Reservations", ()) for i in r.get("Instances", ())]
+            if not found:
+                raise CloudError(f"instance {instance_id} not found in {self.region or 'this region'}")
+            return instance_info(found[0], self.region)
+
+    def require_running(self, instance_id: str) -> InstanceInfo:
+        info = self.describe(instance_id)
+        if info.state != "running":
+            raise CloudError(not_running_message(info))
+        return info
+
+    def list_tagged(self, *, job: str | None = None, states: tuple[str, ...] = LIVE_STATES,
+                    spot: bool | None = None) -> list[InstanceInfo]:
+        """Instances runctl launched (tag ``runctl:created``), optionally of one job. The
+        spot/on-demand filter is applied here: not every EC2 implementation has it."""
+        filters = [{"Name": "tag-key", "Values": [TAG_CREATED]}]
+        if job is not None:
+            filters.append({"Name": f"tag:{TAG_JOB}", "Values": [job]})
+        if states:
+            filters.append({"Name": "instance-state-name", "Values": list(states)})
+        found = []
+        with translate("list runctl's instances", region=self.region, permission="ec2:DescribeInstances"):
+            for page in self.client.get_paginator("describe_instances").paginate(Filters=filters):
+                for reservation in page.get("Reservations", ()):
+                    found += [instance_info(i, self.region) for i in reservation.get("Instances", ())]
+        found = [i for i in found if has_runctl_tags(i.tags) and (job is None or i.job_id == job)]
+        if spot is not None:
+            found = [i for i in found if (i.lifecycle == "spot") == spot]
+        return sorted(found, key=lambda i: (i.launched, i.instance_id))
+
+    # -- waiting ---------------------------------------------------------------------
+    def wait_for(self, instance_id: str, state: str = "running", *, timeout: float = 600,
+                 poll: float = 5.0) -> InstanceInfo:
+        """Poll until the instance is in ``state``; ``CloudError`` when it can no longer get
+        there (terminated while waiting for running) or after ``timeout`` seconds."""
+        deadline = self._clock() + timeout
+        while True:
+            info = self.describe(instance_id, not_found_grace=min(timeout, 30.0))
+            if info.state == state:
+                return info
+            if info.state in GONE and state not in GONE:
+                raise CloudError(f"instance {instance_id} is {info.state} (waiting for {state}); "
+                                 "a spot instance may have been reclaimed or shut down from inside")
+            if state == "running" and info.state in ("stopping", "stopped"):
+                raise CloudError(f"instance {instance_id} is {info.state} (waiting for running); "
+                                 f"start it with runctl aws start {instance_id}")
+            if self._clock() >= deadline:
+                raise CloudError(f"instance {instance_id} is still {info.state} after {timeout:g} s "
+                                 f"(waiting for {state})")
+            self._sleep(poll)
+
+    def wait_running(self, instance_id: str, timeout: float = 600, poll: float = 5.0) -> InstanceInfo:
+        return self.wait_for(instance_id, "running", timeout=timeout, poll=poll)
+
+    # -- changing --------------------------------------------------------------------
+    def _own(self, instance_id: str, verb: str) -> InstanceInfo:
+        info = self.describe(instance_id)
+        if not has_runctl_tags(info.tags):
+            raise UsageError(f"instance {instance_id} was not launched by runctl (no {TAG_CREATED} tag); "
+                             f"runctl does not {verb} instances it did not launch")
+        return info
+
+    def stop(self, instance_id: str) -> InstanceInfo:
+        info = self._own(instance_id, "stop")
+        if info.state in GONE:
+            raise CloudError(f"instance {instance_id} is {info.state}; there is nothing to stop")
+        if info.state in ("stopped", "stopping"):
+            return info
+        if info.lifecycle == "spot":
+            raise UsageError(f"instance {instance_id} is a one-time spot instance: it cannot be stopped, only "
+                             f"terminated (runctl aws terminate {instance_id})")
+        with translate(f"stop {instance_id}", instance_id=instance_id, region=self.region,
+                       permission="ec2:StopInstances"):
+            self.client.stop_instances(InstanceIds=[instance_id])
+        return self.describe(instance_id)
+
+    def start(self, instance_id: str) -> InstanceInfo:
+        info = self._own(instance_id, "start")
+        if info.state in GONE:
+            raise CloudError(f"instance {instance_id} is {info.state} and cannot be started; "
+                             "launch a new one with runctl aws create")
+        if info.state == "stopping":
+            raise CloudError(f"instance {instance_id} is still stopping; wait for it "
+                             f"(runctl aws wait {instance_id} --state stopped), then start it")
+        if info.state in ("pending", "running"):
+            return info
+        with translate(f"start {instance_id}", instance_id=instance_id, region=self.region,
+                       permission="ec2:StartInstances"):
+            self.client.start_instances(InstanceIds=[instance_id])
+        return self.describe(instance_id)
+
+    def terminate(self, instance_id: str) -> InstanceInfo:
+        info = self._own(instance_id, "terminate")
+        if info.state == "terminated":
+            return info
+        with translate(f"terminate {instance_id}", instance_id=instance_id, region=self.region,
+                       permission="ec2:TerminateInstances"):
+            self.client.terminate_instances(InstanceIds=[instance_id])
+        return self.describe(instance_id)
+
+    def terminate_tagged(self, *, job: str | None = None, dry_run: bool = False) -> list[InstanceInfo]:
+        """Terminate every live instance runctl launched (of ``job`` when given); returns them."""
+        doomed = self.list_tagged(job=job, states=("pending", "running", "stopping", "stopped"))
+        if doomed and not dry_run:
+            ids = [i.instance_id for i in doomed]
+            with translate(f"terminate {', '.join(ids)}", region=self.region, permission="ec2:TerminateInstances"):
+                self.client.terminate_instances(InstanceIds=ids)
+        return doomed
+
+    # -- facts for a launch ----------------------------------------------------------
+    def check_instance_types(self, names: list[str] | tuple[str, ...]) -> None:
+        """``UsageError`` naming the first type this region does not offer. Skipped (logged)
+        when the credentials may not call DescribeInstanceTypes."""
+        from botocore.exceptions import ClientError
+
+        for name in names:
+            types.check_shape(name)
+        try:
+            with translate("check the instance types", region=self.region):
+                try:
+                    self.client.describe_instance_types(InstanceTypes=list(dict.fromkeys(names)))
+                except ClientError as exc:
+                    if error_code(exc) != "InvalidInstanceType":
+                        raise
+                    message = exc.response.get("Error", {}).get("Message", "")
+                    bad = next((n for n in names if n in message), names[0])
+                    raise UsageError(f"unknown instance type {bad!r} in {self.region or 'this region'}"
+                                     f"{types.suggest(bad)}") from None
+        except CloudError as exc:
+            if "access denied" not in str(exc):
+                raise
+            log.info("cannot check the instance types (%s); launching as asked", exc)
+
+    def spot_price_history(self, instance_type: str, start: float, end: float,
+                           az: str | None = None) -> list[tuple[str, float, float]]:
+        """(az, epoch, USD/hour) records of Linux spot prices in effect over [start, end]."""
+        kwargs: dict[str, Any] = {
+            "InstanceTypes": [instance_type], "ProductDescriptions": ["Linux/UNIX", "Linux/UNIX (Amazon VPC)"],
+            "StartTime": datetime.fromtimestamp(start, timezone.utc),
+            "EndTime": datetime.fromtimestamp(end, timezone.utc),
+        }
+        if az:
+            kwargs["AvailabilityZone"] = az
+        records = []
+        with translate(f"read the spot price history of {instance_type}", region=self.region,
+                       permission="ec2:DescribeSpotPriceHistory"):
+            for page in self.client.get_paginator("describe_spot_price_history").paginate(**kwargs):
+                for item in page.get("SpotPriceHistory", ()):
+                    stamp = item["Timestamp"]
+                    epoch = stamp.timestamp() if isinstance(stamp, datetime) else float(stamp)
+                    records.append((item.get("AvailabilityZone", ""), epoch, float(item["SpotPrice"])))
+        # The zone is filtered here again: not every EC2 implementation filters by it.
+        return [r for r in records if not az or r[0] == az]

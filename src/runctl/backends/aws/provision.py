@@ -1,0 +1,175 @@
+"""Launching one instance, falling back across instance types and subnets.
+
+Spot: one launch template (tagged, made for this launch, deleted after it), then one
+CreateFleet ``Type=instant`` per instance type in the order of preference, each across
+every subnet given (price-capacity-optimized picks the pool within a type). A fleet that
+reports only capacity-class errors for its pools (``launch.CAPACITY_ERROR_CODES``) moves on
+to the next type; any other error stops. One fleet per type rather than one for all types:
+a single fleet would pick the cheapest pool and might skip the type asked for first.
+When the credentials may not create fleets or launch templates, spot falls back to
+RunInstances with spot market options.
+
+On-demand: RunInstances per type x subnet, moving on after a capacity error.
+
+``Provisioner(client)`` takes the EC2 client as given: a test wraps it to answer one
+instance type with a capacity error, as AWS would on a shortage (moto never runs short).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+from runctl.backends.aws.ec2 import Ec2, instance_info
+from runctl.backends.aws.launch import (
+    CAPACITY_ERROR_CODES,
+    LaunchSpec,
+    fleet_request,
+    launch_request,
+    launch_template_request,
+    utc_now_iso,
+)
+from runctl.backends.aws.session import error_code, translate
+from runctl.errors import CloudError
+from runctl.models import InstanceInfo
+
+log = logging.getLogger(__name__)
+
+_NOT_ALLOWED = {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"}
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolError:
+    """Why one instance type (in one subnet, when known) gave no instance."""
+
+    instance_type: str
+    subnet_id: str | None
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f" in {self.subnet_id}" if self.subnet_id else ""
+        return f"{self.instance_type}{where}: {self.code}"
+
+
+class Provisioner:
+    def __init__(self, client, *, region: str = "", sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.client = client
+        self.region = region
+        self.ec2 = Ec2(client, region=region, sleep=sleep, clock=clock)
+        self.skipped: list[PoolError] = []  # the pools tried and refused by the last create
+
+    def create_instance(self, spec: LaunchSpec) -> InstanceInfo:
+        """Launch one instance of the first type (and subnet) that has capacity."""
+        if not spec.created:
+            spec = dataclasses.replace(spec, created=utc_now_iso())
+        self.skipped = []
+        if spec.spot:
+            try:
+                return self._create_with_fleets(spec)
+            except _FleetNotAllowed as exc:
+                log.warning("cannot use CreateFleet (%s); launching spot with RunInstances", exc)
+                self.skipped = []
+        return self._create_with_run_instances(spec)
+
+    # -- CreateFleet -----------------------------------------------------------------
+    def _create_with_fleets(self, spec: LaunchSpec) -> InstanceInfo:
+        with self._launch_template(spec) as (template_id, version):
+            for instance_type in spec.instance_types:
+                request = fleet_request(spec, template_id, [instance_type], spec.subnet_ids, version)
+                with translate(f"launch a spot {instance_type}", region=self.region, permission="ec2:CreateFleet"):
+                    response = self.client.create_fleet(**request)
+                ids = [i for group in response.get("Instances", ()) for i in group.get("InstanceIds", ())]
+                errors = [_pool_error(e, instance_type) for e in response.get("Errors", ())]
+                if ids:
+                    if errors:
+                        log.info("fleet %s: %s", response.get("FleetId"), "; ".join(map(str, errors)))
+                    return self.ec2.describe(ids[0], not_found_grace=30.0)
+                self._note_refusals(errors, instance_type)
+        raise self._no_capacity(spec)
+
+    @contextlib.contextmanager
+    def _launch_template(self, spec: LaunchSpec) -> Iterator[tuple[str, str]]:
+        from botocore.exceptions import ClientError
+
+        request = launch_template_request(spec)
+        name = request["LaunchTemplateName"]
+        with translate("create a launch template", region=self.region, permission="ec2:CreateLaunchTemplate"):
+            try:
+                made = self.client.create_launch_template(**request)["LaunchTemplate"]
+            except ClientError as exc:
+                code = error_code(exc)
+                if code in _NOT_ALLOWED:
+                    raise _FleetNotAllowed(code) from exc
+                if code != "InvalidLaunchTemplateName.AlreadyExistsException":
+                    raise
+                # The same launch, retried: its template is there already.
+                made = self.client.describe_launch_templates(
+                    Filters=[{"Name": "launch-template-name", "Values": [name]}])["LaunchTemplates"][0]
+        template_id = made["LaunchTemplateId"]
+        try:
+            yield template_id, str(made.get("LatestVersionNumber", 1))
+        except CloudError as exc:
+            if any(code in str(exc) for code in _NOT_ALLOWED) or "access denied" in str(exc):
+                raise _FleetNotAllowed(str(exc)) from exc
+            raise
+        finally:
+            # An instant fleet's instances do not need their template once launched.
+            try:
+                with translate(f"delete launch template {template_id}", region=self.region):
+                    self.client.delete_launch_template(LaunchTemplateId=template_id)
+            except CloudError as exc:
+                log.warning("%s; runctl resources cleanup removes it later", exc)
+
+    # -- RunInstances ----------------------------------------------------------------
+    def _create_with_run_instances(self, spec: LaunchSpec) -> InstanceInfo:
+        from botocore.exceptions import ClientError
+
+        market = "spot" if spec.spot else "on-demand"
+        for instance_type in spec.instance_types:
+            for subnet in spec.subnet_ids or (None,):
+                request = launch_request(spec, instance_type, subnet)
+                with translate(f"launch an {market} {instance_type}", region=self.region,
+                               permission="ec2:RunInstances"):
+                    try:
+                        response = self.client.run_instances(**request)
+                    except ClientError as exc:
+                        code = error_code(exc)
+                        if code not in CAPACITY_ERROR_CODES:
+                            raise
+                        message = exc.response.get("Error", {}).get("Message", "")
+                        self._note_refusals([PoolError(instance_type, subnet, code, message)], instance_type)
+                        continue
+                return instance_info(response["Instances"][0], self.region)
+        raise self._no_capacity(spec)
+
+    # -- outcomes --------------------------------------------------------------------
+    def _note_refusals(self, errors: list[PoolError], instance_type: str) -> None:
+        if not errors:
+            errors = [PoolError(instance_type, None, "NoInstance", "the fleet launched nothing and said why not")]
+        fatal = [e for e in errors if e.code not in CAPACITY_ERROR_CODES]
+        if fatal:
+            first = fatal[0]
+            raise CloudError(f"cannot launch {first.instance_type}: {first.code}: {first.message}")
+        self.skipped.extend(errors)
+        log.info("no capacity: %s; trying the next instance type", "; ".join(map(str, errors)))
+
+    def _no_capacity(self, spec: LaunchSpec) -> CloudError:
+        market = "spot" if spec.spot else "on-demand"
+        tried = "; ".join(map(str, self.skipped)) or ", ".join(spec.instance_types)
+        hint = "add --fallback-types or subnets in other zones" + (", or use --on-demand" if spec.spot else "")
+        return CloudError(f"no {market} capacity for {', '.join(spec.instance_types)} ({tried}); {hint}")
+
+
+class _FleetNotAllowed(Exception):
+    """The credentials may not use CreateFleet or launch templates."""
+
+
+def _pool_error(error: dict, default_type: str) -> PoolError:
+    overrides = error.get("LaunchTemplateAndOverrides", {}).get("Overrides", {})
+    return PoolError(overrides.get("InstanceType", default_type), overrides.get("SubnetId"),
+                     str(error.get("ErrorCode", "")), str(error.get("ErrorMessage", "")))
