@@ -57,8 +57,8 @@ text_values = st.text(st.characters(blacklist_characters="\0", blacklist_categor
        spot=st.sampled_from([None, True, False]))
 def test_every_value_survives_quoting_byte_exact(store, region, url_part, value, spot):
     wheel_url = f"https://h/{url_part}/runctl-0.1.0-py3-none-any.whl?q={url_part}"
-    text = render_user_data(wheel_url=wheel_url, store_url=store, region=region, spot_notices=spot,
-                            env={"RUNCTL_HOME": value, "X_1": store})
+    text = render_user_data(wheel_url=wheel_url, wheel_filename="runctl-0.1.0-py3-none-any.whl", store_url=store,
+                            region=region, spot_notices=spot, env={"RUNCTL_HOME": value, "X_1": store})
     scalars, env, command = bash_values(text)
     assert scalars["RUNCTL_WHEEL_URL"] == wheel_url
     assert scalars["RUNCTL_WHEEL_FILE"] == "runctl-0.1.0-py3-none-any.whl"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -68,14 +69,35 @@ def train(app, instance_id, script, sync_code, includes, job_id, wait, timeout, 
     The project is the current folder. Its arguments go after --:
         runctl aws train i-0abc123 training/train.py --wait -- --steps 5000
     """
-    from runctl.agent.assignment import remote_spec, submit_job
-    from runctl.agent.status import read_status
     from runctl.store import open_store
 
-    args = script_args()
-    url = aws_store_url(app, store)
-    job_store = open_store(url)
+    job_store = open_store(aws_store_url(app, store))
     require_running(app, instance_id, region)
+    sent = send_job(app, job_store, instance_id, script, script_args(), job_id=job_id, sync_code=sync_code,
+                    includes=includes)
+    if not wait:
+        app.output.report(sent.report, lambda: app.output.line(
+            f"job {sent.job_id} sent to {instance_id}; follow it with: runctl aws logs {sent.job_id} -f"))
+        return
+    click.get_current_context().exit(wait_and_report(app, job_store, sent, timeout=timeout))
+
+
+@dataclass(frozen=True)
+class SentJob:
+    job_id: str
+    instance_id: str
+    assignment_id: str
+    first_attempt: int  # attempts before this submission (their logs are not this run's)
+    report: dict
+
+
+def send_job(app, job_store, instance_id: str, script: str, args: tuple[str, ...], *, job_id: str | None = None,
+             sync_code: bool = True, includes: tuple[str, ...] = ()) -> SentJob:
+    """Upload the code, write job.json and the instance's assignment (the instance is
+    known to run). The settings come from the configuration, as for ``runctl run``."""
+    from runctl.agent.assignment import remote_spec, submit_job
+    from runctl.agent.status import read_status
+
     job_id = _job_id(job_store, job_id, script, args)
     _refuse_busy(job_store, instance_id, job_id)
     command, tree = _command_and_code(app, job_store, script, args, sync_code, includes)
@@ -89,26 +111,26 @@ def train(app, instance_id, script, sync_code, includes, job_id, wait, timeout, 
         sync_interval=config.checkpoint.sync_interval, keep_last_n=config.checkpoint.keep_last_n,
     )
     previous = read_status(job_store, job_id)
-    first_attempt = len(previous.attempts) if previous else 0
     assignment = submit_job(job_store, instance_id, spec)
     _note_agent(app, job_store, instance_id)
     report = {"job_id": job_id, "instance_id": instance_id, "store": job_store.url, "code_tree": tree,
               "command": list(command)}
-    if not wait:
-        app.output.report(report, lambda: app.output.line(
-            f"job {job_id} sent to {instance_id}; follow it with: runctl aws logs {job_id} -f"))
-        return
+    return SentJob(job_id, instance_id, assignment.assignment_id, len(previous.attempts) if previous else 0, report)
+
+
+def wait_and_report(app, job_store, sent: SentJob, *, timeout: float | None = None) -> int:
+    """Follow a sent job to its end, report it, and return the exit code for it."""
+    job_id, instance_id = sent.job_id, sent.instance_id
     app.output.note(f"runctl: job {job_id} sent to {instance_id}; following its output (Ctrl-C stops following, "
                     "not the job)")
-    state, message = follow_job(app, job_store, instance_id, job_id, assignment.assignment_id, first_attempt,
+    state, message = follow_job(app, job_store, instance_id, job_id, sent.assignment_id, sent.first_attempt,
                                 timeout=timeout)
-    code = EXIT_BY_STATE.get(state, EXIT_JOB_FAILED)
     if state == "timed-out":
         line = f"runctl: stopped waiting for job {job_id}: {message}"
     else:
         line = f"runctl: job {job_id} {state}" + (f": {message}" if message else "")
-    app.output.report({**report, "state": state, "message": message}, lambda: app.output.note(line))
-    click.get_current_context().exit(code)
+    app.output.report({**sent.report, "state": state, "message": message}, lambda: app.output.note(line))
+    return EXIT_BY_STATE.get(state, EXIT_JOB_FAILED)
 
 
 # -- the steps ------------------------------------------------------------------------------
