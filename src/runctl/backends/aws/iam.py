@@ -1,0 +1,100 @@
+"""Least-privilege IAM policies for runctl. Pure: each function returns a policy document.
+
+- ``instance_policy``: what the instance role needs beside AmazonSSMManagedInstanceCore:
+  the job bucket (list, read, write, delete) and pulling images from ECR.
+- ``cli_policy``: what the person running runctl needs day to day: launch tagged instances
+  and fleets, change only instances tagged ``runctl:created``, pass the instance role to
+  EC2, run commands through SSM, use the job bucket.
+- ``setup_policy``: what ``runctl aws setup`` needs once (create the bucket, role, profile).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runctl.backends.aws.launch import TAG_CREATED
+
+DEFAULT_ROLE = "runctl-instance"
+SSM_MANAGED_POLICY = "AmazonSSMManagedInstanceCore"
+VERSION = "2012-10-17"
+
+
+def ssm_managed_policy_arn(partition: str = "aws") -> str:
+    return f"arn:{partition}:iam::aws:policy/{SSM_MANAGED_POLICY}"
+
+
+def default_bucket(account: str, region: str) -> str:
+    return f"runctl-{account}-{region}"
+
+
+def trust_policy() -> dict[str, Any]:
+    """Lets EC2 instances take the role."""
+    return {"Version": VERSION, "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+
+
+def _bucket_statements(bucket: str, partition: str) -> list[dict[str, Any]]:
+    return [
+        {"Sid": "JobBucketList", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+         "Resource": f"arn:{partition}:s3:::{bucket}"},
+        {"Sid": "JobBucketObjects", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+         "Resource": f"arn:{partition}:s3:::{bucket}/*"},
+    ]
+
+
+def instance_policy(bucket: str, account: str = "*", partition: str = "aws") -> dict[str, Any]:
+    return {"Version": VERSION, "Statement": [
+        *_bucket_statements(bucket, partition),
+        {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+        {"Sid": "EcrPull", "Effect": "Allow",
+         "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+         "Resource": f"arn:{partition}:ecr:*:{account}:repository/*"},
+    ]}
+
+
+def cli_policy(bucket: str, account: str = "*", role: str = DEFAULT_ROLE, partition: str = "aws") -> dict[str, Any]:
+    tagged = {"Null": {f"aws:ResourceTag/{TAG_CREATED}": "false"}}
+    return {"Version": VERSION, "Statement": [
+        {"Sid": "Launch", "Effect": "Allow", "Resource": "*",
+         "Action": ["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"]},
+        {"Sid": "TagOnLaunch", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
+         "Condition": {"StringEquals": {"ec2:CreateAction": ["RunInstances", "CreateFleet", "CreateLaunchTemplate"]}}},
+        {"Sid": "ChangeOnlyRunctlResources", "Effect": "Allow", "Resource": "*", "Condition": tagged,
+         "Action": ["ec2:StopInstances", "ec2:StartInstances", "ec2:TerminateInstances",
+                    "ec2:DeleteLaunchTemplate", "ec2:DeleteFleets"]},
+        {"Sid": "Read", "Effect": "Allow", "Resource": "*",
+         "Action": ["ec2:DescribeInstances", "ec2:DescribeInstanceTypes", "ec2:DescribeImages",
+                    "ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeFleets",
+                    "ec2:DescribeSpotPriceHistory", "ec2:DescribeSubnets", "ec2:DescribeRegions",
+                    "ssm:DescribeInstanceInformation", "ssm:GetCommandInvocation"]},
+        {"Sid": "PublicAmiParameters", "Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:GetParameters"],
+         "Resource": f"arn:{partition}:ssm:*::parameter/aws/service/*"},
+        {"Sid": "RunCommandOnRunctlInstances", "Effect": "Allow", "Action": "ssm:SendCommand",
+         "Resource": f"arn:{partition}:ec2:*:{account}:instance/*",
+         "Condition": {"Null": {f"ssm:resourceTag/{TAG_CREATED}": "false"}}},
+        {"Sid": "RunShellScriptDocument", "Effect": "Allow", "Action": "ssm:SendCommand",
+         "Resource": f"arn:{partition}:ssm:*::document/AWS-RunShellScript"},
+        {"Sid": "PassInstanceRole", "Effect": "Allow", "Action": "iam:PassRole",
+         "Resource": f"arn:{partition}:iam::{account}:role/{role}",
+         "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
+        {"Sid": "FleetServiceRoles", "Effect": "Allow", "Action": "iam:CreateServiceLinkedRole", "Resource": "*",
+         "Condition": {"StringEquals": {"iam:AWSServiceName": ["spot.amazonaws.com", "ec2fleet.amazonaws.com"]}}},
+        *_bucket_statements(bucket, partition),
+    ]}
+
+
+def setup_policy(bucket: str, account: str = "*", role: str = DEFAULT_ROLE, partition: str = "aws") -> dict[str, Any]:
+    return {"Version": VERSION, "Statement": [
+        {"Sid": "JobBucket", "Effect": "Allow", "Resource": f"arn:{partition}:s3:::{bucket}",
+         "Action": ["s3:CreateBucket", "s3:ListBucket", "s3:PutBucketPublicAccessBlock"]},
+        {"Sid": "InstanceRole", "Effect": "Allow",
+         "Resource": [f"arn:{partition}:iam::{account}:role/{role}",
+                      f"arn:{partition}:iam::{account}:instance-profile/{role}"],
+         "Action": ["iam:GetRole", "iam:CreateRole", "iam:TagRole", "iam:PutRolePolicy", "iam:AttachRolePolicy",
+                    "iam:ListAttachedRolePolicies", "iam:GetInstanceProfile", "iam:CreateInstanceProfile",
+                    "iam:AddRoleToInstanceProfile"]},
+    ]}
+
+
+POLICIES = {"cli": cli_policy, "instance": instance_policy, "setup": setup_policy}

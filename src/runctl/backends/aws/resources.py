@@ -1,0 +1,122 @@
+"""Everything runctl launched in a region, and its removal: instances, launch templates, fleets.
+
+Only resources tagged ``runctl:created`` are listed or removed, checked again here even
+after a tag filter. A fleet is deleted only when every instance it lists is runctl's
+(deleting an instant fleet terminates its instances).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from runctl.backends.aws.ec2 import Ec2
+from runctl.backends.aws.launch import TAG_CREATED, TAG_JOB, has_runctl_tags
+from runctl.backends.aws.session import translate
+from runctl.models import Record
+
+log = logging.getLogger(__name__)
+
+FLEET_GONE = ("deleted", "deleted_running", "deleted_terminating", "failed")
+
+
+@dataclass(frozen=True)
+class Resource(Record):
+    kind: str  # "instance", "launch-template", "fleet"
+    id: str
+    region: str
+    state: str = ""
+    created: str = ""
+    job: str = ""
+    detail: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    members: tuple[str, ...] = ()  # a fleet's instances
+
+
+def _tags(items) -> dict[str, str]:
+    return {t["Key"]: t.get("Value", "") for t in items or ()}
+
+
+def list_resources(client, region: str, *, job: str | None = None) -> list[Resource]:
+    """runctl's live instances, launch templates and fleets in ``region``."""
+    found: list[Resource] = []
+    for info in Ec2(client, region=region).list_tagged(job=job):
+        found.append(Resource("instance", info.instance_id, region, info.state, info.tags.get(TAG_CREATED, ""),
+                              info.job_id, f"{info.instance_type} {info.lifecycle} {info.az}", info.tags))
+    with translate("list runctl's launch templates", region=region, permission="ec2:DescribeLaunchTemplates"):
+        pages = client.get_paginator("describe_launch_templates").paginate(
+            Filters=[{"Name": "tag-key", "Values": [TAG_CREATED]}])
+        for page in pages:
+            for lt in page.get("LaunchTemplates", ()):
+                tags = _tags(lt.get("Tags"))
+                if has_runctl_tags(tags) and (job is None or tags.get(TAG_JOB) == job):
+                    found.append(Resource("launch-template", lt["LaunchTemplateId"], region, "",
+                                          tags.get(TAG_CREATED, ""), tags.get(TAG_JOB, ""),
+                                          lt.get("LaunchTemplateName", ""), tags))
+    with translate("list runctl's fleets", region=region, permission="ec2:DescribeFleets"):
+        for page in client.get_paginator("describe_fleets").paginate():
+            for fleet in page.get("Fleets", ()):
+                tags = _tags(fleet.get("Tags"))
+                if not has_runctl_tags(tags) or fleet.get("FleetState") in FLEET_GONE:
+                    continue
+                if job is not None and tags.get(TAG_JOB) != job:
+                    continue
+                ids = [i for group in fleet.get("Instances", ()) for i in group.get("InstanceIds", ())]
+                found.append(Resource("fleet", fleet["FleetId"], region, fleet.get("FleetState", ""),
+                                      tags.get(TAG_CREATED, ""), tags.get(TAG_JOB, ""),
+                                      f"{fleet.get('Type', '')} fleet of {', '.join(ids) or 'no instance'}",
+                                      tags, tuple(ids)))
+    return found
+
+
+def cleanup(client, region: str, resources: list[Resource], *, dry_run: bool = False) -> list[Resource]:
+    """Remove ``resources`` (from ``list_resources``); returns what was (would be) removed.
+
+    Fleets go first (deleting an instant fleet terminates its instances, so only fleets
+    whose instances are all runctl's), then the instances, then the launch templates. A
+    fleet that cannot be deleted is logged and kept; the rest goes on."""
+    ours = [r for r in resources if r.region == region and has_runctl_tags(r.tags)]
+    removed: list[Resource] = []
+    fleets = [r for r in ours if r.kind == "fleet"]
+    if fleets:
+        runctl_ids = {i.instance_id for i in Ec2(client, region=region).list_tagged(states=())}
+        for fleet in fleets:
+            strangers = [i for i in fleet.members if i not in runctl_ids]
+            if strangers:
+                log.warning("keeping fleet %s: it lists instances runctl did not tag (%s)", fleet.id,
+                            ", ".join(strangers))
+            elif dry_run or _delete_fleet(client, region, fleet.id):
+                removed.append(fleet)
+    instances = [r for r in ours if r.kind == "instance"]
+    if instances:
+        if not dry_run:
+            ids = [r.id for r in instances]
+            with translate(f"terminate {', '.join(ids)}", region=region, permission="ec2:TerminateInstances"):
+                client.terminate_instances(InstanceIds=ids)
+        removed += instances
+    for template in (r for r in ours if r.kind == "launch-template"):
+        if not dry_run:
+            with translate(f"delete launch template {template.id}", region=region,
+                           permission="ec2:DeleteLaunchTemplate"):
+                client.delete_launch_template(LaunchTemplateId=template.id)
+        removed.append(template)
+    return removed
+
+
+def _delete_fleet(client, region: str, fleet_id: str) -> bool:
+    from runctl.errors import CloudError
+
+    try:
+        with translate(f"delete fleet {fleet_id}", region=region, permission="ec2:DeleteFleets"):
+            response = client.delete_fleets(FleetIds=[fleet_id], TerminateInstances=True)
+    except CloudError as exc:
+        if "access denied" in str(exc) or "credentials" in str(exc):
+            raise
+        log.warning("keeping fleet %s: %s", fleet_id, exc)
+        return False
+    failed = response.get("UnsuccessfulFleetDeletions", ())
+    if failed:
+        error = failed[0].get("Error", {})
+        log.warning("keeping fleet %s: %s: %s", fleet_id, error.get("Code"), error.get("Message"))
+        return False
+    return True

@@ -1,0 +1,124 @@
+"""``runctl aws setup``'s cloud side: the job bucket, the instance role and its profile.
+
+Each ``ensure_*`` looks first and creates only what is missing, so running setup again
+changes nothing (the role's inline policy is rewritten to the current one). With
+``dry_run`` nothing is created: the steps say what would be. Clients are passed in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from runctl.backends.aws import iam as policies
+from runctl.backends.aws.launch import TAG_CREATED, utc_now_iso
+from runctl.backends.aws.session import error_code, translate
+from runctl.errors import CloudError
+from runctl.models import Record
+
+log = logging.getLogger(__name__)
+
+INLINE_POLICY = "runctl-instance"
+
+
+@dataclass(frozen=True)
+class Step(Record):
+    resource: str  # "s3 bucket", "iam role", "iam role policy", "instance profile"
+    name: str
+    action: str  # "create", "exists", "update", "attach", "add role"
+    done: bool  # False on a dry run
+
+    def describe(self) -> str:
+        if self.action == "exists":
+            return f"{self.resource} {self.name}: exists"
+        past = {"create": "created", "update": "updated", "attach": "attached", "add role": "role added"}
+        return f"{self.resource} {self.name}: " + (past[self.action] if self.done else f"would {self.action}")
+
+
+def ensure_bucket(s3, bucket: str, region: str, *, dry_run: bool = False) -> list[Step]:
+    from botocore.exceptions import ClientError
+
+    with translate(f"check bucket {bucket}", permission="s3:ListBucket"):
+        try:
+            s3.head_bucket(Bucket=bucket)
+            return [Step("s3 bucket", bucket, "exists", True)]
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 403:
+                raise CloudError(f"bucket {bucket!r} exists but this account cannot use it (it may belong to "
+                                 "another account; bucket names are global): choose another --bucket") from exc
+            if status != 404:
+                raise
+    if dry_run:
+        return [Step("s3 bucket", bucket, "create", False)]
+    with translate(f"create bucket {bucket}", permission="s3:CreateBucket"):
+        kwargs = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        try:
+            s3.create_bucket(Bucket=bucket, **kwargs)
+        except ClientError as exc:
+            if error_code(exc) == "BucketAlreadyExists":
+                raise CloudError(f"bucket name {bucket!r} is taken by another account; choose another --bucket") \
+                    from exc
+            if error_code(exc) != "BucketAlreadyOwnedByYou":
+                raise
+        s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True})
+    return [Step("s3 bucket", bucket, "create", True)]
+
+
+def ensure_instance_role(iam, *, role: str, bucket: str, account: str, partition: str = "aws",
+                         dry_run: bool = False) -> list[Step]:
+    """The role EC2 instances run with (profile of the same name): job bucket, ECR pull, SSM."""
+    from botocore.exceptions import ClientError
+
+    steps: list[Step] = []
+    done = not dry_run
+
+    def missing(call, **kwargs) -> bool:
+        try:
+            call(**kwargs)
+            return False
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchEntity", "NoSuchEntityException"):
+                return True
+            raise
+
+    with translate(f"set up the instance role {role}", permission="the IAM actions of runctl aws iam-policy "
+                                                                  "--for setup"):
+        if missing(iam.get_role, RoleName=role):
+            if done:
+                iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(policies.trust_policy()),
+                                Description="runctl training instances: job bucket, ECR pull, SSM",
+                                Tags=[{"Key": TAG_CREATED, "Value": utc_now_iso()}])
+            steps.append(Step("iam role", role, "create", done))
+        else:
+            steps.append(Step("iam role", role, "exists", True))
+        document = json.dumps(policies.instance_policy(bucket, account=account, partition=partition))
+        if done:
+            iam.put_role_policy(RoleName=role, PolicyName=INLINE_POLICY, PolicyDocument=document)
+        steps.append(Step("iam role policy", f"{role}/{INLINE_POLICY}", "update", done))
+        arn = policies.ssm_managed_policy_arn(partition)
+        attached = [] if not done and steps[0].action == "create" else [
+            p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=role).get("AttachedPolicies", ())]
+        if arn in attached:
+            steps.append(Step("managed policy", policies.SSM_MANAGED_POLICY, "exists", True))
+        else:
+            if done:
+                iam.attach_role_policy(RoleName=role, PolicyArn=arn)
+            steps.append(Step("managed policy", policies.SSM_MANAGED_POLICY, "attach", done))
+        if missing(iam.get_instance_profile, InstanceProfileName=role):
+            if done:
+                iam.create_instance_profile(InstanceProfileName=role)
+            steps.append(Step("instance profile", role, "create", done))
+            roles: list[str] = []
+        else:
+            steps.append(Step("instance profile", role, "exists", True))
+            profile = iam.get_instance_profile(InstanceProfileName=role)["InstanceProfile"]
+            roles = [r["RoleName"] for r in profile.get("Roles", ())]
+        if role not in roles:
+            if done:
+                iam.add_role_to_instance_profile(InstanceProfileName=role, RoleName=role)
+            steps.append(Step("instance profile", role, "add role", done))
+    return steps

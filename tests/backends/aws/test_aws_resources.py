@@ -1,0 +1,44 @@
+"""runctl's resources in a region: listed and removed, and nothing else touched."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from runctl.backends.aws.launch import launch_template_request
+from runctl.backends.aws.provision import Provisioner
+from runctl.backends.aws.resources import cleanup, list_resources
+
+
+def state(client, instance_id: str) -> str:
+    return client.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]["State"]["Name"]
+
+
+def test_cleanup_removes_only_what_runctl_tagged(ec2_client, spec, image_id):
+    stranger = ec2_client.run_instances(ImageId=image_id, InstanceType="t3.micro", MinCount=1, MaxCount=1,
+                                        TagSpecifications=[{"ResourceType": "instance",
+                                                            "Tags": [{"Key": "Name", "Value": "not-runctl"}]}],
+                                        )["Instances"][0]["InstanceId"]
+    foreign_template = ec2_client.create_launch_template(LaunchTemplateName="someone-elses",
+                                                         LaunchTemplateData={"ImageId": image_id})
+    spot = Provisioner(ec2_client, region="us-east-1").create_instance(spec)
+    on_demand = Provisioner(ec2_client, region="us-east-1").create_instance(dataclasses.replace(spec, spot=False,
+                                                                                                job="other"))
+    leftover = ec2_client.create_launch_template(**launch_template_request(spec))["LaunchTemplate"]
+
+    found = list_resources(ec2_client, "us-east-1")
+    assert {(r.kind, r.id) for r in found} == {
+        ("instance", spot.instance_id), ("instance", on_demand.instance_id),
+        ("launch-template", leftover["LaunchTemplateId"]), ("fleet", next(r.id for r in found if r.kind == "fleet"))}
+    assert [r.id for r in list_resources(ec2_client, "us-east-1", job="other")] == [on_demand.instance_id]
+
+    planned = cleanup(ec2_client, "us-east-1", found, dry_run=True)
+    assert {r.id for r in planned} == {r.id for r in found}
+    assert state(ec2_client, spot.instance_id) == "running"
+
+    removed = cleanup(ec2_client, "us-east-1", found)
+    assert {r.id for r in removed} == {r.id for r in found}
+    assert state(ec2_client, stranger) == "running"
+    assert state(ec2_client, spot.instance_id) == "terminated" == state(ec2_client, on_demand.instance_id)
+    templates = [t["LaunchTemplateId"] for t in ec2_client.describe_launch_templates()["LaunchTemplates"]]
+    assert templates == [foreign_template["LaunchTemplate"]["LaunchTemplateId"]]
+    assert list_resources(ec2_client, "us-east-1") == []

@@ -1,0 +1,87 @@
+"""The job bucket and the instance role: created once, least privilege, dry run changes nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from runctl.backends.aws import iam
+from runctl.backends.aws.setup import ensure_bucket, ensure_instance_role
+from runctl.errors import CloudError
+
+BUCKET = "runctl-123456789012-us-east-1"
+
+
+@pytest.fixture
+def managed_policies(monkeypatch):
+    """moto loads AWS managed policies (AmazonSSMManagedInstanceCore) only when asked to."""
+    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+
+
+def test_setup_creates_once_and_then_finds_everything(aws, managed_policies):
+    s3, client = aws.client("s3"), aws.client("iam")
+    planned = ensure_bucket(s3, BUCKET, "us-east-1", dry_run=True)
+    planned += ensure_instance_role(client, role="runctl-instance", bucket=BUCKET, account="123456789012",
+                                    dry_run=True)
+    assert [(s.resource, s.action, s.done) for s in planned] == [
+        ("s3 bucket", "create", False), ("iam role", "create", False), ("iam role policy", "update", False),
+        ("managed policy", "attach", False), ("instance profile", "create", False),
+        ("instance profile", "add role", False)]
+    assert s3.list_buckets()["Buckets"] == [] and client.list_roles()["Roles"] == []
+    assert planned[0].describe() == f"s3 bucket {BUCKET}: would create"
+
+    made = ensure_bucket(s3, BUCKET, "us-east-1")
+    made += ensure_instance_role(client, role="runctl-instance", bucket=BUCKET, account="123456789012")
+    assert [s.action for s in made] == ["create", "create", "update", "attach", "create", "add role"]
+    assert made[1].describe() == "iam role runctl-instance: created"
+    again = ensure_bucket(s3, BUCKET, "us-east-1")
+    again += ensure_instance_role(client, role="runctl-instance", bucket=BUCKET, account="123456789012")
+    assert [s.action for s in again] == ["exists", "exists", "update", "exists", "exists"]
+
+    profile = client.get_instance_profile(InstanceProfileName="runctl-instance")["InstanceProfile"]
+    assert [r["RoleName"] for r in profile["Roles"]] == ["runctl-instance"]
+    attached = client.list_attached_role_policies(RoleName="runctl-instance")["AttachedPolicies"]
+    assert [p["PolicyName"] for p in attached] == ["AmazonSSMManagedInstanceCore"]
+    trust = client.get_role(RoleName="runctl-instance")["Role"]["AssumeRolePolicyDocument"]
+    trust = json.loads(trust) if isinstance(trust, str) else trust
+    assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+    inline = client.get_role_policy(RoleName="runctl-instance", PolicyName="runctl-instance")["PolicyDocument"]
+    inline = json.loads(inline) if isinstance(inline, str) else inline
+    assert inline == iam.instance_policy(BUCKET, account="123456789012")
+    assert s3.get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"]["BlockPublicPolicy"]
+
+
+def test_a_bucket_in_another_region_gets_its_location(aws):
+    s3 = aws.client("s3")
+    ensure_bucket(s3, "runctl-eu-bucket", "eu-west-1")
+    assert s3.get_bucket_location(Bucket="runctl-eu-bucket")["LocationConstraint"] == "eu-west-1"
+
+
+def test_a_bucket_that_is_not_ours(aws):
+    class Forbidden:
+        def head_bucket(self, Bucket):  # noqa: N803
+            from botocore.exceptions import ClientError
+
+            raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"},
+                               "ResponseMetadata": {"HTTPStatusCode": 403}}, "HeadBucket")
+
+    with pytest.raises(CloudError, match="bucket 'taken' exists but this account cannot use it"):
+        ensure_bucket(Forbidden(), "taken", "us-east-1")
+
+
+def test_policies_are_least_privilege():
+    instance = iam.instance_policy("b", account="1")
+    resources = {json.dumps(s["Resource"]) for s in instance["Statement"] if s["Action"][0].startswith("s3:")}
+    assert resources == {'"arn:aws:s3:::b"', '"arn:aws:s3:::b/*"'}
+    assert not any(a.startswith(("ec2:", "iam:")) for s in instance["Statement"]
+                   for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))
+    cli = iam.cli_policy("b", account="1")
+    by_sid = {s["Sid"]: s for s in cli["Statement"]}
+    assert by_sid["ChangeOnlyRunctlResources"]["Condition"] == {"Null": {"aws:ResourceTag/runctl:created": "false"}}
+    assert "ec2:TerminateInstances" in by_sid["ChangeOnlyRunctlResources"]["Action"]
+    assert not any("ec2:TerminateInstances" in s["Action"] for sid, s in by_sid.items()
+                   if sid != "ChangeOnlyRunctlResources")
+    assert by_sid["PassInstanceRole"]["Resource"] == "arn:aws:iam::1:role/runctl-instance"
+    assert all(s["Effect"] == "Allow" and s.get("Resource") for s in cli["Statement"])
+    assert iam.setup_policy("b")["Statement"][0]["Resource"] == "arn:aws:s3:::b"
