@@ -1,0 +1,24 @@
+"""``runctl aws wait``: block until an instance reaches a state."""
+
+from __future__ import annotations
+
+import click
+
+from runctl.cli._context import output_option, pass_app
+from runctl.cli.aws._shared import ec2, instance_argument, region_option, report_instance
+
+
+@click.command("wait")
+@instance_argument
+@click.option("--state", type=click.Choice(["running", "stopped", "terminated"]), default="running",
+              show_default=True, help="The state to wait for.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True, help="Seconds to wait.")
+@click.option("--poll", type=click.FloatRange(min=0.1), default=5, show_default=True,
+              help="Seconds between checks.")
+@region_option
+@output_option
+@pass_app
+def wait(app, instance_id, state, timeout, poll, region):
+    """Wait until INSTANCE_ID is STATE; exit 3 when it cannot get there or time runs out."""
+    info = ec2(app, region).wait_for(instance_id, state, timeout=timeout, poll=poll)
+    report_instance(app, info)
