@@ -1,0 +1,92 @@
+"""``runctl resources list|cleanup``: what runctl launched on AWS, and removing it.
+
+Only resources tagged ``runctl:created`` are shown or touched: instances (terminated),
+launch templates and instant fleets (deleted).
+"""
+
+from __future__ import annotations
+
+import click
+
+from runctl.cli._context import output_option, pass_app
+from runctl.cli.aws._shared import aws_session, region_option, resolve_region
+
+all_regions_option = click.option("--all-regions", is_flag=True,
+                                  help="Every region enabled for the account (default: one region).")
+job_option = click.option("--job", metavar="JOB", help="Only the resources of this job (tag runctl:job).")
+
+
+def _regions(app, region: str | None, all_regions: bool):
+    """(region, ec2 client) pairs to look in."""
+    from runctl.backends.aws.session import AwsSession, translate
+
+    home = aws_session(app, region)
+    if not all_regions:
+        return [(home.region, home.client("ec2"))]
+    with translate("list the account's regions", region=home.region, permission="ec2:DescribeRegions"):
+        names = sorted(r["RegionName"] for r in home.client("ec2").describe_regions()["Regions"])
+    return [(name, AwsSession(name, session=home.session, known=names).client("ec2")) for name in names]
+
+
+def _rows(found) -> list[tuple]:
+    return [(r.region, r.kind, r.id, r.state or "-", r.job or "-", r.created, r.detail) for r in found]
+
+
+COLUMNS = ("region", "kind", "id", "state", "job", "created", "detail")
+
+
+@click.group("resources")
+def resources() -> None:
+    """List or remove what runctl launched on AWS (tag runctl:created)."""
+
+
+@resources.command("list")
+@region_option
+@all_regions_option
+@job_option
+@output_option
+@pass_app
+def list_(app, region, all_regions, job):
+    """List runctl's live instances, launch templates and fleets."""
+    from runctl.backends.aws.resources import list_resources
+
+    found = [r for name, client in _regions(app, region, all_regions) for r in list_resources(client, name, job=job)]
+
+    def text() -> None:
+        if not found:
+            app.output.note("no runctl resources" + ("" if all_regions else f" in {resolve_region(app, region)}"))
+            return
+        app.output.table(COLUMNS, _rows(found))
+
+    app.output.report(found, text)
+
+
+@resources.command("cleanup")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@region_option
+@all_regions_option
+@job_option
+@output_option
+@pass_app
+def cleanup(app, dry_run, region, all_regions, job):
+    """Terminate runctl's instances and delete its launch templates and fleets.
+
+    Nothing without the runctl:created tag is touched. Use --job to limit it to one job's
+    resources and --dry-run to see the list first.
+    """
+    from runctl.backends.aws.resources import cleanup as remove
+    from runctl.backends.aws.resources import list_resources
+
+    removed = []
+    for name, client in _regions(app, region, all_regions):
+        removed += remove(client, name, list_resources(client, name, job=job), dry_run=dry_run)
+
+    def text() -> None:
+        if not removed:
+            app.output.note("nothing to clean up")
+            return
+        verb = "would remove" if dry_run else "removed"
+        for r in removed:
+            app.output.line(f"{verb} {r.kind} {r.id} ({r.region}{', job ' + r.job if r.job else ''}) {r.detail}")
+
+    app.output.report({"removed": removed, "dry_run": dry_run}, text)
