@@ -205,6 +205,7 @@ class Agent:
         """Watch the process and the interruption sources until the process exits."""
         notice: InterruptionNotice | None = None
         kill_at: float | None = None
+        estimated = 0.0  # when the kill time was last estimated
         stop_signal = signal.Signals[self.spec.stop_signal]
         while (code := tree.poll()) is None:
             now = self._clock()
@@ -230,11 +231,17 @@ class Agent:
                 tree.signal(stop_signal)
                 kill_at = kill_time(now, self.spec.grace_period, incoming.deadline,
                                     sync.expected_final_bytes(), sync.throughput.estimate)
+                estimated = now
                 self._record_notice(incoming)
                 deadline = (f", deadline in {incoming.deadline - now:.0f}s"
                             if incoming.deadline is not None else "")
                 self._emit("notice", f"interruption: {incoming.detail or incoming.source}{deadline}; sent "
                            f"{stop_signal.name}, grace {kill_at - now:.0f}s", notice=incoming.to_dict())
+            if kill_at is not None and notice is not None and notice.deadline is not None and now - estimated >= 1.0:
+                # What the script saves now grows the final upload: keep the kill time honest.
+                kill_at = min(kill_at, kill_time(now, self.spec.grace_period, notice.deadline,
+                                                 sync.expected_final_bytes(), sync.throughput.estimate))
+                estimated = now
             if kill_at is not None and now >= kill_at:
                 self._emit("kill", "grace period over: killing the process tree")
                 tree.kill_all()
