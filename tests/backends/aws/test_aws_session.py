@@ -38,6 +38,8 @@ def test_instance_ids_are_checked_for_shape():
     (client_error("RequestLimitExceeded"), "AWS is throttling requests (RequestLimitExceeded)"),
     (client_error("InvalidParameterValue", "Value (x) for parameter y is invalid\nmore"),
      "cannot launch: InvalidParameterValue: Value (x) for parameter y is invalid"),
+    (client_error("500", "<!doctype html>\n<title>500 Internal Server Error</title>", 500),
+     "cannot launch: RunInstances answered HTTP 500 (an AWS emulator may not implement it)"),
     (EndpointConnectionError(endpoint_url="https://ec2.us-east-1.amazonaws.com/"),
      "cannot reach the AWS endpoint https://ec2.us-east-1.amazonaws.com/ to launch"),
 ])

@@ -163,7 +163,12 @@ def cloud_error(exc: Exception, action: str, *, instance_id: str | None = None, 
     if code == "OptInRequired":
         return CloudError(f"the account is not opted in to {region or 'this region'} or to EC2 there: {message}")
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return CloudError(f"cannot {action}: {code or status}: {message.splitlines()[0] if message else ''}".rstrip(": "))
+    if not message or message.lstrip().startswith("<") or code.isdigit():
+        # No AWS error in the body (an HTML error page): say which call failed how.
+        unimplemented = " (an AWS emulator may not implement it)" if str(status or code) in ("500", "501") else ""
+        return CloudError(f"cannot {action}: {getattr(exc, 'operation_name', 'the call')} answered HTTP "
+                          f"{status or code}{unimplemented}")
+    return CloudError(f"cannot {action}: {code or status}: {message.splitlines()[0]}")
 
 
 @contextlib.contextmanager
