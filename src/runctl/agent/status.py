@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from runctl.errors import NotFoundError
+from runctl.errors import NotFoundError, StoreError
 from runctl.models import Attempt, JobStatus
 from runctl.store import layout
 
@@ -73,7 +73,15 @@ class StatusBook:
         with self._lock:
             self._save()
 
-    def _save(self) -> None:
+    def _save(self, attempts: int = 3, backoff_s: float = 0.5) -> None:
+        """Write status.json, retrying a passing store error a few times before giving up."""
         self._status = dataclasses.replace(self._status, heartbeat=self._clock())
         data = json.dumps(self._status.to_dict(), indent=1, sort_keys=True).encode()
-        self._store.write(layout.status_key(self._status.job_id), data)
+        for attempt in range(attempts):
+            try:
+                self._store.write(layout.status_key(self._status.job_id), data)
+                return
+            except StoreError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(backoff_s * 2**attempt)
