@@ -29,7 +29,7 @@ from runctl.testing.imds import imds  # noqa: F401 (the IMDS emulator fixture)
 
 WHEEL_URL = "https://bucket.s3.amazonaws.com/runctl/dist/0123/runctl-0.1.0-py3-none-any.whl?X-Amz-Signature=ab&x=1"
 NAMES = ("RUNCTL_PREFIX", "RUNCTL_AGENT_LOG", "RUNCTL_WHEEL_URL", "RUNCTL_WHEEL_FILE", "RUNCTL_WHEEL_SHA256",
-         "RUNCTL_SERVICE")
+         "RUNCTL_SERVICE", "RUNCTL_REGION")
 
 
 def values_block(text: str) -> str:
@@ -62,6 +62,7 @@ def test_every_value_survives_quoting_byte_exact(store, region, url_part, value,
     scalars, env, command = bash_values(text)
     assert scalars["RUNCTL_WHEEL_URL"] == wheel_url
     assert scalars["RUNCTL_WHEEL_FILE"] == "runctl-0.1.0-py3-none-any.whl"
+    assert scalars["RUNCTL_REGION"] == region
     assert env == [f"RUNCTL_HOME={value}", f"X_1={store}"]
     expected = ["/opt/runctl/venv/bin/python", "-m", "runctl.agent.resident", "--store", store, "--region", region]
     if spot is not None:
@@ -88,18 +89,35 @@ def test_no_credentials_in_the_user_data(s3_store, monkeypatch):
     secret = "Sup3rSecretKeyThatMustNeverLeak/0123456789abcdefghij"
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEKEYID0001")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "SessionTokenThatMustNeverLeak0001")
     from runctl.store.s3 import S3Store
 
-    store = S3Store(s3_store.bucket, "runctl")  # a new client: it signs with the keys above
+    store = S3Store(s3_store.bucket, "runctl")  # a new client: it would sign with the keys above
     text = bootstrap_user_data(store, region="us-east-1", env={"RUNCTL_HOME": "/data/runctl"})
-    assert secret not in text and secret.replace("/", "%2F") not in text
-    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "aws_secret_access_key"):
-        assert name not in text
-    # The key id appears only inside the presigned URL's X-Amz-Credential (that is how presigning works).
+    for leak in (secret, secret.replace("/", "%2F"), "AKIAEXAMPLEKEYID0001", "SessionTokenThatMustNeverLeak0001",
+                 "X-Amz-", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN"):
+        assert leak not in text
+    # The wheel is read with the instance role, from where publish_wheel put it.
     url_line = next(line for line in text.splitlines() if line.startswith("RUNCTL_WHEEL_URL="))
-    assert "X-Amz-Credential=AKIAEXAMPLEKEYID0001" in url_line and "X-Amz-Expires=43200" in url_line
-    assert text.count("AKIAEXAMPLEKEYID0001") == 1
+    assert url_line.startswith(f"RUNCTL_WHEEL_URL=s3://{s3_store.bucket}/runctl/dist/")
     assert agent_command_from_user_data(text)[3:5] == ["--store", "s3://%s/runctl" % s3_store.bucket]
+    # Asked for, a presigned URL instead: the key id then rides in X-Amz-Credential, never the secret.
+    signed = bootstrap_user_data(store, region="us-east-1", presign=True)
+    assert "X-Amz-Credential=AKIAEXAMPLEKEYID0001" in signed and "X-Amz-Expires=43200" in signed
+    assert secret not in signed and secret.replace("/", "%2F") not in signed
+
+
+def test_the_s3_fetch_reads_the_wheel_with_the_ambient_credentials(s3_store, tmp_path):
+    """The bootstrap's s3:// download step, as the instance runs it (boto3, role credentials;
+    here moto's)."""
+    from runctl.backends.aws.bootstrap import S3_FETCH
+    from runctl.backends.aws.wheel import publish_wheel
+
+    wheel = publish_wheel(s3_store)
+    dest = tmp_path / wheel.filename
+    subprocess.run([sys.executable, "-c", S3_FETCH, f"{s3_store.url}/{wheel.key}", str(dest)], check=True,
+                   timeout=60)
+    assert dest.read_bytes() == s3_store.read(wheel.key).data
 
 
 @pytest.mark.parametrize("name", ["AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "HF_TOKEN",

@@ -4,15 +4,17 @@
 
 1. finds a Python >= 3.10 with venv, installing one with dnf, yum or apt-get if there is none;
 2. makes a venv at ``/opt/runctl/venv``;
-3. downloads the runctl wheel from its presigned URL (curl, else Python), checks its sha256,
-   and pip-installs it (its dependencies come from PyPI);
+3. fetches the runctl wheel, checks its sha256 and pip-installs it (its dependencies come
+   from PyPI): an ``s3://`` wheel with boto3 and the instance role, any other URL (a
+   presigned https URL, file://) with curl, else Python;
 4. writes ``/opt/runctl/run-agent`` (``exec env ... AGENT_COMMAND >> /var/log/runctl-agent.log``)
    and starts it detached: as the systemd unit ``runctl-agent`` where systemd runs, else nohup.
 
-No credential appears in it: the agent reaches the store with the instance role. The wheel
-URL is a presigned, time-limited read of that one object (made with temporary credentials
-it also carries their session token, which is useless without the secret key); anyone who
-can read the user data can fetch the wheel until it expires, nothing more.
+No credential appears in it: the agent reaches the store with the instance role, and
+``bootstrap_user_data`` gives an S3 store's wheel as its ``s3://`` location, read with that
+role too. (A presigned URL would carry the access key id, with temporary credentials their
+session token, and would stop working after its expiry or the session's; it is used only
+when asked for, ``presign=True``: a time-limited read of that one object.)
 
 Every value from outside is interpolated once, shell-quoted with ``shlex.quote``, in the
 block between ``# --- runctl: values ---`` and ``# --- runctl: end of values ---``; the rest
@@ -129,6 +131,7 @@ def render_user_data(*, wheel_url: str, store_url: str, region: str | None = Non
         "RUNCTL_WHEEL_FILE": filename,
         "RUNCTL_WHEEL_SHA256": wheel_sha256 or "",
         "RUNCTL_SERVICE": service,
+        "RUNCTL_REGION": region or "",
     }
     for what, value in [*values.items(), *env.items(), ("the agent command", "".join(command))]:
         _check_value(what, value)
@@ -138,7 +141,7 @@ def render_user_data(*, wheel_url: str, store_url: str, region: str | None = Non
     lines.append("# The resident agent's command; its first word is the interpreter.")
     lines.append(_array(COMMAND_VAR, command))
     lines.append(VALUES_END)
-    return _HEAD + "\n".join(lines) + "\n" + _BODY
+    return _HEAD + "\n".join(lines) + "\n" + _BODY.replace("__S3_FETCH__", shlex.quote(S3_FETCH), 1)
 
 
 def _values_block(text: str) -> str:
@@ -170,26 +173,40 @@ def agent_env_from_user_data(text: str) -> dict[str, str]:
 
 
 def bootstrap_user_data(store, *, region: str | None = None, spot_notices: bool | None = None,
-                        env: Mapping[str, str] | None = None, expires_s: int | None = None) -> str:
+                        env: Mapping[str, str] | None = None, presign: bool = False,
+                        expires_s: int | None = None) -> str:
     """Publish the CLI's wheel in ``store`` (once) and render the user data that installs it
-    and starts an agent on that store. ``expires_s``: how long the wheel URL works."""
+    and starts an agent on that store. An S3 store's wheel is fetched with the instance
+    role unless ``presign`` (then a URL that works ``expires_s``, default 12 h); another
+    store's with the URL it gives (file://)."""
     from runctl.backends.aws.wheel import DEFAULT_URL_EXPIRY_S, publish_wheel
 
     wheel = publish_wheel(store, expires_s=expires_s or DEFAULT_URL_EXPIRY_S)
-    return render_user_data(wheel_url=wheel.url, wheel_sha256=wheel.sha256, wheel_filename=wheel.filename,
+    url = wheel.url
+    if store.url.startswith("s3://") and not presign:
+        url = f"{store.url.rstrip('/')}/{wheel.key}"
+    return render_user_data(wheel_url=url, wheel_sha256=wheel.sha256, wheel_filename=wheel.filename,
                             store_url=store.url, region=region, spot_notices=spot_notices, env=env)
 
+
+#: Downloads s3://BUCKET/KEY (argv[1]) to a file (argv[2]) with the instance role.
+S3_FETCH = (
+    "import sys, boto3\n"
+    "bucket, _, key = sys.argv[1][len('s3://'):].partition('/')\n"
+    "boto3.client('s3').download_file(bucket, key, sys.argv[2])\n"
+)
 
 _HEAD = """\
 #!/bin/bash
 # runctl bootstrap: install runctl (the same version as the CLI that launched this
-# instance) and start its resident agent. No credentials here: the agent uses the
-# instance role; the wheel URL is a presigned, time-limited read of the wheel only.
+# instance) and start its resident agent. No credentials here: the wheel and the job
+# store are read with the instance role (or the wheel from a time-limited URL).
 set -euo pipefail
 """
 
 _BODY = r"""
 say() { echo "runctl-bootstrap: $*" >&2; }
+S3_FETCH=__S3_FETCH__
 
 find_python() {
   local candidate
@@ -220,13 +237,27 @@ fi
 say "using $PYTHON"
 
 mkdir -p "$RUNCTL_PREFIX"
-WHEEL="$RUNCTL_PREFIX/$RUNCTL_WHEEL_FILE"
-if command -v curl >/dev/null 2>&1; then
-  curl -fsSL --retry 5 --retry-delay 2 -o "$WHEEL" "$RUNCTL_WHEEL_URL"
-else
-  "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
-    "$RUNCTL_WHEEL_URL" "$WHEEL"
+"$PYTHON" -m venv "$RUNCTL_PREFIX/venv"
+VENV_PYTHON="$RUNCTL_PREFIX/venv/bin/python"
+if [ -n "$RUNCTL_REGION" ]; then
+  export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-$RUNCTL_REGION}"
 fi
+WHEEL="$RUNCTL_PREFIX/$RUNCTL_WHEEL_FILE"
+case "$RUNCTL_WHEEL_URL" in
+  s3://*)
+    # Read with the instance role: boto3 first (runctl needs it anyway).
+    "$VENV_PYTHON" -m pip install --disable-pip-version-check --quiet boto3
+    "$VENV_PYTHON" -c "$S3_FETCH" "$RUNCTL_WHEEL_URL" "$WHEEL"
+    ;;
+  *)
+    if command -v curl >/dev/null 2>&1; then
+      curl -fsSL --retry 5 --retry-delay 2 -o "$WHEEL" "$RUNCTL_WHEEL_URL"
+    else
+      "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
+        "$RUNCTL_WHEEL_URL" "$WHEEL"
+    fi
+    ;;
+esac
 if [ -n "$RUNCTL_WHEEL_SHA256" ]; then
   GOT=$("$PYTHON" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$WHEEL")
   if [ "$GOT" != "$RUNCTL_WHEEL_SHA256" ]; then
@@ -235,8 +266,7 @@ if [ -n "$RUNCTL_WHEEL_SHA256" ]; then
   fi
 fi
 
-"$PYTHON" -m venv "$RUNCTL_PREFIX/venv"
-"$RUNCTL_PREFIX/venv/bin/python" -m pip install --disable-pip-version-check --quiet "$WHEEL"
+"$VENV_PYTHON" -m pip install --disable-pip-version-check --quiet "$WHEEL"
 
 mkdir -p "$(dirname "$RUNCTL_AGENT_LOG")"
 {
