@@ -137,3 +137,50 @@ def test_train_refusals(aws_env, project, instance, s3_bucket):
     boto3.client("ec2", region_name="us-east-1").stop_instances(InstanceIds=[instance])
     stopped = runctl(aws_env, project, "aws", "train", instance, "fail.py")
     assert stopped.returncode == 3 and "stop" in stopped.stderr
+
+
+def test_aws_run_launches_trains_and_terminates(aws_env, project, s3_bucket, tmp_path, straight_weights):
+    """aws run against moto, with this test playing the fake cloud: it starts a resident agent
+    for the instance aws run launches (found by its runctl:job tag)."""
+    import boto3
+
+    text = (project / ".runctl.toml").read_text().replace('region = "us-east-1"\n',
+                                                             'region = "us-east-1"\nami = "ami-0123456789abcdef0"\n')
+    (project / ".runctl.toml").write_text(text)
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    cli = subprocess.Popen([sys.executable, "-m", "runctl", "workflow", "train", "training/train.py", "--job-id",
+                            "wf", "--on-demand", "--timeout", "60", "--", "--steps", "200"], cwd=project, env=aws_env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    agent = None
+    try:
+        deadline = time.monotonic() + 60
+        instance = None
+        while instance is None and time.monotonic() < deadline and cli.poll() is None:
+            found = ec2.describe_instances(Filters=[{"Name": "tag:runctl:job", "Values": ["wf"]},
+                                                    {"Name": "instance-state-name", "Values": ["running"]}])
+            ids = [i["InstanceId"] for r in found["Reservations"] for i in r["Instances"]]
+            instance = ids[0] if ids else None
+            time.sleep(0.2)
+        assert instance is not None, cli.communicate(timeout=10)
+        data = ec2.describe_instance_attribute(InstanceId=instance, Attribute="userData")["UserData"]["Value"]
+        from base64 import b64decode
+
+        from runctl.backends.aws.bootstrap import agent_command_from_user_data
+
+        argv = agent_command_from_user_data(b64decode(data).decode(), python=sys.executable)
+        log = open(tmp_path / "wf-agent.log", "ab")
+        agent = subprocess.Popen([*argv, "--instance-id", instance, "--no-spot-notices", "--poll-interval", "0.2"],
+                                 env={**aws_env, "RUNCTL_HOME": str(tmp_path / "wf-home")}, cwd=tmp_path,
+                                 stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        out, err = cli.communicate(timeout=90)
+    finally:
+        for proc in (cli, agent):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert cli.returncode == 0, err
+    final = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    assert final["weights_sha256"] == straight_weights(200)
+    assert f"launched {instance} for job wf" in err and f"terminated {instance}" in err
+    state = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    assert state in ("shutting-down", "terminated")

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "processes": ("runctl.cli.aws.processes:processes", "List the processes (and GPUs) on an instance via SSM."),
     "train": ("runctl.cli.aws.train:train", "Run a script on an instance's runctl agent, with the project's code."),
     "logs": ("runctl.cli.aws.logs:logs", "Print (or follow) the output of a job on AWS, by job or instance."),
+    "run": ("runctl.cli.aws.run:run", "Launch an instance, train a script on it, terminate it."),
 }
 
 

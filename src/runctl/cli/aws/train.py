@@ -92,15 +92,17 @@ class SentJob:
 
 
 def send_job(app, job_store, instance_id: str, script: str, args: tuple[str, ...], *, job_id: str | None = None,
-             sync_code: bool = True, includes: tuple[str, ...] = ()) -> SentJob:
+             sync_code: bool = True, includes: tuple[str, ...] = (),
+             prepared: tuple[tuple[str, ...], str | None] | None = None) -> SentJob:
     """Upload the code, write job.json and the instance's assignment (the instance is
-    known to run). The settings come from the configuration, as for ``runctl run``."""
+    known to run). The settings come from the configuration, as for ``runctl run``.
+    ``prepared``: ``prepare_code``'s result when the code was uploaded already."""
     from runctl.agent.assignment import remote_spec, submit_job
     from runctl.agent.status import read_status
 
-    job_id = _job_id(job_store, job_id, script, args)
+    job_id = resolve_job_id(job_store, job_id, script, args)
     _refuse_busy(job_store, instance_id, job_id)
-    command, tree = _command_and_code(app, job_store, script, args, sync_code, includes)
+    command, tree = prepared or prepare_code(app, job_store, script, args, sync_code, includes)
     config = app.config
     signal_name = config.local.stop_signal.upper()
     spec = remote_spec(
@@ -163,7 +165,7 @@ def _describe_running(instance_id: str, region: str) -> None:
         raise CloudError(f"instance {instance_id} is {state}, not running")
 
 
-def _job_id(store, explicit: str | None, script: str, args: tuple[str, ...]) -> str:
+def resolve_job_id(store, explicit: str | None, script: str, args: tuple[str, ...]) -> str:
     from runctl.agent.status import read_status
     from runctl.store.layout import JOB_ID_PATTERN
 
@@ -201,7 +203,7 @@ def _refuse_busy(store, instance_id: str, job_id: str) -> None:
                          "stop it or use another --job-id")
 
 
-def _command_and_code(app, store, script: str, args: tuple[str, ...], sync_code: bool,
+def prepare_code(app, store, script: str, args: tuple[str, ...], sync_code: bool,
                       includes: tuple[str, ...]) -> tuple[tuple[str, ...], str | None]:
     """The job's argv (relative to the project root) and its uploaded code tree's id."""
     root = Path.cwd()

@@ -1,0 +1,106 @@
+"""runctl aws run SCRIPT: launch an instance, train on it, terminate it (the one-command way).
+
+``runctl aws create --wait`` (for this job), then ``runctl aws train ... --wait``, then
+``runctl aws terminate`` unless ``--keep``; the instance is terminated also when the job
+fails, the wait times out or Ctrl-C stops it. Exit code: the job's (0, 1, 130).
+"""
+
+from __future__ import annotations
+
+import click
+
+from runctl.cli._args import script_args, script_command
+from runctl.cli._context import output_option, pass_app
+from runctl.cli._output import Output
+from runctl.errors import EXIT_JOB_FAILED, RunctlError
+
+
+class _IdCatcher(Output):
+    """An Output that keeps the lines a command prints (``aws create --output instance-id``
+    prints the bare id) and passes notes through."""
+
+    def __init__(self, inner: Output) -> None:
+        super().__init__(inner.format, inner.verbose)
+        self._inner = inner
+        self.lines: list[str] = []
+
+    def line(self, message: str = "") -> None:
+        self.lines.append(message)
+
+    def note(self, message: str) -> None:
+        self._inner.note(message)
+
+
+def create_instance(ctx: click.Context, app, *, job_id: str, store_url: str, region: str | None,
+                    instance_type: str | None, spot: bool | None) -> str:
+    """``runctl aws create --wait`` for the job; returns the instance id."""
+    from runctl.cli.aws.create import create
+
+    real, app.output = app.output, _IdCatcher(app.output)
+    try:
+        ctx.invoke(create, instance_type=instance_type, spot=spot, job=job_id, store=store_url, wait=True,
+                   output_format="instance-id", region=region)
+        catcher = app.output
+    finally:
+        app.output = real
+    instance_id = catcher.lines[-1].strip() if catcher.lines else ""
+    if not instance_id.startswith("i-"):
+        raise RunctlError(f"aws create returned no instance id ({catcher.lines!r})")
+    return instance_id
+
+
+@script_command(name="run", short_help="Launch an instance, train SCRIPT on it, terminate it.")
+@click.option("--instance-type", "-t", metavar="TYPE", help="Instance type (default: [aws] default_instance_type).")
+@click.option("--spot/--on-demand", default=None, help="Market (default: [aws] use_spot).")
+@click.option("--sync-code/--no-sync-code", default=True, show_default=True,
+              help="Upload the project folder (honouring .gitignore and .runctlignore) for the job.")
+@click.option("--include", "includes", multiple=True, metavar="PATTERN",
+              help="Also upload files an ignore file leaves out (gitignore syntax); repeatable.")
+@click.option("--job-id", help="Name of the job (default: derived from the script and its arguments).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
+              help="Give up waiting for the job after S seconds (exit 1).")
+@click.option("--keep", is_flag=True, help="Leave the instance running afterwards.")
+@click.option("--store", metavar="URL",
+              help="Job store (default: an s3:// [checkpoint] store, else s3://<[aws] s3_bucket>/runctl).")
+@click.option("--region", metavar="REGION", help="AWS region (default: [aws] region / AWS_REGION).")
+@output_option
+@pass_app
+@click.pass_context
+def run(ctx, app, script, instance_type, spot, sync_code, includes, job_id, timeout, keep, store, region):
+    """Launch an instance, run SCRIPT on it with the project's code, then terminate it.
+
+    \b
+    Its arguments go after --:
+        runctl aws run training/train.py -t g5.xlarge -- --steps 5000
+    """
+    from runctl.cli.aws.train import aws_store_url, prepare_code, resolve_job_id, send_job, wait_and_report
+    from runctl.store import open_store
+
+    args = script_args()
+    job_store = open_store(aws_store_url(app, store))
+    job_id = resolve_job_id(job_store, job_id, script, args)
+    prepared = prepare_code(app, job_store, script, args, sync_code, includes)  # before paying for an instance
+    instance_id = create_instance(ctx, app, job_id=job_id, store_url=job_store.url, region=region,
+                                  instance_type=instance_type, spot=spot)
+    app.output.note(f"runctl: launched {instance_id} for job {job_id}")
+    code = EXIT_JOB_FAILED
+    try:
+        sent = send_job(app, job_store, instance_id, script, args, job_id=job_id, prepared=prepared)
+        code = wait_and_report(app, job_store, sent, timeout=timeout)
+    finally:
+        _finish(app, instance_id, region, keep)
+    ctx.exit(code)
+
+
+def _finish(app, instance_id: str, region: str | None, keep: bool) -> None:
+    if keep:
+        app.output.note(f"runctl: kept {instance_id}; terminate it with: runctl aws terminate {instance_id}")
+        return
+    from runctl.cli.aws._shared import ec2
+
+    try:
+        ec2(app, region).terminate(instance_id)
+        app.output.note(f"runctl: terminated {instance_id}")
+    except RunctlError as exc:
+        app.output.error(f"could not terminate {instance_id}: {exc}; terminate it with: "
+                         f"runctl aws terminate {instance_id}")
