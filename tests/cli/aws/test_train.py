@@ -184,3 +184,28 @@ def test_aws_run_launches_trains_and_terminates(aws_env, project, s3_bucket, tmp
     assert f"launched {instance} for job wf" in err and f"terminated {instance}" in err
     state = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["State"]["Name"]
     assert state in ("shutting-down", "terminated")
+
+
+def test_following_gives_up_on_an_agent_that_never_reports_stops_beating_or_is_reassigned(local_store):
+    from runctl.agent.assignment import assign_job
+    from runctl.cli._context import App
+    from runctl.cli.aws.train import follow_job
+    from runctl.store.layout import instance_agent_key
+
+    sent = assign_job(local_store, "i-x", "j")
+    now = [0.0]
+
+    def follow(**kwargs):
+        return follow_job(App(), local_store, "i-x", "j", sent.assignment_id, 0, clock=lambda: now[0],
+                          sleep=lambda s: now.__setitem__(0, now[0] + s), **kwargs)
+
+    state, message = follow(boot_timeout=10)
+    assert state == "lost" and "never reported in 10s" in message
+    state, message = follow(timeout=5)
+    assert state == "timed-out" and "runctl aws logs j -f" in message
+    local_store.write(instance_agent_key("i-x"), json.dumps({"heartbeat": time.time() - 300}).encode())
+    state, message = follow()
+    assert state == "lost" and "stopped beating" in message and "--job-id j" in message
+    assign_job(local_store, "i-x", "other")
+    state, message = follow()
+    assert state == "failed" and "replaced" in message

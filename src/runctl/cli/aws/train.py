@@ -24,6 +24,7 @@ from runctl.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, UsageError
 EXIT_BY_STATE = {"completed": 0, "stopped": EXIT_INTERRUPTED}
 FINAL_STATES = frozenset({"completed", "failed", "stopped", "interrupted"})
 AGENT_STALE_AFTER_S = 60.0  # the agent beats every 5 s
+BOOT_TIMEOUT_S = 900.0  # from launch to the agent's first beat: Python, venv, pip install
 
 
 def train_command(**kwargs):
@@ -256,20 +257,21 @@ def _note_agent(app, store, instance_id: str) -> None:
 
 # -- following a job ----------------------------------------------------------------------
 def follow_job(app, store, instance_id: str, job_id: str, assignment_id: str, first_attempt: int, *,
-               timeout: float | None = None, poll: float = 1.0, clock=time.monotonic,
-               sleep=time.sleep) -> tuple[str, str]:
+               timeout: float | None = None, boot_timeout: float = BOOT_TIMEOUT_S, poll: float = 1.0,
+               clock=time.monotonic, sleep=time.sleep) -> tuple[str, str]:
     """Print the job's new output until the agent finishes our assignment; (state, message).
 
     The state is the job's final state ("completed", "failed", "stopped", "interrupted"),
     "failed" with a message when the agent could not run it, "lost" when the agent stopped
-    beating, "timed-out" after ``timeout`` seconds.
+    beating or never reported within ``boot_timeout`` seconds, "timed-out" after ``timeout``.
     """
     from runctl.agent.assignment import read_agent_record, read_assignment
     from runctl.agent.logs import attempts_with_logs, log_chunks
 
     sink = sys.stderr.buffer if app.output.is_json else sys.stdout.buffer
     shown: set[str] = set()
-    deadline = clock() + timeout if timeout else None
+    started = clock()
+    deadline = started + timeout if timeout else None
 
     def show_new() -> None:
         for number in attempts_with_logs(store, job_id):
@@ -292,6 +294,9 @@ def follow_job(app, store, instance_id: str, job_id: str, assignment_id: str, fi
         if assignment.state == "failed":
             return "failed", f"the agent on {instance_id} could not run it: {assignment.message}"
         record = read_agent_record(store, instance_id)
+        if record is None and clock() - started > boot_timeout:
+            return "lost", (f"the agent on {instance_id} never reported in {boot_timeout:.0f}s: its bootstrap "
+                            "may have failed (see /var/log/cloud-init-output.log there, e.g. with runctl aws exec)")
         if record is not None and time.time() - float(record.get("heartbeat") or 0) > AGENT_STALE_AFTER_S:
             return "lost", (f"the agent on {instance_id} stopped beating (the instance may be gone); "
                               f"resume the job with runctl aws train NEW_INSTANCE ... --job-id {job_id}")
