@@ -67,10 +67,14 @@ def test_same_request_same_token_whatever_the_creation_time():
     assert launch_template_request(SPEC)["ClientToken"] == launch_template_request(later)["ClientToken"]
     assert launch_template_request(SPEC)["LaunchTemplateName"] == launch_template_request(later)["LaunchTemplateName"]
     # ...and a different launch gets another token.
-    others = [dataclasses.replace(SPEC, idempotency_key="k2"), dataclasses.replace(SPEC, user_data="other"),
+    others = [dataclasses.replace(SPEC, idempotency_key="k2"), dataclasses.replace(SPEC, spot=False),
               dataclasses.replace(SPEC, job="train-2")]
     tokens = {launch_request(s, "g5.xlarge")["ClientToken"] for s in [SPEC, *others]}
     assert len(tokens) == 4
+    # The user data is left out: a rerun presigns its wheel URL anew.
+    fresh_url = dataclasses.replace(SPEC, user_data="#!/bin/bash\ncurl 'https://b.s3/w.whl?X-Amz-Date=2'\n")
+    assert launch_request(fresh_url, "g5.xlarge")["ClientToken"] == launch_request(SPEC, "g5.xlarge")["ClientToken"]
+    assert launch_template_request(fresh_url)["LaunchTemplateName"] == launch_template_request(SPEC)["LaunchTemplateName"]
     assert launch_request(SPEC, "g4dn.xlarge")["ClientToken"] != launch_request(SPEC, "g5.xlarge")["ClientToken"]
     assert client_token({"a": 1, "ClientToken": "x"}) == client_token({"a": 1})
 

@@ -5,7 +5,8 @@ Every launch asks for IMDSv2 only (``HttpTokens=required``) with a hop limit of 
 container on the instance can still read the metadata service), tags the instance and its
 volumes with the four runctl tags plus ``Name``, and carries a deterministic ``ClientToken``:
 the same request with the same ``idempotency_key`` gives the same token, so a retried launch
-does not start a second instance. The ``runctl:created`` time is left out of the token.
+does not start a second instance. The ``runctl:created`` time and the user data (its wheel
+URL is presigned anew on every run) are left out of the token.
 
 Spot launches are one-time requests whose instances terminate on interruption (and on a
 shutdown from inside). CreateFleet takes no spot options in its launch template, so they go
@@ -198,9 +199,18 @@ def fleet_request(spec: LaunchSpec, launch_template_id: str, instance_types: tup
     return request
 
 
+def _without_user_data(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_user_data(v) for k, v in value.items() if k != "UserData"}
+    if isinstance(value, list):
+        return [_without_user_data(v) for v in value]
+    return value
+
+
 def client_token(request: dict[str, Any], idempotency_key: str = "") -> str:
-    """A ClientToken (<= 64 ASCII chars) from the request without its token and creation time."""
-    stripped = {k: v for k, v in request.items() if k != "ClientToken"}
+    """A ClientToken (<= 64 ASCII chars) from the request without its token, its creation time
+    and its user data (which carries a freshly presigned URL each time it is made)."""
+    stripped = _without_user_data({k: v for k, v in request.items() if k != "ClientToken"})
     text = json.dumps(stripped, sort_keys=True, default=str)
     created = re.escape(json.dumps(TAG_CREATED))
     text = re.sub(created + r', "Value": "[^"]*"', json.dumps(TAG_CREATED) + ', "Value": ""', text)

@@ -173,3 +173,8 @@ def _pool_error(error: dict, default_type: str) -> PoolError:
     overrides = error.get("LaunchTemplateAndOverrides", {}).get("Overrides", {})
     return PoolError(overrides.get("InstanceType", default_type), overrides.get("SubnetId"),
                      str(error.get("ErrorCode", "")), str(error.get("ErrorMessage", "")))
+
+
+def create_instance(client, spec: LaunchSpec, *, region: str = "") -> InstanceInfo:
+    """Launch one instance for ``spec`` (see ``Provisioner``)."""
+    return Provisioner(client, region=region).create_instance(spec)
