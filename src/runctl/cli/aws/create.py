@@ -112,6 +112,9 @@ def create(app, instance_type, spot, fallback_types, subnet_ids, ami, job, name,
     if url:
         job_store = open_store(url, session=session.session)
         job_store.list_dirs("")  # a missing bucket fails here, with the store's message
+    if job_store is not None and not config.iam_instance_profile:
+        app.output.note("no [aws] iam_instance_profile: the agent on the instance cannot reach the store "
+                        "(runctl aws setup makes a profile and records it)")
     image = ami or config.ami or default_image(session, all_types[0])
     spec = LaunchSpec(
         image_id=image, instance_types=all_types, spot=config.use_spot if spot is None else spot,
