@@ -405,7 +405,7 @@ work, kind = Path(sys.argv[1]), sys.argv[2]
 failures = [0]
 
 
-class FlakyStore(LocalStore):  # the first write of status.json after the notice fails
+class FlakyStore(LocalStore):  # every try of the first status.json write after the notice fails
     def write(self, key, data, **kw):
         if key.endswith("status.json") and failures[0]:
             failures[0] -= 1
@@ -423,7 +423,7 @@ class OneNotice:
         if self.started is None or self.sent or now - self.started < 1.0:
             return None
         self.sent = now
-        failures[0] = 1
+        failures[0] = 3  # StatusBook retries a write three times
         if kind == "spot":
             return InterruptionNotice("spot", "terminate", now, now + 120, "spot instance-action terminate")
         return InterruptionNotice("rebalance", "rebalance", now, None, "rebalance recommendation")
