@@ -97,6 +97,7 @@ class FakeCloud:
     def start(self) -> FakeCloud:
         from moto.server import ThreadedMotoServer
 
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
         port = _free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._server.start()
@@ -194,6 +195,9 @@ class FakeCloud:
             argv = []
         if argv:
             argv = [sys.executable, *argv[1:]]  # this machine's interpreter, with runctl installed
+            if described.get("InstanceLifecycle") == "spot":
+                # Firmware checks cannot tell this machine is "on EC2": say so to the agent.
+                argv.append("--spot-notices")
             store_url = _option(argv, "--store")
             env = {**os.environ, **self.env, "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.endpoint,
                    "RUNCTL_HOME": str(home)}

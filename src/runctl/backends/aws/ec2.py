@@ -183,19 +183,27 @@ class Ec2:
         info = self._own(instance_id, "terminate")
         if info.state == "terminated":
             return info
-        with translate(f"terminate {instance_id}", instance_id=instance_id, region=self.region,
-                       permission="ec2:TerminateInstances"):
-            self.client.terminate_instances(InstanceIds=[instance_id])
+        self._terminate([instance_id])
         return self.describe(instance_id)
 
     def terminate_tagged(self, *, job: str | None = None, dry_run: bool = False) -> list[InstanceInfo]:
         """Terminate every live instance runctl launched (of ``job`` when given); returns them."""
         doomed = self.list_tagged(job=job, states=("pending", "running", "stopping", "stopped"))
         if doomed and not dry_run:
-            ids = [i.instance_id for i in doomed]
-            with translate(f"terminate {', '.join(ids)}", region=self.region, permission="ec2:TerminateInstances"):
-                self.client.terminate_instances(InstanceIds=ids)
+            self._terminate([i.instance_id for i in doomed])
         return doomed
+
+    def _terminate(self, ids: list[str]) -> None:
+        """Cancel the instances' spot requests first (a persistent request would launch a
+        replacement, and an open one is left behind), then terminate them."""
+        with translate(f"terminate {', '.join(ids)}", region=self.region,
+                       permission="ec2:CancelSpotInstanceRequests and ec2:TerminateInstances"):
+            found = self.client.describe_spot_instance_requests(
+                Filters=[{"Name": "instance-id", "Values": ids}])["SpotInstanceRequests"]
+            requests = [r["SpotInstanceRequestId"] for r in found if r.get("State") in ("open", "active")]
+            if requests:
+                self.client.cancel_spot_instance_requests(SpotInstanceRequestIds=requests)
+            self.client.terminate_instances(InstanceIds=ids)
 
     # -- facts for a launch ----------------------------------------------------------
     def check_instance_types(self, names: list[str] | tuple[str, ...]) -> None:

@@ -43,6 +43,7 @@ def list_resources(client, region: str, *, job: str | None = None) -> list[Resou
     for info in Ec2(client, region=region).list_tagged(job=job):
         found.append(Resource("instance", info.instance_id, region, info.state, info.tags.get(TAG_CREATED, ""),
                               info.job_id, f"{info.instance_type} {info.lifecycle} {info.az}", info.tags))
+    live = {r.id for r in found}
     with translate("list runctl's launch templates", region=region, permission="ec2:DescribeLaunchTemplates"):
         pages = client.get_paginator("describe_launch_templates").paginate(
             Filters=[{"Name": "tag-key", "Values": [TAG_CREATED]}])
@@ -62,6 +63,8 @@ def list_resources(client, region: str, *, job: str | None = None) -> list[Resou
                 if job is not None and tags.get(TAG_JOB) != job:
                     continue
                 ids = [i for group in fleet.get("Instances", ()) for i in group.get("InstanceIds", ())]
+                if fleet.get("Type") == "instant" and not live & set(ids):
+                    continue  # an instant fleet launches nothing more: only its instances count
                 found.append(Resource("fleet", fleet["FleetId"], region, fleet.get("FleetState", ""),
                                       tags.get(TAG_CREATED, ""), tags.get(TAG_JOB, ""),
                                       f"{fleet.get('Type', '')} fleet of {', '.join(ids) or 'no instance'}",
