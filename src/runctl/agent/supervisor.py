@@ -209,7 +209,6 @@ class Agent:
         stop_signal = signal.Signals[self.spec.stop_signal]
         while (code := tree.poll()) is None:
             now = self._clock()
-            progress.read()
             for source in self.sources:
                 incoming = source.poll(now)
                 if incoming is None:
@@ -261,6 +260,7 @@ class Agent:
         assert self.book is not None
         try:
             shipper.ship()
+            progress.read()
             self.book.update_attempt(first_step=progress.first_step, last_step=progress.last_step)
             troubles = [h.describe() for h in (getattr(s, "health", None) for s in self.sources)
                         if h is not None and not h.reachable]
