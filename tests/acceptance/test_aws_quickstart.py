@@ -42,9 +42,8 @@ def project(tmp_path):
 
 
 def runctl(cloud: FakeCloud, project: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    ami = cloud.client("ec2").describe_images()["Images"][0]["ImageId"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCTL_", "TRAINCTL_", "AWS_"))}
-    env.update(cloud.env, XDG_CONFIG_HOME=str(project.parent / "xdg"), RUNCTL_AWS_AMI=ami)
+    env.update(cloud.env, XDG_CONFIG_HOME=str(project.parent / "xdg"))
     return subprocess.run([sys.executable, "-m", "runctl", *args], cwd=project, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

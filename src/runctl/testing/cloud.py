@@ -92,6 +92,7 @@ class FakeCloud:
         self._watcher: threading.Thread | None = None
         self._timers: list[threading.Timer] = []
         self.endpoint = ""
+        self.image_id = ""
 
     # -- life cycle ------------------------------------------------------------------
     def start(self) -> FakeCloud:
@@ -105,6 +106,8 @@ class FakeCloud:
         # moto keeps its state per process: start from an empty cloud.
         urllib.request.urlopen(urllib.request.Request(self.endpoint + "/moto-api/reset", method="POST")).close()
         self.client("s3").create_bucket(Bucket=self.bucket)
+        # moto's AMIs are not the public ones runctl looks up by SSM parameter: name one.
+        self.image_id = self.client("ec2").describe_images()["Images"][0]["ImageId"]
         self._watcher = threading.Thread(target=self._watch, name="fake-cloud-watcher", daemon=True)
         self._watcher.start()
         return self
@@ -143,6 +146,7 @@ class FakeCloud:
             "AWS_EC2_METADATA_DISABLED": "true",  # this machine is no instance
             "RUNCTL_AWS_REGION": self.region,
             "RUNCTL_AWS_S3_BUCKET": self.bucket,
+            "RUNCTL_AWS_AMI": self.image_id,
         }
 
     def session(self):
@@ -330,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fake-cloud: AWS endpoint {cloud.endpoint}, bucket {cloud.bucket}, files in {workdir}",
               file=sys.stderr, flush=True)
         started = time.time()
-        proc = subprocess.Popen(command, env={**os.environ, **cloud.env})
+        # The command finds the runctl installed beside this interpreter first.
+        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        proc = subprocess.Popen(command, env={**os.environ, **cloud.env, "PATH": path})
         for at in parse_rehearse_at(args.interrupt_after) if args.interrupt_after else []:
             timer = threading.Timer(max(0.0, started + at - time.time()), lambda: _report(cloud.interrupt()))
             timer.daemon = True
