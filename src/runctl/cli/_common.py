@@ -54,3 +54,26 @@ def require_job(store, job_id: str):
     if status is None:
         raise UsageError(f"no job {job_id!r} in {store.url}; `runctl jobs` lists the jobs there")
     return status
+
+
+def resolve_job_id(store, explicit: str | None, script: str, args: tuple[str, ...]) -> str:
+    """``--job-id`` when given (refused when that job already completed); else the id
+    derived from the script and its arguments, or its next free '-N' variant when the job
+    of that id already completed."""
+    from runctl.agent.status import read_status
+    from runctl.store.layout import JOB_ID_PATTERN
+
+    if explicit is not None:
+        if not JOB_ID_PATTERN.match(explicit):
+            raise UsageError(f"invalid --job-id {explicit!r}: use letters, digits, '.', '_' and '-' (at most 128)")
+        status = read_status(store, explicit)
+        if status is not None and status.state == "completed":
+            raise UsageError(f"job {explicit} already completed; give a new --job-id to run it again")
+        return explicit
+    base = derived_job_id(script, args, Path.cwd())
+    for n in range(1, 10_000):
+        candidate = base if n == 1 else f"{base}-{n}"
+        status = read_status(store, candidate)
+        if status is None or status.state != "completed":
+            return candidate
+    raise UsageError(f"too many completed runs of {base}; give a --job-id")

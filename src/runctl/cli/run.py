@@ -54,7 +54,6 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
     from runctl.agent.workspace import ensure_writable
     from runctl.interruptions.rehearsal import parse_rehearse_at, plan_offsets
     from runctl.models import JobSpec
-    from runctl.store.layout import JOB_ID_PATTERN
 
     config = app.config
     args = script_args()
@@ -63,10 +62,7 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
         rehearse = len(parse_rehearse_at(rehearse_at))
     offsets = plan_offsets(rehearse, parse_rehearse_at(rehearse_at) if rehearse_at else None, random.Random())
     job_store = _common.open_job_store(app, store)
-    if job_id is not None and not JOB_ID_PATTERN.match(job_id):
-        raise UsageError(f"invalid --job-id {job_id!r}: use letters, digits, '.', '_' and '-' (at most 128)")
-    job_id = job_id or _fresh_job_id(job_store, script, args)
-    _refuse_completed(job_store, job_id)
+    job_id = _common.resolve_job_id(job_store, job_id, script, args)
     folder = (checkpoint_dir or (Path(config.checkpoint.dir) if config.checkpoint.dir else
                                  _common.job_run_dir(job_id) / "checkpoints")).resolve()
     signal_name = (stop_signal or config.local.stop_signal).upper()
@@ -98,27 +94,6 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
     app.output.report({"job_id": job_id, "status": status, "rehearsal": report},
                       lambda: _render_outcome(app, status, report))
     click.get_current_context().exit(code)
-
-
-def _fresh_job_id(store, script: str, args) -> str:
-    """The derived id; or, when that job already completed, the next free '-N' variant."""
-    from runctl.agent.status import read_status
-
-    base = _common.derived_job_id(script, args, Path.cwd())
-    for n in range(1, 10_000):
-        candidate = base if n == 1 else f"{base}-{n}"
-        status = read_status(store, candidate)
-        if status is None or status.state != "completed":
-            return candidate
-    raise UsageError(f"too many completed runs of {base}; give a --job-id")
-
-
-def _refuse_completed(store, job_id: str) -> None:
-    from runctl.agent.status import read_status
-
-    status = read_status(store, job_id)
-    if status is not None and status.state == "completed":
-        raise UsageError(f"job {job_id} already completed; give a new --job-id to run it again")
 
 
 def _check_signal(name: str) -> None:

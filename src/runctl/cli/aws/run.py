@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import click
 
+from runctl.cli import _common
 from runctl.cli._args import script_args, script_command
 from runctl.cli._context import output_option, pass_app
 from runctl.cli._output import Output
@@ -73,12 +74,12 @@ def run(ctx, app, script, instance_type, spot, sync_code, includes, job_id, time
     Its arguments go after --:
         runctl aws run training/train.py -t g5.xlarge -- --steps 5000
     """
-    from runctl.cli.aws.train import aws_store_url, prepare_code, resolve_job_id, send_job, wait_and_report
+    from runctl.cli.aws.train import aws_store_url, prepare_code, send_job, wait_and_report
     from runctl.store import open_store
 
     args = script_args()
     job_store = open_store(aws_store_url(app, store))
-    job_id = resolve_job_id(job_store, job_id, script, args)
+    job_id = _common.resolve_job_id(job_store, job_id, script, args)
     prepared = prepare_code(app, job_store, script, args, sync_code, includes)  # before paying for an instance
     instance_id = create_instance(ctx, app, job_id=job_id, store_url=job_store.url, region=region,
                                   instance_type=instance_type, spot=spot)

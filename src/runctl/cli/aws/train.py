@@ -101,7 +101,7 @@ def send_job(app, job_store, instance_id: str, script: str, args: tuple[str, ...
     from runctl.agent.assignment import remote_spec, submit_job
     from runctl.agent.status import read_status
 
-    job_id = resolve_job_id(job_store, job_id, script, args)
+    job_id = _common.resolve_job_id(job_store, job_id, script, args)
     _refuse_busy(job_store, instance_id, job_id)
     command, tree = prepared or prepare_code(app, job_store, script, args, sync_code, includes)
     config = app.config
@@ -164,26 +164,6 @@ def _describe_running(instance_id: str, region: str) -> None:
     state = found[0].get("State", {}).get("Name", "unknown")
     if state != "running":
         raise CloudError(f"instance {instance_id} is {state}, not running")
-
-
-def resolve_job_id(store, explicit: str | None, script: str, args: tuple[str, ...]) -> str:
-    from runctl.agent.status import read_status
-    from runctl.store.layout import JOB_ID_PATTERN
-
-    if explicit is not None:
-        if not JOB_ID_PATTERN.match(explicit):
-            raise UsageError(f"invalid --job-id {explicit!r}: use letters, digits, '.', '_' and '-' (at most 128)")
-        status = read_status(store, explicit)
-        if status is not None and status.state == "completed":
-            raise UsageError(f"job {explicit} already completed; give a new --job-id to run it again")
-        return explicit
-    base = _common.derived_job_id(script, args, Path.cwd())
-    for n in range(1, 10_000):
-        candidate = base if n == 1 else f"{base}-{n}"
-        status = read_status(store, candidate)
-        if status is None or status.state != "completed":
-            return candidate
-    raise UsageError(f"too many completed runs of {base}; give a --job-id")
 
 
 def _refuse_busy(store, instance_id: str, job_id: str) -> None:
