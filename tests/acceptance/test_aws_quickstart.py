@@ -63,11 +63,18 @@ def test_quick_start(cloud, project, straight_weights):
 
     # The checkpoints are in the emulated S3, as a complete snapshot holding the last step.
     store = open_store(f"s3://{cloud.bucket}/runctl", session=cloud.session(), endpoint_url=cloud.endpoint)
-    (job_id,) = [j for j in store.list_dirs("jobs/")]
+    (job_id,) = store.list_dirs("jobs/")
     latest = Snapshots(store, layout.checkpoints_prefix(job_id)).latest()
     assert latest is not None and f"ckpt-{STEPS:06d}.json" in {f.path for f in latest.files}
     status = json.loads(store.read(layout.status_key(job_id)).data)
     assert status["state"] == "completed" and status["attempts"][-1]["instance_id"] == instance_id
+
+    # A second run after changing one file uploads that file only.
+    (project / "README.md").write_text("a user's project, edited\n")
+    again = runctl(cloud, project, "aws", "train", instance_id, "training/train.py", "--job-id", "again", "--wait",
+                   "--", "--steps", "200")
+    assert again.returncode == 0, again.stderr
+    assert "uploaded 1 of 2 files" in again.stderr, again.stderr
 
     terminated = runctl(cloud, project, "aws", "terminate", instance_id)
     assert terminated.returncode == 0, terminated.stderr
