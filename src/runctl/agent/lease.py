@@ -3,6 +3,10 @@
 A lease names its holder and an expiry. It can be taken when there is none, when it was
 released, when it expired, or when its holder is a dead process on this very host (an
 agent killed with SIGKILL need not make the next run wait for the expiry).
+
+``wait_acquire`` polls instead of failing while a live holder has it: the agent on a
+replacement instance waits so for the dying one's final upload. ``may_take_over(record)``
+lets the caller say a holder is as good as gone (its machine's notice deadline passed).
 """
 
 from __future__ import annotations
@@ -52,8 +56,9 @@ class Lease:
         record = LeaseRecord(self.holder, self.host, os.getpid(), self._clock() + self.ttl, released)
         return json.dumps(record.__dict__).encode()
 
-    def acquire(self) -> None:
-        """Take the lease or raise UsageError naming who holds it."""
+    def acquire(self, may_take_over: Callable[[LeaseRecord], bool] | None = None) -> None:
+        """Take the lease or raise UsageError naming who holds it. Taking it again under the
+        same holder (this object) renews it."""
         try:
             blob = self._store.read(self._key)
         except NotFoundError:
@@ -63,7 +68,9 @@ class Lease:
                 self._etag = self._store.write(self._key, self._record(), if_none_match=True)
                 return
             current = LeaseRecord(**json.loads(blob.data))
-            if not holder_is_gone(current, self._clock(), self.host):
+            ours = current.holder == self.holder and not current.released
+            if not (ours or holder_is_gone(current, self._clock(), self.host)
+                    or (may_take_over is not None and may_take_over(current))):
                 raise UsageError(
                     f"job {self.job_id} is already running (agent {current.holder}); "
                     "wait for it, stop it, or use another --job-id"
@@ -71,6 +78,26 @@ class Lease:
             self._etag = self._store.write(self._key, self._record(), if_match=blob.etag)
         except PreconditionFailed as exc:
             raise UsageError(f"job {self.job_id} was just taken by another agent; use another --job-id") from exc
+
+    def wait_acquire(self, timeout: float, *, poll: float = 0.5,
+                     may_take_over: Callable[[LeaseRecord], bool] | None = None,
+                     give_up: Callable[[], str | None] = lambda: None,
+                     sleep: Callable[[float], None] = time.sleep) -> float:
+        """Take the lease, waiting (polling every ``poll`` s) while a live holder has it, at
+        most ``timeout`` s (then UsageError). ``give_up()`` returning a reason stops the wait
+        (UsageError with it). Returns the seconds waited."""
+        started = self._clock()
+        while True:
+            try:
+                self.acquire(may_take_over)
+                return self._clock() - started
+            except UsageError as exc:
+                reason = give_up()
+                if reason:
+                    raise UsageError(f"job {self.job_id}: stopped waiting for its lease: {reason}") from exc
+                if self._clock() - started >= timeout:
+                    raise UsageError(f"{exc} (waited {timeout:g}s for it)") from exc
+                sleep(poll)
 
     def renew(self) -> None:
         if self._etag is not None:

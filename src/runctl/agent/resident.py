@@ -14,6 +14,10 @@ polls ``instances/<id>/assignment.json`` every ~1 s, and for an assigned job:
    logs and status to the store, the EC2 metadata service watched on spot;
 4. marks the assignment done (or failed, with why) and goes back to waiting.
 
+A job whose lease another agent holds (the dying instance of a spot reclaim, still making
+its final snapshot durable) is waited for, not refused: see ``_wait_for_lease``. A job
+cancelled in the store (``runctl aws cancel``) is not started, and a running one is stopped.
+
 ``<home>`` is ``RUNCTL_HOME``, else /var/lib/runctl (root) or ~/.cache/runctl. The instance
 id, region, type and AZ come from the metadata service (``AWS_EC2_METADATA_SERVICE_ENDPOINT``
 moves it) unless given. SIGTERM or Ctrl-C: a running job is stopped as the agent stops it
@@ -47,12 +51,16 @@ from runctl.agent.assignment import (
 from runctl.errors import NotFoundError, PreconditionFailed, RunctlError, UsageError
 from runctl.interruptions.signals import SignalSource
 from runctl.models import JobSpec
+from runctl.resume.records import cancelled
 from runctl.store import layout
 
 log = logging.getLogger(__name__)
 
 HOME_ENV = "RUNCTL_HOME"
 SPOT_NOTICES_ENV = "RUNCTL_SPOT_NOTICES"
+#: How long an agent waits for a job's lease held by another agent (a dead holder's lease
+#: expires within its 60 s TTL; a reclaimed machine's at its notice deadline).
+LEASE_WAIT_S = 300.0
 _IMDS_PATHS = {
     "instance_id": "/latest/meta-data/instance-id",
     "instance_type": "/latest/meta-data/instance-type",
@@ -267,6 +275,9 @@ class ResidentAgent:
         if previous is not None and previous.state == "completed":
             log.info("job %s already completed; nothing to run", job_id)
             return "completed"
+        if cancelled(self.store, job_id):
+            log.info("job %s was cancelled; not running it", job_id)
+            return "stopped"
         job_home = self.home / "jobs" / job_id
         if spec.code_tree:
             workdir = materialize(self.store, spec.code_tree, self.home / "code")
@@ -281,14 +292,89 @@ class ResidentAgent:
             for source in sources:
                 source.close()
             raise UsageError(f"the agent is stopping; job {job_id} was not started")
+        sources.append(CancelSource(self.store, job_id))
         options = AgentOptions(run_dir=job_home / "run", heartbeat_interval=self.heartbeat_interval,
                                attempt_labels=self.identity.attempt_labels())
         events = logging.getLogger("runctl.agent")
         agent = Agent(here, self.store, sources, options, events=lambda event: events.info("%s", event.message))
+        try:
+            agent.lease = self._wait_for_lease(job_id)
+        except RunctlError:
+            for source in sources:
+                source.close()
+            raise
+        settled = read_status(self.store, job_id)  # the agent we waited for may have finished it
+        if settled is not None and settled.state == "completed" or cancelled(self.store, job_id):
+            agent.lease.release()
+            for source in sources:
+                source.close()
+            log.info("job %s: %s while this agent waited for it", job_id,
+                     "completed" if settled is not None and settled.state == "completed" else "cancelled")
+            return "completed" if settled is not None and settled.state == "completed" else "stopped"
         log.info("job %s: running %s in %s", job_id, " ".join(here.command), workdir)
         status = agent.run()
         log.info("job %s: %s", job_id, status.state)
         return status.state
+
+
+    def _wait_for_lease(self, job_id: str):
+        """The job's lease, waited for while another agent holds it: the agent on a reclaimed
+        machine releases it once its final snapshot is durable; past the notice deadline
+        recorded in status.json its machine is gone, and the lease is taken over."""
+        from runctl.agent.lease import Lease
+        from runctl.agent.status import read_status
+
+        lease = Lease(self.store, job_id, clock=self._clock)
+
+        def deadline_passed(_record) -> bool:
+            status = read_status(self.store, job_id)
+            notice = (status.notice or {}) if status is not None else {}
+            last = status.attempts[-1] if status is not None and status.attempts else None
+            return (notice.get("deadline") is not None and self._clock() >= float(notice["deadline"]) + 1.0
+                    and last is not None and last.instance_id != self.identity.instance_id)
+
+        def give_up() -> str | None:
+            if self.stop.is_set():
+                return "the agent is stopping"
+            return "the job was cancelled" if cancelled(self.store, job_id) else None
+
+        waited = lease.wait_acquire(LEASE_WAIT_S, poll=0.5, may_take_over=deadline_passed, give_up=give_up)
+        if waited > 0.5:
+            log.info("job %s: took its lease after waiting %.1fs for the previous agent", job_id, waited)
+        return lease
+
+
+class CancelSource:
+    """An interruption source that stops the job for good once ``runctl aws cancel`` marked it
+    cancelled in the store (looked at every ``interval`` seconds)."""
+
+    def __init__(self, store, job_id: str, interval: float = 1.0) -> None:
+        self._store, self._job_id, self._interval = store, job_id, interval
+        self._next = 0.0
+        self._fired = False
+
+    def attempt_started(self, attempt: int, now: float) -> None:
+        pass
+
+    def poll(self, now: float):
+        from runctl.models import InterruptionNotice
+
+        if self._fired or now < self._next:
+            return None
+        self._next = now + self._interval
+        try:
+            record = cancelled(self._store, self._job_id)
+        except RunctlError as exc:
+            log.debug("cannot read the cancel marker: %s", exc)
+            return None
+        if record is None:
+            return None
+        self._fired = True
+        return InterruptionNotice("user", "stop-job", now, detail=f"cancelled by {record.get('by', 'runctl')}",
+                                  restartable=False)
+
+    def close(self) -> None:
+        pass
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
