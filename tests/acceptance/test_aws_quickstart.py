@@ -9,53 +9,21 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
 
 from runctl.store import layout, open_store
 from runctl.store.snapshots import Snapshots
-from runctl.testing.cloud import FakeCloud
 
-REPO = Path(__file__).resolve().parents[2]
 STEPS = 600
 
 
-@pytest.fixture
-def cloud(tmp_path):
-    with FakeCloud(tmp_path / "cloud", notice_deadline_s=3.0) as fake:
-        yield fake
-        assert fake.leftovers() == []
-
-
-@pytest.fixture
-def project(tmp_path):
-    folder = tmp_path / "project"
-    (folder / "training").mkdir(parents=True)
-    shutil.copy(REPO / "training" / "train.py", folder / "training" / "train.py")
-    (folder / "README.md").write_text("a user's project\n")
-    return folder
-
-
-def runctl(cloud: FakeCloud, project: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCTL_", "TRAINCTL_", "AWS_"))}
-    env.update(cloud.env, XDG_CONFIG_HOME=str(project.parent / "xdg"))
-    return subprocess.run([sys.executable, "-m", "runctl", *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def test_quick_start(cloud, project, straight_weights):
-    created = runctl(cloud, project, "aws", "create", "--spot", "--instance-type", "t3.micro", "--wait",
+def test_quick_start(cloud, project, runctl, straight_weights):
+    created = runctl("aws", "create", "--spot", "--instance-type", "t3.micro", "--wait",
                      "--output", "instance-id")
     assert created.returncode == 0, created.stderr
     instance_id = created.stdout.strip()
     assert instance_id.startswith("i-") and "\n" not in instance_id
 
-    trained = runctl(cloud, project, "aws", "train", instance_id, "training/train.py", "--sync-code", "--wait",
+    trained = runctl("aws", "train", instance_id, "training/train.py", "--sync-code", "--wait",
                      "--", "--steps", str(STEPS), "--checkpoint-every", "200")
     assert trained.returncode == 0, trained.stderr + cloud.instances[instance_id].log_path.read_text()
     result = json.loads([line for line in trained.stdout.splitlines() if line.startswith("{")][-1])
@@ -71,13 +39,13 @@ def test_quick_start(cloud, project, straight_weights):
 
     # A second run after changing one file uploads that file only.
     (project / "README.md").write_text("a user's project, edited\n")
-    again = runctl(cloud, project, "aws", "train", instance_id, "training/train.py", "--job-id", "again", "--wait",
+    again = runctl("aws", "train", instance_id, "training/train.py", "--job-id", "again", "--wait",
                    "--", "--steps", "200")
     assert again.returncode == 0, again.stderr
     assert "uploaded 1 of 2 files" in again.stderr, again.stderr
 
-    terminated = runctl(cloud, project, "aws", "terminate", instance_id)
+    terminated = runctl("aws", "terminate", instance_id)
     assert terminated.returncode == 0, terminated.stderr
-    listed = runctl(cloud, project, "resources", "list", "--output", "json")
+    listed = runctl("resources", "list", "--output", "json")
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout) == [], listed.stdout

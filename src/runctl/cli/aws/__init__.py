@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("runctl.cli.aws.train:train", "Run a script on an instance's runctl agent, with the project's code."),
     "logs": ("runctl.cli.aws.logs:logs", "Print (or follow) the output of a job on AWS, by job or instance."),
     "run": ("runctl.cli.aws.run:run", "Launch an instance, train a script on it, terminate it."),
+    "watch": ("runctl.cli.aws.watch:watch", "Follow a job and relaunch it on a new instance when its instance is lost."),
+    "cancel": ("runctl.cli.aws.cancel:cancel", "Cancel a job: stop relaunching it and terminate its instances."),
 }
 
 

@@ -61,13 +61,17 @@ def create_instance(ctx: click.Context, app, *, job_id: str, store_url: str, reg
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="Give up waiting for the job after S seconds (exit 1).")
 @click.option("--keep", is_flag=True, help="Leave the instance running afterwards.")
+@click.option("--auto-resume/--no-auto-resume", default=None,
+              help="Relaunch the job on a new instance when its instance is reclaimed or lost "
+                   "(default: [aws] auto_resume / RUNCTL_AUTO_RESUME).")
 @click.option("--store", metavar="URL",
               help="Job store (default: an s3:// [checkpoint] store, else s3://<[aws] s3_bucket>/runctl).")
 @click.option("--region", metavar="REGION", help="AWS region (default: [aws] region / AWS_REGION).")
 @output_option
 @pass_app
 @click.pass_context
-def run(ctx, app, script, instance_type, spot, sync_code, includes, job_id, timeout, keep, store, region):
+def run(ctx, app, script, instance_type, spot, sync_code, includes, job_id, timeout, keep, auto_resume, store,
+        region):
     """Launch an instance, run SCRIPT on it with the project's code, then terminate it.
 
     \b
@@ -87,21 +91,40 @@ def run(ctx, app, script, instance_type, spot, sync_code, includes, job_id, time
     code = EXIT_JOB_FAILED
     try:
         sent = send_job(app, job_store, instance_id, script, args, job_id=job_id, prepared=prepared)
-        code = wait_and_report(app, job_store, sent, timeout=timeout)
+        if auto_resume_on(app, auto_resume):
+            code = wait_and_recover(app, job_store, sent, region=region, keep=keep, timeout=timeout)
+        else:
+            code = wait_and_report(app, job_store, sent, timeout=timeout)
     finally:
-        _finish(app, instance_id, region, keep)
+        _finish(app, [instance_id, *_replacements(job_store, job_id)], region, keep)
     ctx.exit(code)
 
 
-def _finish(app, instance_id: str, region: str | None, keep: bool) -> None:
-    if keep:
-        app.output.note(f"runctl: kept {instance_id}; terminate it with: runctl aws terminate {instance_id}")
-        return
-    from runctl.cli.aws._shared import ec2
+def _replacements(job_store, job_id: str) -> list[str]:
+    """The instances auto-resume launched for the job (terminated with the first one)."""
+    from runctl.resume.records import read_recoveries
 
     try:
-        ec2(app, region).terminate(instance_id)
-        app.output.note(f"runctl: terminated {instance_id}")
-    except RunctlError as exc:
-        app.output.error(f"could not terminate {instance_id}: {exc}; terminate it with: "
-                         f"runctl aws terminate {instance_id}")
+        return list(read_recoveries(job_store, job_id)[0].get("instances", ()))
+    except RunctlError:
+        return []
+
+
+def _finish(app, instance_ids: list[str], region: str | None, keep: bool) -> None:
+    from runctl.cli.aws._shared import ec2
+
+    client = None
+    for instance_id in instance_ids:
+        try:
+            client = client or ec2(app, region)
+            info = client.describe(instance_id)
+            if info.state in ("shutting-down", "terminated"):
+                continue
+            if keep:
+                app.output.note(f"runctl: kept {instance_id}; terminate it with: runctl aws terminate {instance_id}")
+                continue
+            client.terminate(instance_id)
+            app.output.note(f"runctl: terminated {instance_id}")
+        except RunctlError as exc:
+            app.output.error(f"could not terminate {instance_id}: {exc}; terminate it with: "
+                             f"runctl aws terminate {instance_id}")

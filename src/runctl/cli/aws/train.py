@@ -42,6 +42,14 @@ def train_command(**kwargs):
 store_option = click.option("--store", metavar="URL",
                             help="Job store (default: an s3:// [checkpoint] store, else s3://<[aws] s3_bucket>/runctl).")
 region_option = click.option("--region", metavar="REGION", help="AWS region (default: [aws] region / AWS_REGION).")
+auto_resume_option = click.option(
+    "--auto-resume/--no-auto-resume", default=None,
+    help="While waiting: relaunch the job on a new instance when its instance is reclaimed or lost "
+         "(default: [aws] auto_resume / RUNCTL_AUTO_RESUME).")
+
+
+def auto_resume_on(app, flag: bool | None) -> bool:
+    return app.config.aws.auto_resume if flag is None else flag
 
 
 def aws_store_url(app, explicit: str | None) -> str:
@@ -59,11 +67,13 @@ def aws_store_url(app, explicit: str | None) -> str:
 @click.option("--wait", is_flag=True, help="Follow the job's output and exit with its exit code.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="With --wait: give up after S seconds (exit 1; the job goes on).")
+@auto_resume_option
+@click.option("--keep", is_flag=True, help="With --auto-resume: leave the last replacement instance running.")
 @store_option
 @region_option
 @output_option
 @pass_app
-def train(app, instance_id, script, sync_code, includes, job_id, wait, timeout, store, region):
+def train(app, instance_id, script, sync_code, includes, job_id, wait, timeout, auto_resume, keep, store, region):
     """Run SCRIPT on INSTANCE_ID's agent, with the project's code; resume it from the store.
 
     \b
@@ -77,10 +87,28 @@ def train(app, instance_id, script, sync_code, includes, job_id, wait, timeout, 
     sent = send_job(app, job_store, instance_id, script, script_args(), job_id=job_id, sync_code=sync_code,
                     includes=includes)
     if not wait:
+        if auto_resume:
+            app.output.note(f"runctl: --auto-resume acts while runctl waits: add --wait, or run "
+                            f"runctl aws watch {sent.job_id}")
         app.output.report(sent.report, lambda: app.output.line(
             f"job {sent.job_id} sent to {instance_id}; follow it with: runctl aws logs {sent.job_id} -f"))
         return
+    if auto_resume_on(app, auto_resume):
+        click.get_current_context().exit(
+            wait_and_recover(app, job_store, sent, region=region, keep=keep, timeout=timeout))
     click.get_current_context().exit(wait_and_report(app, job_store, sent, timeout=timeout))
+
+
+def wait_and_recover(app, job_store, sent: SentJob, *, region: str | None, keep: bool,
+                     timeout: float | None = None) -> int:
+    """Follow a sent job with the recovery controller (``runctl aws watch``); its exit code."""
+    from runctl.cli.aws.watch import control, report_outcome
+
+    app.output.note(f"runctl: job {sent.job_id} sent to {sent.instance_id}; following its output with "
+                    "auto-resume (Ctrl-C stops following; runctl aws watch re-attaches)")
+    outcome = control(app, job_store, sent.job_id, sent.instance_id, region=region,
+                      first_attempt=sent.first_attempt, keep=keep, timeout=timeout)
+    return report_outcome(app, outcome, sent.report)
 
 
 @dataclass(frozen=True)

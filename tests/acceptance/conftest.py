@@ -1,0 +1,71 @@
+"""Fixtures of the fake-cloud acceptance tests: the cloud (which must end with nothing of
+the test left running), a user's project, and the real CLI run in it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runctl.testing.cloud import FakeCloud
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cloud(tmp_path):
+    with FakeCloud(tmp_path / "cloud", notice_deadline_s=3.0) as fake:
+        yield fake
+        assert fake.leftovers() == []
+
+
+@pytest.fixture
+def project(tmp_path):
+    folder = tmp_path / "project"
+    (folder / "training").mkdir(parents=True)
+    shutil.copy(REPO / "training" / "train.py", folder / "training" / "train.py")
+    (folder / "README.md").write_text("a user's project\n")
+    return folder
+
+
+def cli_env(cloud: FakeCloud, project: Path, **extra: str) -> dict[str, str]:
+    ami = cloud.client("ec2").describe_images()["Images"][0]["ImageId"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCTL_", "TRAINCTL_", "AWS_"))}
+    env.update(cloud.env, XDG_CONFIG_HOME=str(project.parent / "xdg"), RUNCTL_AWS_AMI=ami, **extra)
+    return env
+
+
+@pytest.fixture
+def runctl(cloud, project):
+    """``runctl(*args, timeout=120, **env)``: ``python -m runctl ARGS`` in the project, against
+    the fake cloud, to its end (a CompletedProcess with text output)."""
+
+    def run(*args: str, timeout: float = 120, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "runctl", *args], cwd=project,
+                              env=cli_env(cloud, project, **extra), capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture
+def runctl_bg(cloud, project):
+    """``runctl_bg(*args, **env)``: the same, started in the background (a Popen with text
+    pipes); killed at the end of the test if still running."""
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str, **extra: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "runctl", *args], cwd=project,
+                                env=cli_env(cloud, project, **extra), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
