@@ -109,6 +109,8 @@ class DockerConfig:
     registry: str | None = _key(None, "Registry to push to; unset: the account's ECR.", example="localhost:5000")
     repository: str | None = _key(None, "Repository name; unset: the project folder's name.", example="my-project")
     gpus: str = _key("auto", "GPUs given to the container: auto, all, none or a device list.")
+    build_args: tuple[str, ...] = _key((), "docker build arguments, KEY=VALUE.", example=("BASE_IMAGE=python:3.11-slim",))
+    login: str = _key("ecr", "How to log in to the registry: ecr (GetAuthorizationToken) or none.")
 
 
 @dataclass(frozen=True)
