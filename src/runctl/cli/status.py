@@ -42,7 +42,14 @@ def _render(app, job) -> None:
     state = f"{job.state} (no heartbeat since {_when(job.heartbeat)}: the agent may be gone)" \
         if agent_gone(job, time.time()) else job.state
     app.output.line(f"job {job.job_id}: {state}" + (f" ({job.message})" if job.message else ""))
-    app.output.line(f"  attempts: {len(job.attempts)}, recoveries: {interrupted}, heartbeat: {_when(job.heartbeat)}")
+    from runctl.resume.policy import time_lost
+
+    app.output.line(f"  attempts: {len(job.attempts)}, recoveries: {interrupted}, "
+                    f"time lost: {time_lost(job.attempts):.1f}s, heartbeat: {_when(job.heartbeat)}")
+    placed = [a for a in job.attempts if a.instance_id]
+    if placed:
+        app.output.line("  instances: " + ", ".join(
+            f"{a.instance_id} ({a.instance_type or '?'}, {a.az or '?'})" for a in placed))
     if job.notice:
         deadline = job.notice.get("deadline")
         app.output.line(f"  last notice: {job.notice.get('source')} {job.notice.get('action')} at "

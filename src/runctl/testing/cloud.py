@@ -272,8 +272,16 @@ class FakeCloud:
         return record
 
     def _reclaim(self, instance_id: str) -> None:
+        """AWS takes the instance back; its one-time spot request closes with it (moto's
+        nearest state: cancelled), as it does on EC2."""
         try:
-            self.client("ec2").terminate_instances(InstanceIds=[instance_id])
+            ec2 = self.client("ec2")
+            found = ec2.describe_spot_instance_requests(
+                Filters=[{"Name": "instance-id", "Values": [instance_id]}])["SpotInstanceRequests"]
+            requests = [r["SpotInstanceRequestId"] for r in found if r.get("State") in ("open", "active")]
+            if requests:
+                ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=requests)
+            ec2.terminate_instances(InstanceIds=[instance_id])
         except Exception as exc:
             log.warning("could not terminate %s at its deadline: %s", instance_id, exc)
 

@@ -78,7 +78,7 @@ def run(ctx, app, script, instance_type, spot, sync_code, includes, job_id, time
     Its arguments go after --:
         runctl aws run training/train.py -t g5.xlarge -- --steps 5000
     """
-    from runctl.cli.aws.train import aws_store_url, prepare_code, send_job, wait_and_report
+    from runctl.cli.aws.train import auto_resume_on, aws_store_url, prepare_code, send_job, wait_and_recover, wait_and_report
     from runctl.store import open_store
 
     args = script_args()
