@@ -128,11 +128,14 @@ class JobSpec(Record):
     keep_last_n: int = 5
     env: dict[str, str] = field(default_factory=dict)
     code_tree: str | None = None  # id of the project's code tree in the store (runctl aws train)
+    image: str | None = None  # run each attempt in this Docker image (runctl.agent.container)
+    docker_args: tuple[str, ...] = ()  # extra `docker run` arguments (e.g. --gpus, --network)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         spec = super().from_dict(data)
-        return dataclasses.replace(spec, command=tuple(spec.command), resume_args=tuple(spec.resume_args))
+        return dataclasses.replace(spec, command=tuple(spec.command), resume_args=tuple(spec.resume_args),
+                                   docker_args=tuple(spec.docker_args))
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,12 @@ class Agent:
         env = workspace.attempt_environment(os.environ, self.spec, attempt=number, resume=resume,
                                             interrupt_file=interrupt_file, progress_file=progress_file)
         argv = workspace.command_for(self.spec, resume)
+        container = None
+        if self.spec.image:  # the attempt runs in the job's image, supervised the same way
+            from runctl.agent.container import ContainerAttempt
+
+            container = ContainerAttempt(self.spec, run_dir, number)
+            argv, env = container.wrap(argv, env)
         log_path = run_dir / f"attempt-{number}.log"
         with open(log_path, "ab") as log_file:
             tree = ProcessTree(argv, env, self.spec.workdir, self.options.sinks, log_file)
@@ -186,6 +192,8 @@ class Agent:
                 if leftovers:
                     self._emit("kill", f"killed {leftovers} leftover process(es) of the attempt")
                 tree.wait()  # after kill_all: a leftover holding the output pipes would stall the pumps
+                if container is not None:
+                    container.cleanup()  # a killed docker client leaves its container running
             final = sync.final()
             shipper.ship()
         progress.read()

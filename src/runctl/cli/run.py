@@ -36,10 +36,13 @@ EXIT_BY_STATE = {"completed": 0, "failed": EXIT_JOB_FAILED, "stopped": EXIT_INTE
 @click.option("--spot-notices/--no-spot-notices", default=None,
               help="Watch the EC2 metadata service for spot notices (default: on when running on EC2 spot).")
 @click.option("--detach", is_flag=True, help="Run in the background; follow with runctl logs JOB -f.")
+@click.option("--docker", "docker", is_flag=True,
+              help="Run in the project's Docker image (built first when its content changed).")
+@click.option("--docker-image", metavar="IMAGE", help="Run in this prebuilt Docker image.")
 @output_option
 @pass_app
 def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_restarts, max_restarts_on_errors,
-        resume_args, sync_interval, keep_last_n, rehearse, rehearse_at, spot_notices, detach):
+        resume_args, sync_interval, keep_last_n, rehearse, rehearse_at, spot_notices, detach, docker, docker_image):
     """Run SCRIPT (a .py file, or any command) under the agent.
 
     \b
@@ -81,6 +84,8 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
         keep_last_n=config.checkpoint.keep_last_n if keep_last_n is None else keep_last_n,
     )
     ensure_writable(folder)  # here, before any note: a bad folder is one line on stderr
+    if docker or docker_image:
+        spec = _in_image(app, spec, docker_image)
     # None: watch only when running on an EC2 spot instance (found out at start).
     watch = {"spot_notices": (config.local.spot_notices or None) if spot_notices is None else spot_notices,
              "rebalance_is_interruption": config.local.rebalance_is_interruption}
@@ -94,6 +99,23 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
     app.output.report({"job_id": job_id, "status": status, "rehearsal": report},
                       lambda: _render_outcome(app, status, report))
     click.get_current_context().exit(code)
+
+
+def _in_image(app, spec, image):
+    """The spec run in the project's image (built when missing) or in ``image``."""
+    import dataclasses
+
+    from runctl.cli.docker import build_local, docker_cli
+
+    if image:
+        cli = docker_cli()
+        if not cli.image_exists(image):
+            cli.pull(image)
+    else:
+        _cli, built = build_local(app)
+        image = built.local_ref
+    app.output.note(f"runctl: running in Docker image {image}")
+    return dataclasses.replace(spec, image=image)
 
 
 def _check_signal(name: str) -> None:

@@ -1,0 +1,54 @@
+"""An attempt in a container: the agent supervises ``docker run`` as it would the script.
+
+``docker run`` stays attached, so the docker client is the agent's child: the stop signal
+sent to its process group is forwarded to the container (``--sig-proxy``), where ``tini``
+(``--init``) hands it to the script. The checkpoint folder and the attempt's run folder
+(interrupt and progress files) are mounted at the same paths, the job's environment is
+passed by name, and runctl's own package is mounted read-only on PYTHONPATH so that
+``import runctl`` works in any image. When the attempt ends, the container is removed
+(``docker rm -f``): after a SIGKILL of the client it would otherwise go on running.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from runctl.backends.docker import (RUNCTL_LIB_MOUNT, DockerCli, container_command, in_container_argv,
+                                    runctl_lib_dir, wants_gpus)
+from runctl.models import JobSpec
+
+PASSED_PREFIXES = ("RUNCTL_", "TRAINCTL_")
+
+
+class ContainerAttempt:
+    def __init__(self, spec: JobSpec, run_dir: Path, number: int, cli: DockerCli | None = None) -> None:
+        assert spec.image
+        self.spec = spec
+        self.run_dir = run_dir
+        self.cli = cli or DockerCli()
+        self.name = f"runctl-{spec.job_id[:80]}-{number}-{uuid.uuid4().hex[:6]}"
+
+    def wrap(self, argv: Sequence[str], env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+        """The host command and environment that run ``argv`` in the job's image."""
+        env = dict(env)
+        image_env = self.cli.image_env(self.spec.image)
+        image_path = image_env.get("PYTHONPATH")
+        env["PYTHONPATH"] = RUNCTL_LIB_MOUNT + (f":{image_path}" if image_path else "")
+        names = sorted({*self.spec.env, "PYTHONPATH", "PYTHONUNBUFFERED",
+                        *(k for k in env if k.startswith(PASSED_PREFIXES))})
+        args = list(self.spec.docker_args)
+        gpus = [] if "--gpus" in args else wants_gpus("auto", has_nvidia_smi=shutil.which("nvidia-smi") is not None)
+        mounts = [self.spec.checkpoint_dir, str(self.run_dir)]
+        extra = ["-v", f"{runctl_lib_dir()}/runctl:{RUNCTL_LIB_MOUNT}/runctl:ro", *args]
+        inner = in_container_argv(argv, sys.executable, self.spec.workdir)
+        command = container_command(self.spec.image, inner, names, name=self.name, mounts=mounts,
+                                    gpus=gpus, extra=extra)
+        command[0] = shutil.which("docker") or "docker"
+        return command, env
+
+    def cleanup(self) -> None:
+        self.cli.remove_container(self.name)
