@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 MiB = 1024 * 1024
 MULTIPART_THRESHOLD = 8 * MiB
 MULTIPART_CHUNKSIZE = 8 * MiB
+COPY_PART_THRESHOLD = 256 * MiB
+COPY_PART_SIZE = 64 * MiB
 TRANSFER_CONCURRENCY = 8
 MAX_POOL_CONNECTIONS = 64  # parallel files (8) x parts per file (8)
 DELETE_BATCH = 1000  # the most DeleteObjects accepts in one request
@@ -85,6 +87,7 @@ class S3Store:
         self._endpoint_url = endpoint_url
         self._client = None
         self._transfer_config = None
+        self._copy_config = None
         self._lock = threading.Lock()
         self._bucket_seen = False  # a request on the bucket has succeeded once
 
@@ -121,6 +124,15 @@ class S3Store:
             use_threads=True,
             preferred_transfer_client="classic",
         )
+        # Server-side copies: one CopyObject up to COPY_PART_THRESHOLD (no bytes cross the
+        # network, so small parts would only add requests), parallel part copies above it.
+        self._copy_config = TransferConfig(
+            multipart_threshold=COPY_PART_THRESHOLD,
+            multipart_chunksize=COPY_PART_SIZE,
+            max_concurrency=TRANSFER_CONCURRENCY,
+            use_threads=True,
+            preferred_transfer_client="classic",
+        )
         with self._translate("connect to S3"):
             return session.client("s3", endpoint_url=self._endpoint_url, config=config)
 
@@ -128,6 +140,10 @@ class S3Store:
     def transfer_config(self):
         self.client  # noqa: B018 - creates both
         return self._transfer_config
+
+    def _copy_settings(self):
+        self.client  # noqa: B018 - creates the configs with the client
+        return self._copy_config
 
     def _full(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -310,7 +326,10 @@ class S3Store:
         try:
             with self._translate(f"copy {src_key} to", dst_key,
                                  permission="s3:GetObject on the source and s3:PutObject"):
-                self.client.copy(source, self.bucket, self._full(dst_key), Config=self.transfer_config)
+                # A fresh full-object checksum for the copy: a multipart source's composite
+                # checksum does not describe the copied object.
+                self.client.copy(source, self.bucket, self._full(dst_key), ExtraArgs={"ChecksumAlgorithm": "CRC32"},
+                                 Config=self._copy_settings())
         except NotFoundError as exc:
             self._check_bucket_after_404()
             raise NotFoundError(f"{self._where(src_key)} does not exist") from exc
