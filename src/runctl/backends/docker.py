@@ -353,8 +353,8 @@ def tag_in_registry(registry: Registry, repository: str, tag: str, *, ecr_client
         if exc.code == 404:
             return False
         if exc.code in (401, 403):
-            raise RegistryError(f"the registry {registry.host} refused the login as {registry.username} "
-                                f"(HTTP {exc.code})") from exc
+            who = f"as {registry.username}" if registry.username else "(no credentials: [docker] login = none)"
+            raise RegistryError(f"the registry {registry.host} refused the login {who} (HTTP {exc.code})") from exc
         raise RegistryError(f"the registry {registry.host} answered HTTP {exc.code} for {repository}:{tag}") from exc
     except OSError as exc:
         raise RegistryError(f"cannot reach the registry {registry.host}: {exc}") from exc
