@@ -138,7 +138,7 @@ def _run_here(app, spec, store, offsets, watch):
     if rehearsal:
         app.output.note(f"runctl: rehearsal: {len(offsets)} interruption(s), at "
                         + ", ".join(f"{o:g}s" for o in offsets) + " into attempts " + ", ".join(map(str, range(len(offsets)))))
-    agent = Agent(spec, store, sources, options, events=lambda event: _render_event(app, event))
+    agent = Agent(spec, store, sources, options, events=_EventLine(app))
     app.output.note(f"runctl: job {spec.job_id}, store {store.url}, checkpoints in {spec.checkpoint_dir}")
     status = agent.run()
     report = None
@@ -148,10 +148,30 @@ def _run_here(app, spec, store, offsets, watch):
     return status, report
 
 
-def _render_event(app, event) -> None:
-    style = {"warning": "yellow", "notice": "yellow", "kill": "red", "done": "bold"}.get(event.kind)
-    app.output.note(click.style(f"runctl: {event.message}", fg=style if style in ("yellow", "red") else None,
-                                bold=style == "bold"))
+class _EventLine:
+    """Renders the agent's events as 'runctl: ...' lines on stderr. Routine snapshots are
+    shown at most once a minute (all of them with -v, or after a notice in this attempt);
+    the end of each attempt names its last snapshot anyway."""
+
+    SNAPSHOT_EVERY_S = 60.0
+
+    def __init__(self, app) -> None:
+        self._app = app
+        self._last_snapshot_line = float("-inf")
+        self._noticed = False
+
+    def __call__(self, event) -> None:
+        import time
+
+        if event.kind in ("notice", "attempt"):
+            self._noticed = event.kind == "notice"  # the machine may go: show every snapshot
+        if event.kind == "snapshot" and not (self._app.output.verbose or self._noticed):
+            now = time.monotonic()
+            if now - self._last_snapshot_line < self.SNAPSHOT_EVERY_S:
+                return
+            self._last_snapshot_line = now
+        color = {"warning": "yellow", "notice": "yellow", "kill": "red"}.get(event.kind)
+        self._app.output.note(click.style(f"runctl: {event.message}", fg=color, bold=event.kind == "done"))
 
 
 def _render_outcome(app, status, report) -> None:
