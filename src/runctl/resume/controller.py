@@ -50,7 +50,7 @@ class Outcome:
 class RecoveryController:
     def __init__(self, store, job_id: str, instance_id: str, *, ec2, provisioner,
                  launch_spec: Callable[[object], object], max_restarts: int, first_attempt: int = 0,
-                 keep: bool = False, poll: float = 0.5, max_launch_failures: int = 5,
+                 keep: bool = False, poll: float = 0.3, max_launch_failures: int = 5,
                  timeout: float | None = None, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep, on_poll: Callable[[], None] = lambda: None,
                  on_event: Callable[[str], None] = lambda message: None) -> None:
