@@ -112,6 +112,29 @@ def runctl_status(cloud, job_id: str) -> str:
     return done.stdout
 
 
+def test_a_script_that_does_not_save_on_the_signal_loses_at_most_its_checkpoint_interval(
+        cloud, runctl_bg, straight_weights):
+    # SIGUSR1 as the stop signal: train.py does not handle it and dies without saving, so
+    # the next attempt resumes from the last periodic checkpoint.
+    every = 500
+    proc = runctl_bg("aws", "run", "training/train.py", "--spot", "-t", "t3.micro", "--auto-resume",
+                     "--", "--steps", str(STEPS), "--checkpoint-every", str(every),
+                     RUNCTL_LOCAL_STOP_SIGNAL="SIGUSR1", **FAST_SYNC)
+    store = job_store(cloud)
+    job_id = wait_for("the job", lambda: the_job(store), proc)
+    instance_id = wait_for("progress", lambda: running_with_progress(store, job_id, 0), proc, timeout=90)
+    cloud.interrupt(instance_id)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+
+    result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    assert result == {"final_step": STEPS, "weights_sha256": straight_weights(STEPS)}
+    first, second = read_status(store, job_id).attempts
+    assert first.reason == "interrupted" and first.exit_code < 0  # killed by the signal, nothing saved
+    lost = first.last_step - (second.first_step - 1)
+    assert 0 <= lost <= every, (first, second)
+
+
 def test_cancel_during_a_recovery_leaves_nothing_running(cloud, runctl, runctl_bg):
     proc = runctl_bg("aws", "run", "training/train.py", "--spot", "-t", "t3.micro", "--auto-resume",
                      "--", "--steps", "20000", "--checkpoint-every", "500", **FAST_SYNC)
