@@ -44,6 +44,7 @@ def _answers(host: str) -> bool:
 @pytest.fixture(scope="session")
 def docker_host(tmp_path_factory):
     host = os.environ.get("DOCKER_HOST", "")
+    started = None  # the folder of a dockerd this fixture started, stopped at the end
     if not (host and _answers(host)):
         if shutil.which("dockerd") is None or os.geteuid() != 0:
             pytest.fail("Docker tests need a Docker engine: set DOCKER_HOST to a running one, or run as root "
@@ -53,12 +54,29 @@ def docker_host(tmp_path_factory):
         if done.returncode != 0:
             pytest.fail(f"could not start dockerd: {done.stderr.strip()}")
         host = done.stdout.strip()
+        started = folder
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DOCKER_HOST", host)
         done = subprocess.run(["bash", str(ENGINE), "base-image"], capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             pytest.fail(f"could not make the test base image {BASE_IMAGE}: {done.stderr.strip()}")
         yield host
+    if started is not None:
+        _stop_dockerd(started)
+
+
+def _stop_dockerd(folder: Path) -> None:
+    import signal
+
+    try:
+        pid = int((folder / "dockerd.pid").read_text())
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):  # dockerd stops its containers first
+            os.kill(pid, 0)
+            time.sleep(0.1)
+    except (OSError, ValueError):
+        pass
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _free_port() -> int:

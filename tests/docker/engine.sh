@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Docker for the tests, on a machine without bridge/NAT and without Docker Hub:
+#   engine.sh install     install the engine, the registry and htpasswd (Debian, as root) if missing
 #   engine.sh start DIR   start dockerd (root) with its socket at DIR/docker.sock; print DOCKER_HOST
 #   engine.sh base-image  make the local test base image runctl-test/python:3.11 (docker import of
 #                         this machine's Debian python3.11: the interpreter, its shared libraries,
@@ -9,6 +10,17 @@ set -euo pipefail
 BASE_IMAGE=runctl-test/python:3.11
 
 case "${1:-}" in
+install)
+  if command -v dockerd >/dev/null && command -v docker-registry >/dev/null && command -v htpasswd >/dev/null; then
+    exit 0
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    echo "the Docker tests need docker.io, docker-registry and apache2-utils: install them as root" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-registry apache2-utils >/dev/null
+  ;;
 start)
   dir=${2:?engine.sh start DIR}
   mkdir -p "$dir"
@@ -54,5 +66,5 @@ base-image)
     --change 'WORKDIR /workspace' - "$BASE_IMAGE" >/dev/null
   echo "made $BASE_IMAGE" >&2
   ;;
-*) echo "usage: engine.sh start DIR | base-image" >&2; exit 2 ;;
+*) echo "usage: engine.sh install | start DIR | base-image" >&2; exit 2 ;;
 esac
