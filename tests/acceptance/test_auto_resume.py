@@ -135,6 +135,35 @@ def test_a_script_that_does_not_save_on_the_signal_loses_at_most_its_checkpoint_
     assert 0 <= lost <= every, (first, second)
 
 
+def test_an_instance_lost_without_a_notice_is_replaced_too(cloud, runctl_bg, straight_weights):
+    # A hard loss: the instance is terminated with no spot notice (a crash, a hard stop). The
+    # controller sees the instance gone and relaunches; the job resumes from its latest
+    # periodic snapshot, losing at most the checkpoint interval.
+    every = 500
+    proc = runctl_bg("aws", "run", "training/train.py", "--spot", "-t", "t3.micro", "--auto-resume",
+                     "--", "--steps", str(STEPS), "--checkpoint-every", str(every), **FAST_SYNC)
+    store = job_store(cloud)
+    job_id = wait_for("the job", lambda: the_job(store), proc)
+    instance_id = wait_for("progress", lambda: running_with_progress(store, job_id, 0), proc, timeout=90)
+    cloud.lose(instance_id)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+
+    result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    assert result == {"final_step": STEPS, "weights_sha256": straight_weights(STEPS)}
+    attempts = read_status(store, job_id).attempts
+    lost, resumed = attempts
+    assert lost.instance_id == instance_id and resumed.instance_id != instance_id
+    assert (lost.reason, resumed.reason) == ("lost", "completed")
+    assert lost.ended is not None and lost.ended <= resumed.started
+    # The lost attempt's last step is as its last heartbeat reported it; the new one resumed
+    # from a snapshot taken at most one checkpoint interval before the loss.
+    assert resumed.resumed_from is not None and resumed.first_step > 1
+    assert resumed.first_step - 1 >= (lost.last_step or 0) - every - 1000, attempts
+    book, _ = read_recoveries(store, job_id)
+    assert book["recoveries"][0]["old_instance"] == instance_id
+
+
 def test_cancel_during_a_recovery_leaves_nothing_running(cloud, runctl, runctl_bg):
     proc = runctl_bg("aws", "run", "training/train.py", "--spot", "-t", "t3.micro", "--auto-resume",
                      "--", "--steps", "20000", "--checkpoint-every", "500", **FAST_SYNC)

@@ -8,6 +8,7 @@ record the attempt, and restart when the policy allows.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -91,7 +92,7 @@ class Agent:
             become_subreaper()
             self._write_spec_once()
             previous = read_status(self.store, self.spec.job_id)
-            status = JobStatus(self.spec.job_id, "running", previous.attempts if previous else (),
+            status = JobStatus(self.spec.job_id, "running", _close_lost(previous) if previous else (),
                                command=self.spec.command)
             self.book = StatusBook(self.store, status, self._clock)
             heartbeat.start()
@@ -332,6 +333,17 @@ class _Periodic:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+
+
+def _close_lost(previous: JobStatus) -> tuple[Attempt, ...]:
+    """The job's attempts, the last one closed as "lost" if nobody ever closed it: its agent
+    died with its machine (or was SIGKILLed), so it ended at its last heartbeat at the latest."""
+    attempts = previous.attempts
+    if attempts and attempts[-1].ended is None:
+        last = attempts[-1]
+        ended = max(last.started, previous.heartbeat or last.started)
+        attempts = (*attempts[:-1], dataclasses.replace(last, ended=ended, reason="lost"))
+    return attempts
 
 
 def _write_json(path: Path, data: dict) -> None:

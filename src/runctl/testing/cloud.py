@@ -271,6 +271,10 @@ class FakeCloud:
         self.interruptions.append(record)
         return record
 
+    def lose(self, instance_id: str) -> None:
+        """The instance is gone without a notice (a crash, a hard stop)."""
+        self._reclaim(instance_id)
+
     def _reclaim(self, instance_id: str) -> None:
         """AWS takes the instance back; its one-time spot request closes with it (moto's
         nearest state: cancelled), as it does on EC2."""
