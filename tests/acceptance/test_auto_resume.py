@@ -112,23 +112,34 @@ def runctl_status(cloud, job_id: str) -> str:
     return done.stdout
 
 
+def auto_resumed_run(cloud, runctl_bg, straight_weights, every: int, **env):
+    """Start ``aws run training/train.py --auto-resume``; return once attempt 0 has made a
+    durable snapshot: (store, job id, its instance, finish) where ``finish()`` waits for the
+    job and checks it ended with the straight run's weights."""
+    proc = runctl_bg("aws", "run", "training/train.py", "--spot", "-t", "t3.micro", "--auto-resume",
+                     "--", "--steps", str(STEPS), "--checkpoint-every", str(every), **env, **FAST_SYNC)
+    store = job_store(cloud)
+    job_id = wait_for("the job", lambda: the_job(store), proc)
+    instance_id = wait_for("progress", lambda: running_with_progress(store, job_id, 0), proc, timeout=90)
+
+    def finish() -> None:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+        assert result == {"final_step": STEPS, "weights_sha256": straight_weights(STEPS)}
+
+    return store, job_id, instance_id, finish
+
+
 def test_a_script_that_does_not_save_on_the_signal_loses_at_most_its_checkpoint_interval(
         cloud, runctl_bg, straight_weights):
     # SIGUSR1 as the stop signal: train.py does not handle it and dies without saving, so
     # the next attempt resumes from the last periodic checkpoint.
     every = 500
-    proc = runctl_bg("aws", "run", "training/train.py", "--spot", "-t", "t3.micro", "--auto-resume",
-                     "--", "--steps", str(STEPS), "--checkpoint-every", str(every),
-                     RUNCTL_LOCAL_STOP_SIGNAL="SIGUSR1", **FAST_SYNC)
-    store = job_store(cloud)
-    job_id = wait_for("the job", lambda: the_job(store), proc)
-    instance_id = wait_for("progress", lambda: running_with_progress(store, job_id, 0), proc, timeout=90)
+    store, job_id, instance_id, finish = auto_resumed_run(cloud, runctl_bg, straight_weights, every,
+                                                          RUNCTL_LOCAL_STOP_SIGNAL="SIGUSR1")
     cloud.interrupt(instance_id)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-
-    result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
-    assert result == {"final_step": STEPS, "weights_sha256": straight_weights(STEPS)}
+    finish()
     first, second = read_status(store, job_id).attempts
     assert first.reason == "interrupted" and first.exit_code < 0  # killed by the signal, nothing saved
     lost = first.last_step - (second.first_step - 1)
@@ -140,17 +151,9 @@ def test_an_instance_lost_without_a_notice_is_replaced_too(cloud, runctl_bg, str
     # controller sees the instance gone and relaunches; the job resumes from its latest
     # periodic snapshot, losing at most the checkpoint interval.
     every = 500
-    proc = runctl_bg("aws", "run", "training/train.py", "--spot", "-t", "t3.micro", "--auto-resume",
-                     "--", "--steps", str(STEPS), "--checkpoint-every", str(every), **FAST_SYNC)
-    store = job_store(cloud)
-    job_id = wait_for("the job", lambda: the_job(store), proc)
-    instance_id = wait_for("progress", lambda: running_with_progress(store, job_id, 0), proc, timeout=90)
+    store, job_id, instance_id, finish = auto_resumed_run(cloud, runctl_bg, straight_weights, every)
     cloud.lose(instance_id)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-
-    result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
-    assert result == {"final_step": STEPS, "weights_sha256": straight_weights(STEPS)}
+    finish()
     attempts = read_status(store, job_id).attempts
     lost, resumed = attempts
     assert lost.instance_id == instance_id and resumed.instance_id != instance_id
