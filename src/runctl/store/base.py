@@ -13,6 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from runctl.errors import StoreError
+from runctl.fsutil import temp_name_beside
+
+def download_temp(path: Path) -> Path:
+    """The temporary name a download to ``path`` writes first (its folder created)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from exc
+    return temp_name_beside(path)
+
+
 #: Called with the number of bytes just transferred; used for progress bars.
 ProgressCallback = Callable[[int], None]
 

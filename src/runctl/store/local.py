@@ -16,7 +16,7 @@ from pathlib import Path
 
 from runctl.errors import NotFoundError, PreconditionFailed, StoreError
 from runctl.fsutil import TEMP_MARKER, fsync_path, temp_name_beside
-from runctl.store.base import Blob, ObjectInfo, ProgressCallback
+from runctl.store.base import Blob, ObjectInfo, ProgressCallback, download_temp
 
 _LOCK_NAME = ".runctl-lock"
 
@@ -128,11 +128,7 @@ class LocalStore:
         path = Path(path)
         if not source.is_file():  # missing, or a folder: either way no such object
             raise NotFoundError(f"{self.url}/{key} does not exist")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from exc
-        temp = temp_name_beside(path)
+        temp = download_temp(path)
         try:
             shutil.copyfile(source, temp)
             os.replace(temp, path)

@@ -18,8 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from runctl.errors import NotFoundError, PreconditionFailed, StoreError
-from runctl.fsutil import temp_name_beside
-from runctl.store.base import Blob, ObjectInfo, ProgressCallback
+from runctl.store.base import Blob, ObjectInfo, ProgressCallback, download_temp
 
 log = logging.getLogger(__name__)
 
@@ -117,22 +116,15 @@ class S3Store:
             connect_timeout=10,
             read_timeout=60,
         )
-        self._transfer_config = TransferConfig(
-            multipart_threshold=MULTIPART_THRESHOLD,
-            multipart_chunksize=MULTIPART_CHUNKSIZE,
-            max_concurrency=TRANSFER_CONCURRENCY,
-            use_threads=True,
-            preferred_transfer_client="classic",
-        )
+        def transfer(threshold: int, part: int) -> TransferConfig:
+            return TransferConfig(multipart_threshold=threshold, multipart_chunksize=part,
+                                  max_concurrency=TRANSFER_CONCURRENCY, use_threads=True,
+                                  preferred_transfer_client="classic")
+
+        self._transfer_config = transfer(MULTIPART_THRESHOLD, MULTIPART_CHUNKSIZE)
         # Server-side copies: one CopyObject up to COPY_PART_THRESHOLD (no bytes cross the
         # network, so small parts would only add requests), parallel part copies above it.
-        self._copy_config = TransferConfig(
-            multipart_threshold=COPY_PART_THRESHOLD,
-            multipart_chunksize=COPY_PART_SIZE,
-            max_concurrency=TRANSFER_CONCURRENCY,
-            use_threads=True,
-            preferred_transfer_client="classic",
-        )
+        self._copy_config = transfer(COPY_PART_THRESHOLD, COPY_PART_SIZE)
         with self._translate("connect to S3"):
             return session.client("s3", endpoint_url=self._endpoint_url, config=config)
 
@@ -298,11 +290,7 @@ class S3Store:
     def download(self, key: str, path: Path, *, progress: ProgressCallback | None = None) -> None:
         _check_key(key)
         path = Path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from exc
-        temp = temp_name_beside(path)
+        temp = download_temp(path)
         try:
             try:
                 with self._translate("download", key, permission="s3:GetObject"):
