@@ -130,6 +130,7 @@ class JobSpec(Record):
     code_tree: str | None = None  # id of the project's code tree in the store (runctl aws train)
     image: str | None = None  # run each attempt in this Docker image (runctl.agent.container)
     docker_args: tuple[str, ...] = ()  # extra `docker run` arguments (e.g. --gpus, --network)
+    registry_login: str = ""  # how an agent logs in to pull ``image``: "ecr" (GetAuthorizationToken) or "" (none)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:

@@ -52,3 +52,38 @@ class ContainerAttempt:
 
     def cleanup(self) -> None:
         self.cli.remove_container(self.name)
+
+
+def registry_host(image: str) -> str | None:
+    """The registry part of an image reference (``host[:port]/repo:tag``), None for Docker Hub."""
+    first, sep, _ = image.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return None
+
+
+def pull_job_image(spec: JobSpec, *, region: str | None = None, cli: DockerCli | None = None) -> str:
+    """On the instance, before the job's first attempt: log in to the image's registry with
+    this machine's credentials (ECR: GetAuthorizationToken, the password through
+    ``docker login --password-stdin``) and ``docker pull`` the image. Returns what it did."""
+    from runctl.backends.docker import Registry, ecr_registry
+
+    assert spec.image
+    cli = cli or DockerCli()
+    host = registry_host(spec.image)
+    registry: Registry | None = None
+    if host and spec.registry_login == "ecr":
+        from runctl.backends.aws.session import AwsSession
+
+        session = AwsSession(region or _default_region())
+        registry = ecr_registry(session.client("ecr"), host)
+    if registry is not None:
+        cli.login(registry)
+    cli.pull(spec.image)
+    return f"logged in to {host} as {registry.username}, pulled {spec.image}" if registry else f"pulled {spec.image}"
+
+
+def _default_region() -> str:
+    import os
+
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"

@@ -285,6 +285,11 @@ class ResidentAgent:
             workdir = job_home / "work"
             workdir.mkdir(parents=True, exist_ok=True)
         here = local_spec(spec, workdir=workdir, home=self.home, store_url=self.store.url, python=self.python)
+        if here.image:  # the job runs in its image: log in to its registry and pull it first
+            from runctl.agent.container import pull_job_image
+
+            log.info("job %s: %s; each attempt runs in a container of it", job_id,
+                     pull_job_image(here, region=self.identity.region))
         sources, _ = sources_for([], self._spot_notices)
         sources[0].close()  # swap the plain signal source for one that also stops us
         sources[0] = _ResidentSignals(self.stop)

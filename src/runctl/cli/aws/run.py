@@ -13,6 +13,7 @@ from runctl.cli import _common
 from runctl.cli._args import script_args, script_command
 from runctl.cli._context import output_option, pass_app
 from runctl.cli._output import Output
+from runctl.cli.aws._docker import prepare_image, with_docker_options
 from runctl.errors import EXIT_JOB_FAILED, RunctlError
 
 
@@ -53,11 +54,13 @@ def create_instance(ctx: click.Context, app, *, job_id: str, store_url: str, reg
 @script_command(name="run", short_help="Launch an instance, train SCRIPT on it, terminate it.")
 @click.option("--instance-type", "-t", metavar="TYPE", help="Instance type (default: [aws] default_instance_type).")
 @click.option("--spot/--on-demand", default=None, help="Market (default: [aws] use_spot).")
-@click.option("--sync-code/--no-sync-code", default=True, show_default=True,
-              help="Upload the project folder (honouring .gitignore and .runctlignore) for the job.")
+@click.option("--sync-code/--no-sync-code", default=None,
+              help="Upload the project folder (honouring .gitignore and .runctlignore) for the job "
+                   "(default: yes, except when the job runs in a Docker image, which holds the code).")
 @click.option("--include", "includes", multiple=True, metavar="PATTERN",
               help="Also upload files an ignore file leaves out (gitignore syntax); repeatable.")
 @click.option("--job-id", help="Name of the job (default: derived from the script and its arguments).")
+@with_docker_options
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="Give up waiting for the job after S seconds (exit 1).")
 @click.option("--keep", is_flag=True, help="Leave the instance running afterwards.")
@@ -70,8 +73,8 @@ def create_instance(ctx: click.Context, app, *, job_id: str, store_url: str, reg
 @output_option
 @pass_app
 @click.pass_context
-def run(ctx, app, script, instance_type, spot, sync_code, includes, job_id, timeout, keep, auto_resume, store,
-        region):
+def run(ctx, app, script, instance_type, spot, sync_code, includes, job_id, no_docker, docker_image, timeout, keep,
+        auto_resume, store, region):
     """Launch an instance, run SCRIPT on it with the project's code, then terminate it.
 
     \b
@@ -84,13 +87,15 @@ def run(ctx, app, script, instance_type, spot, sync_code, includes, job_id, time
     args = script_args()
     job_store = open_store(aws_store_url(app, store))
     job_id = _common.resolve_job_id(job_store, job_id, script, args)
+    image = prepare_image(app, no_docker=no_docker, docker_image=docker_image, region=region)  # before paying, too
+    sync_code = image is None if sync_code is None else sync_code
     prepared = prepare_code(app, job_store, script, args, sync_code, includes)  # before paying for an instance
     instance_id = create_instance(ctx, app, job_id=job_id, store_url=job_store.url, region=region,
                                   instance_type=instance_type, spot=spot)
     app.output.note(f"runctl: launched {instance_id} for job {job_id}")
     code = EXIT_JOB_FAILED
     try:
-        sent = send_job(app, job_store, instance_id, script, args, job_id=job_id, prepared=prepared)
+        sent = send_job(app, job_store, instance_id, script, args, job_id=job_id, prepared=prepared, image=image)
         if auto_resume_on(app, auto_resume):
             code = wait_and_recover(app, job_store, sent, region=region, keep=keep, timeout=timeout)
         else:

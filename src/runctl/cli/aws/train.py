@@ -19,6 +19,7 @@ import click
 from runctl.cli import _common
 from runctl.cli._args import ScriptCommand, script_args
 from runctl.cli._context import output_option, pass_app
+from runctl.cli.aws._docker import prepare_image, with_docker_options
 from runctl.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, UsageError
 
 EXIT_BY_STATE = {"completed": 0, "stopped": EXIT_INTERRUPTED}
@@ -59,11 +60,13 @@ def aws_store_url(app, explicit: str | None) -> str:
 
 
 @train_command(name="train", short_help="Run a script on an instance's runctl agent.")
-@click.option("--sync-code/--no-sync-code", default=True, show_default=True,
-              help="Upload the project folder (honouring .gitignore and .runctlignore) for the job.")
+@click.option("--sync-code/--no-sync-code", default=None,
+              help="Upload the project folder (honouring .gitignore and .runctlignore) for the job "
+                   "(default: yes, except when the job runs in a Docker image, which holds the code).")
 @click.option("--include", "includes", multiple=True, metavar="PATTERN",
               help="Also upload files an ignore file leaves out (gitignore syntax); repeatable.")
 @click.option("--job-id", help="Name of the job (default: derived from the script and its arguments).")
+@with_docker_options
 @click.option("--wait", is_flag=True, help="Follow the job's output and exit with its exit code.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="With --wait: give up after S seconds (exit 1; the job goes on).")
@@ -73,7 +76,8 @@ def aws_store_url(app, explicit: str | None) -> str:
 @region_option
 @output_option
 @pass_app
-def train(app, instance_id, script, sync_code, includes, job_id, wait, timeout, auto_resume, keep, store, region):
+def train(app, instance_id, script, sync_code, includes, job_id, no_docker, docker_image, wait, timeout, auto_resume,
+          keep, store, region):
     """Run SCRIPT on INSTANCE_ID's agent, with the project's code; resume it from the store.
 
     \b
@@ -84,8 +88,9 @@ def train(app, instance_id, script, sync_code, includes, job_id, wait, timeout, 
 
     job_store = open_store(aws_store_url(app, store))
     require_running(app, instance_id, region)
-    sent = send_job(app, job_store, instance_id, script, script_args(), job_id=job_id, sync_code=sync_code,
-                    includes=includes)
+    image = prepare_image(app, no_docker=no_docker, docker_image=docker_image, region=region)
+    sent = send_job(app, job_store, instance_id, script, script_args(), job_id=job_id,
+                    sync_code=image is None if sync_code is None else sync_code, includes=includes, image=image)
     if not wait:
         if auto_resume:
             app.output.note(f"runctl: --auto-resume acts while runctl waits: add --wait, or run "
@@ -122,7 +127,7 @@ class SentJob:
 
 def send_job(app, job_store, instance_id: str, script: str, args: tuple[str, ...], *, job_id: str | None = None,
              sync_code: bool = True, includes: tuple[str, ...] = (),
-             prepared: tuple[tuple[str, ...], str | None] | None = None) -> SentJob:
+             prepared: tuple[tuple[str, ...], str | None] | None = None, image=None) -> SentJob:
     """Upload the code, write job.json and the instance's assignment (the instance is
     known to run). The settings come from the configuration, as for ``runctl run``.
     ``prepared``: ``prepare_code``'s result when the code was uploaded already."""
@@ -140,12 +145,14 @@ def send_job(app, job_store, instance_id: str, script: str, args: tuple[str, ...
         stop_signal=signal_name if signal_name.startswith("SIG") else f"SIG{signal_name}",
         max_restarts=config.local.max_restarts, max_restarts_on_errors=config.local.max_restarts_on_errors,
         sync_interval=config.checkpoint.sync_interval, keep_last_n=config.checkpoint.keep_last_n,
+        image=image.ref if image is not None else None,
+        registry_login=image.registry_login if image is not None else "",
     )
     previous = read_status(job_store, job_id)
     assignment = submit_job(job_store, instance_id, spec)
     _note_agent(app, job_store, instance_id)
     report = {"job_id": job_id, "instance_id": instance_id, "store": job_store.url, "code_tree": tree,
-              "command": list(command)}
+              "command": list(command), "image": image.ref if image is not None else None}
     return SentJob(job_id, instance_id, assignment.assignment_id, len(previous.attempts) if previous else 0, report)
 
 
