@@ -32,11 +32,23 @@ def aws_runctl(cloud, docker_project, docker_host, tmp_path):
     env.update(cloud.env, XDG_CONFIG_HOME=str(tmp_path / "xdg"), RUNCTL_AWS_AMI=ami, DOCKER_HOST=docker_host,
                DOCKER_CONFIG=str(tmp_path / "cli-docker-config"))
 
-    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "runctl", *args], cwd=docker_project, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+    started: list[subprocess.Popen] = []
 
-    return run
+    def run(*args: str, timeout: float = 120, background: bool = False, **extra: str):
+        argv = [sys.executable, "-m", "runctl", *args]
+        if background:
+            proc = subprocess.Popen(argv, cwd=docker_project, env={**env, **extra}, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            started.append(proc)
+            return proc
+        return subprocess.run(argv, cwd=docker_project, env={**env, **extra}, capture_output=True, text=True,
+                              timeout=timeout)
+
+    yield run
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def test_aws_train_runs_the_job_in_the_pushed_image(cloud, aws_runctl, registry, straight_weights):
@@ -60,3 +72,56 @@ def test_aws_train_runs_the_job_in_the_pushed_image(cloud, aws_runctl, registry,
 
     terminated = aws_runctl("aws", "terminate", instance_id)
     assert terminated.returncode == 0, terminated.stderr
+
+
+def _wait_for(what, predicate, proc, timeout=60.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"runctl exited ({proc.returncode}) while waiting for {what}:\n{out}\n{err}")
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_spot_interruption_resumes_in_a_new_container_to_the_same_weights(
+        cloud, aws_runctl, docker_project, docker_host, registry, straight_weights):
+    from runctl.agent.status import read_status
+    from runctl.store import layout, open_store
+    from runctl.store.snapshots import Snapshots
+
+    steps = 6000
+    proc = aws_runctl("aws", "run", "training/train.py", "--spot", "-t", "t3.micro", "--auto-resume",
+                      "--", "--steps", str(steps), "--checkpoint-every", "500", background=True,
+                      RUNCTL_CHECKPOINT_SYNC_INTERVAL="0.5")
+    store = open_store(f"s3://{cloud.bucket}/runctl", session=cloud.session(), endpoint_url=cloud.endpoint)
+
+    def progressing():
+        jobs = store.list_dirs("jobs/")
+        status = read_status(store, jobs[0]) if jobs else None
+        if status is None or len(status.attempts) != 1 or status.state != "running":
+            return None
+        latest = Snapshots(store, layout.checkpoints_prefix(jobs[0])).latest()
+        return status.attempts[0].instance_id if latest is not None else None
+
+    first = _wait_for("the first attempt to make progress", progressing, proc, timeout=90)
+    cloud.interrupt(first)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "runctl: using Docker (Dockerfile found at training/Dockerfile" in err
+    result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    assert result == {"final_step": steps, "weights_sha256": straight_weights(steps)}
+    (job_id,) = store.list_dirs("jobs/")
+    status = read_status(store, job_id)
+    assert [a.reason for a in status.attempts] == ["interrupted", "completed"]
+    assert status.attempts[1].resumed_from is not None and status.attempts[1].instance_id != first
+    second_log = cloud.instances[status.attempts[1].instance_id].log_path.read_text()
+    assert f"pulled {registry}/proj-" in second_log  # the replacement pulled the image and ran it anew
+    left = subprocess.run(["docker", "ps", "-aq", "--filter", "name=runctl-"], capture_output=True, text=True,
+                          env={**os.environ, "DOCKER_HOST": docker_host})
+    assert left.stdout.strip() == ""  # the interrupted attempt's container is gone too
