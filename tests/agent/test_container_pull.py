@@ -1,0 +1,48 @@
+"""The instance side of a job in an image: which registry to log in to, and the pull."""
+
+from __future__ import annotations
+
+from runctl.agent.container import pull_job_image, registry_host
+from runctl.models import JobSpec
+
+
+def test_registry_host():
+    assert registry_host("123456789012.dkr.ecr.us-east-1.amazonaws.com/proj:abc") == \
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    assert registry_host("127.0.0.1:5000/proj:abc") == "127.0.0.1:5000"
+    assert registry_host("localhost/proj") == "localhost"
+    assert registry_host("python:3.11-slim") is None
+    assert registry_host("library/python:3.11") is None
+
+
+class FakeCli:
+    def __init__(self):
+        self.calls = []
+
+    def login(self, registry):
+        self.calls.append(("login", registry.host))
+
+    def pull(self, ref):
+        self.calls.append(("pull", ref))
+
+
+def _spec(image, login=""):
+    return JobSpec("job", ("python", "train.py"), "file:///s", "/c", "/w", image=image, registry_login=login)
+
+
+def test_an_image_without_registry_login_is_pulled_without_logging_in():
+    cli = FakeCli()
+    assert pull_job_image(_spec("127.0.0.1:5000/proj:abc"), cli=cli) == "pulled 127.0.0.1:5000/proj:abc"
+    assert cli.calls == [("pull", "127.0.0.1:5000/proj:abc")]
+
+
+def test_a_docker_hub_image_needs_no_login_even_with_ecr_login():
+    cli = FakeCli()
+    pull_job_image(_spec("python:3.11-slim", "ecr"), cli=cli)
+    assert cli.calls == [("pull", "python:3.11-slim")]
+
+
+def test_an_old_job_json_without_the_field_reads():
+    data = _spec("x/y:z").to_dict()
+    data.pop("registry_login")
+    assert JobSpec.from_dict(data).registry_login == ""
