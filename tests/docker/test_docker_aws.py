@@ -125,3 +125,18 @@ def test_spot_interruption_resumes_in_a_new_container_to_the_same_weights(
     left = subprocess.run(["docker", "ps", "-aq", "--filter", "name=runctl-"], capture_output=True, text=True,
                           env={**os.environ, "DOCKER_HOST": docker_host})
     assert left.stdout.strip() == ""  # the interrupted attempt's container is gone too
+
+
+def test_no_docker_opts_out_and_syncs_the_code(cloud, aws_runctl, straight_weights):
+    created = aws_runctl("aws", "create", "--instance-type", "t3.micro", "--wait", "--output", "instance-id")
+    assert created.returncode == 0, created.stderr
+    instance_id = created.stdout.strip()
+    trained = aws_runctl("aws", "train", instance_id, "training/train.py", "--no-docker", "--wait",
+                         "--", "--steps", "200")
+    agent_log = cloud.instances[instance_id].log_path.read_text()
+    assert trained.returncode == 0, trained.stderr + agent_log
+    assert "Docker" not in trained.stderr and "code: uploaded" in trained.stderr
+    assert "pulled" not in agent_log
+    result = json.loads([line for line in trained.stdout.splitlines() if line.startswith("{")][-1])
+    assert result == {"final_step": 200, "weights_sha256": straight_weights(200)}
+    assert aws_runctl("aws", "terminate", instance_id).returncode == 0
