@@ -14,6 +14,7 @@ from runctl.cli._args import script_args, script_command
 from runctl.cli._context import output_option, pass_app
 from runctl.cli._output import Output
 from runctl.cli.aws._docker import prepare_image, with_docker_options
+from runctl.cli.aws.train import with_code_options
 from runctl.errors import EXIT_JOB_FAILED, RunctlError
 
 
@@ -54,12 +55,7 @@ def create_instance(ctx: click.Context, app, *, job_id: str, store_url: str, reg
 @script_command(name="run", short_help="Launch an instance, train SCRIPT on it, terminate it.")
 @click.option("--instance-type", "-t", metavar="TYPE", help="Instance type (default: [aws] default_instance_type).")
 @click.option("--spot/--on-demand", default=None, help="Market (default: [aws] use_spot).")
-@click.option("--sync-code/--no-sync-code", default=None,
-              help="Upload the project folder (honouring .gitignore and .runctlignore) for the job "
-                   "(default: yes, except when the job runs in a Docker image, which holds the code).")
-@click.option("--include", "includes", multiple=True, metavar="PATTERN",
-              help="Also upload files an ignore file leaves out (gitignore syntax); repeatable.")
-@click.option("--job-id", help="Name of the job (default: derived from the script and its arguments).")
+@with_code_options
 @with_docker_options
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="Give up waiting for the job after S seconds (exit 1).")

@@ -53,6 +53,21 @@ def auto_resume_on(app, flag: bool | None) -> bool:
     return app.config.aws.auto_resume if flag is None else flag
 
 
+def with_code_options(func):
+    """--sync-code/--no-sync-code, --include and --job-id: what reaches the instance, and as
+    which job (shared by aws train and aws run)."""
+    for option in reversed((
+        click.option("--sync-code/--no-sync-code", default=None,
+                     help="Upload the project folder (honouring .gitignore and .runctlignore) for the job "
+                          "(default: yes, except when the job runs in a Docker image, which holds the code)."),
+        click.option("--include", "includes", multiple=True, metavar="PATTERN",
+                     help="Also upload files an ignore file leaves out (gitignore syntax); repeatable."),
+        click.option("--job-id", help="Name of the job (default: derived from the script and its arguments)."),
+    )):
+        func = option(func)
+    return func
+
+
 def aws_store_url(app, explicit: str | None) -> str:
     from runctl.backends.aws.bootstrap import store_url_for
 
@@ -60,12 +75,7 @@ def aws_store_url(app, explicit: str | None) -> str:
 
 
 @train_command(name="train", short_help="Run a script on an instance's runctl agent.")
-@click.option("--sync-code/--no-sync-code", default=None,
-              help="Upload the project folder (honouring .gitignore and .runctlignore) for the job "
-                   "(default: yes, except when the job runs in a Docker image, which holds the code).")
-@click.option("--include", "includes", multiple=True, metavar="PATTERN",
-              help="Also upload files an ignore file leaves out (gitignore syntax); repeatable.")
-@click.option("--job-id", help="Name of the job (default: derived from the script and its arguments).")
+@with_code_options
 @with_docker_options
 @click.option("--wait", is_flag=True, help="Follow the job's output and exit with its exit code.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
