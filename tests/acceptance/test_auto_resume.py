@@ -11,30 +11,15 @@ recovery leaves nothing running. (The ``cloud`` fixture asserts nothing is left 
 from __future__ import annotations
 
 import json
-import time
-
-import pytest
 
 from runctl.agent.status import read_status
 from runctl.resume.records import read_recoveries
 from runctl.store import layout, open_store
 from runctl.store.snapshots import Snapshots
+from waiting import wait_for
 
 STEPS = 6000
 FAST_SYNC = {"RUNCTL_CHECKPOINT_SYNC_INTERVAL": "0.5"}
-
-
-def wait_for(what, predicate, proc, timeout=60.0, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"runctl exited ({proc.returncode}) while waiting for {what}:\n{out}\n{err}")
-        time.sleep(interval)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def job_store(cloud):

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from runctl.testing.cloud import FakeCloud
+from waiting import wait_for
 
 STEPS = 600
 
@@ -74,21 +75,6 @@ def test_aws_train_runs_the_job_in_the_pushed_image(cloud, aws_runctl, registry,
     assert terminated.returncode == 0, terminated.stderr
 
 
-def _wait_for(what, predicate, proc, timeout=60.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"runctl exited ({proc.returncode}) while waiting for {what}:\n{out}\n{err}")
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def test_spot_interruption_resumes_in_a_new_container_to_the_same_weights(
         cloud, aws_runctl, docker_project, docker_host, registry, straight_weights):
     from runctl.agent.status import read_status
@@ -109,7 +95,7 @@ def test_spot_interruption_resumes_in_a_new_container_to_the_same_weights(
         latest = Snapshots(store, layout.checkpoints_prefix(jobs[0])).latest()
         return status.attempts[0].instance_id if latest is not None else None
 
-    first = _wait_for("the first attempt to make progress", progressing, proc, timeout=90)
+    first = wait_for("the first attempt to make progress", progressing, proc, timeout=90)
     cloud.interrupt(first)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
