@@ -1,4 +1,4 @@
-"""`runctl checkpoint list|info|verify|prune`, run as a user would."""
+"""`runctl checkpoint list|info|verify|restore|prune`, run as a user would."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def test_list_empty_and_usage_errors(here):
 
     make_snapshots(store, here, count=1, job="other-job")
     for args, message in [
-        (["--store", "x", "somewhere"], "either as TARGET or with --store"),
+        (["--store", "x", "s3://bucket/jobs"], "either as TARGET or with --store"),
         (["--store", str(here / "store")], "which job? Use --job JOB_ID or a TARGET URL ending in /jobs/JOB_ID "
                                            f"(jobs in {store.url}: other-job)"),
         ([str(here / "store")], "is a store, not a job's checkpoints; add --job JOB_ID"),
@@ -140,6 +140,33 @@ def test_verify_ok_and_corrupted(any_store, here):
     assert report[0]["seq"] == 2 and report[0]["ok"] is False and "model.pt" in report[0]["problems"][0]
     result = run("checkpoint", "verify", target, "2", "--all")
     assert isinstance(result.exception, UsageError)
+
+
+def test_restore_latest_by_job_id_and_a_given_seq(any_store, here):
+    make_snapshots(any_store, here)
+    dest = here / "eval"
+    result = run("checkpoint", "restore", JOB, "--store", any_store.url, "--to", str(dest), "-o", "json")
+    assert result.exit_code == 0, result.output
+    restored = json.loads(result.stdout)
+    assert restored["seq"] == 3 and restored["files"] == 2 and restored["total_bytes"] == 3005
+    assert (dest / "model.pt").read_bytes() == bytes([2]) * 3000 and (dest / "opt" / "state.bin").exists()
+
+    result = run("checkpoint", "restore", f"{any_store.url}/jobs/{JOB}", "1", "--to", str(dest))
+    assert result.exit_code == 0, result.output
+    assert "restored snapshot 1 (2 files, 1005 B) into" in result.stdout
+    assert (dest / "model.pt").read_bytes() == bytes([0]) * 1000
+
+
+def test_restore_refuses_a_missing_job_and_snapshot(here):
+    make_snapshots(open_store(str(here / ".runctl" / "store")), here, count=1)
+    result = run("checkpoint", "restore", "no-such-job", "--to", str(here / "eval"))
+    assert isinstance(result.exception, NotFoundError), result.output
+    assert "no complete checkpoint snapshot at" in str(result.exception)
+    result = run("checkpoint", "restore", JOB, "7", "--to", str(here / "eval"))
+    assert isinstance(result.exception, NotFoundError), result.output
+    assert not (here / "eval" / "model.pt").exists()
+    result = run("checkpoint", "restore", JOB)
+    assert result.exit_code == 2 and "Missing option '--to'" in result.output
 
 
 def test_prune(any_store, here):

@@ -1,7 +1,7 @@
-"""``runctl checkpoint list|info|verify|prune``: a job's checkpoint snapshots in its store.
+"""``runctl checkpoint list|info|verify|restore|prune``: a job's checkpoint snapshots in its store.
 
-Which snapshots: ``--store URL --job JOB_ID``, or a TARGET URL naming a job
-(``<store>/jobs/<id>``) or a checkpoints prefix (``<store>/jobs/<id>/checkpoints``, or any
+Which snapshots: ``--store URL --job JOB_ID``, a TARGET that is a job id, or a TARGET URL
+naming a job (``<store>/jobs/<id>``) or a checkpoints prefix (``<store>/jobs/<id>/checkpoints``, or any
 folder of snapshot folders). Without either, the store is ``[checkpoint] store`` from the
 configuration, else ``.runctl/store`` here, and ``--job`` names the job.
 """
@@ -9,15 +9,13 @@ configuration, else ``.runctl/store`` here, and ``--job`` names the job.
 from __future__ import annotations
 
 import json
-import re
 
 import click
 
+from runctl.checkpoints import latest_or, open_snapshots, restore_into
 from runctl.cli import _common
 from runctl.cli._context import App, output_option, pass_app
-from runctl.errors import IntegrityError, NotFoundError, UsageError
-
-_JOB_URL = re.compile(r"^(?:(?P<root>.*?)/)?jobs/(?P<job>[^/]+)(?:/checkpoints)?/*$")
+from runctl.errors import IntegrityError, UsageError
 
 
 def _size(n: int) -> str:
@@ -45,52 +43,14 @@ def _split_args(args: tuple[str, ...], *, takes_seq: bool) -> tuple[str | None, 
     return target, seq
 
 
-def _jobs_hint(store) -> str:
-    jobs = store.list_dirs("jobs/")
-    if not jobs:
-        return f"there are no jobs in {store.url}"
-    shown = ", ".join(jobs[:10]) + (", ..." if len(jobs) > 10 else "")
-    return f"jobs in {store.url}: {shown}"
-
-
 def _snapshots(app: App, target: str | None, store_url: str | None, job: str | None):
-    from runctl.store import layout, open_store
-    from runctl.store.snapshots import Snapshots
-
-    if target and store_url:
-        raise UsageError("give the store either as TARGET or with --store, not both")
-    if job is not None and not layout.JOB_ID_PATTERN.match(job):
-        raise UsageError(f"{job!r} is not a job id")
-    if target and job is None:
-        match = _JOB_URL.match(target)
-        if match and layout.JOB_ID_PATTERN.match(match["job"]):
-            root = match["root"]
-            target, store_url, job = None, "." if root is None else root or "/", match["job"]
-        else:  # a folder of snapshot folders
-            snaps = Snapshots(open_store(target), "")
-            if not snaps.all_seqs() and snaps.store.list_dirs("jobs/"):
-                raise UsageError(f"{target} is a store, not a job's checkpoints; add --job JOB_ID "
-                                 f"({_jobs_hint(snaps.store)})")
-            return snaps
-    store = open_store(_common.store_url(app, target or store_url))
-    if job is None:
-        raise UsageError(f"which job? Use --job JOB_ID or a TARGET URL ending in /jobs/JOB_ID ({_jobs_hint(store)})")
-    return Snapshots(store, layout.checkpoints_prefix(job))
+    return open_snapshots(target, store=store_url, job=job, default_store=_common.store_url(app, None))
 
 
 def _target_options(func):
     func = click.option("--job", "job", metavar="JOB_ID", help="The job whose checkpoints to use.")(func)
     func = _common.store_option(func)
     return output_option(func)
-
-
-def _latest_or(snaps, seq: int | None):
-    if seq is not None:
-        return snaps.get(seq)
-    latest = snaps.latest()
-    if latest is None:
-        raise NotFoundError(f"no complete checkpoint snapshot at {snaps.url}")
-    return latest
 
 
 def _summary(info) -> dict:
@@ -107,6 +67,7 @@ def checkpoint() -> None:
       runctl checkpoint list --job train-1a2b3c
       runctl checkpoint info s3://bucket/runctl/jobs/train-1a2b3c 12
       runctl checkpoint verify --all --store s3://bucket/runctl --job train-1a2b3c
+      runctl checkpoint restore train-1a2b3c --to eval/checkpoint
       runctl checkpoint prune ./.runctl/store/jobs/train-1a2b3c --keep-last-n 3 --dry-run
     """
 
@@ -138,7 +99,7 @@ def info(app: App, args: tuple[str, ...], store: str | None, job: str | None) ->
     """One snapshot's files with their sizes and sha256 (default: the latest)."""
     target, seq = _split_args(args, takes_seq=True)
     snaps = _snapshots(app, target, store, job)
-    found = _latest_or(snaps, seq)
+    found = latest_or(snaps, seq)
 
     def text() -> None:
         app.output.line(f"snapshot {found.seq} at {found.url}")
@@ -165,7 +126,7 @@ def verify(app: App, args: tuple[str, ...], all_: bool, store: str | None, job: 
     if all_ and seq is not None:
         raise UsageError("give a SEQ or --all, not both")
     snaps = _snapshots(app, target, store, job)
-    infos = snaps.list() if all_ else [_latest_or(snaps, seq)]
+    infos = snaps.list() if all_ else [latest_or(snaps, seq)]
     results = []
     with app.output.progress("verifying", sum(i.total_bytes for i in infos)) as advance:
         for found in infos:
@@ -189,6 +150,34 @@ def verify(app: App, args: tuple[str, ...], all_: bool, store: str | None, job: 
     if failed:
         raise IntegrityError(f"{len(failed)} of {len(results)} snapshot(s) failed verification at {snaps.url}: "
                              + ", ".join(map(str, failed)))
+
+
+@checkpoint.command("restore")
+@click.argument("args", nargs=-1, metavar="[TARGET] [SEQ]")
+@click.option("--to", "dest", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="The folder to put the snapshot's files in (created if missing).")
+@_target_options
+@pass_app
+def restore(app: App, args: tuple[str, ...], dest: str, store: str | None, job: str | None) -> None:
+    """Download a snapshot (default: the latest) into DIR, every file verified first.
+
+    Files already in DIR with the right content are kept; nothing is written outside DIR.
+    """
+    target, seq = _split_args(args, takes_seq=True)
+    snaps = _snapshots(app, target, store, job)
+    found = latest_or(snaps, seq)
+    with app.output.progress("restoring", found.total_bytes) as advance:
+        fetched = restore_into(snaps, dest, found.seq, progress=advance)
+    result = {"seq": fetched.seq, "folder": str(fetched.folder), "files": len(found.files),
+              "total_bytes": found.total_bytes, "newest": str(fetched.newest) if fetched.newest else None}
+
+    def text() -> None:
+        app.output.line(f"restored snapshot {fetched.seq} ({len(found.files)} files, {_size(found.total_bytes)}) "
+                        f"into {fetched.folder}")
+        if fetched.newest:
+            app.output.line(f"newest checkpoint: {fetched.newest}")
+
+    app.output.report(result, text)
 
 
 @checkpoint.command("prune")
