@@ -58,6 +58,12 @@ def init_state(seed: int) -> dict:
     return {"step": 0, "params": params, "velocity": velocity, "rng": random.Random(seed + 2).getstate()}
 
 
+def predict(params: dict, x: list[float]) -> float:
+    """The model's output for one input vector (what evaluation and serving use)."""
+    hidden = [math.tanh(sum(w * xi for w, xi in zip(row, x)) + b) for row, b in zip(params["w1"], params["b1"])]
+    return sum(w * h for w, h in zip(params["w2"], hidden)) + params["b2"]
+
+
 def train_step(state: dict, batch: list[tuple[list[float], float]], lr: float, momentum: float) -> float:
     p, v = state["params"], state["velocity"]
     g_w1 = [[0.0] * INPUTS for _ in range(HIDDEN)]
