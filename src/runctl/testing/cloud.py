@@ -99,6 +99,9 @@ class FakeCloud:
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+        # AWS's managed policies (AmazonSSMManagedInstanceCore, which `aws setup` attaches)
+        # exist in every account; moto, in this process, loads them only when asked.
+        os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
         port = _free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._server.start()
