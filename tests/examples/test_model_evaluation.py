@@ -49,8 +49,10 @@ def trained(tmp_path_factory) -> Path:
     """A folder whose default store holds job "ev": train.py for STEPS steps, interrupted once
     (its final snapshot holds the step it saved on SIGTERM) and resumed to the end."""
     folder = tmp_path_factory.mktemp("trained")
+    # --keep-last-n: the interrupted attempt's snapshot stays, however many come after it.
     done = subprocess.run([sys.executable, "-m", "runctl", "run", str(TRAIN), "--job-id", "ev", "--rehearse", "1",
-                           "--rehearse-at", "0.6s", "--", "--steps", str(STEPS), "--checkpoint-every", "100"],
+                           "--rehearse-at", "0.6s", "--keep-last-n", "100",
+                           "--", "--steps", str(STEPS), "--checkpoint-every", "100"],
                           cwd=folder, env=clean_env(folder), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return folder
