@@ -51,22 +51,11 @@ class ServeError(Exception):
 
 
 def load_train_module(path: Path = TRAIN_PY):
-    """train.py, loaded by path: its load_checkpoint and INPUTS are the model's definition."""
+    """train.py, loaded by path: its load_checkpoint, predict and INPUTS define the model."""
     spec = importlib.util.spec_from_file_location("inference_server_train", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def forward(params: dict, x: list[float]) -> float:
-    """The model's output for one input vector.
-
-    train.py has no forward/predict function of its own (train_step computes the forward
-    pass inline); this is the same arithmetic in the same order, so the numbers are equal.
-    """
-    pre = [sum(w * xi for w, xi in zip(row, x)) + b for row, b in zip(params["w1"], params["b1"])]
-    hidden = [math.tanh(a) for a in pre]
-    return sum(w * h for w, h in zip(params["w2"], hidden)) + params["b2"]
 
 
 def parse_inputs(inputs: Any, width: int) -> tuple[list[list[float]], bool]:
@@ -313,7 +302,7 @@ def build_app(holder: ModelHolder, *, reload_every: float | None = None, on_shut
             rows, single = parse_inputs(request.inputs, holder.width)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
-        outputs = [forward(model.params, row) for row in rows]
+        outputs = [holder.train.predict(model.params, row) for row in rows]
         if not all(math.isfinite(y) for y in outputs):
             raise HTTPException(422, "inputs too large: the output is not a finite number")
         answer = {"prediction": outputs[0]} if single else {"predictions": outputs}
