@@ -26,10 +26,15 @@ import signal
 import sys
 from pathlib import Path
 
-import torch
-from torch import nn
-
 import runctl
+
+# SIGTERM may come at any moment, also during the second or two that `import torch` takes: from
+# here on it is only noted, and the training loop saves and exits at the end of its next step.
+STOP = {"requested": False}
+signal.signal(signal.SIGTERM, lambda *_: STOP.update(requested=True))
+
+import torch  # noqa: E402  (after the handler, on purpose)
+from torch import nn  # noqa: E402
 
 INPUTS, HIDDEN = 32, 256
 KEEP_LOCAL = 3  # checkpoint files kept in the folder; the store keeps its own history
@@ -96,9 +101,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", type=Path, help="checkpoint to resume from (default: RUNCTL_RESUME_FROM)")
     args = parser.parse_args(argv)
 
-    stop = {"requested": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
-
     # Same bits on every run: one thread (no reduction-order differences), no nondeterministic kernels.
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -122,14 +124,14 @@ def main(argv: list[str] | None = None) -> int:
         loss.backward()
         optimizer.step()
         step += 1
-        saving = step % args.checkpoint_every == 0 or stop["requested"]
+        saving = step % args.checkpoint_every == 0 or STOP["requested"]
         if saving or step in (first, args.steps) or step % PROGRESS_EVERY == 0:
             runctl.progress(step=step, loss=loss.item())
         if saving:
             save_checkpoint(folder, step, model, optimizer, sampler)
         if step % 5000 == 0:
             print(f"step {step} loss {loss.item():.5f}", file=sys.stderr)
-        if stop["requested"]:
+        if STOP["requested"]:
             print(f"SIGTERM: saved step {step}, exiting", file=sys.stderr)
             return 143
     save_checkpoint(folder, step, model, optimizer, sampler)
