@@ -103,7 +103,8 @@ def generate_input(url: str, count: int, lines: int) -> None:
         rows = []
         for _ in range(lines):
             picked = [rng.choice(words) for _ in range(rng.randint(0, 12))]
-            rows.append(rng.choice(["", "  ", "\t"]) + rng.choice([" ", "  "]).join(picked) + rng.choice([".", "!", "?", " ...", ""]))
+            indent, gap = rng.choice(["", "  ", "\t"]), rng.choice([" ", "  "])
+            rows.append(indent + gap.join(picked) + rng.choice([".", "!", "?", " ...", ""]))
         store.write(f"part-{i:05d}.txt", ("\n".join(rows) + "\n").encode())
     print(f"wrote {count} input shards of {lines} lines to {store.url}", file=sys.stderr)
 
@@ -141,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
     done = load_progress(resume, source.url, target.url)
     pending = [name for name in shards if name not in done]
     skipped = len(shards) - len(pending)
-    print(f"resuming: {skipped} of {len(shards)} shards already done" if resume else f"fresh start: {len(shards)} shards",
+    print(f"resuming: {skipped} of {len(shards)} shards already done" if resume
+          else f"fresh start: {len(shards)} shards",
           f"({source.url} -> {target.url}, progress in {checkpoint})", file=sys.stderr)
 
     for name in pending:

@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", nargs="?", metavar="JOB_OR_URL",
                         help="a job id, a URL naming a job (<store>/jobs/<id>), or a folder of snapshots")
     parser.add_argument("--job", help="the job id, when JOB_OR_URL (or --store) is the store")
-    parser.add_argument("--store", help="the store to find a job id in (default: [checkpoint] store, else .runctl/store)")
+    parser.add_argument("--store",
+                        help="the store to find a job id in (default: [checkpoint] store, else .runctl/store)")
     parser.add_argument("--seq", type=int, help="evaluate this snapshot instead of the latest")
     parser.add_argument("--checkpoint", type=Path, help="evaluate this checkpoint file instead of a job's")
     parser.add_argument("--seed", type=int, default=0, help="the --seed the job was trained with (default 0)")
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             path, origin = fetch(args, Path(scratch))
             state = read_state(path)
         metrics = {**origin, "step": state["step"], "checkpoint": path.name, "seed": args.seed,
-                   **{name: evaluate(state["params"], data) for name, data in datasets(args.seed, args.heldout).items()}}
+                   **{name: evaluate(state["params"], data)
+                      for name, data in datasets(args.seed, args.heldout).items()}}
         write_metrics(metrics, args.metrics_out)
     except RunctlError as exc:
         print(f"model_evaluation: error: {exc}", file=sys.stderr)
