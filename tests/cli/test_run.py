@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from runctl.agent.status import read_status
 from runctl.store.local import LocalStore
+from runctl.store.snapshots import Snapshots
 
 STEPS = 4000  # ~1.5 ms a step: 6 s straight through (the chaos test runs as many)
 
@@ -69,6 +70,9 @@ def test_rehearsal_resumes_to_the_weights_of_a_straight_run(runctl_cli, train_he
         assert after.first_step == before.last_step + 1  # saved on SIGTERM: no step lost
     assert all(a.interruption["source"] == "rehearsal" for a in attempts[:3])
     assert attempts[3].interruption is None and attempts[3].exit_code == 0 and attempts[3].last_step == STEPS
+    # The final snapshot records the last step the script reported.
+    latest = Snapshots(store_of(tmp_path), f"jobs/{job_id}/checkpoints/").latest()
+    assert latest.seq == attempts[3].final_snapshot and latest.metadata["step"] == STEPS
 
     shown = runctl_cli("status", job_id, "--output", "json")
     assert shown.returncode == 0, shown.stderr

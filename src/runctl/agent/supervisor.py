@@ -195,9 +195,9 @@ class Agent:
                 tree.wait()  # after kill_all: a leftover holding the output pipes would stall the pumps
                 if container is not None:
                     container.cleanup()  # a killed docker client leaves its container running
+            progress.read()  # the last step the script reported goes into the final snapshot
             final = sync.final()
             shipper.ship()
-        progress.read()
         reason = classify(exit_code, notice.to_dict() if notice else None)
         final_seq = final.snapshot.seq if final else (sync.latest.seq if sync.latest else None)
         attempt = self.book.update_attempt(
