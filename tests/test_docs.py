@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -103,11 +104,28 @@ def test_runnable_block(block: Block, tmp_path: Path, cli_env: dict[str, str]):
     command = ["bash", "-euo", "pipefail", "-c", block.text]
     if block.fake_cloud:
         command = [sys.executable, "-m", "runctl.testing.cloud", "--workdir", str(tmp_path / "cloud"), "--", *command]
-    done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S)
-    transcript = f"{block.name}:\n{block.text}\n--- stdout\n{done.stdout[-4000:]}\n--- stderr\n{done.stderr[-4000:]}"
-    assert done.returncode == 0, transcript
-    assert "Traceback" not in done.stderr, transcript
-    assert "fake-cloud: left running" not in done.stderr, transcript
+    code, stdout, stderr = run_in_own_group(command, workdir, env, tmp_path)
+    transcript = f"{block.name}:\n{block.text}\n--- stdout\n{stdout[-4000:]}\n--- stderr\n{stderr[-4000:]}"
+    assert code == 0, transcript
+    assert "Traceback" not in stderr, transcript
+    assert "fake-cloud: left running" not in stderr, transcript
+
+
+def run_in_own_group(command: list[str], cwd: Path, env: dict[str, str], tmp_path: Path) -> tuple[int, str, str]:
+    """Run ``command`` in a process group of its own, output to files (a server a failed
+    block left in the background must not hold our pipes open), and kill what it left."""
+    out, err = tmp_path / "block.stdout", tmp_path / "block.stderr"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
+        try:
+            code = proc.wait(timeout=BLOCK_TIMEOUT_S)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    return code, out.read_text(errors="replace"), err.read_text(errors="replace")
 
 
 # -- every runctl command in the docs exists -------------------------------------------------------
