@@ -3,13 +3,17 @@
 - under ``runctl run --rehearse 1``: on the agent's SIGTERM the callback has the Trainer save
   ``checkpoint-N`` at the end of the step and stop; the next attempt resumes from it, no step lost;
 - a notice without a signal (``runctl.interrupted()``) saves and stops too, in process;
+- without the library, importing the module says which pip extra to install;
 - ``resume_from_checkpoint()`` passes over a half-written checkpoint.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import signal
+import subprocess
+import sys
 from importlib.util import find_spec
 
 import pytest
@@ -18,8 +22,8 @@ from runctl.agent.status import read_status
 from runctl.store.local import LocalStore
 
 # transformers is imported by the tests themselves, not at collection (it takes seconds).
-pytestmark = pytest.mark.skipif(any(find_spec(name) is None for name in ("torch", "transformers", "accelerate")),
-                                reason="needs torch, transformers and accelerate: pip install 'runctl[examples]'")
+needs = pytest.mark.skipif(any(find_spec(name) is None for name in ("torch", "transformers", "accelerate")),
+                           reason="needs torch, transformers and accelerate: pip install 'runctl[examples]'")
 
 MAX_STEPS = 300
 
@@ -75,6 +79,7 @@ sys.exit(143 if callback.stopped else 0)
 """ % MAX_STEPS
 
 
+@needs
 def test_a_rehearsal_saves_on_sigterm_and_resumes_the_step_after(runctl_cli, tmp_path):
     (tmp_path / "train_hf.py").write_text(SCRIPT)
     done = runctl_cli("run", "train_hf.py", "--job-id", "hf", "--rehearse", "1", "--rehearse-at", "8s", timeout=150)
@@ -139,6 +144,7 @@ def runctl_env(tmp_path, monkeypatch):
     return folder
 
 
+@needs
 def test_a_notice_without_a_signal_saves_that_step_and_stops(runctl_env, tmp_path, monkeypatch):
     from runctl.integrations.huggingface import RunctlCallback, resume_from_checkpoint
 
@@ -172,6 +178,7 @@ def test_a_notice_without_a_signal_saves_that_step_and_stops(runctl_env, tmp_pat
     assert [entry["step"] for entry in history if "loss" in entry] == [2, 4, 6, 8, 10]  # carried on from 7
 
 
+@needs
 def test_resume_from_checkpoint_passes_over_a_half_written_one(runctl_env, monkeypatch):
     from runctl.integrations.huggingface import output_dir, resume_from_checkpoint
 
@@ -187,3 +194,11 @@ def test_resume_from_checkpoint_passes_over_a_half_written_one(runctl_env, monke
     (runctl_env / "checkpoint-200" / "checkpoint-is-incomplete.txt").write_text("")
     assert resume_from_checkpoint() == str(runctl_env / "checkpoint-100")
     assert output_dir() == str(runctl_env)
+
+
+def test_without_the_library_the_import_error_names_the_extra():
+    code = "import sys; sys.modules['transformers'] = None; import runctl.integrations.huggingface"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert re.match(r"ImportError: runctl.integrations.huggingface needs .*'runctl\[examples\]'", last), last

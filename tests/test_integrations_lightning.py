@@ -3,13 +3,17 @@
 - under ``runctl run --rehearse 1``: the agent's SIGTERM makes the callback save the step it
   was in and Lightning stop; the next attempt resumes from that checkpoint, no step lost;
 - a notice without a signal (``runctl.interrupted()``) saves and stops too, in process;
+- without the library, importing the module says which pip extra to install;
 - ``ckpt_path()`` picks the checkpoint runctl restored, or None on a fresh start.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import signal
+import subprocess
+import sys
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -19,8 +23,8 @@ from runctl.agent.status import read_status
 from runctl.store.local import LocalStore
 
 # Lightning is imported by the tests themselves, not at collection (it takes seconds).
-pytestmark = pytest.mark.skipif(find_spec("torch") is None or find_spec("pytorch_lightning") is None,
-                                reason="needs torch and pytorch-lightning: pip install 'runctl[examples]'")
+needs = pytest.mark.skipif(find_spec("torch") is None or find_spec("pytorch_lightning") is None,
+                           reason="needs torch and pytorch-lightning: pip install 'runctl[examples]'")
 
 MAX_STEPS = 300
 
@@ -71,6 +75,7 @@ sys.exit(143 if callback.stopped else 0)
 """ % MAX_STEPS
 
 
+@needs
 def test_a_rehearsal_saves_on_sigterm_and_resumes_the_step_after(runctl_cli, tmp_path):
     (tmp_path / "train_pl.py").write_text(SCRIPT)
     done = runctl_cli("run", "train_pl.py", "--job-id", "pl", "--rehearse", "1", "--rehearse-at", "8s", timeout=150)
@@ -155,6 +160,7 @@ def runctl_env(tmp_path, monkeypatch):
     return folder
 
 
+@needs
 def test_a_notice_without_a_signal_saves_that_step_and_stops(runctl_env, tmp_path, monkeypatch):
     from runctl.integrations.lightning import RunctlCheckpoint, ckpt_path
 
@@ -180,6 +186,7 @@ def test_a_notice_without_a_signal_saves_that_step_and_stops(runctl_env, tmp_pat
     assert sorted(p.name for p in runctl_env.iterdir()) == ["step-00000012.ckpt", "step-00000015.ckpt"]
 
 
+@needs
 def test_ckpt_path(tmp_path, monkeypatch):
     from runctl.integrations.lightning import ckpt_path
 
@@ -193,3 +200,12 @@ def test_ckpt_path(tmp_path, monkeypatch):
     assert ckpt_path() == str(folder / "best.ckpt")  # runctl's newest entry, when a .ckpt file
     monkeypatch.setenv("RUNCTL_RESUME_FROM", str(folder / "notes.txt"))
     assert ckpt_path() == str(folder / "step-00000100.ckpt")  # else the callback's newest step
+
+
+def test_without_the_library_the_import_error_names_the_extra():
+    code = ("import sys; sys.modules['pytorch_lightning'] = sys.modules['lightning'] = None; "
+            "import runctl.integrations.lightning")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert re.match(r"ImportError: runctl.integrations.lightning needs .*pip install 'runctl\[examples\]'", last), last

@@ -3,14 +3,17 @@
     import pytorch_lightning as pl
     from runctl.integrations.lightning import RunctlCheckpoint, ckpt_path
 
-    trainer = pl.Trainer(max_steps=10_000, callbacks=[RunctlCheckpoint(every_n_steps=500)])
+    callback = RunctlCheckpoint(every_n_steps=500)
+    trainer = pl.Trainer(max_steps=10_000, callbacks=[callback])
     trainer.fit(model, datamodule, ckpt_path=ckpt_path())   # None on a fresh start
+    if callback.stopped:
+        sys.exit(143)   # interrupted: saved, do not go on as if training had finished
 
 ``RunctlCheckpoint`` reports ``global_step`` and the logged metrics to runctl, saves
 ``step-00000500.ckpt`` ... atomically into ``runctl.checkpoint_dir()`` (keeping the last
 ``keep_last`` locally; the store keeps its own history) and once more when training ends.
 Being a ``Checkpoint`` callback, it replaces Lightning's default ``ModelCheckpoint`` (add one
-yourself to keep "best" checkpoints too).
+yourself to keep "best" checkpoints too) and cannot go with ``enable_checkpointing=False``.
 
 On SIGTERM, Lightning 2.x's own handler only records it (``trainer.received_sigterm``); at
 the end of the current batch the loop raises ``SIGTERMException``, a ``SystemExit`` with no
