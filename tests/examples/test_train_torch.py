@@ -18,9 +18,11 @@ from runctl.agent.status import read_status  # noqa: E402
 from runctl.store.local import LocalStore  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[2] / "training" / "examples" / "train_torch.py"
-# Under a millisecond a step: interrupted 4 s into each attempt (torch imports in ~1.5 s), two
-# attempts cannot get through these steps, the third finishes in a few seconds.
-STEPS, EVERY = 10000, 500
+# Interrupted 1 s into the first attempt (most often while torch is still being imported: the
+# script takes note of SIGTERM before that, and saves at its first step) and 2 s into the second
+# (most often mid-training). Even at 0.3 ms a step the two cannot get through STEPS; the third
+# finishes them in a few seconds (0.6 ms a step on an idle core).
+STEPS, EVERY = 8000, 500
 
 
 def weights_line(stdout: str) -> dict:
@@ -41,7 +43,7 @@ def test_a_rehearsal_ends_with_the_weights_of_a_straight_run(runctl_cli, tmp_pat
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         done = runctl_cli("run", "training/examples/train_torch.py", "--job-id", "torch", "--rehearse", "2",
-                          "--rehearse-at", "4s,4s", "--", *args)
+                          "--rehearse-at", "1s,2s", "--", *args)
         straight_out, straight_err = straight.communicate(timeout=120)
     finally:
         if straight.poll() is None:
