@@ -111,6 +111,15 @@ def test_no_credentials_is_exit_3_in_one_line(ec2_project, run_cli, monkeypatch)
         assert one_error_line(err).startswith("no AWS credentials found; configure them")
 
 
+def test_a_missing_aws_profile_is_exit_3_in_one_line(ec2_project, run_cli, monkeypatch):
+    monkeypatch.setenv("AWS_PROFILE", "nope")
+    for args in (["aws", "create", "-t", "t3.micro"], ["aws", "status", "i-0123456789abcdef0"],
+                 ["resources", "list"]):
+        code, out, err = run_cli(*args)
+        assert (code, out) == (3, ""), (args, err)
+        assert one_error_line(err).startswith("AWS profile 'nope' not found; fix AWS_PROFILE")
+
+
 def test_unknown_region_is_exit_2_before_any_request(ec2_project, run_cli, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: any request would fail
     code, out, err = run_cli("aws", "create", "--region", "xx-1")

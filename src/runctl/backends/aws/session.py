@@ -38,12 +38,21 @@ _NO_INSTANCE = {"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}
 def known_regions() -> list[str]:
     """Every region botocore's endpoint data lists for EC2, all partitions (no request made)."""
     import botocore.session
+    from botocore.exceptions import ProfileNotFound
 
     session = botocore.session.get_session()
     regions: set[str] = set()
-    for partition in session.get_available_partitions():
-        regions.update(session.get_available_regions("ec2", partition))
+    try:  # reading the endpoint data loads the configuration: a missing AWS_PROFILE fails here
+        for partition in session.get_available_partitions():
+            regions.update(session.get_available_regions("ec2", partition))
+    except ProfileNotFound as exc:
+        raise CloudError(profile_not_found(exc)) from exc
     return sorted(regions)
+
+
+def profile_not_found(exc) -> str:
+    return (f"AWS profile {exc.kwargs.get('profile')!r} not found; fix AWS_PROFILE "
+            "(aws configure list-profiles shows the profiles there are)")
 
 
 def check_region(region: str, known: list[str] | None = None) -> str:
@@ -77,11 +86,13 @@ class AwsSession:
     def session(self):
         if self._session is None:
             import boto3
-            from botocore.exceptions import BotoCoreError
+            from botocore.exceptions import BotoCoreError, ProfileNotFound
 
             try:
                 self._session = boto3.session.Session(region_name=self.region)
-            except BotoCoreError as exc:  # a missing AWS_PROFILE fails here already
+            except ProfileNotFound as exc:
+                raise CloudError(profile_not_found(exc)) from exc
+            except BotoCoreError as exc:
                 raise CloudError(f"cannot load the AWS configuration: {exc}") from exc
         return self._session
 
