@@ -31,6 +31,7 @@ def test_cleanup_removes_only_what_runctl_tagged(ec2_client, spec, image_id):
         ("launch-template", leftover["LaunchTemplateId"]), ("fleet", next(r.id for r in found if r.kind == "fleet"))}
     assert [r.id for r in list_resources(ec2_client, "us-east-1", job="other")] == [on_demand.instance_id]
 
+    print("BEFORE", ec2_client.describe_spot_instance_requests()["SpotInstanceRequests"])
     planned = cleanup(ec2_client, "us-east-1", found, dry_run=True)
     assert {r.id for r in planned} == {r.id for r in found}
     assert state(ec2_client, spot.instance_id) == "running"
@@ -42,3 +43,18 @@ def test_cleanup_removes_only_what_runctl_tagged(ec2_client, spec, image_id):
     templates = [t["LaunchTemplateId"] for t in ec2_client.describe_launch_templates()["LaunchTemplates"]]
     assert templates == [foreign_template["LaunchTemplate"]["LaunchTemplateId"]]
     assert list_resources(ec2_client, "us-east-1") == []
+
+
+def test_cleanup_of_a_spot_instance_cancels_its_request(ec2_client, spec):
+    spot = Provisioner(ec2_client, region="us-east-1").create_instance(spec)
+    instances = [r for r in list_resources(ec2_client, "us-east-1") if r.kind == "instance"]
+    assert [r.id for r in instances] == [spot.instance_id]
+
+    def live_requests() -> list[str]:
+        found = ec2_client.describe_spot_instance_requests()["SpotInstanceRequests"]
+        return [r["SpotInstanceRequestId"] for r in found if r["State"] in ("open", "active")]
+
+    assert live_requests()
+    cleanup(ec2_client, "us-east-1", instances)  # the instance alone, as when its fleet is gone
+    assert state(ec2_client, spot.instance_id) == "terminated"
+    assert live_requests() == []  # an open request would be left behind (or relaunch, if persistent)

@@ -183,17 +183,17 @@ class Ec2:
         info = self._own(instance_id, "terminate")
         if info.state == "terminated":
             return info
-        self._terminate([instance_id])
+        self.terminate_ids([instance_id])
         return self.describe(instance_id)
 
     def terminate_tagged(self, *, job: str | None = None, dry_run: bool = False) -> list[InstanceInfo]:
         """Terminate every live instance runctl launched (of ``job`` when given); returns them."""
         doomed = self.list_tagged(job=job, states=("pending", "running", "stopping", "stopped"))
         if doomed and not dry_run:
-            self._terminate([i.instance_id for i in doomed])
+            self.terminate_ids([i.instance_id for i in doomed])
         return doomed
 
-    def _terminate(self, ids: list[str]) -> None:
+    def terminate_ids(self, ids: list[str]) -> None:
         """Cancel the instances' spot requests first (a persistent request would launch a
         replacement, and an open one is left behind), then terminate them."""
         with translate(f"terminate {', '.join(ids)}", region=self.region,

@@ -93,9 +93,7 @@ def cleanup(client, region: str, resources: list[Resource], *, dry_run: bool = F
     instances = [r for r in ours if r.kind == "instance"]
     if instances:
         if not dry_run:
-            ids = [r.id for r in instances]
-            with translate(f"terminate {', '.join(ids)}", region=region, permission="ec2:TerminateInstances"):
-                client.terminate_instances(InstanceIds=ids)
+            Ec2(client, region=region).terminate_ids([r.id for r in instances])  # their spot requests too
         removed += instances
     for template in (r for r in ours if r.kind == "launch-template"):
         if not dry_run:
