@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from runctl.agent.docker_engine import ensure_engine
 from runctl.backends.docker import (RUNCTL_LIB_MOUNT, DockerCli, container_command, in_container_argv,
                                     runctl_lib_dir, wants_gpus)
 from runctl.models import JobSpec
@@ -63,13 +64,15 @@ def registry_host(image: str) -> str | None:
 
 
 def pull_job_image(spec: JobSpec, *, region: str | None = None, cli: DockerCli | None = None) -> str:
-    """On the instance, before the job's first attempt: log in to the image's registry with
+    """On the instance, before the job's first attempt: make sure a Docker engine runs
+    (installed when missing, see docker_engine), log in to the image's registry with
     this machine's credentials (ECR: GetAuthorizationToken, the password through
     ``docker login --password-stdin``) and ``docker pull`` the image. Returns what it did."""
     from runctl.backends.docker import Registry, ecr_registry
 
     assert spec.image
     cli = cli or DockerCli()
+    engine = ensure_engine(cli)
     host = registry_host(spec.image)
     registry: Registry | None = None
     if host and spec.registry_login == "ecr":
@@ -80,7 +83,8 @@ def pull_job_image(spec: JobSpec, *, region: str | None = None, cli: DockerCli |
     if registry is not None:
         cli.login(registry)
     cli.pull(spec.image)
-    return f"logged in to {host} as {registry.username}, pulled {spec.image}" if registry else f"pulled {spec.image}"
+    did = f"logged in to {host} as {registry.username}, pulled {spec.image}" if registry else f"pulled {spec.image}"
+    return f"{engine}, {did}" if engine else did
 
 
 def _default_region() -> str:
