@@ -15,8 +15,9 @@ the base image: python:3.11-slim from Docker Hub unless RUNCTL_E2E_BASE_IMAGE na
 architecture (t3.micro for amd64, t4g.micro for arm64). Without an engine the test is
 skipped, saying so.
 
-The instance runs the ECS-optimized Amazon Linux 2023 AMI because it has Docker: runctl's
-user-data bootstrap does not install Docker, and the default AMI (plain AL2023) has none.
+The instance runs the ECS-optimized Amazon Linux 2023 AMI, which has Docker, so that the pull
+starts at once; on the default AMI (plain AL2023) the instance's agent installs Docker with dnf
+first (runctl.agent.docker_engine).
 """
 
 from __future__ import annotations
