@@ -148,7 +148,7 @@ def runctl_commands(text: str) -> list[list[str]]:
         except ValueError:  # an unbalanced quote: prose, not a command
             continue
         for i, token in enumerate(tokens):
-            if token == "runctl" or token.endswith("/runctl"):
+            if (token == "runctl" or token.endswith("/runctl") and "://" not in token) and command_position(tokens, i):
                 args = []
                 for arg in tokens[i + 1:]:
                     if arg in OPERATORS or set(arg) <= set("();&|<>`"):
@@ -156,6 +156,15 @@ def runctl_commands(text: str) -> list[list[str]]:
                     args.append(arg)
                 commands.append(args)
     return commands
+
+
+def command_position(tokens: list[str], i: int) -> bool:
+    """Whether tokens[i] is where a command stands: first, after an operator or after
+    variable assignments (``FOO=1 runctl ...``)."""
+    j = i - 1
+    while j >= 0 and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", tokens[j]) and not tokens[j].endswith("$"):
+        j -= 1
+    return j < 0 or tokens[j] in OPERATORS or set(tokens[j]) <= set("();&|<>`") or tokens[j].endswith("=$")
 
 
 def check_command_line(args: list[str]) -> None:
