@@ -112,6 +112,34 @@ def test_a_rehearsal_on_an_s3_store(moto_server, s3_bucket, runctl_cli, train_he
         assert "on-s3" in shown.stdout
 
 
+def test_status_logs_and_jobs_find_an_aws_job_without_store(moto_server, s3_bucket, runctl_cli, train_here,
+                                                              tmp_path):
+    """A job in s3://<[aws] s3_bucket>/runctl (where `aws train|run` put jobs) is found
+    without --store, after the default store."""
+    (tmp_path / ".runctl.toml").write_text(f'[aws]\ns3_bucket = "{s3_bucket}"\n')
+    done = runctl_cli("run", train_here, "--store", f"s3://{s3_bucket}/runctl", "--job-id", "on-aws",
+                      "--", "--steps", 300, "--checkpoint-every", 100)
+    assert done.returncode == 0, done.stderr
+    done = runctl_cli("run", train_here, "--job-id", "here", "--", "--steps", 300, "--checkpoint-every", 100)
+    assert done.returncode == 0, done.stderr
+
+    shown = runctl_cli("status", "on-aws", "--output", "json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["job_id"] == "on-aws" and json.loads(shown.stdout)["state"] == "completed"
+    logs = runctl_cli("logs", "on-aws")
+    assert logs.returncode == 0 and weights_line(logs.stdout)["final_step"] == 300
+    listed = runctl_cli("jobs")
+    assert listed.returncode == 0, listed.stderr
+    row = {job: next(line for line in listed.stdout.splitlines() if f" {job} " in line) for job in ("on-aws", "here")}
+    assert f"s3://{s3_bucket}/runctl" in row["on-aws"] and "s3://" not in row["here"]
+
+    missing = runctl_cli("status", "nope")
+    assert missing.returncode == 2
+    assert f"no job 'nope' in file://{tmp_path}/.runctl/store or s3://{s3_bucket}/runctl" in missing.stderr
+    elsewhere = runctl_cli("status", "on-aws", "--store", str(tmp_path / ".runctl" / "store"))
+    assert elsewhere.returncode == 2  # an explicit --store is the only place looked in
+
+
 # -- the script's side ------------------------------------------------------------------------
 
 RECORDS_ITS_ENVIRONMENT = """\

@@ -56,6 +56,34 @@ def require_job(store, job_id: str):
     return status
 
 
+def aws_jobs_store_url(app) -> str | None:
+    """The store ``runctl aws ...`` puts jobs in, when [aws] s3_bucket says which (else None)."""
+    from runctl.backends.aws.bootstrap import store_url_for
+
+    bucket = app.config.aws.s3_bucket
+    return store_url_for(bucket, None, app.config.checkpoint.store) if bucket else None
+
+
+def find_job(app, explicit: str | None, job_id: str):
+    """(store, status) of ``job_id``: in --store when given; else in the default store, then
+    in the AWS jobs' store, so that ``runctl status JOB`` finds a job ``aws train`` started."""
+    from runctl.agent.status import read_status
+    from runctl.store import open_store
+
+    store = open_job_store(app, explicit)
+    status = read_status(store, job_id)
+    if status is not None:
+        return store, status
+    elsewhere = None if explicit else aws_jobs_store_url(app)
+    if elsewhere and elsewhere.rstrip("/") != store.url.rstrip("/"):
+        other = open_store(elsewhere)
+        status = read_status(other, job_id)
+        if status is not None:
+            return other, status
+        raise UsageError(f"no job {job_id!r} in {store.url} or {other.url}; `runctl jobs` lists the jobs there")
+    return store, require_job(store, job_id)
+
+
 def resolve_job_id(store, explicit: str | None, script: str, args: tuple[str, ...]) -> str:
     """``--job-id`` when given (refused when that job already completed); else the id
     derived from the script and its arguments, or its next free '-N' variant when the job

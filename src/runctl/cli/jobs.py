@@ -14,12 +14,29 @@ from runctl.cli.status import _when
 @output_option
 @pass_app
 def jobs(app, store):
-    """List every job in the store with its state and attempts."""
-    from runctl.agent.status import list_job_ids, read_status
+    """List every job in the store with its state and attempts.
 
-    job_store = _common.open_job_store(app, store)
-    found = [s for s in (read_status(job_store, j) for j in list_job_ids(job_store)) if s]
-    found.sort(key=lambda s: s.heartbeat or 0, reverse=True)
-    rows = [(s.job_id, s.state, len(s.attempts), _when(s.heartbeat)) for s in found]
-    app.output.report(found, lambda: app.output.table(("job", "state", "attempts", "heartbeat"), rows)
-                      if rows else app.output.line(f"no jobs in {job_store.url}"))
+    Without --store: the default store's jobs, and those of the AWS jobs' store
+    (s3://<[aws] s3_bucket>/runctl) when [aws] s3_bucket is set."""
+    from runctl.agent.status import list_job_ids, read_status
+    from runctl.errors import RunctlError
+    from runctl.store import open_store
+
+    stores = [_common.open_job_store(app, store)]
+    aws_url = None if store else _common.aws_jobs_store_url(app)
+    if aws_url and aws_url.rstrip("/") != stores[0].url.rstrip("/"):
+        stores.append(open_store(aws_url))
+    found = []
+    for job_store in stores:
+        try:
+            found += [(job_store, s) for s in (read_status(job_store, j) for j in list_job_ids(job_store)) if s]
+        except RunctlError as exc:
+            if job_store is stores[0]:
+                raise
+            app.output.note(f"runctl: cannot list the jobs in {job_store.url}: {exc}")
+    found.sort(key=lambda pair: pair[1].heartbeat or 0, reverse=True)
+    both = len(stores) > 1
+    rows = [(s.job_id, s.state, len(s.attempts), _when(s.heartbeat), *([js.url] if both else [])) for js, s in found]
+    headers = ("job", "state", "attempts", "heartbeat", *(["store"] if both else []))
+    app.output.report([s for _, s in found], lambda: app.output.table(headers, rows) if rows
+                      else app.output.line(f"no jobs in {' or '.join(js.url for js in stores)}"))

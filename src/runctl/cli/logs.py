@@ -24,8 +24,7 @@ def logs(app, job_id, follow, attempt, store):
     from runctl.agent.logs import attempts_with_logs, log_chunks
     from runctl.agent.status import FINAL_STATES, agent_gone, read_status
 
-    job_store = _common.open_job_store(app, store)
-    _common.require_job(job_store, job_id)
+    job_store, _ = _common.find_job(app, store, job_id)
     shown: set[str] = set()
     collected: dict[int, str] = {}
     while True:

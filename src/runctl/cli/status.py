@@ -21,17 +21,20 @@ def _when(epoch: float | None) -> str:
 @output_option
 @pass_app
 def status(app, job_id, store):
-    """Show JOB (default: the job with the latest heartbeat in the store)."""
+    """Show JOB (default: the job with the latest heartbeat in the store).
+
+    Without --store, a JOB not in the default store is looked for in the store of the AWS
+    jobs too (s3://<[aws] s3_bucket>/runctl), where `runctl aws train|run` put it."""
     from runctl.agent.status import list_job_ids, read_status
 
-    job_store = _common.open_job_store(app, store)
-    if job_id is None:
+    if job_id is not None:
+        _, job = _common.find_job(app, store, job_id)
+    else:
+        job_store = _common.open_job_store(app, store)
         statuses = [s for s in (read_status(job_store, j) for j in list_job_ids(job_store)) if s]
         if not statuses:
             raise UsageError(f"no jobs in {job_store.url}; start one with runctl run SCRIPT")
         job = max(statuses, key=lambda s: s.heartbeat or 0)
-    else:
-        job = _common.require_job(job_store, job_id)
     app.output.report(job, lambda: _render(app, job))
 
 
