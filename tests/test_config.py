@@ -402,3 +402,13 @@ def test_template_explains_every_key_on_the_line_above(project, environ):
     for number, line in enumerate(lines):
         if re.match(r"^# \w+ = ", line):
             assert lines[number - 1].startswith("# ") and not re.match(r"^# \w+ = ", lines[number - 1])
+
+
+def test_docker_gpus_and_login_take_only_what_they_understand(project, environ):
+    path = project / ".runctl.toml"
+    assert error(project, environ, "[docker]\ngpus = 'lots'\n") == (
+        f'docker.gpus in {path}:2 must be auto, all, none or GPU indexes such as 0,1, got "lots"')
+    assert error(project, environ, "[docker]\nlogin = 'basic'\n") == (
+        f'docker.login in {path}:2 must be ecr or none, got "basic"')
+    for gpus in ("auto", "all", "none", "0", "0,1", "device=2"):
+        assert load(project, environ, f"[docker]\ngpus = '{gpus}'\n").docker.gpus == gpus

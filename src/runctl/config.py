@@ -56,6 +56,18 @@ def _signal_name(value: str) -> str:
     return value
 
 
+def _gpus(value: str) -> str:
+    if value not in ("auto", "all", "none") and not re.fullmatch(r"\d+(,\d+)*|device=\d+(,\d+)*", value):
+        raise ValueError("auto, all, none or GPU indexes such as 0,1")
+    return value
+
+
+def _login(value: str) -> str:
+    if value not in ("ecr", "none"):
+        raise ValueError("ecr or none")
+    return value
+
+
 def _store_url(value: str) -> str:
     scheme = value.split("://", 1)[0] if "://" in value else None
     if scheme not in (None, "file", "s3"):
@@ -108,9 +120,10 @@ class DockerConfig:
     dockerfile: str | None = _key(None, "Dockerfile to build; unset: ./Dockerfile.", example="docker/Dockerfile")
     registry: str | None = _key(None, "Registry to push to; unset: the account's ECR.", example="localhost:5000")
     repository: str | None = _key(None, "Repository name; unset: the project folder's name.", example="my-project")
-    gpus: str = _key("auto", "GPUs given to the container: auto, all, none or a device list.")
+    gpus: str = _key("auto", "GPUs given to the container: auto (all, where there are GPUs), all, none or "
+                             "indexes such as 0,1.", check=_gpus)
     build_args: tuple[str, ...] = _key((), "docker build arguments, KEY=VALUE.", example=("BASE_IMAGE=python:3.11-slim",))
-    login: str = _key("ecr", "How to log in to the registry: ecr (GetAuthorizationToken) or none.")
+    login: str = _key("ecr", "How to log in to the registry: ecr (GetAuthorizationToken) or none.", check=_login)
 
 
 @dataclass(frozen=True)

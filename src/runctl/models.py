@@ -131,6 +131,7 @@ class JobSpec(Record):
     image: str | None = None  # run each attempt in this Docker image (runctl.agent.container)
     docker_args: tuple[str, ...] = ()  # extra `docker run` arguments (e.g. --gpus, --network)
     registry_login: str = ""  # how an agent logs in to pull ``image``: "ecr" (GetAuthorizationToken) or "" (none)
+    gpus: str = "auto"  # [docker] gpus: auto (all, where there are GPUs), all, none or a device list
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:

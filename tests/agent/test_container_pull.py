@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from runctl.agent.container import pull_job_image, registry_host
+import dataclasses
+
+from runctl.agent.container import ContainerAttempt, pull_job_image, registry_host
 from runctl.models import JobSpec
 
 
@@ -49,3 +51,19 @@ def test_an_old_job_json_without_the_field_reads():
     data = _spec("x/y:z").to_dict()
     data.pop("registry_login")
     assert JobSpec.from_dict(data).registry_login == ""
+
+
+class ImageCli(FakeCli):
+    def image_env(self, ref):
+        return {}
+
+
+def test_the_gpus_setting_reaches_docker_run(tmp_path):
+    def command(gpus):
+        spec = dataclasses.replace(_spec("127.0.0.1:5000/proj:abc"), gpus=gpus)
+        argv, _env = ContainerAttempt(spec, tmp_path, 0, cli=ImageCli()).wrap(["python", "train.py"], {})
+        return argv
+
+    assert command("0,1")[command("0,1").index("--gpus") + 1] == '"device=0,1"'
+    assert command("all")[command("all").index("--gpus") + 1] == "all"
+    assert "--gpus" not in command("none")

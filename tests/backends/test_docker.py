@@ -54,7 +54,9 @@ def test_repository_name(name, expected):
     ("auto", None, True, ["--gpus", "all"]),
     ("auto", None, False, []),
     ("none", "g5.xlarge", True, []),
-    ("device=0", "t3.medium", False, ["--gpus", "device=0"]),
+    ("all", "t3.medium", False, ["--gpus", "all"]),
+    ("device=0", "t3.medium", False, ["--gpus", '"device=0"']),
+    ("0,1", None, True, ["--gpus", '"device=0,1"']),
 ])
 def test_gpus_only_where_there_are_gpus(setting, instance_type, smi, expected):
     assert wants_gpus(setting, instance_type=instance_type, has_nvidia_smi=smi) == expected

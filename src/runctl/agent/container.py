@@ -42,7 +42,8 @@ class ContainerAttempt:
         names = sorted({*self.spec.env, "PYTHONPATH", "PYTHONUNBUFFERED",
                         *(k for k in env if k.startswith(PASSED_PREFIXES))})
         args = list(self.spec.docker_args)
-        gpus = [] if "--gpus" in args else wants_gpus("auto", has_nvidia_smi=shutil.which("nvidia-smi") is not None)
+        has_nvidia_smi = shutil.which("nvidia-smi") is not None
+        gpus = [] if "--gpus" in args else wants_gpus(self.spec.gpus, has_nvidia_smi=has_nvidia_smi)
         mounts = [self.spec.checkpoint_dir, str(self.run_dir)]
         extra = ["-v", f"{runctl_lib_dir()}/runctl:{RUNCTL_LIB_MOUNT}/runctl:ro", *args]
         inner = in_container_argv(argv, sys.executable, self.spec.workdir)

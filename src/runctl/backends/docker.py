@@ -130,12 +130,16 @@ def repository_name(name: str) -> str:
 
 def wants_gpus(setting: str, *, instance_type: str | None = None, has_nvidia_smi: bool = False) -> list[str]:
     """The ``--gpus`` arguments for ``docker run``: ``auto`` gives all GPUs only where the
-    machine has them (a GPU instance family, or nvidia-smi present); ``none`` never."""
+    machine has them (a GPU instance family, or nvidia-smi present); ``none`` never; ``all``
+    always; indexes such as ``0,1`` those devices (quoted as docker needs: the comma would
+    otherwise separate options)."""
     setting = (setting or "auto").strip()
     if setting == "none":
         return []
+    if setting == "all":
+        return ["--gpus", "all"]
     if setting != "auto":
-        return ["--gpus", setting]
+        return ["--gpus", f'"device={setting.removeprefix("device=")}"']
     family = (instance_type or "").split(".", 1)[0].lower()
     if family in GPU_FAMILIES or has_nvidia_smi:
         return ["--gpus", "all"]

@@ -115,7 +115,7 @@ def _in_image(app, spec, image):
         _cli, built = build_local(app)
         image = built.local_ref
     app.output.note(f"runctl: running in Docker image {image}")
-    return dataclasses.replace(spec, image=image)
+    return dataclasses.replace(spec, image=image, gpus=app.config.docker.gpus)
 
 
 def _check_signal(name: str) -> None:

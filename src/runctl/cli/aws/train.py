@@ -157,6 +157,7 @@ def send_job(app, job_store, instance_id: str, script: str, args: tuple[str, ...
         sync_interval=config.checkpoint.sync_interval, keep_last_n=config.checkpoint.keep_last_n,
         image=image.ref if image is not None else None,
         registry_login=image.registry_login if image is not None else "",
+        gpus=config.docker.gpus,
     )
     previous = read_status(job_store, job_id)
     assignment = submit_job(job_store, instance_id, spec)
