@@ -168,3 +168,44 @@ def test_a_describe_error_is_not_a_lost_instance(local_store, ec2_client, spec):
     assert ctl.run().state == "completed"
     assert read_recoveries(local_store, JOB)[0]["recoveries"] == []
     ec2_client.terminate_instances(InstanceIds=[first])
+
+
+def test_a_reclaimed_replacement_is_terminated_only_after_its_final_snapshot(local_store, ec2_client, spec):
+    """The second reclaim: the dying replacement goes on until its attempt has ended (its
+    final snapshot is durable then) instead of being terminated as soon as the next one runs."""
+    first = Provisioner(ec2_client, region="us-east-1").create_instance(spec).instance_id
+    write_status(local_store, "running", first, notice={"source": "spot", "action": "terminate", "received": 1.0})
+    seen: dict[str, object] = {}
+
+    def status(*attempts, state="running", notice=None):
+        done = JobStatus(JOB, state, tuple(Attempt(n, 1.0 + n, instance_id=i, ended=e)
+                                           for n, (i, e) in enumerate(attempts)), heartbeat=1.0, notice=notice)
+        local_store.write(layout.status_key(JOB), json.dumps(done.to_dict()).encode())
+
+    def second_is_reclaimed(ctl):
+        seen["second"] = ctl.current
+        notice = {"source": "spot", "action": "terminate", "received": 2.0, "deadline": 4e9}  # far ahead
+        status((first, 1.5), (ctl.current, None), notice=notice)
+
+    def still_saving(ctl):
+        seen["third"] = ctl.current
+        seen["alive_while_saving"] = seen["second"] in live(ec2_client)
+        status((first, 1.5), (seen["second"], None), (ctl.current, None))  # its attempt has not ended
+
+    def final_snapshot_made(ctl):
+        seen["alive_after_one_more_poll"] = seen["second"] in live(ec2_client)
+        status((first, 1.5), (seen["second"], 3.0), (ctl.current, None))
+
+    def terminated_then_done(ctl):
+        seen["alive_after_its_end"] = seen["second"] in live(ec2_client)
+        status((first, 1.5), (seen["second"], 3.0), (ctl.current, None), state="completed")
+
+    ctl = controller(local_store, ec2_client, first, spec, types=("t3.micro",), max_restarts=3,
+                     steps=[second_is_reclaimed, still_saving, final_snapshot_made, terminated_then_done])
+    outcome = ctl.run()
+
+    assert outcome.state == "completed" and outcome.recoveries == 2
+    assert seen["second"] != seen["third"]
+    assert seen["alive_while_saving"] and seen["alive_after_one_more_poll"]
+    assert not seen["alive_after_its_end"]
+    ec2_client.terminate_instances(InstanceIds=[first])

@@ -72,6 +72,7 @@ class RecoveryController:
         self._on_event = on_event
         self._state: str | None = None
         self._spec = None  # the replacement's LaunchSpec, made before it is needed
+        self._retiring: dict[str, float] = {}  # replaced instances to terminate, by when at the latest
 
     # -- the loop ----------------------------------------------------------------------
     def run(self) -> Outcome:
@@ -87,6 +88,7 @@ class RecoveryController:
             if cancelled(self.store, self.job_id):
                 return self._finish("cancelled", "cancelled (runctl aws cancel)", terminate_all=True)
             status = read_status(self.store, self.job_id)
+            self._retire_due(status)
             state = self._instance_state()
             book, _ = read_recoveries(self.store, self.job_id)
             decision = recovery_decision(status, self.current, state, now=self._clock(),
@@ -177,9 +179,20 @@ class RecoveryController:
         if cancelled(self.store, self.job_id):  # cancelled while we launched: leave nothing behind
             return self._finish("cancelled", "cancelled (runctl aws cancel)", terminate_all=True)
         if old in book["instances"] and state not in ("shutting-down", "terminated"):
-            self._terminate([old])  # one of ours that is no longer needed
+            # One of ours that is no longer needed: at once when it is lost, but after its
+            # final snapshot (or its notice's deadline) when it is only being reclaimed.
+            self._retiring[old] = notice.get("deadline") if notice.get("deadline") else self._clock()
         self._spec = self._spec_for(info)
         return None
+
+    def _retire_due(self, status) -> None:
+        """Terminate the replaced instances whose attempt has ended or whose time is up."""
+        ended = {a.instance_id for a in (status.attempts if status is not None else ()) if a.ended}
+        now = self._clock()
+        for instance_id, not_after in list(self._retiring.items()):
+            if instance_id in ended or now >= not_after:
+                del self._retiring[instance_id]
+                self._terminate([instance_id])
 
     def _assign(self, record: dict) -> None:
         from runctl.agent.assignment import assign_job
