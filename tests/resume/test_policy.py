@@ -105,3 +105,13 @@ def test_a_rehearsed_or_rebalance_interruption_restarts_here():
     for source in ("rehearsal", "rebalance"):
         attempt = Attempt(0, 0.0, reason="interrupted", interruption={"source": source, "action": "terminate"})
         assert decide([attempt], max_restarts=1, max_restarts_on_errors=0).restart
+
+
+def test_recoveries_and_time_lost_count_interrupted_and_lost_attempts_that_were_followed():
+    from runctl.resume.policy import recoveries, time_lost
+
+    history = attempts("interrupted", "lost", "completed")
+    assert recoveries(history) == 2
+    assert time_lost(history) == pytest.approx(1.0)  # 0.5 s after each of the first two
+    assert recoveries(attempts("interrupted")) == 0  # noticed, not resumed yet
+    assert recoveries(attempts("failed", "completed")) == 0

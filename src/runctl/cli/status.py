@@ -39,15 +39,13 @@ def status(app, job_id, store):
 
 
 def _render(app, job) -> None:
-    interrupted = sum(1 for a in job.attempts if a.reason == "interrupted")
     from runctl.agent.status import agent_gone
+    from runctl.resume.policy import recoveries, time_lost
 
     state = f"{job.state} (no heartbeat since {_when(job.heartbeat)}: the agent may be gone)" \
         if agent_gone(job, time.time()) else job.state
     app.output.line(f"job {job.job_id}: {state}" + (f" ({job.message})" if job.message else ""))
-    from runctl.resume.policy import time_lost
-
-    app.output.line(f"  attempts: {len(job.attempts)}, recoveries: {interrupted}, "
+    app.output.line(f"  attempts: {len(job.attempts)}, recoveries: {recoveries(job.attempts)}, "
                     f"time lost: {time_lost(job.attempts):.1f}s, heartbeat: {_when(job.heartbeat)}")
     placed = [a for a in job.attempts if a.instance_id]
     if placed:

@@ -130,10 +130,19 @@ def launch_backoff(failures: int, *, base: float = 1.0, cap: float = 30.0) -> fl
     return min(cap, base * 2 ** max(0, failures - 1))
 
 
+#: How an attempt ends when the job goes on in another: a notice or rehearsal, or a lost machine.
+RECOVERED_FROM = ("interrupted", "lost")
+
+
+def recoveries(attempts) -> int:
+    """How many times the job went on in a new attempt after an interruption or a loss."""
+    return sum(1 for previous in attempts[:-1] if previous.reason in RECOVERED_FROM)
+
+
 def time_lost(attempts) -> float:
-    """Seconds between an interrupted attempt's end and the next attempt's start, summed."""
+    """Seconds between an interrupted (or lost) attempt's end and the next attempt's start, summed."""
     lost = 0.0
     for previous, following in zip(attempts, attempts[1:]):
-        if previous.reason == "interrupted" and previous.ended is not None:
+        if previous.reason in RECOVERED_FROM and previous.ended is not None:
             lost += max(0.0, following.started - previous.ended)
     return lost
