@@ -67,3 +67,12 @@ def test_the_gpus_setting_reaches_docker_run(tmp_path):
     assert command("0,1")[command("0,1").index("--gpus") + 1] == '"device=0,1"'
     assert command("all")[command("all").index("--gpus") + 1] == "all"
     assert "--gpus" not in command("none")
+
+
+def test_synced_code_is_mounted_over_the_images_workspace(tmp_path):
+    image = _spec("127.0.0.1:5000/proj:abc")
+    synced = dataclasses.replace(image, code_tree="tree-1", workdir="/opt/runctl/code")
+    argv, _env = ContainerAttempt(synced, tmp_path, 0, cli=ImageCli()).wrap(["python", "train.py"], {})
+    assert "/opt/runctl/code:/workspace" in argv and argv[argv.index("/opt/runctl/code:/workspace") - 1] == "-v"
+    argv, _env = ContainerAttempt(image, tmp_path, 0, cli=ImageCli()).wrap(["python", "train.py"], {})
+    assert not any(a.endswith(":/workspace") for a in argv)

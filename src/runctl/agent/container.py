@@ -4,7 +4,8 @@
 sent to its process group is forwarded to the container (``--sig-proxy``), where ``tini``
 (``--init``) hands it to the script. The checkpoint folder and the attempt's run folder
 (interrupt and progress files) are mounted at the same paths, the job's environment is
-passed by name, and runctl's own package is mounted read-only on PYTHONPATH so that
+passed by name (with ``--sync-code`` the synced project is mounted over the image's
+/workspace), and runctl's own package is mounted read-only on PYTHONPATH so that
 ``import runctl`` works in any image. When the attempt ends, the container is removed
 (``docker rm -f``): after a SIGKILL of the client it would otherwise go on running.
 """
@@ -23,6 +24,7 @@ from runctl.backends.docker import (RUNCTL_LIB_MOUNT, DockerCli, container_comma
 from runctl.models import JobSpec
 
 PASSED_PREFIXES = ("RUNCTL_", "TRAINCTL_")
+WORKDIR = "/workspace"  # where container_command runs the job, and images keep the project
 
 
 class ContainerAttempt:
@@ -46,6 +48,8 @@ class ContainerAttempt:
         gpus = [] if "--gpus" in args else wants_gpus(self.spec.gpus, has_nvidia_smi=has_nvidia_smi)
         mounts = [self.spec.checkpoint_dir, str(self.run_dir)]
         extra = ["-v", f"{runctl_lib_dir()}/runctl:{RUNCTL_LIB_MOUNT}/runctl:ro", *args]
+        if self.spec.code_tree:  # --sync-code: the synced project replaces the image's copy
+            extra = ["-v", f"{self.spec.workdir}:{WORKDIR}", *extra]
         inner = in_container_argv(argv, sys.executable, self.spec.workdir)
         command = container_command(self.spec.image, inner, names, name=self.name, mounts=mounts,
                                     gpus=gpus, extra=extra)
