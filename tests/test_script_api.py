@@ -127,7 +127,8 @@ def test_interrupted_polls_the_flag_file(monkeypatch, tmp_path):
 
 @pytest.fixture
 def fresh_progress(monkeypatch):
-    monkeypatch.setattr(_script, "_first_step_reported", [None])
+    monkeypatch.setattr(_script, "_progress", _script._ProgressWriter())
+    return _script._progress
 
 
 def test_progress_outside_runctl_is_a_no_op(tmp_path, monkeypatch, fresh_progress):
@@ -144,11 +145,33 @@ def test_progress_writes_step_and_first_step(tmp_path, monkeypatch, fresh_progre
     assert first["step"] == 1491 and first["first_step"] == 1491 and first["metrics"] == {"loss": 0.25}
     for step in range(1492, 1500):
         runctl.progress(step=step)
+    fresh_progress.flush()  # what the next write after 0.1 s, or the process's exit, does
     last = json.loads(target.read_text())
     assert last["step"] == 1499 and last["first_step"] == 1491 and isinstance(last["time"], float)
+    fresh_progress.written_at = float("-inf")  # as if 0.1 s had passed
     runctl.progress(loss=1.0)  # metrics only
     assert json.loads(target.read_text())["step"] is None
     assert leftovers(tmp_path) == []
+
+
+def test_progress_is_written_at_most_ten_times_a_second(tmp_path, monkeypatch, fresh_progress):
+    writes = []
+    monkeypatch.setattr(_script, "_write_progress", lambda target, record: writes.append(record["step"]))
+    monkeypatch.setenv("RUNCTL_PROGRESS_FILE", str(tmp_path / "progress.json"))
+    for step in range(1, 2001):
+        runctl.progress(step=step)
+    assert writes[0] == 1 and len(writes) < 100  # the first at once, then at most every 0.1 s
+    fresh_progress.flush()
+    assert writes[-1] == 2000
+
+
+def test_the_last_progress_is_written_at_exit(tmp_path, cli_env):
+    target = tmp_path / "progress.json"
+    script = "import runctl\nfor step in range(1, 5001): runctl.progress(step=step)\n"
+    done = subprocess.run([sys.executable, "-c", script], env={**cli_env, "RUNCTL_PROGRESS_FILE": str(target)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(target.read_text())["step"] == 5000
 
 
 def test_progress_never_raises(tmp_path, monkeypatch, fresh_progress):

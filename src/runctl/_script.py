@@ -5,6 +5,7 @@ Standard library only, so that ``import runctl`` in a training script costs noth
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -89,22 +90,60 @@ def _fsync_tree(path: Path) -> None:
         fsync_path(path)
 
 
-# The first step this process reported: a resumed attempt starts one past its checkpoint,
-# which is how the agent counts the steps an interruption cost.
-_first_step_reported: list[int | None] = [None]
+class _ProgressWriter:
+    """Writes the progress file at most every ``every`` seconds; the newest report is kept and
+    written on the next call after that, or when the process exits (atexit), so that a loop
+    calling progress() every step pays a time check, not a file write and rename.
+
+    It also remembers the first step this process reported: a resumed attempt starts one past
+    its checkpoint, which is how the agent counts the steps an interruption cost."""
+
+    every = 0.1
+
+    def __init__(self) -> None:
+        self.first_step: int | None = None
+        self.written_at = float("-inf")
+        self.pending: tuple[str, dict] | None = None
+        self.flush_at_exit = False
+
+    def report(self, target: str, record: dict) -> None:
+        now = time.monotonic()
+        if now - self.written_at >= self.every:
+            self.pending = None
+            self.written_at = now
+            _write_progress(target, record)
+            return
+        self.pending = (target, record)
+        if not self.flush_at_exit:
+            atexit.register(self.flush)
+            self.flush_at_exit = True
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            target, record = self.pending
+            self.pending = None
+            _write_progress(target, record)
+
+
+_progress = _ProgressWriter()
 
 
 def progress(step: int | None = None, **metrics: float) -> None:
     """Tell runctl how far the script is, so that reports can count the steps lost.
 
-    Cheap enough to call every step; a no-op outside runctl.
+    Cheap enough to call every step (a file is written at most ten times a second, and at
+    exit); a no-op outside runctl.
     """
     target = os.environ.get("RUNCTL_PROGRESS_FILE")
     if not target:
         return
-    if step is not None and _first_step_reported[0] is None:
-        _first_step_reported[0] = step
-    record = {"step": step, "first_step": _first_step_reported[0], "time": time.time(), "metrics": metrics}
+    if step is not None and _progress.first_step is None:
+        _progress.first_step = step
+    record = {"step": step, "first_step": _progress.first_step, "time": time.time(), "metrics": metrics}
+    _progress.report(target, record)
+
+
+def _write_progress(target: str, record: dict) -> None:
     temp = temp_name_beside(Path(target))
     try:
         temp.write_text(json.dumps(record))

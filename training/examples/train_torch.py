@@ -38,7 +38,7 @@ from torch import nn  # noqa: E402
 
 INPUTS, HIDDEN = 32, 256
 KEEP_LOCAL = 3  # checkpoint files kept in the folder; the store keeps its own history
-# A step takes well under a millisecond: report every 10th (and the first, and each saved one).
+# loss.item() waits for the device (on a GPU): report every 10th step (and the first, and each saved one).
 PROGRESS_EVERY = 10
 
 
