@@ -140,6 +140,20 @@ def test_status_logs_and_jobs_find_an_aws_job_without_store(moto_server, s3_buck
     assert elsewhere.returncode == 2  # an explicit --store is the only place looked in
 
 
+def test_a_fresh_start_in_a_shared_checkpoint_folder_keeps_another_jobs_files_out(runctl_cli, train_here,
+                                                                                  tmp_path):
+    shared = tmp_path / "shared-checkpoints"
+    for job, steps in (("ja", 100), ("jc", 50)):
+        done = runctl_cli("run", train_here, "--job-id", job, "--checkpoint-dir", shared,
+                          "--", "--steps", steps, "--checkpoint-every", 25)
+        assert done.returncode == 0, done.stderr
+    latest = Snapshots(store_of(tmp_path), "jobs/jc/checkpoints/").latest()
+    assert sorted(f.path for f in latest.files) == ["ckpt-000025.json", "ckpt-000050.json"]
+    assert "moved 3 local file(s) there before the job's fresh start to" in done.stderr
+    displaced = list((tmp_path / ".runctl" / "jobs" / "jc" / "displaced").rglob("ckpt-*.json"))
+    assert sorted(p.name for p in displaced) == ["ckpt-000050.json", "ckpt-000075.json", "ckpt-000100.json"]
+
+
 # -- the script's side ------------------------------------------------------------------------
 
 RECORDS_ITS_ENVIRONMENT = """\

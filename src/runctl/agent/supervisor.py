@@ -130,12 +130,13 @@ class Agent:
         if self.options.wipe_between_attempts and not first_in_run:
             workspace.clear_folder(self.folder)
         latest = self.snapshots.latest()
-        if latest is None:
-            return None
         aside = self.options.run_dir / "displaced" / workspace.timestamp()
         moved = workspace.displace_strays(self.folder, latest, aside)
         if moved:
-            self._emit("warning", f"moved {len(moved)} local file(s) not in the store's latest snapshot to {aside}")
+            what = "not in the store's latest snapshot" if latest else "there before the job's fresh start"
+            self._emit("warning", f"moved {len(moved)} local file(s) {what} to {aside}")
+        if latest is None:
+            return None
         started = self._clock()
         self.snapshots.restore(latest, self.folder)
         self._emit("restore", f"restored snapshot {latest.seq} ({latest.total_bytes} bytes) "

@@ -37,13 +37,15 @@ def clear_folder(folder: Path) -> None:
             entry.unlink()
 
 
-def displace_strays(folder: Path, snapshot: CheckpointInfo, aside: Path) -> list[str]:
+def displace_strays(folder: Path, snapshot: CheckpointInfo | None, aside: Path) -> list[str]:
     """Move files the snapshot does not hold as they are out of ``folder`` into ``aside``.
 
     They are newer than what reached the store (an agent killed before its final upload)
-    or unrelated; restoring must not overwrite them silently, so they are kept aside.
+    or unrelated (another job's, in a shared folder); restoring must not overwrite them
+    silently, nor a fresh start take them into its snapshots, so they are kept aside.
+    ``snapshot`` None (a fresh start): every file is moved.
     """
-    expected = {f.path: f for f in snapshot.files}
+    expected = {f.path: f for f in snapshot.files} if snapshot is not None else {}
     moved = []
     for rel, (size, _mtime) in scan_folder(folder).items():
         entry = expected.get(rel)
