@@ -170,3 +170,19 @@ def test_cancel_during_a_recovery_leaves_nothing_running(cloud, runctl, runctl_b
     assert "cancelled" in err
     assert read_status(store, job_id).state in ("stopped", "interrupted")
     # The cloud fixture asserts that no instance, fleet or spot request is left.
+
+
+def test_sigterm_to_aws_run_terminates_what_it_launched(cloud, runctl_bg):
+    """A CI timeout or `timeout` sends SIGTERM: aws run cleans up as on Ctrl-C."""
+    import signal
+
+    proc = runctl_bg("aws", "run", "training/train.py", "--spot", "-t", "t3.micro", "--auto-resume",
+                     "--", "--steps", "20000", "--checkpoint-every", "500", **FAST_SYNC)
+    store = job_store(cloud)
+    job_id = wait_for("the job", lambda: the_job(store), proc)
+    wait_for("progress", lambda: running_with_progress(store, job_id, 0), proc, timeout=90)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "runctl: terminated i-" in err and "Traceback" not in err
+    # The cloud fixture asserts that no instance, fleet or spot request is left.

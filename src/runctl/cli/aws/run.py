@@ -2,10 +2,12 @@
 
 ``runctl aws create --wait`` (for this job), then ``runctl aws train ... --wait``, then
 ``runctl aws terminate`` unless ``--keep``; the instance is terminated also when the job
-fails, the wait times out or Ctrl-C stops it. Exit code: the job's (0, 1, 130).
+fails, the wait times out or Ctrl-C (or SIGTERM) stops it. Exit code: the job's (0, 1, 130).
 """
 
 from __future__ import annotations
+
+import signal
 
 import click
 
@@ -90,6 +92,7 @@ def run(ctx, app, script, instance_type, spot, sync_code, includes, job_id, no_d
                                   instance_type=instance_type, spot=spot)
     app.output.note(f"runctl: launched {instance_id} for job {job_id}")
     code = EXIT_JOB_FAILED
+    stop_as_ctrl_c = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a CI timeout, `timeout`, kill
     try:
         sent = send_job(app, job_store, instance_id, script, args, job_id=job_id, prepared=prepared, image=image)
         if auto_resume_on(app, auto_resume):
@@ -97,8 +100,17 @@ def run(ctx, app, script, instance_type, spot, sync_code, includes, job_id, no_d
         else:
             code = wait_and_report(app, job_store, sent, timeout=timeout)
     finally:
-        _finish(app, [instance_id, *_replacements(job_store, job_id)], region, keep)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+        try:
+            _finish(app, [instance_id, *_replacements(job_store, job_id)], region, keep)
+        finally:
+            signal.signal(signal.SIGTERM, stop_as_ctrl_c)
     ctx.exit(code)
+
+
+def _raise_keyboard_interrupt(_signum, _frame) -> None:
+    """SIGTERM ends `aws run` as Ctrl-C does: its instances are terminated on the way out."""
+    raise KeyboardInterrupt
 
 
 def _replacements(job_store, job_id: str) -> list[str]:
