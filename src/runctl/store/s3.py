@@ -61,12 +61,15 @@ def new_session(**kwargs):
     try:
         return boto3.session.Session(**kwargs)
     except ProfileNotFound as exc:
-        raise StoreError(
-            f"AWS profile {exc.kwargs.get('profile')!r} not found; fix AWS_PROFILE "
-            "(aws configure list-profiles shows the profiles there are)"
-        ) from exc
+        raise StoreError(profile_not_found(exc)) from exc
     except BotoCoreError as exc:
         raise StoreError(f"cannot load the AWS configuration: {exc}") from exc
+
+
+def profile_not_found(exc) -> str:
+    """One line for botocore's ProfileNotFound (the S3 store's and the AWS backend's)."""
+    return (f"AWS profile {exc.kwargs.get('profile')!r} not found; fix AWS_PROFILE "
+            "(aws configure list-profiles shows the profiles there are)")
 
 
 def _origin(url: str) -> str:

@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterator
 
 from runctl.errors import CloudError, UsageError
+from runctl.store.s3 import profile_not_found
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,6 @@ def known_regions() -> list[str]:
     except ProfileNotFound as exc:
         raise CloudError(profile_not_found(exc)) from exc
     return sorted(regions)
-
-
-def profile_not_found(exc) -> str:
-    return (f"AWS profile {exc.kwargs.get('profile')!r} not found; fix AWS_PROFILE "
-            "(aws configure list-profiles shows the profiles there are)")
 
 
 def check_region(region: str, known: list[str] | None = None) -> str:
