@@ -56,32 +56,32 @@ def require_job(store, job_id: str):
     return status
 
 
-def aws_jobs_store_url(app) -> str | None:
-    """The store ``runctl aws ...`` puts jobs in, when [aws] s3_bucket says which (else None)."""
+def job_stores(app, explicit: str | None) -> list:
+    """Where jobs are looked for: --store alone when given; else the default store, then the
+    store of the AWS jobs (s3://<[aws] s3_bucket>/runctl), where `runctl aws train|run` put
+    them, when [aws] s3_bucket is set."""
     from runctl.backends.aws.bootstrap import store_url_for
+    from runctl.store import open_store
 
-    bucket = app.config.aws.s3_bucket
-    return store_url_for(bucket, None, app.config.checkpoint.store) if bucket else None
+    first = open_job_store(app, explicit)
+    bucket = None if explicit else app.config.aws.s3_bucket
+    aws_url = store_url_for(bucket, None, app.config.checkpoint.store) if bucket else None
+    if aws_url and aws_url.rstrip("/") != first.url.rstrip("/"):
+        return [first, open_store(aws_url)]
+    return [first]
 
 
 def find_job(app, explicit: str | None, job_id: str):
-    """(store, status) of ``job_id``: in --store when given; else in the default store, then
-    in the AWS jobs' store, so that ``runctl status JOB`` finds a job ``aws train`` started."""
+    """(store, status) of ``job_id`` in the first of ``job_stores`` that has it."""
     from runctl.agent.status import read_status
-    from runctl.store import open_store
 
-    store = open_job_store(app, explicit)
-    status = read_status(store, job_id)
-    if status is not None:
-        return store, status
-    elsewhere = None if explicit else aws_jobs_store_url(app)
-    if elsewhere and elsewhere.rstrip("/") != store.url.rstrip("/"):
-        other = open_store(elsewhere)
-        status = read_status(other, job_id)
+    stores = job_stores(app, explicit)
+    for store in stores:
+        status = read_status(store, job_id)
         if status is not None:
-            return other, status
-        raise UsageError(f"no job {job_id!r} in {store.url} or {other.url}; `runctl jobs` lists the jobs there")
-    return store, require_job(store, job_id)
+            return store, status
+    raise UsageError(f"no job {job_id!r} in {' or '.join(s.url for s in stores)}; "
+                     "`runctl jobs` lists the jobs there")
 
 
 def resolve_job_id(store, explicit: str | None, script: str, args: tuple[str, ...]) -> str:

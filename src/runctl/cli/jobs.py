@@ -20,12 +20,8 @@ def jobs(app, store):
     (s3://<[aws] s3_bucket>/runctl) when [aws] s3_bucket is set."""
     from runctl.agent.status import list_job_ids, read_status
     from runctl.errors import RunctlError
-    from runctl.store import open_store
 
-    stores = [_common.open_job_store(app, store)]
-    aws_url = None if store else _common.aws_jobs_store_url(app)
-    if aws_url and aws_url.rstrip("/") != stores[0].url.rstrip("/"):
-        stores.append(open_store(aws_url))
+    stores = _common.job_stores(app, store)
     found = []
     for job_store in stores:
         try:
