@@ -24,7 +24,7 @@ from runctl.backends.docker import (RUNCTL_LIB_MOUNT, DockerCli, container_comma
 from runctl.models import JobSpec
 
 PASSED_PREFIXES = ("RUNCTL_", "TRAINCTL_")
-WORKDIR = "/workspace"  # where container_command runs the job, and images keep the project
+WORKDIR = "/workspace"  # where the job runs in its container, and where images keep the project
 
 
 class ContainerAttempt:
@@ -52,7 +52,7 @@ class ContainerAttempt:
             extra = ["-v", f"{self.spec.workdir}:{WORKDIR}", *extra]
         inner = in_container_argv(argv, sys.executable, self.spec.workdir)
         command = container_command(self.spec.image, inner, names, name=self.name, mounts=mounts,
-                                    gpus=gpus, extra=extra)
+                                    workdir=WORKDIR, gpus=gpus, extra=extra)
         command[0] = shutil.which("docker") or "docker"
         return command, env
 
