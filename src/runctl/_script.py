@@ -143,6 +143,12 @@ def progress(step: int | None = None, **metrics: float) -> None:
     _progress.report(target, record)
 
 
+def flush_progress() -> None:
+    """Write the newest progress report now, not within 0.1 s or at exit: for a caller that
+    stops training and may be killed before it exits (the framework callbacks)."""
+    _progress.flush()
+
+
 def _write_progress(target: str, record: dict) -> None:
     temp = temp_name_beside(Path(target))
     try:

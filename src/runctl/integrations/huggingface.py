@@ -32,6 +32,7 @@ import threading
 from pathlib import Path
 
 import runctl
+from runctl._script import flush_progress
 
 try:
     from transformers import TrainerCallback
@@ -94,6 +95,7 @@ class RunctlCallback(TrainerCallback):
             self._installed = True
 
     def on_train_end(self, args, state, control, **kwargs):
+        flush_progress()
         if self._installed:
             signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
             self._installed = False
@@ -113,4 +115,5 @@ class RunctlCallback(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
             self.stopped = True
+            flush_progress()
         return control

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import runctl
+from runctl._script import flush_progress
 
 try:
     import pytorch_lightning as pl
@@ -143,8 +144,10 @@ class RunctlCheckpoint(pl.callbacks.Checkpoint):
         if stop:
             self.stopped = True
             trainer.should_stop = True  # after SIGTERM, Lightning raises SIGTERMException right after this hook
+            flush_progress()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        flush_progress()
         if trainer.global_step != self._last_saved:
             self.save(trainer)
 
