@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def cloud(tmp_path):
-    with FakeCloud(tmp_path / "cloud", notice_deadline_s=3.0) as fake:
+    # A two-minute notice compressed to 6 s: time enough for the final snapshot on a busy machine.
+    with FakeCloud(tmp_path / "cloud", notice_deadline_s=6.0) as fake:
         yield fake
         assert fake.leftovers() == []
 

@@ -14,6 +14,9 @@ import pytest
 from runctl.testing.cloud import FakeCloud
 from waiting import wait_for
 
+# One Docker engine per test session: with pytest-xdist, every test that uses it runs in one worker.
+pytestmark = pytest.mark.xdist_group("docker-engine")
+
 STEPS = 600
 
 
@@ -21,7 +24,8 @@ STEPS = 600
 def cloud(tmp_path, docker_host, monkeypatch):
     # The agents' own docker login (not the CLI's): their DOCKER_CONFIG comes from this environment.
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "agent-docker-config"))
-    with FakeCloud(tmp_path / "cloud", notice_deadline_s=3.0) as fake:
+    # A two-minute notice compressed to 6 s: time enough for the final snapshot on a busy machine.
+    with FakeCloud(tmp_path / "cloud", notice_deadline_s=6.0) as fake:
         yield fake
         assert fake.leftovers() == []
 

@@ -8,6 +8,11 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
+
+# One Docker engine per test session: with pytest-xdist, every test that uses it runs in one worker.
+pytestmark = pytest.mark.xdist_group("docker-engine")
+
 MOTO_PASSWORD = "123456789012-auth-token"  # moto's ECR token password (tests/docker/conftest.py)
 
 
