@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -34,8 +35,11 @@ def call(port: int, method: str, path: str, body: dict | None = None) -> dict:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise SystemExit(f"{method} {path}: HTTP {exc.code}: {exc.read().decode()[:500]}") from None
 
 
 def timed(fn) -> float:
@@ -124,6 +128,9 @@ def main() -> int:
         stop.set()
         thread.join()
         unchanged_s = timed(lambda: call(port, "POST", "/reload"))
+    except BaseException:
+        print((folder / "server.log").read_text()[-3000:], file=sys.stderr)
+        raise
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
