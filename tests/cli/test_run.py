@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from runctl.agent.status import read_status
 from runctl.store.local import LocalStore
 from runctl.store.snapshots import Snapshots
+from cli_output import json_line, one_line_error
 
 STEPS = 4000  # ~1.5 ms a step: 6 s straight through (the chaos test runs as many)
 
@@ -36,9 +37,7 @@ def store_of(tmp_path: Path) -> LocalStore:
 
 
 def weights_line(stdout: str) -> dict:
-    lines = [line for line in stdout.splitlines() if line.startswith('{"final_step"')]
-    assert len(lines) == 1, stdout
-    return json.loads(lines[0])
+    return json_line(stdout, "final_step")
 
 
 # -- acceptance --------------------------------------------------------------------------------
@@ -344,15 +343,6 @@ def test_a_stray_argument_after_the_script_says_to_use_double_dash(runctl_cli, t
 
 # -- bad input: one line, exit 2 -------------------------------------------------------------------
 
-def one_line_usage_error(done) -> str:
-    assert done.returncode == 2, (done.returncode, done.stderr)
-    assert "Traceback" not in done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, done.stderr
-    assert done.stdout == ""
-    return lines[0]
-
-
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -372,7 +362,7 @@ def test_bad_input_is_one_line_and_exit_2(args, expected, runctl_cli, tmp_path):
     (tmp_path / "noexec").write_text("#!/bin/sh\necho ran\n")
     (tmp_path / "noexec").chmod(0o644)
     (tmp_path / "afile").write_text("a file, not a folder")
-    line = one_line_usage_error(runctl_cli("run", *args))
+    line = one_line_error(runctl_cli("run", *args))
     assert line.startswith("runctl: error: ") and expected in line
     assert not list((tmp_path / ".runctl").glob("store/jobs/*/status.json"))  # nothing ran
 
@@ -381,5 +371,5 @@ def test_bad_input_is_one_line_and_exit_2(args, expected, runctl_cli, tmp_path):
 def test_a_read_only_checkpoint_folder(runctl_cli, tmp_path):
     (tmp_path / "ok.py").write_text("print('ran')\n")
     (tmp_path / "ro").mkdir(mode=0o500)
-    line = one_line_usage_error(runctl_cli("run", "ok.py", "--checkpoint-dir", "ro/ckpt"))
+    line = one_line_error(runctl_cli("run", "ok.py", "--checkpoint-dir", "ro/ckpt"))
     assert "not writable" in line

@@ -25,6 +25,7 @@ import pytest
 
 from runctl.agent.status import read_status
 from runctl.store.local import LocalStore
+from cli_output import json_line, one_line_error
 
 SCRIPT = Path(__file__).resolve().parents[2] / "training" / "examples" / "data_processing.py"
 SHARDS = 8
@@ -37,9 +38,7 @@ def script(*args, cwd: Path, env: dict, check: bool = True) -> subprocess.Comple
 
 
 def summary_of(stdout: str) -> dict:
-    lines = [line for line in stdout.splitlines() if line.startswith('{"shards_total"')]
-    assert len(lines) == 1, stdout
-    return json.loads(lines[0])
+    return json_line(stdout, "shards_total")
 
 
 def visible(folder: Path) -> dict[str, Path]:
@@ -183,15 +182,6 @@ def test_input_and_output_in_s3(moto_server, s3_bucket, s3_client, runctl_cli, t
     got = {o["Key"].removeprefix("tokens/"): s3_client.get_object(Bucket=s3_bucket, Key=o["Key"])["Body"].read()
            for o in listed}
     assert got == expected
-
-
-def one_line_error(done: subprocess.CompletedProcess, code: int = 2) -> str:
-    assert done.returncode == code, (done.returncode, done.stderr)
-    assert "Traceback" not in done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, done.stderr
-    assert done.stdout == ""
-    return lines[0]
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ import pytest
 
 from runctl.agent.status import read_status
 from runctl.store.local import LocalStore
+from cli_output import one_line_error
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "training" / "examples" / "model_evaluation.py"
@@ -139,10 +140,7 @@ def test_errors_are_one_line(args, code, expected, trained):
     (trained / "empty").mkdir(exist_ok=True)
     (trained / "notes.txt").write_text("not json\n")
     done = evaluate(*args, cwd=trained, env=clean_env(trained))
-    assert done.returncode == code, (done.returncode, done.stderr)
-    assert "Traceback" not in done.stderr and done.stdout == ""
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("model_evaluation: error: ") and expected in lines[0]
+    line = one_line_error(done, code)
+    assert line.startswith("model_evaluation: error: ") and expected in line
     if "(jobs in" in expected:
-        assert lines[0].endswith(": ev)")
+        assert line.endswith(": ev)")

@@ -3,7 +3,6 @@ each time from the checkpoint it saved on SIGTERM, it ends with the weights of a
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ pytest.importorskip("torch")
 
 from runctl.agent.status import read_status  # noqa: E402
 from runctl.store.local import LocalStore  # noqa: E402
+from cli_output import json_line  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[2] / "training" / "examples" / "train_torch.py"
 # Interrupted 1 s into the first attempt (most often while torch is still being imported: the
@@ -26,9 +26,7 @@ STEPS, EVERY = 8000, 500
 
 
 def weights_line(stdout: str) -> dict:
-    lines = [line for line in stdout.splitlines() if line.startswith('{"final_step"')]
-    assert len(lines) == 1, stdout
-    return json.loads(lines[0])
+    return json_line(stdout, "final_step")
 
 
 def test_a_rehearsal_ends_with_the_weights_of_a_straight_run(runctl_cli, tmp_path, cli_env):
