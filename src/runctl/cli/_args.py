@@ -7,6 +7,8 @@ untouched, and anything else after the script is an error that says to use ``--`
 
 from __future__ import annotations
 
+import shlex
+
 import click
 
 SCRIPT_ARGS_KEY = "runctl.script_args"
@@ -22,9 +24,11 @@ class ScriptCommand(click.Command):
         else:
             ctx.meta[SCRIPT_ARGS_KEY] = ()
         try:
-            rest = super().parse_args(ctx, args)
+            rest = super().parse_args(ctx, list(args))  # click consumes the list it is given
         except click.NoSuchOption as exc:
-            exc.message += " (runctl's own options go before '--'; put the script's arguments after it)"
+            exc.message += " (runctl's own options go before '--'; put the script's arguments after it"
+            corrected = self._corrected(ctx, args, exc.option_name)
+            exc.message += f": {corrected})" if corrected else ")"
             raise
         stray = ctx.params.pop("stray_args", ())
         if stray:
@@ -34,6 +38,32 @@ class ScriptCommand(click.Command):
                 ctx,
             )
         return rest
+
+    def _corrected(self, ctx: click.Context, args: list[str], unknown: str) -> str | None:
+        """The command line with the script's arguments moved after ``--``: runctl's own
+        options (with their values) and the script stay before it, everything else from the
+        unknown option on goes after it, in order. None when the unknown option stands
+        before the script (then it is not the script's)."""
+        takes_value = {name: not (isinstance(p, click.Option) and (p.is_flag or p.count))
+                       for p in self.get_params(ctx) for name in (*p.opts, *p.secondary_opts)}
+        ours: list[str] = []
+        theirs: list[str] = []
+        script_seen = False
+        rest = iter(args)
+        for arg in rest:
+            name = arg.split("=", 1)[0]
+            if name in takes_value:
+                ours.append(arg)
+                if takes_value[name] and "=" not in arg:
+                    ours.extend(value for value in [next(rest, None)] if value is not None)
+            elif not script_seen and not arg.startswith("-"):
+                ours.append(arg)
+                script_seen = True
+            elif not script_seen:
+                return None
+            else:
+                theirs.append(arg)
+        return shlex.join([*ctx.command_path.split(), *ours, "--", *theirs, *script_args(ctx)])
 
 
 def script_command(**kwargs):

@@ -6,6 +6,7 @@ The short help of each subcommand is written here, beside its import path, so th
 
 from __future__ import annotations
 
+import difflib
 import importlib
 
 import click
@@ -24,6 +25,14 @@ class LazyGroup(click.Group):
         if cmd_name in self.lazy_subcommands:
             return self._load(cmd_name)
         return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.6)
+            if close:
+                ctx.fail(f"No such command {name!r}. Did you mean {' or '.join(map(repr, close))}?")
+        return super().resolve_command(ctx, args)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
