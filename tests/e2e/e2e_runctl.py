@@ -206,8 +206,8 @@ class Cleanup:
                 step(f"stop {' '.join(proc.argv[2:5])}", proc.interrupt)
             for job in self.jobs:
                 step(f"runctl aws cancel {job}", lambda job=job: self._runctl("aws", "cancel", job))
-                step(f"runctl resources cleanup --job {job}",
-                     lambda job=job: self._runctl("resources", "cleanup", "--job", job))
+                step(f"runctl resources cleanup --job {job} --yes",
+                     lambda job=job: self._runctl("resources", "cleanup", "--job", job, "--yes"))
         step("terminate the instances left (boto3)", self._terminate_left)
         if self.runctl is not None:
             for job in self.jobs:

@@ -63,23 +63,31 @@ def list_(app, region, all_regions, job):
 
 @resources.command("cleanup")
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Remove without asking (needed where nobody can answer).")
 @region_option
 @all_regions_option
 @job_option
 @output_option
 @pass_app
-def cleanup(app, dry_run, region, all_regions, job):
+def cleanup(app, dry_run, yes, region, all_regions, job):
     """Terminate runctl's instances and delete its launch templates and fleets.
 
-    Nothing without the runctl:created tag is touched. Use --job to limit it to one job's
-    resources and --dry-run to see the list first.
+    Nothing without the runctl:created tag is touched. It lists what it will remove and
+    asks first (--yes skips the question); --job limits it to one job's resources and
+    --dry-run only lists.
     """
     from runctl.backends.aws.resources import cleanup as remove
     from runctl.backends.aws.resources import list_resources
 
-    removed = []
-    for name, client in _regions(app, region, all_regions):
-        removed += remove(client, name, list_resources(client, name, job=job), dry_run=dry_run)
+    found = [(name, client, list_resources(client, name, job=job)) for name, client in _regions(app, region, all_regions)]
+    if dry_run or not yes:
+        planned = [r for name, client, listed in found for r in remove(client, name, listed, dry_run=True)]
+        if dry_run:
+            removed = planned
+        elif planned:
+            _confirm(app, planned)
+    if not dry_run:
+        removed = [r for name, client, listed in found for r in remove(client, name, listed)]
 
     def text() -> None:
         if not removed:
@@ -90,3 +98,18 @@ def cleanup(app, dry_run, region, all_regions, job):
             app.output.line(f"{verb} {r.kind} {r.id} ({r.region}{', job ' + r.job if r.job else ''}) {r.detail}")
 
     app.output.report({"removed": removed, "dry_run": dry_run}, text)
+
+
+def _confirm(app, planned) -> None:
+    """Show what cleanup will remove and ask; where nobody can answer, say to pass --yes."""
+    import sys
+
+    from runctl.errors import UsageError
+
+    for r in planned:
+        app.output.note(f"will remove {r.kind} {r.id} ({r.region}{', job ' + r.job if r.job else ''}) {r.detail}")
+    if not sys.stdin.isatty():
+        raise UsageError(f"resources cleanup would remove the {len(planned)} resource(s) above; "
+                         "pass --yes to remove them without being asked")
+    if not click.confirm(f"Remove these {len(planned)} resource(s)?", default=False, err=True):
+        raise click.exceptions.Abort()

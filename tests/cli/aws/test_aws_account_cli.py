@@ -103,7 +103,12 @@ def test_resources_cleanup_leaves_untagged_instances_running(ec2_project, run_cl
     code, out, err = run_cli("resources", "cleanup", "--dry-run")
     assert code == 0, err
     assert f"would remove instance {ours}" in out and stranger not in out
-    code, out, err = run_cli("resources", "cleanup")
+    code, out, err = run_cli("resources", "cleanup")  # nobody to answer the question: it asks for --yes
+    assert code == 2 and f"will remove instance {ours} (us-east-1, job j1)" in err
+    assert err.strip().splitlines()[-1] == ("runctl: error: resources cleanup would remove the 2 resource(s) above; "
+                                            "pass --yes to remove them without being asked"), err
+    assert run_json("resources", "list") == listed  # nothing removed
+    code, out, err = run_cli("resources", "cleanup", "--yes")
     assert code == 0 and f"removed instance {ours} (us-east-1, job j1)" in out
     state = {i["InstanceId"]: i["State"]["Name"] for r in ec2_client.describe_instances()["Reservations"]
              for i in r["Instances"]}
@@ -111,3 +116,22 @@ def test_resources_cleanup_leaves_untagged_instances_running(ec2_project, run_cl
     assert run_json("resources", "list") == []
     code, _, err = run_cli("resources", "cleanup")
     assert code == 0 and "nothing to clean up" in err
+
+
+def test_resources_cleanup_asks_and_a_no_removes_nothing(ec2_project, run_cli, run_json, monkeypatch):
+    import io
+
+    ours = run_json("aws", "create", "-t", "t3.micro", "--job", "j2")["instance_id"]
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
+    code, out, err = run_cli("resources", "cleanup", "--job", "j2")
+    assert code == 130 and f"will remove instance {ours}" in err and "Remove these 2 resource(s)? [y/N]" in err
+    assert {r["id"] for r in run_json("resources", "list")} >= {ours}
+    monkeypatch.setattr("sys.stdin", Terminal("y\n"))
+    code, out, err = run_cli("resources", "cleanup", "--job", "j2")
+    assert code == 0 and f"removed instance {ours}" in out
+    assert run_json("resources", "list") == []
