@@ -116,3 +116,26 @@ def test_the_command_line_runs_a_command_in_the_fake_cloud(tmp_path):
                              sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.returncode == 7, result.stderr
     assert result.stdout.strip() == "runctl-fake-cloud"
+
+
+def test_a_call_the_emulator_lacks_gives_one_line_and_no_server_traceback(tmp_path):
+    import shlex
+    import subprocess
+
+    # moto implements no DescribeInstanceInformation: `aws exec` asks it first.
+    project = tmp_path / "project"
+    project.mkdir()
+    runctl = f"{shlex.quote(sys.executable)} -m runctl"
+    script = (f'id=$({runctl} aws create -t t3.micro --output instance-id) || exit 9; '
+              f'{runctl} aws exec "$id" -- ls; code=$?; {runctl} aws terminate "$id" >/dev/null; exit $code')
+    result = subprocess.run(
+        [sys.executable, "-m", "runctl.testing.cloud", "--workdir", str(tmp_path / "cloud"), "--", "sh", "-c", script],
+        cwd=project, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr and "NotImplementedError" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("runctl:")]
+    assert len(errors) == 1 and errors[0].startswith("runctl: error: cannot ask SSM about i-"), result.stderr
+    assert errors[0].endswith(": DescribeInstanceInformation answered HTTP 500 (an AWS emulator may not "
+                              "implement it)"), result.stderr
+    assert "describe_instance_information action has not been implemented" in (
+        tmp_path / "cloud" / "emulator.log").read_text()

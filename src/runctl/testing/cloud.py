@@ -343,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give a command after --")
-    logging.basicConfig(level=logging.INFO, format="fake-cloud: %(message)s")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="runctl-fake-cloud-"))
+    _log_to_terminal_and_file(workdir / "emulator.log")
     with FakeCloud(workdir, notice_deadline_s=parse_duration(args.notice_deadline)) as cloud:
         print(f"fake-cloud: AWS endpoint {cloud.endpoint}, bucket {cloud.bucket}, files in {workdir}",
               file=sys.stderr, flush=True)
@@ -366,6 +366,20 @@ def main(argv: list[str] | None = None) -> int:
         if left:
             print("fake-cloud: left running: " + ", ".join(left), file=sys.stderr)
     return code
+
+
+def _log_to_terminal_and_file(path: Path) -> None:
+    """The fake cloud's own lines go to the terminal; the emulator's (moto, flask, werkzeug:
+    a traceback for every call moto does not implement) go to ``path``, so that a command
+    run in the fake cloud shows only what it would show against AWS."""
+    terminal = logging.StreamHandler(sys.stderr)
+    terminal.setFormatter(logging.Formatter("fake-cloud: %(message)s"))
+    terminal.addFilter(logging.Filter("runctl"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    emulator = logging.FileHandler(path)
+    emulator.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    emulator.addFilter(lambda record: not record.name.startswith("runctl"))
+    logging.basicConfig(level=logging.INFO, handlers=[terminal, emulator])
 
 
 def _report(record: dict) -> None:
