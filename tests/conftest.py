@@ -36,6 +36,8 @@ AWS_TEST_ENV = {
     "AWS_REGION": "us-east-1",
     # Unimplemented moto calls answer HTTP 500; do not retry them slowly.
     "AWS_MAX_ATTEMPTS": "2",
+    # moto has no Price List: a closed port makes `aws create` fall back to its table at once.
+    "AWS_ENDPOINT_URL_PRICING": "http://127.0.0.1:9",
     # Keep the developer's ~/.aws out of the tests.
     "AWS_CONFIG_FILE": os.devnull,
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 REGION = "us-east-1"
 BUCKET = "runctl-fake-cloud"
+#: moto plays no AWS Price List: pointing it at a closed port makes runctl fall back to its
+#: built-in price table at once (moto would print a line about an unknown host instead).
+NO_PRICE_LIST = "http://127.0.0.1:9"
 #: States in which an instance's machine exists and runs its agent.
 ALIVE = ("pending", "running")
 
@@ -138,6 +141,7 @@ class FakeCloud:
         """What a command needs in its environment to use the fake cloud."""
         return {
             "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ENDPOINT_URL_PRICING": NO_PRICE_LIST,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_SESSION_TOKEN": "testing",

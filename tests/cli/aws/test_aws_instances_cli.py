@@ -154,3 +154,51 @@ def test_exec_and_processes_through_ssm(ec2_project, run_cli, run_json, monkeypa
     code, out, err = run_cli("aws", "processes", instance_id)
     assert code == 0 and "no process listing" in err
     assert run_json("aws", "processes", instance_id) == {"instance_id": instance_id, "processes": [], "gpus": []}
+
+
+# -- the price per hour, before launching ------------------------------------------------------------
+
+TABLE = "runctl's built-in table of us-east-1 list prices of 2024, not the Price List"
+
+
+def test_create_shows_the_spot_and_on_demand_price_per_hour_first(ec2_project, run_cli):
+    code, out, err = run_cli("aws", "create", "-t", "g5.xlarge", "--fallback-types", "t3.micro",
+                             "--output", "instance-id")
+    assert code == 0, err
+    # moto's spot history says $0.00001 in every zone; it has no Price List: the table stands in, and says so.
+    assert f"price: g5.xlarge in us-east-1: spot $0.000010/h (us-east-1a), on-demand $1.0060/h ({TABLE})" in err
+    assert f"price: t3.micro in us-east-1: spot $0.000010/h (us-east-1a), on-demand $0.0104/h ({TABLE})" in err
+    assert out.strip().startswith("i-")
+
+
+def test_max_price_per_hour_refuses_more_before_anything_launches(ec2_project, run_cli, ec2_client):
+    code, out, err = run_cli("aws", "create", "-t", "g5.xlarge", "--on-demand", "--max-price-per-hour", "0.5")
+    assert (code, out) == (2, "")
+    assert err.strip().splitlines()[-1] == (
+        "runctl: error: every instance type asked for costs more than --max-price-per-hour 0.5: "
+        "g5.xlarge ($1.0060/h on-demand); choose a cheaper type or raise the limit")
+    assert ec2_client.describe_instances()["Reservations"] == []
+
+
+def test_max_price_per_hour_drops_the_dear_fallbacks_and_bids_no_more(ec2_project, run_json, ec2_client, run_cli):
+    code, out, err = run_cli("--output", "json", "aws", "create", "-t", "t3.micro", "--on-demand",
+                             "--fallback-types", "g5.xlarge", "--max-price-per-hour", "0.05")
+    assert code == 0, err
+    assert "skipping g5.xlarge ($1.0060/h on-demand): more than --max-price-per-hour 0.05" in err
+    assert __import__("json").loads(out)["instance_type"] == "t3.micro"
+
+    info = run_json("aws", "create", "-t", "t3.micro", "--spot", "--max-price-per-hour", "0.05")
+    [fleet] = [f for f in ec2_client.describe_fleets()["Fleets"]
+               if info["instance_id"] in {i for x in f.get("Instances", []) for i in x["InstanceIds"]}]
+    # The limit is the spot bid too: the price may rise while the instance runs.
+    assert [o.get("MaxPrice") for o in fleet["LaunchTemplateConfigs"][0]["Overrides"]] == ["0.05"], fleet
+
+
+def test_aws_run_refuses_a_dear_type_before_launching(ec2_project, run_cli, ec2_client):
+    (ec2_project.root / "train.py").write_text("print('must not run')\n")
+    code, out, err = run_cli("aws", "run", "train.py", "-t", "g5.xlarge", "--on-demand", "--max-price-per-hour",
+                             "0.5", "--no-docker", "--timeout", "30")
+    assert code == 2, err
+    assert err.strip().splitlines()[-1].startswith(
+        "runctl: error: every instance type asked for costs more than --max-price-per-hour 0.5: g5.xlarge")
+    assert ec2_client.describe_instances()["Reservations"] == []

@@ -67,7 +67,7 @@ def cli_policy(bucket: str, account: str = "*", role: str = DEFAULT_ROLE, partit
          "Action": ["ec2:DescribeInstances", "ec2:DescribeInstanceTypes", "ec2:DescribeImages",
                     "ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeFleets",
                     "ec2:DescribeSpotPriceHistory", "ec2:DescribeSubnets", "ec2:DescribeRegions",
-                    "ssm:DescribeInstanceInformation", "ssm:GetCommandInvocation"]},
+                    "ssm:DescribeInstanceInformation", "ssm:GetCommandInvocation", "pricing:GetProducts"]},
         {"Sid": "PublicAmiParameters", "Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:GetParameters"],
          "Resource": f"arn:{partition}:ssm:*::parameter/aws/service/*"},
         {"Sid": "RunCommandOnRunctlInstances", "Effect": "Allow", "Action": "ssm:SendCommand",

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from runctl.cli._context import App, pass_app
+from runctl.cli.aws._pricing import affordable_types, max_price_option
 from runctl.cli.aws._shared import aws_session, describe_text, region_option
 from runctl.errors import UsageError
 
@@ -74,6 +75,7 @@ def user_data_for(app, store, region: str, *, job: str = "") -> str:
 @click.option("--store", metavar="URL", help="Job store for the agent (default: s3://<[aws] s3_bucket>/runctl).")
 @click.option("--idempotency-key", metavar="KEY",
               help="Same key and same request: the same launch (at most once in 24 h). Default: a fresh one.")
+@max_price_option
 @click.option("--wait", is_flag=True, help="Return once the instance is running.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
               help="Seconds --wait waits.")
@@ -81,8 +83,8 @@ def user_data_for(app, store, region: str, *, job: str = "") -> str:
               callback=_output_choice, help="text, json, or instance-id (the bare id, for $(...)).")
 @region_option
 @pass_app
-def create(app, instance_type, spot, fallback_types, subnet_ids, ami, job, name, store, idempotency_key, wait,
-           timeout, output_format, region):
+def create(app, instance_type, spot, fallback_types, subnet_ids, ami, job, name, store, idempotency_key,
+           max_price_per_hour, wait, timeout, output_format, region):
     """Launch one instance for training: IMDSv2 only, tagged runctl:job/project/user/created.
 
     \b
@@ -115,12 +117,15 @@ def create(app, instance_type, spot, fallback_types, subnet_ids, ami, job, name,
     if job_store is not None and not config.iam_instance_profile:
         app.output.note("no [aws] iam_instance_profile: the agent on the instance cannot reach the store "
                         "(runctl aws setup makes a profile and records it)")
+    use_spot = config.use_spot if spot is None else spot
+    all_types = affordable_types(app, session, all_types, spot=use_spot, max_price=max_price_per_hour)
     image = ami or config.ami or default_image(session, all_types[0])
     spec = LaunchSpec(
-        image_id=image, instance_types=all_types, spot=config.use_spot if spot is None else spot,
+        image_id=image, instance_types=all_types, spot=use_spot,
         subnet_ids=tuple(subnet_ids) or config.subnet_ids, security_group_ids=config.security_group_ids,
         key_name=config.key_name, iam_instance_profile=config.iam_instance_profile,
-        user_data=user_data_for(app, job_store, session.region, job=job), spot_max_price=config.spot_max_price,
+        user_data=user_data_for(app, job_store, session.region, job=job),
+        spot_max_price=_spot_bid(config.spot_max_price, max_price_per_hour),
         job=job, project=Path.cwd().name, user=session.user_name(), name=name,
         idempotency_key=idempotency_key or uuid.uuid4().hex,
     )
@@ -133,6 +138,13 @@ def create(app, instance_type, spot, fallback_types, subnet_ids, ami, job, name,
         app.output.line(info.instance_id)
         return
     app.output.report(info, lambda: app.output.line(f"launched {describe_text(info)}"))
+
+
+def _spot_bid(configured: float | None, max_price_per_hour: float | None) -> float | None:
+    """The spot bid: the lower of [aws] spot_max_price and --max-price-per-hour, so that the
+    limit holds while the instance runs too."""
+    bids = [p for p in (configured, max_price_per_hour) if p is not None]
+    return min(bids) if bids else None
 
 
 def default_image(session, instance_type: str) -> str:

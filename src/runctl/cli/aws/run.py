@@ -16,6 +16,7 @@ from runctl.cli._args import script_args, script_command
 from runctl.cli._context import output_option, pass_app
 from runctl.cli._output import Output
 from runctl.cli.aws._docker import prepare_image, with_docker_options
+from runctl.cli.aws._pricing import max_price_option
 from runctl.cli.aws.train import with_code_options
 from runctl.errors import EXIT_JOB_FAILED, RunctlError
 
@@ -37,14 +38,14 @@ class _IdCatcher(Output):
 
 
 def create_instance(ctx: click.Context, app, *, job_id: str, store_url: str, region: str | None,
-                    instance_type: str | None, spot: bool | None) -> str:
+                    instance_type: str | None, spot: bool | None, max_price_per_hour: float | None) -> str:
     """``runctl aws create --wait`` for the job; returns the instance id."""
     from runctl.cli.aws.create import create
 
     real, app.output = app.output, _IdCatcher(app.output)
     try:
         ctx.invoke(create, instance_type=instance_type, spot=spot, job=job_id, store=store_url, wait=True,
-                   output_format="instance-id", region=region)
+                   max_price_per_hour=max_price_per_hour, output_format="instance-id", region=region)
         catcher = app.output
     finally:
         app.output = real
@@ -57,6 +58,7 @@ def create_instance(ctx: click.Context, app, *, job_id: str, store_url: str, reg
 @script_command(name="run", short_help="Launch an instance, train SCRIPT on it, terminate it.")
 @click.option("--instance-type", "-t", metavar="TYPE", help="Instance type (default: [aws] default_instance_type).")
 @click.option("--spot/--on-demand", default=None, help="Market (default: [aws] use_spot).")
+@max_price_option
 @with_code_options
 @with_docker_options
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
@@ -71,8 +73,8 @@ def create_instance(ctx: click.Context, app, *, job_id: str, store_url: str, reg
 @output_option
 @pass_app
 @click.pass_context
-def run(ctx, app, script, instance_type, spot, sync_code, includes, job_id, no_docker, docker_image, timeout, keep,
-        auto_resume, store, region):
+def run(ctx, app, script, instance_type, spot, max_price_per_hour, sync_code, includes, job_id, no_docker,
+        docker_image, timeout, keep, auto_resume, store, region):
     """Launch an instance, run SCRIPT on it with the project's code, then terminate it.
 
     \b
@@ -89,7 +91,7 @@ def run(ctx, app, script, instance_type, spot, sync_code, includes, job_id, no_d
     sync_code = image is None if sync_code is None else sync_code
     prepared = prepare_code(app, job_store, script, args, sync_code, includes)  # before paying for an instance
     instance_id = create_instance(ctx, app, job_id=job_id, store_url=job_store.url, region=region,
-                                  instance_type=instance_type, spot=spot)
+                                  instance_type=instance_type, spot=spot, max_price_per_hour=max_price_per_hour)
     app.output.note(f"runctl: launched {instance_id} for job {job_id}")
     code = EXIT_JOB_FAILED
     stop_as_ctrl_c = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a CI timeout, `timeout`, kill
