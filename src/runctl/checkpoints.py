@@ -18,12 +18,16 @@ written outside the destination folder.
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from runctl.errors import NotFoundError, UsageError
 from runctl.models import CheckpointInfo
+
+log = logging.getLogger(__name__)
 
 _JOB_URL = re.compile(r"^(?:(?P<root>.*?)/)?jobs/(?P<job>[^/]+)(?:/checkpoints)?/*$")
 
@@ -52,11 +56,13 @@ def jobs_hint(store) -> str:
 
 
 def open_snapshots(target: str | None = None, *, store: str | None = None, job: str | None = None,
-                   default_store: str | None = None):
+                   default_store: str | Sequence[str] | None = None):
     """The ``Snapshots`` that ``target`` / ``store`` / ``job`` name (see the module docstring).
 
     ``target`` is a job id when it is neither a URL nor an existing folder and no ``job`` is
-    given. Raises UsageError when the arguments name no job's checkpoints.
+    given. ``default_store``: the store (or stores, looked in in order: the first that holds
+    the job wins) of a job named without one. Raises UsageError when the arguments name no
+    job's checkpoints.
     """
     from runctl.store import layout, open_store
     from runctl.store.snapshots import Snapshots
@@ -78,10 +84,32 @@ def open_snapshots(target: str | None = None, *, store: str | None = None, job: 
                 raise UsageError(f"{target} is a store, not a job's checkpoints; add --job JOB_ID "
                                  f"({jobs_hint(snaps.store)})")
             return snaps
-    opened = open_store(target or store or default_store or default_store_url())
+    if target or store:
+        opened = open_store(target or store)
+    else:
+        defaults = [default_store] if isinstance(default_store, str) else list(default_store or ())
+        opened = _store_holding(job, [open_store(url) for url in defaults or [default_store_url()]])
     if job is None:
         raise UsageError(f"which job? Use --job JOB_ID or a TARGET URL ending in /jobs/JOB_ID ({jobs_hint(opened)})")
     return Snapshots(opened, layout.checkpoints_prefix(job))
+
+
+def _store_holding(job: str | None, stores: list):
+    """The first of ``stores`` that holds ``job`` (any of its files), else the first."""
+    from runctl.store import layout
+
+    from runctl.errors import RunctlError
+
+    if job is not None:
+        for candidate in stores:
+            try:
+                if next(iter(candidate.list(layout.job_prefix(job))), None) is not None:
+                    return candidate
+            except RunctlError as exc:  # the first store's errors show when it is used
+                if candidate is stores[0]:
+                    break
+                log.info("cannot look for job %s in %s: %s", job, candidate.url, exc)
+    return stores[0]
 
 
 def latest_or(snaps, seq: int | None = None) -> CheckpointInfo:

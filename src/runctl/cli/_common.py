@@ -56,19 +56,25 @@ def require_job(store, job_id: str):
     return status
 
 
-def job_stores(app, explicit: str | None) -> list:
+def job_store_urls(app, explicit: str | None) -> list[str]:
     """Where jobs are looked for: --store alone when given; else the default store, then the
     store of the AWS jobs (s3://<[aws] s3_bucket>/runctl), where `runctl aws train|run` put
     them, when [aws] s3_bucket is set."""
     from runctl.backends.aws.bootstrap import store_url_for
-    from runctl.store import open_store
 
-    first = open_job_store(app, explicit)
+    first = store_url(app, explicit)
     bucket = None if explicit else app.config.aws.s3_bucket
     aws_url = store_url_for(bucket, None, app.config.checkpoint.store) if bucket else None
-    if aws_url and aws_url.rstrip("/") != first.url.rstrip("/"):
-        return [first, open_store(aws_url)]
+    if aws_url and aws_url.rstrip("/") != first.rstrip("/"):
+        return [first, aws_url]
     return [first]
+
+
+def job_stores(app, explicit: str | None) -> list:
+    """The stores of ``job_store_urls``, opened."""
+    from runctl.store import open_store
+
+    return [open_store(url) for url in job_store_urls(app, explicit)]
 
 
 def find_job(app, explicit: str | None, job_id: str):

@@ -44,7 +44,8 @@ def _split_args(args: tuple[str, ...], *, takes_seq: bool) -> tuple[str | None, 
 
 
 def _snapshots(app: App, target: str | None, store_url: str | None, job: str | None):
-    return open_snapshots(target, store=store_url, job=job, default_store=_common.store_url(app, None))
+    # A job named without a store is looked for where `status` looks: here, then the AWS jobs' store.
+    return open_snapshots(target, store=store_url, job=job, default_store=_common.job_store_urls(app, None))
 
 
 def _target_options(func):

@@ -17,7 +17,8 @@ def jobs(app, store):
     """List every job in the store with its state and attempts.
 
     Without --store: the default store's jobs, and those of the AWS jobs' store
-    (s3://<[aws] s3_bucket>/runctl) when [aws] s3_bucket is set."""
+    (s3://<[aws] s3_bucket>/runctl) when [aws] s3_bucket is set; then each row (and each
+    JSON record, always) names its store."""
     from runctl.agent.status import list_job_ids, read_status
     from runctl.errors import RunctlError
 
@@ -34,5 +35,7 @@ def jobs(app, store):
     both = len(stores) > 1
     rows = [(s.job_id, s.state, len(s.attempts), _when(s.heartbeat), *([js.url] if both else [])) for js, s in found]
     headers = ("job", "state", "attempts", "heartbeat", *(["store"] if both else []))
-    app.output.report([s for _, s in found], lambda: app.output.table(headers, rows) if rows
+    # The store tells apart two jobs of the same id (one here, one on AWS).
+    app.output.report([{**s.to_dict(), "store": js.url} for js, s in found],
+                      lambda: app.output.table(headers, rows) if rows
                       else app.output.line(f"no jobs in {' or '.join(js.url for js in stores)}"))
