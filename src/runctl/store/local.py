@@ -14,9 +14,11 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from runctl.errors import NotFoundError, PreconditionFailed, StoreError
+from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
 from runctl.fsutil import TEMP_MARKER, fsync_path, temp_name_beside
-from runctl.store.base import Blob, ObjectInfo, ProgressCallback, download_temp
+from runctl.models import FileEntry
+from runctl.store.base import Blob, ObjectInfo, ProgressCallback, content_mismatch, download_temp
+from runctl.store.hashing import sha256_file
 
 _LOCK_NAME = ".runctl-lock"
 
@@ -32,6 +34,14 @@ def _only_leftovers(folder: str) -> bool:
     except OSError:
         return False
     return bool(entries) and all(TEMP_MARKER in e.name and e.is_file(follow_symlinks=False) for e in entries)
+
+
+def _mismatch(path: Path, expect: FileEntry) -> str | None:
+    """How the file differs from ``expect`` (hashed only when the size is right), or None."""
+    size = os.stat(path).st_size
+    if size != expect.size:
+        return content_mismatch(expect, size=size)
+    return content_mismatch(expect, size=size, sha256=sha256_file(path))
 
 
 class LocalStore:
@@ -141,7 +151,7 @@ class LocalStore:
         if progress:
             progress(path.stat().st_size)
 
-    def copy(self, src_key: str, dst_key: str) -> None:
+    def copy(self, src_key: str, dst_key: str, *, expect: FileEntry | None = None) -> None:
         source, target = self._path(src_key), self._path(dst_key)
         temp = self._temp_beside(target)
         try:
@@ -151,6 +161,10 @@ class LocalStore:
                 os.link(source, temp)
             except OSError:
                 shutil.copyfile(source, temp)
+            problem = _mismatch(temp, expect) if expect is not None else None
+            if problem:
+                temp.unlink()
+                raise IntegrityError(f"{self.url}/{src_key} does not hold the expected content: {problem}")
             self._publish(temp, target)
         except FileNotFoundError as exc:
             temp.unlink(missing_ok=True)
