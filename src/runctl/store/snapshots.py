@@ -149,7 +149,10 @@ class Snapshots:
         latest snapshot holds them; a path the latest snapshot lacks is left out.
 
         A file whose content (sha256 and size) is in the latest snapshot under any path is
-        copied inside the store (server-side on S3); the others are uploaded in parallel.
+        copied inside the store (server-side on S3), the copy checked against that content;
+        the others are uploaded in parallel. A source object that is bad or gone is not
+        copied: the local file is uploaded instead, with a warning naming the object (a
+        carried file has no local version to upload: IntegrityError, the commit fails).
         ``progress`` receives the uploaded byte counts (``pending_bytes`` is their total).
 
         A source file that changes or vanishes while it is hashed or uploaded fails the
@@ -182,31 +185,46 @@ class Snapshots:
                            snapshot_prefix(self.prefix, previous.seq) if previous else None)
         by_rel = {s.rel: s for s in scanned}
 
-        def transfer(t: Transfer) -> None:
+        def transfer(t: Transfer) -> FileEntry | None:
+            """Put one file into the snapshot; returns its entry when it was uploaded."""
             key = new_prefix + t.entry.path
-            if t.source_key is not None:
-                self.store.copy(t.source_key, key)
-                return
+            if t.source_key is not None and self._copied(t, key, seq, local=by_rel.get(t.entry.path)):
+                return None
             item = by_rel[t.entry.path]
             try:
                 self.store.upload(item.path, key, progress=progress)
             except NotFoundError as exc:
                 raise StoreError(f"{item.path} vanished while being snapshotted") from exc
             _check_unchanged(item)
+            return t.entry
 
-        self._parallel(transfer, [t for t in plan if not t.after_uploads])
-        self._parallel(transfer, [t for t in plan if t.after_uploads])
+        done = [*self._parallel(transfer, [t for t in plan if not t.after_uploads]),
+                *self._parallel(transfer, [t for t in plan if t.after_uploads])]
         for item in scanned:
             _check_unchanged(item)
         try:
             self.store.write(manifest_key(self.prefix, seq), manifest, if_none_match=True)
         except PreconditionFailed as exc:
             raise PreconditionFailed(f"another writer committed snapshot {seq} at {self.url} first") from exc
-        uploaded = [t.entry for t in plan if t.source_key is None]
+        uploaded = [entry for entry in done if entry is not None]
         log.info("committed snapshot %d at %s: %d files, %d uploaded (%d bytes), %d copied", seq, self.url,
                  len(entries), len(uploaded), sum(f.size for f in uploaded), len(entries) - len(uploaded))
         return CheckpointInfo(seq=seq, created=created, files=tuple(sorted(entries, key=lambda f: f.path)),
                               url=self._snapshot_url(seq), metadata=dict(metadata or {}))
+
+    def _copied(self, t: Transfer, key: str, seq: int, *, local: SourceFile | None) -> bool:
+        """Copy ``t``'s content inside the store, checked against its entry. False when the
+        source object is bad or gone and ``local`` (the same content, by its hash) is to be
+        uploaded instead: copying would spread the damage into every later snapshot."""
+        try:
+            self.store.copy(t.source_key, key, expect=t.entry)
+            return True
+        except (IntegrityError, NotFoundError) as exc:
+            if local is None:  # a carried file: still being written, nothing local to trust
+                raise IntegrityError(f"cannot carry {t.entry.path} into snapshot {seq}: {exc}; "
+                                     "it is uploaded once it is stable") from exc
+            log.warning("snapshot %d: not copying %s: %s; uploading %s instead", seq, t.source_key, exc, local.path)
+            return False
 
     def _entry(self, item: SourceFile) -> FileEntry:
         return FileEntry(item.rel, item.state.size, self._hashes.digest(item.path, item.state))
