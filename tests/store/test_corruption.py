@@ -131,6 +131,21 @@ def test_verify_reports_a_bad_object_in_every_snapshot_that_holds_it(any_store, 
         assert (len(problems) == 1 and problems[0].startswith("model.pt: sha256 expected")) == (seq in bad)
 
 
+def test_restore_replaces_a_local_file_changed_behind_the_hash_cache(any_store, source, tmp_path):
+    snaps = Snapshots(any_store, PREFIX)
+    snaps.commit(source)  # the hash cache now knows model.pt by its size, mtime and inode
+    good = (source / "model.pt").read_bytes()
+    flip_in_place(source / "model.pt")  # same size, same mtime, same inode, other bytes
+    snaps.restore(1, source)
+    assert (source / "model.pt").read_bytes() == good
+
+    target = tmp_path / "target"
+    snaps.restore(1, target)  # remembered as just verified
+    flip_in_place(target / "model.pt")
+    snaps.restore(1, target)
+    assert (target / "model.pt").read_bytes() == good
+
+
 @pytest.mark.parametrize("damage", ["corrupt", "delete"])
 def test_store_copy_checks_the_expected_content(any_store, damage):
     data = os.urandom(5000)

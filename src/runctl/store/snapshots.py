@@ -256,8 +256,8 @@ class Snapshots:
         IntegrityError. Files are downloaded in parallel to temporary names, their size and
         sha256 checked (IntegrityError naming the file on a mismatch, every temporary file
         removed and ``target`` left as it was), then renamed into place. A file already in
-        ``target`` with the right size and hash is kept as is; files not in the snapshot are
-        left alone. ``progress`` receives each file's bytes as it is settled.
+        ``target`` with the right size and hash (read now, not trusted from the hash cache)
+        is kept as is; files not in the snapshot are left alone. ``progress`` receives each file's bytes as it is settled.
         """
         info = self._resolve(snapshot)
         target = Path(target)
@@ -313,10 +313,18 @@ class Snapshots:
             raise StoreError(f"cannot restore {f.path}: {dest} is a folder")
         if not stat.S_ISREG(st.st_mode) or st.st_size != f.size:
             return False
+        # Read now, never taken from the hash cache: a file changed in place within its
+        # timestamp's granularity, or by a tool that put its mtime back, looks unchanged
+        # to it. Restores are rare, and reading a file costs less than downloading it.
         try:
-            return self._hashes.digest(dest, FileState.of(st)) == f.sha256
-        except StoreError:
+            digest = sha256_file(dest)
+            unchanged = FileState.of(os.stat(dest)) == FileState.of(st)
+        except OSError:
             return False
+        if not unchanged or digest != f.sha256:
+            return False
+        self._hashes.remember(dest, FileState.of(st), digest)
+        return True
 
     # -- prune and verify ----------------------------------------------------------------
     def prune(self, keep_last_n: int, *, dry_run: bool = False) -> list[int]:
