@@ -8,6 +8,7 @@ protocol only.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Protocol, runtime_checkable
 from runctl.errors import StoreError
 from runctl.fsutil import temp_name_beside
 from runctl.models import FileEntry
+from runctl.store.hashing import sha256_file
 
 def download_temp(path: Path) -> Path:
     """The temporary name a download to ``path`` writes first (its folder created)."""
@@ -34,6 +36,14 @@ def content_mismatch(expect: FileEntry, *, size: int, sha256: str | None = None)
     if sha256 is not None and sha256 != expect.sha256:
         return f"sha256 expected {expect.sha256}, got {sha256}"
     return None
+
+
+def file_mismatch(path: Path, expect: FileEntry) -> str | None:
+    """How the local file differs from ``expect`` (hashed only when its size is right)."""
+    size = os.stat(path).st_size
+    if size != expect.size:
+        return content_mismatch(expect, size=size)
+    return content_mismatch(expect, size=size, sha256=sha256_file(path))
 
 
 #: Called with the number of bytes just transferred; used for progress bars.

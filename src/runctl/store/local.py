@@ -17,8 +17,7 @@ from pathlib import Path
 from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
 from runctl.fsutil import TEMP_MARKER, fsync_path, temp_name_beside
 from runctl.models import FileEntry
-from runctl.store.base import Blob, ObjectInfo, ProgressCallback, content_mismatch, download_temp
-from runctl.store.hashing import sha256_file
+from runctl.store.base import Blob, ObjectInfo, ProgressCallback, download_temp, file_mismatch
 
 _LOCK_NAME = ".runctl-lock"
 
@@ -34,14 +33,6 @@ def _only_leftovers(folder: str) -> bool:
     except OSError:
         return False
     return bool(entries) and all(TEMP_MARKER in e.name and e.is_file(follow_symlinks=False) for e in entries)
-
-
-def _mismatch(path: Path, expect: FileEntry) -> str | None:
-    """How the file differs from ``expect`` (hashed only when the size is right), or None."""
-    size = os.stat(path).st_size
-    if size != expect.size:
-        return content_mismatch(expect, size=size)
-    return content_mismatch(expect, size=size, sha256=sha256_file(path))
 
 
 class LocalStore:
@@ -161,7 +152,7 @@ class LocalStore:
                 os.link(source, temp)
             except OSError:
                 shutil.copyfile(source, temp)
-            problem = _mismatch(temp, expect) if expect is not None else None
+            problem = file_mismatch(temp, expect) if expect is not None else None
             if problem:
                 temp.unlink()
                 raise IntegrityError(f"{self.url}/{src_key} does not hold the expected content: {problem}")

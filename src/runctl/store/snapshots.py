@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlparse
 from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
 from runctl.fsutil import temp_name_beside
 from runctl.models import CheckpointInfo, FileEntry
-from runctl.store.base import ProgressCallback, Store
+from runctl.store.base import ProgressCallback, Store, file_mismatch
 from runctl.store.retention import plan_retention
 from runctl.store.hashing import FileState, HashCache, SourceFile, scan_source, sha256_file
 from runctl.store.manifest import (
@@ -281,7 +281,7 @@ class Snapshots:
                 self.store.download(prefix + f.path, temp, progress=progress)
             except NotFoundError as exc:
                 raise IntegrityError(f"{f.path} of snapshot {info.seq} is missing from {info.url}") from exc
-            problem = _content_problem(temp, f)
+            problem = file_mismatch(temp, f)
             if problem:
                 raise IntegrityError(f"{f.path} of snapshot {info.seq} does not match its manifest: {problem}")
             return f, temp, dest
@@ -382,7 +382,7 @@ class Snapshots:
                     except NotFoundError:
                         return f"{f.path}: missing from the store"
                 try:
-                    problem = _content_problem(local, f)
+                    problem = file_mismatch(local, f)
                 finally:
                     if local.parent == Path(scratch):
                         local.unlink(missing_ok=True)
@@ -419,16 +419,6 @@ def _check_unchanged(item: SourceFile) -> None:
         raise StoreError(f"{item.path} vanished while being snapshotted") from exc
     if now != item.state:
         raise StoreError(f"{item.path} changed while being snapshotted")
-
-
-def _content_problem(path: Path, f: FileEntry) -> str | None:
-    size = os.stat(path).st_size
-    if size != f.size:
-        return f"size expected {f.size}, got {size}"
-    digest = sha256_file(path)
-    if digest != f.sha256:
-        return f"sha256 expected {f.sha256}, got {digest}"
-    return None
 
 
 def _safe_destination(target: Path, rel: str) -> Path:
