@@ -216,3 +216,29 @@ def test_s3_checks_a_copy_too_big_for_one_request_by_reading_it_back(s3_store, m
     with pytest.raises(IntegrityError, match=r"a/big\.bin does not hold the expected content: sha256 expected"):
         s3_store.copy("a/big.bin", "c/big.bin", expect=entry)
     assert not s3_store.exists("c/big.bin")
+
+
+def test_s3_checks_a_copy_by_its_checksum_without_reading_it(s3_store):
+    data = os.urandom(5000)
+    s3_store.write("a/w.bin", data)
+    reads = []
+    s3_store.client.meta.events.register("before-call.s3.GetObject", lambda **kw: reads.append(kw))
+    s3_store.copy("a/w.bin", "b/w.bin", expect=FileEntry("w.bin", len(data), sha(data)))
+    assert reads == []  # no byte of the object crossed the network
+
+
+def test_s3_without_copy_checksums_reads_the_copy_back(s3_store):
+    # An S3-compatible store that computes no checksum on copy: the copy is hashed instead.
+    def drop_checksum(parsed, **_):
+        parsed.get("CopyObjectResult", {}).pop("ChecksumSHA256", None)
+
+    s3_store.client.meta.events.register("after-call.s3.CopyObject", drop_checksum)
+    data = os.urandom(5000)
+    s3_store.write("a/w.bin", data)
+    entry = FileEntry("w.bin", len(data), sha(data))
+    s3_store.copy("a/w.bin", "b/w.bin", expect=entry)
+    assert s3_store.read("b/w.bin").data == data
+    corrupt(s3_store, "a/w.bin")
+    with pytest.raises(IntegrityError, match=r"a/w\.bin does not hold the expected content: sha256 expected"):
+        s3_store.copy("a/w.bin", "c/w.bin", expect=entry)
+    assert not s3_store.exists("c/w.bin")
