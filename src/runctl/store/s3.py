@@ -325,8 +325,6 @@ class S3Store:
             self._check_bucket_after_404()
             raise NotFoundError(f"{self._where(src_key)} does not exist") from exc
         if problem:
-            with self._translate("delete the bad copy", dst_key, permission="s3:DeleteObject"):
-                self.client.delete_object(Bucket=self.bucket, Key=self._full(dst_key))
             raise IntegrityError(f"{self._where(src_key)} does not hold the expected content: {problem}")
 
     def _copy_managed(self, src_key: str, dst_key: str) -> None:
@@ -338,7 +336,8 @@ class S3Store:
                              Config=self._copy_settings())
 
     def _copy_checked(self, src_key: str, dst_key: str, expect: FileEntry) -> str | None:
-        """Copy, then how the copy differs from ``expect`` (None: it matches).
+        """Copy, then how the copy differs from ``expect`` (None: it matches; a copy that
+        does not is deleted again).
 
         Up to COPY_PART_THRESHOLD one CopyObject asks S3 for the copy's SHA256, which for a
         single-part object is the manifest's sha256 in base64: no bytes cross the network.
@@ -363,7 +362,11 @@ class S3Store:
             self._copy_managed(src_key, dst_key)
         # An S3-compatible store that computes no checksum gets the read-back check too.
         digest = base64.b64decode(checksum).hex() if checksum else self._sha256_of(dst_key)
-        return content_mismatch(expect, size=size, sha256=digest)
+        problem = content_mismatch(expect, size=size, sha256=digest)
+        if problem:
+            with self._translate("delete the bad copy", dst_key, permission="s3:DeleteObject"):
+                self.client.delete_object(Bucket=self.bucket, Key=self._full(dst_key))
+        return problem
 
     def _sha256_of(self, key: str) -> str:
         """The sha256 of the object's bytes, streamed (nothing written to disk)."""
