@@ -178,9 +178,9 @@ def test_the_agent_keeps_committing_after_an_object_of_its_snapshot_is_deleted(a
     folder.mkdir()
     snaps = Snapshots(any_store, PREFIX)
     errors: list[Exception] = []
-    now = [time.time()]
+    now = time.time()  # the files below are 10 s old: settled
     sync = CheckpointSync(snaps, folder, sync_interval=0.0, keep_last_n=10, quiet_period=1.0,
-                          clock=lambda: now[0], on_error=errors.append)
+                          clock=lambda: now, on_error=errors.append)
 
     def settle():
         result = None
