@@ -156,7 +156,8 @@ def test_store_copy_checks_the_expected_content(any_store, damage):
 
     if damage == "corrupt":
         corrupt(any_store, "a/w.bin")
-        with pytest.raises(IntegrityError, match=rf"a/w\.bin does not hold the expected content: sha256 expected {entry.sha256}"):
+        expected = rf"a/w\.bin does not hold the expected content: sha256 expected {entry.sha256}"
+        with pytest.raises(IntegrityError, match=expected):
             any_store.copy("a/w.bin", "c/w.bin", expect=entry)
     else:
         any_store.delete(["a/w.bin"])

@@ -257,7 +257,8 @@ class Snapshots:
         sha256 checked (IntegrityError naming the file on a mismatch, every temporary file
         removed and ``target`` left as it was), then renamed into place. A file already in
         ``target`` with the right size and hash (read now, not trusted from the hash cache)
-        is kept as is; files not in the snapshot are left alone. ``progress`` receives each file's bytes as it is settled.
+        is kept as is; files not in the snapshot are left alone. ``progress`` receives each
+        file's bytes as it is settled.
         """
         info = self._resolve(snapshot)
         target = Path(target)
