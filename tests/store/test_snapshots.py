@@ -37,8 +37,8 @@ class CountingStore:
         if self.on_upload:
             self.on_upload(path, key)
 
-    def copy(self, src_key, dst_key):
-        self._store.copy(src_key, dst_key)
+    def copy(self, src_key, dst_key, *, expect=None):
+        self._store.copy(src_key, dst_key, expect=expect)
         self.copies.append((src_key, dst_key))
 
     def download(self, key, path, *, progress=None):

@@ -8,6 +8,7 @@ protocol only.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Protocol, runtime_checkable
 
 from runctl.errors import StoreError
 from runctl.fsutil import temp_name_beside
+from runctl.models import FileEntry
+from runctl.store.hashing import sha256_file
 
 def download_temp(path: Path) -> Path:
     """The temporary name a download to ``path`` writes first (its folder created)."""
@@ -23,6 +26,24 @@ def download_temp(path: Path) -> Path:
     except OSError as exc:
         raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from exc
     return temp_name_beside(path)
+
+
+def content_mismatch(expect: FileEntry, *, size: int, sha256: str | None = None) -> str | None:
+    """What differs between the content ``expect`` describes and the one found, or None.
+    ``sha256`` None: only the size is known yet."""
+    if size != expect.size:
+        return f"size expected {expect.size}, got {size}"
+    if sha256 is not None and sha256 != expect.sha256:
+        return f"sha256 expected {expect.sha256}, got {sha256}"
+    return None
+
+
+def file_mismatch(path: Path, expect: FileEntry) -> str | None:
+    """How the local file differs from ``expect`` (hashed only when its size is right)."""
+    size = os.stat(path).st_size
+    if size != expect.size:
+        return content_mismatch(expect, size=size)
+    return content_mismatch(expect, size=size, sha256=sha256_file(path))
 
 
 #: Called with the number of bytes just transferred; used for progress bars.
@@ -62,8 +83,14 @@ class Store(Protocol):
     def download(self, key: str, path: Path, *, progress: ProgressCallback | None = None) -> None:
         """Copy ``key`` to a local file, writing a temporary name then renaming it."""
 
-    def copy(self, src_key: str, dst_key: str) -> None:
-        """Server-side copy within the store (no bytes through this machine)."""
+    def copy(self, src_key: str, dst_key: str, *, expect: FileEntry | None = None) -> None:
+        """Copy an object within the store (server-side on S3: no bytes through this machine).
+
+        ``expect``: the size and sha256 the object must hold, checked on the copy itself, so
+        the check and the copy see the same bytes (a folder store hashes the copy; S3
+        computes the copy's SHA256). On a mismatch: IntegrityError naming the source, and
+        no copy left at ``dst_key``. A missing source: NotFoundError.
+        """
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object whose key starts with ``prefix``, in key order."""

@@ -14,9 +14,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from runctl.errors import NotFoundError, PreconditionFailed, StoreError
+from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
 from runctl.fsutil import TEMP_MARKER, fsync_path, temp_name_beside
-from runctl.store.base import Blob, ObjectInfo, ProgressCallback, download_temp
+from runctl.models import FileEntry
+from runctl.store.base import Blob, ObjectInfo, ProgressCallback, download_temp, file_mismatch
 
 _LOCK_NAME = ".runctl-lock"
 
@@ -141,7 +142,7 @@ class LocalStore:
         if progress:
             progress(path.stat().st_size)
 
-    def copy(self, src_key: str, dst_key: str) -> None:
+    def copy(self, src_key: str, dst_key: str, *, expect: FileEntry | None = None) -> None:
         source, target = self._path(src_key), self._path(dst_key)
         temp = self._temp_beside(target)
         try:
@@ -151,6 +152,10 @@ class LocalStore:
                 os.link(source, temp)
             except OSError:
                 shutil.copyfile(source, temp)
+            problem = file_mismatch(temp, expect) if expect is not None else None
+            if problem:
+                temp.unlink()
+                raise IntegrityError(f"{self.url}/{src_key} does not hold the expected content: {problem}")
             self._publish(temp, target)
         except FileNotFoundError as exc:
             temp.unlink(missing_ok=True)

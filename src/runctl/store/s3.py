@@ -10,15 +10,18 @@ Every botocore error is translated to a runctl error in ``_translate`` and nowhe
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from runctl.errors import NotFoundError, PreconditionFailed, StoreError
-from runctl.store.base import Blob, ObjectInfo, ProgressCallback, download_temp
+from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
+from runctl.models import FileEntry
+from runctl.store.base import Blob, ObjectInfo, ProgressCallback, content_mismatch, download_temp
 
 log = logging.getLogger(__name__)
 
@@ -310,20 +313,69 @@ class S3Store:
             with contextlib.suppress(OSError):
                 temp.unlink()
 
-    def copy(self, src_key: str, dst_key: str) -> None:
+    def copy(self, src_key: str, dst_key: str, *, expect: FileEntry | None = None) -> None:
         _check_key(src_key)
         _check_key(dst_key)
-        source = {"Bucket": self.bucket, "Key": self._full(src_key)}
         try:
-            with self._translate(f"copy {src_key} to", dst_key,
-                                 permission="s3:GetObject on the source and s3:PutObject"):
-                # A fresh full-object checksum for the copy: a multipart source's composite
-                # checksum does not describe the copied object.
-                self.client.copy(source, self.bucket, self._full(dst_key), ExtraArgs={"ChecksumAlgorithm": "CRC32"},
-                                 Config=self._copy_settings())
+            if expect is None:
+                self._copy_managed(src_key, dst_key)
+                return
+            problem = self._copy_checked(src_key, dst_key, expect)
         except NotFoundError as exc:
             self._check_bucket_after_404()
             raise NotFoundError(f"{self._where(src_key)} does not exist") from exc
+        if problem:
+            raise IntegrityError(f"{self._where(src_key)} does not hold the expected content: {problem}")
+
+    def _copy_managed(self, src_key: str, dst_key: str) -> None:
+        source = {"Bucket": self.bucket, "Key": self._full(src_key)}
+        with self._translate(f"copy {src_key} to", dst_key, permission="s3:GetObject on the source and s3:PutObject"):
+            # A fresh full-object checksum for the copy: a multipart source's composite
+            # checksum does not describe the copied object.
+            self.client.copy(source, self.bucket, self._full(dst_key), ExtraArgs={"ChecksumAlgorithm": "CRC32"},
+                             Config=self._copy_settings())
+
+    def _copy_checked(self, src_key: str, dst_key: str, expect: FileEntry) -> str | None:
+        """Copy, then how the copy differs from ``expect`` (None: it matches; a copy that
+        does not is deleted again).
+
+        Up to COPY_PART_THRESHOLD one CopyObject asks S3 for the copy's SHA256, which for a
+        single-part object is the manifest's sha256 in base64: no bytes cross the network.
+        Above it the parallel part copy leaves only a composite checksum (a hash of the
+        parts' hashes), which no manifest entry can be compared with: the copy is read back
+        and hashed instead, as costly as an upload, but only for files that large.
+        """
+        with self._translate("check", src_key, permission="s3:GetObject"):
+            size = self.client.head_object(Bucket=self.bucket, Key=self._full(src_key))["ContentLength"]
+        problem = content_mismatch(expect, size=size)
+        if problem:
+            return problem
+        checksum = None
+        if size <= COPY_PART_THRESHOLD:
+            with self._translate(f"copy {src_key} to", dst_key,
+                                 permission="s3:GetObject on the source and s3:PutObject"):
+                result = self.client.copy_object(
+                    CopySource={"Bucket": self.bucket, "Key": self._full(src_key)}, Bucket=self.bucket,
+                    Key=self._full(dst_key), ChecksumAlgorithm="SHA256")["CopyObjectResult"]
+            checksum = result.get("ChecksumSHA256")
+        else:
+            self._copy_managed(src_key, dst_key)
+        # An S3-compatible store that computes no checksum gets the read-back check too.
+        digest = base64.b64decode(checksum).hex() if checksum else self._sha256_of(dst_key)
+        problem = content_mismatch(expect, size=size, sha256=digest)
+        if problem:
+            with self._translate("delete the bad copy", dst_key, permission="s3:DeleteObject"):
+                self.client.delete_object(Bucket=self.bucket, Key=self._full(dst_key))
+        return problem
+
+    def _sha256_of(self, key: str) -> str:
+        """The sha256 of the object's bytes, streamed (nothing written to disk)."""
+        digest = hashlib.sha256()
+        with self._translate("read", key, permission="s3:GetObject"):
+            body = self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"]
+            for chunk in body.iter_chunks(MiB):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")

@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlparse
 from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
 from runctl.fsutil import temp_name_beside
 from runctl.models import CheckpointInfo, FileEntry
-from runctl.store.base import ProgressCallback, Store
+from runctl.store.base import ProgressCallback, Store, file_mismatch
 from runctl.store.retention import plan_retention
 from runctl.store.hashing import FileState, HashCache, SourceFile, scan_source, sha256_file
 from runctl.store.manifest import (
@@ -149,7 +149,10 @@ class Snapshots:
         latest snapshot holds them; a path the latest snapshot lacks is left out.
 
         A file whose content (sha256 and size) is in the latest snapshot under any path is
-        copied inside the store (server-side on S3); the others are uploaded in parallel.
+        copied inside the store (server-side on S3), the copy checked against that content;
+        the others are uploaded in parallel. A source object that is bad or gone is not
+        copied: the local file is uploaded instead, with a warning naming the object (a
+        carried file has no local version to upload: IntegrityError, the commit fails).
         ``progress`` receives the uploaded byte counts (``pending_bytes`` is their total).
 
         A source file that changes or vanishes while it is hashed or uploaded fails the
@@ -182,31 +185,46 @@ class Snapshots:
                            snapshot_prefix(self.prefix, previous.seq) if previous else None)
         by_rel = {s.rel: s for s in scanned}
 
-        def transfer(t: Transfer) -> None:
+        def transfer(t: Transfer) -> FileEntry | None:
+            """Put one file into the snapshot; returns its entry when it was uploaded."""
             key = new_prefix + t.entry.path
-            if t.source_key is not None:
-                self.store.copy(t.source_key, key)
-                return
+            if t.source_key is not None and self._copied(t, key, seq, local=by_rel.get(t.entry.path)):
+                return None
             item = by_rel[t.entry.path]
             try:
                 self.store.upload(item.path, key, progress=progress)
             except NotFoundError as exc:
                 raise StoreError(f"{item.path} vanished while being snapshotted") from exc
             _check_unchanged(item)
+            return t.entry
 
-        self._parallel(transfer, [t for t in plan if not t.after_uploads])
-        self._parallel(transfer, [t for t in plan if t.after_uploads])
+        done = [*self._parallel(transfer, [t for t in plan if not t.after_uploads]),
+                *self._parallel(transfer, [t for t in plan if t.after_uploads])]
         for item in scanned:
             _check_unchanged(item)
         try:
             self.store.write(manifest_key(self.prefix, seq), manifest, if_none_match=True)
         except PreconditionFailed as exc:
             raise PreconditionFailed(f"another writer committed snapshot {seq} at {self.url} first") from exc
-        uploaded = [t.entry for t in plan if t.source_key is None]
+        uploaded = [entry for entry in done if entry is not None]
         log.info("committed snapshot %d at %s: %d files, %d uploaded (%d bytes), %d copied", seq, self.url,
                  len(entries), len(uploaded), sum(f.size for f in uploaded), len(entries) - len(uploaded))
         return CheckpointInfo(seq=seq, created=created, files=tuple(sorted(entries, key=lambda f: f.path)),
                               url=self._snapshot_url(seq), metadata=dict(metadata or {}))
+
+    def _copied(self, t: Transfer, key: str, seq: int, *, local: SourceFile | None) -> bool:
+        """Copy ``t``'s content inside the store, checked against its entry. False when the
+        source object is bad or gone and ``local`` (the same content, by its hash) is to be
+        uploaded instead: copying would spread the damage into every later snapshot."""
+        try:
+            self.store.copy(t.source_key, key, expect=t.entry)
+            return True
+        except (IntegrityError, NotFoundError) as exc:
+            if local is None:  # a carried file: still being written, nothing local to trust
+                raise IntegrityError(f"cannot carry {t.entry.path} into snapshot {seq}: {exc}; "
+                                     "it is uploaded once it is stable") from exc
+            log.warning("snapshot %d: not copying %s: %s; uploading %s instead", seq, t.source_key, exc, local.path)
+            return False
 
     def _entry(self, item: SourceFile) -> FileEntry:
         return FileEntry(item.rel, item.state.size, self._hashes.digest(item.path, item.state))
@@ -238,8 +256,9 @@ class Snapshots:
         IntegrityError. Files are downloaded in parallel to temporary names, their size and
         sha256 checked (IntegrityError naming the file on a mismatch, every temporary file
         removed and ``target`` left as it was), then renamed into place. A file already in
-        ``target`` with the right size and hash is kept as is; files not in the snapshot are
-        left alone. ``progress`` receives each file's bytes as it is settled.
+        ``target`` with the right size and hash (read now, not trusted from the hash cache)
+        is kept as is; files not in the snapshot are left alone. ``progress`` receives each
+        file's bytes as it is settled.
         """
         info = self._resolve(snapshot)
         target = Path(target)
@@ -263,7 +282,7 @@ class Snapshots:
                 self.store.download(prefix + f.path, temp, progress=progress)
             except NotFoundError as exc:
                 raise IntegrityError(f"{f.path} of snapshot {info.seq} is missing from {info.url}") from exc
-            problem = _content_problem(temp, f)
+            problem = file_mismatch(temp, f)
             if problem:
                 raise IntegrityError(f"{f.path} of snapshot {info.seq} does not match its manifest: {problem}")
             return f, temp, dest
@@ -295,10 +314,18 @@ class Snapshots:
             raise StoreError(f"cannot restore {f.path}: {dest} is a folder")
         if not stat.S_ISREG(st.st_mode) or st.st_size != f.size:
             return False
+        # Read now, never taken from the hash cache: a file changed in place within its
+        # timestamp's granularity, or by a tool that put its mtime back, looks unchanged
+        # to it. Restores are rare, and reading a file costs less than downloading it.
         try:
-            return self._hashes.digest(dest, FileState.of(st)) == f.sha256
-        except StoreError:
+            digest = sha256_file(dest)
+            unchanged = FileState.of(os.stat(dest)) == FileState.of(st)
+        except OSError:
             return False
+        if not unchanged or digest != f.sha256:
+            return False
+        self._hashes.remember(dest, FileState.of(st), digest)
+        return True
 
     # -- prune and verify ----------------------------------------------------------------
     def prune(self, keep_last_n: int, *, dry_run: bool = False) -> list[int]:
@@ -356,7 +383,7 @@ class Snapshots:
                     except NotFoundError:
                         return f"{f.path}: missing from the store"
                 try:
-                    problem = _content_problem(local, f)
+                    problem = file_mismatch(local, f)
                 finally:
                     if local.parent == Path(scratch):
                         local.unlink(missing_ok=True)
@@ -393,16 +420,6 @@ def _check_unchanged(item: SourceFile) -> None:
         raise StoreError(f"{item.path} vanished while being snapshotted") from exc
     if now != item.state:
         raise StoreError(f"{item.path} changed while being snapshotted")
-
-
-def _content_problem(path: Path, f: FileEntry) -> str | None:
-    size = os.stat(path).st_size
-    if size != f.size:
-        return f"size expected {f.size}, got {size}"
-    digest = sha256_file(path)
-    if digest != f.sha256:
-        return f"sha256 expected {f.sha256}, got {digest}"
-    return None
 
 
 def _safe_destination(target: Path, rel: str) -> Path:
