@@ -139,3 +139,28 @@ def test_a_call_the_emulator_lacks_gives_one_line_and_no_server_traceback(tmp_pa
                               "implement it)"), result.stderr
     assert "describe_instance_information action has not been implemented" in (
         tmp_path / "cloud" / "emulator.log").read_text()
+
+
+def test_sigterm_to_the_command_line_leaves_no_agent_running(tmp_path):
+    import signal
+    import subprocess
+
+    project = tmp_path / "project"
+    project.mkdir()
+    script = f"{sys.executable} -m runctl aws create -t t3.micro --output instance-id && sleep 120"
+    proc = subprocess.Popen([sys.executable, "-m", "runctl.testing.cloud", "--workdir", str(tmp_path / "cloud"),
+                             "--", "sh", "-c", script], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        agent_log = wait_for(lambda: next((tmp_path / "cloud" / "instances").glob("*/agent.log"), None), timeout=60)
+        wait_for(lambda: "resident agent on" in agent_log.read_text(), timeout=60)
+        agents = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path / "cloud") in " ".join(
+            p.info["cmdline"] or ())]
+        assert agents, "the instance's agent should be running"
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert not [p for p in agents if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

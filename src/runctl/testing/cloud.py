@@ -2,8 +2,9 @@
 
 moto in server mode plays EC2, S3, STS, SSM and ECR over HTTP. For every emulated instance
 that is running, the harness starts the agent command from the instance's user-data as a
-local process, with an EC2 metadata emulator of its own (``runctl.testing.imds``) and the
-AWS endpoint pointed at moto. Terminating (or stopping) the instance in moto kills that
+local process, with an EC2 metadata emulator of its own (``runctl.testing.imds``), the AWS
+endpoint pointed at moto, and an interpreter that has runctl and its dependencies only
+(``runctl.testing.agent_env``): as on EC2, a job finds none of the user's packages there. Terminating (or stopping) the instance in moto kills that
 process at once, as losing the machine would. ``interrupt()`` serves a spot interruption
 notice to the instance running the job, then terminates it at the notice's deadline
 (compressed to a few seconds).
@@ -96,10 +97,16 @@ class FakeCloud:
         self._timers: list[threading.Timer] = []
         self.endpoint = ""
         self.image_id = ""
+        self.agent_python = ""
 
     # -- life cycle ------------------------------------------------------------------
     def start(self) -> FakeCloud:
         from moto.server import ThreadedMotoServer
+
+        from runctl.testing.agent_env import runctl_only_env
+
+        # An instance has runctl and nothing of the user's project, as on EC2.
+        self.agent_python = str(runctl_only_env(self.workdir / "agent-env"))
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
         # AWS's managed policies (AmazonSSMManagedInstanceCore, which `aws setup` attaches)
@@ -205,7 +212,7 @@ class FakeCloud:
             log.info("%s: no runctl agent in its user-data (%s)", instance_id, exc)
             argv = []
         if argv:
-            argv = [sys.executable, *argv[1:]]  # this machine's interpreter, with runctl installed
+            argv = [self.agent_python, *argv[1:]]  # the instance's interpreter: runctl and its dependencies
             if described.get("InstanceLifecycle") == "spot":
                 # Firmware checks cannot tell this machine is "on EC2": say so to the agent.
                 argv.append("--spot-notices")
@@ -361,11 +368,13 @@ def main(argv: list[str] | None = None) -> int:
             timer.daemon = True
             timer.start()
             cloud._timers.append(timer)
+        # SIGTERM (a CI timeout, `timeout`, kill) ends the command as Ctrl-C does, and the
+        # with-block then stops every instance's agent: nothing is left running.
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         try:
             code = proc.wait()
         except KeyboardInterrupt:
-            proc.send_signal(signal.SIGINT)
-            code = proc.wait()
+            code = _stop(proc)
         left = cloud.leftovers()
         if left:
             print("fake-cloud: left running: " + ", ".join(left), file=sys.stderr)
@@ -384,6 +393,22 @@ def _log_to_terminal_and_file(path: Path) -> None:
     emulator.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     emulator.addFilter(lambda record: not record.name.startswith("runctl"))
     logging.basicConfig(level=logging.INFO, handlers=[terminal, emulator])
+
+
+def _raise_keyboard_interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(proc: subprocess.Popen, patience: float = 10.0) -> int:
+    """Stop the command as Ctrl-C would; one that does not end (a shell waiting for its
+    child) is terminated, then killed."""
+    for stop in (lambda: proc.send_signal(signal.SIGINT), proc.terminate, proc.kill):
+        stop()
+        try:
+            return proc.wait(timeout=patience)
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.wait()
 
 
 def _report(record: dict) -> None:
