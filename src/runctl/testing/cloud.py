@@ -354,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give a command after --")
+    try:
+        import moto.server  # noqa: F401
+    except ModuleNotFoundError:
+        print("fake-cloud: needs moto's server: pip install 'runctl[fake-cloud]'", file=sys.stderr)
+        return 2
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="runctl-fake-cloud-"))
     _log_to_terminal_and_file(workdir / "emulator.log")
     with FakeCloud(workdir, notice_deadline_s=parse_duration(args.notice_deadline)) as cloud:
