@@ -412,3 +412,75 @@ def test_docker_gpus_and_login_take_only_what_they_understand(project, environ):
         f'docker.login in {path}:2 must be ecr or none, got "basic"')
     for gpus in ("auto", "all", "none", "0", "0,1", "device=2"):
         assert load(project, environ, f"[docker]\ngpus = '{gpus}'\n").docker.gpus == gpus
+
+
+# ---------------------------------------------------------------- named jobs, [jobs.NAME]
+
+JOBS_TOML = """# my project
+[aws]
+region = "eu-west-1"
+
+[jobs.train]
+script = "train.py"
+args = ["--epochs", "10"]
+checkpoint_dir = "checkpoints"
+resume_args = ["--resume", "{checkpoint}"]
+spot = true
+max_restarts = 5
+
+[jobs.train.env]
+WANDB_PROJECT = "demo"
+
+[jobs.eval]
+script = "eval.py"
+"""
+
+
+def test_named_jobs_are_read_with_their_origins(project, environ):
+    cfg = load(project, environ, JOBS_TOML)
+    path = project / ".runctl.toml"
+    train = cfg.job("train")
+    assert (train.script, train.args, train.checkpoint_dir, train.resume_args, train.spot, train.max_restarts) == (
+        "train.py", ("--epochs", "10"), "checkpoints", ("--resume", "{checkpoint}"), True, 5)
+    assert train.env == {"WANDB_PROJECT": "demo"} and train.instance_type is None
+    assert cfg.job("eval").script == "eval.py" and cfg.job("eval").env == {}
+    assert cfg.origins["jobs.train.script"] == f"{path}:6" and cfg.origins["jobs.train.env"] == f"{path}:13"
+    assert cfg.job_values()["jobs.train.args"] == ("--epochs", "10") and "jobs.eval.args" not in cfg.job_values()
+    assert cfg.aws.region == "eu-west-1" and cfg.values() == load(project, environ, '[aws]\nregion = "eu-west-1"\n'
+                                                                   ).values()
+
+
+def test_an_unknown_job_names_the_jobs_there(project, environ):
+    cfg = load(project, environ, JOBS_TOML)
+    with pytest.raises(ConfigError) as info:
+        cfg.job("trian")
+    assert str(info.value) == f"no job 'trian' in [jobs] in {project / '.runctl.toml'} (jobs there: eval, train)"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[jobs.t]\nscrpit = "x.py"\n', "unknown key 'jobs.t.scrpit' in {path}:2; did you mean 'script'?"),
+    ('[jobs.t]\nargs = "--x"\n', 'jobs.t.args in {path}:2 must be a list of strings, got string "--x"'),
+    ("[jobs.t]\nmax_restarts = -1\n", "jobs.t.max_restarts in {path}:2 must be >= 0, got -1"),
+    ("[jobs.t]\nspot = 'yes'\n", 'jobs.t.spot in {path}:2 must be a boolean, got string "yes"'),
+    ('[jobs.t.env]\nA = 1\n', "jobs.t.env in {path}:1 must be a table of strings, got a table"),
+    ('[jobs.t.env]\n"A B" = "x"\n', 'jobs.t.env in {path}:1 must be a table of environment variables '
+                                    '(NAME = "value"); \'A B\' is no variable name, got {{"A B" = "x"}}'),
+    ("jobs = 3\n", "jobs in {path}:1 must be tables of jobs ([jobs.NAME]), got integer 3"),
+    ('[jobs."a b"]\nscript = "x"\n', "job name 'a b' in {path}:1: use letters, digits, '.', '_' and '-'"),
+])
+def test_a_bad_job_table_is_one_line_naming_file_line_and_key(project, environ, text, message):
+    assert error(project, environ, text) == message.format(path=project / ".runctl.toml")
+
+
+def test_config_validate_and_show_cover_the_jobs(runctl_cli, tmp_path):
+    (tmp_path / ".runctl.toml").write_text(JOBS_TOML)
+    shown = runctl_cli("config", "show", "--output", "json")
+    assert shown.returncode == 0, shown.stderr
+    values = __import__("json").loads(shown.stdout)["values"]
+    assert values["jobs.train.resume_args"] == {"value": ["--resume", "{checkpoint}"],
+                                                "origin": f"{tmp_path / '.runctl.toml'}:9"}
+    (tmp_path / ".runctl.toml").write_text('[jobs.t]\nscrpit = "x.py"\n')
+    invalid = runctl_cli("config", "validate")
+    assert invalid.returncode == 2
+    assert invalid.stderr.strip() == (f"runctl: error: unknown key 'jobs.t.scrpit' in {tmp_path / '.runctl.toml'}:2; "
+                                      "did you mean 'script'?")

@@ -137,9 +137,44 @@ class LocalConfig:
     max_restarts_on_errors: int = _key(0, "How many times a job that failed (exit code not 0) is restarted.", ge=0)
 
 
+def _env_table(value: dict[str, str]) -> dict[str, str]:
+    bad = next((name for name in value if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)), None)
+    if bad is not None:
+        raise ValueError(f"a table of environment variables (NAME = \"value\"); {bad!r} is no variable name")
+    return value
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """A named job, ``[jobs.NAME]``: what ``runctl run NAME`` and ``runctl aws run NAME`` run.
+    Options on the command line override its keys."""
+
+    script: str | None = _key(None, "The script to run, relative to the project.", example="train.py")
+    args: tuple[str, ...] = _key((), "Arguments given to the script (those after -- on the command line follow).",
+                                 example=("--epochs", "10"))
+    checkpoint_dir: str | None = _key(
+        None, "Folder the script saves its checkpoints in, watched and restored by runctl.", example="checkpoints")
+    resume_args: tuple[str, ...] = _key(
+        (), "Arguments added when resuming; {checkpoint} becomes the checkpoint's path.",
+        example=("--resume", "{checkpoint}"))
+    env: dict[str, str] = field(default_factory=dict, metadata={
+        "help": "Environment variables of the script ([jobs.NAME.env] table).", "example": None, "ge": None,
+        "gt": None, "check": _env_table})
+    instance_type: str | None = _key(None, "Instance type on AWS.", example="g5.xlarge")
+    fallback_instance_types: tuple[str, ...] = _key((), "Instance types to try next on AWS.", example=("g6.xlarge",))
+    spot: bool | None = _key(None, "Spot (true) or on-demand (false) on AWS; unset: [aws] use_spot.", example=True)
+    max_restarts: int | None = _key(None, "How many times the job is restarted after an interruption.",
+                                    example=3, ge=0)
+    max_price_per_hour: float | None = _key(None, "Refuse instance types that cost more per hour (USD).",
+                                            example=1.5, gt=0)
+
+
 SECTIONS: dict[str, type] = {
     "aws": AwsConfig, "checkpoint": CheckpointConfig, "docker": DockerConfig, "local": LocalConfig,
 }
+#: The table of named jobs, [jobs.NAME], each a JobConfig.
+JOBS = "jobs"
+JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -148,6 +183,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     docker: DockerConfig = field(default_factory=DockerConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
+    jobs: dict[str, JobConfig] = field(default_factory=dict, compare=False, hash=False)
     source_path: Path | None = None
     # "section.key" -> "default" | "<file path>:<line>" | "env RUNCTL_X_Y"
     origins: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
@@ -157,10 +193,24 @@ class Config:
         return {f"{name}.{f.name}": getattr(getattr(self, name), f.name)
                 for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
 
+    def job_values(self) -> dict[str, Any]:
+        """The keys the named jobs set, as ``{"jobs.NAME.key": value}``."""
+        return {key: value for name, job in self.jobs.items() for f in dataclasses.fields(JobConfig)
+                if (key := f"{JOBS}.{name}.{f.name}") in self.origins and (value := getattr(job, f.name)) is not None}
+
+    def job(self, name: str) -> JobConfig:
+        """The job ``[jobs.NAME]``; ConfigError naming the jobs there are otherwise."""
+        if name not in self.jobs:
+            where = f" in {self.source_path}" if self.source_path else ""
+            known = ", ".join(sorted(self.jobs)) or "none"
+            raise ConfigError(f"no job '{name}' in [jobs]{where} (jobs there: {known})")
+        return self.jobs[name]
+
 
 # ---------------------------------------------------------------- types
 
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", tuple: "a list of strings"}
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", tuple: "a list of strings",
+               dict: "a table of strings"}
 
 
 @dataclass(frozen=True)
@@ -182,7 +232,7 @@ class _Spec:
 
 
 def _specs(section: str) -> dict[str, _Spec]:
-    cls = SECTIONS[section]
+    cls = JobConfig if section == JOBS else SECTIONS[section]
     hints = typing.get_type_hints(cls)
     specs = {}
     for f in dataclasses.fields(cls):
@@ -202,6 +252,8 @@ def toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (tuple, list)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, str):
         return json.dumps(value)
     return repr(value)
@@ -227,6 +279,8 @@ def _from_toml(spec: _Spec, value: Any) -> Any:
         return value
     if spec.base is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
+    if spec.base is dict and isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+        return dict(value)
     raise TypeError
 
 
@@ -349,6 +403,9 @@ def _file_values(path: Path) -> dict[str, tuple[Any, str]]:
 
     found: dict[str, tuple[Any, str]] = {}
     for section, table in data.items():
+        if section == JOBS:
+            found.update(_job_values(table, where))
+            continue
         if section not in SECTIONS:
             homes = [s for s in SECTIONS if section in _specs(s)]
             if homes and not isinstance(table, dict):
@@ -370,6 +427,29 @@ def _file_values(path: Path) -> dict[str, tuple[Any, str]]:
             except TypeError:
                 raise ConfigError(f"{subject} must be {_TYPE_NAMES[spec.base]}, got {_describe(raw)}") from None
             found[spec.path] = (_check(spec, value, subject), origin)
+    return found
+
+
+def _job_values(jobs: Any, where: Callable[..., str]) -> dict[str, tuple[Any, str]]:
+    """Validated values of the [jobs.NAME] tables: ``{"jobs.NAME.key": (value, "path:line")}``."""
+    if not isinstance(jobs, dict) or not all(isinstance(job, dict) for job in jobs.values()):
+        raise ConfigError(f"jobs in {where(JOBS)} must be tables of jobs ([jobs.NAME]), got {_describe(jobs)}")
+    specs = _specs(JOBS)
+    found: dict[str, tuple[Any, str]] = {}
+    for name, table in jobs.items():
+        if not JOB_NAME.fullmatch(name):
+            raise ConfigError(f"job name '{name}' in {where(JOBS, name)}: use letters, digits, '.', '_' and '-'")
+        for key, raw in table.items():
+            origin = where(JOBS, name, key)
+            if key not in specs:
+                raise ConfigError(f"unknown key '{JOBS}.{name}.{key}' in {origin}" + _suggest(key, list(specs)))
+            spec = specs[key]
+            subject = f"{JOBS}.{name}.{key} in {origin}"
+            try:
+                value = _from_toml(spec, raw)
+            except TypeError:
+                raise ConfigError(f"{subject} must be {_TYPE_NAMES[spec.base]}, got {_describe(raw)}") from None
+            found[f"{JOBS}.{name}.{key}"] = (_check(spec, value, subject), origin)
     return found
 
 
@@ -412,7 +492,14 @@ def load_config(explicit: Path | None = None, *, cwd: Path | None = None,
             if origins[f"{section}.{name}"] != "default":
                 kwargs[name] = value
         sections[section] = cls(**kwargs)
-    return Config(**sections, source_path=source, origins=origins)
+    jobs: dict[str, dict[str, Any]] = {}
+    for key, (value, origin) in values.items():
+        if key.startswith(JOBS + "."):
+            _, name, field_name = key.split(".", 2)
+            jobs.setdefault(name, {})[field_name] = value
+            origins[key] = origin
+    return Config(**sections, jobs={name: JobConfig(**keys) for name, keys in jobs.items()},
+                  source_path=source, origins=origins)
 
 
 def render_template() -> str:
@@ -430,4 +517,10 @@ def render_template() -> str:
                           f"# {spec.name} = {toml_value(spec.meta['example'])}  # an example; default: unset"]
             else:
                 lines += [f"# {spec.meta['help']}", f"# {spec.name} = {toml_value(spec.default)}"]
+    lines += ["", "# Named jobs: `runctl run NAME` and `runctl aws run NAME` run them; options on the",
+              "# command line override their keys. For example:", "#", "#   [jobs.train]"]
+    for spec in _specs(JOBS).values():
+        if spec.name != "env":
+            lines.append(f"#   {spec.name} = {toml_value(spec.meta['example'])}  # {spec.meta['help']}")
+    lines += ["#", "#   [jobs.train.env]  # the script's environment variables", '#   WANDB_PROJECT = "demo"']
     return "\n".join(lines) + "\n"

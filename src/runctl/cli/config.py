@@ -21,7 +21,7 @@ def show(app: App) -> None:
     from runctl.config import toml_value
 
     cfg = app.config
-    values = cfg.values()
+    values = {**cfg.values(), **cfg.job_values()}
     source = str(cfg.source_path) if cfg.source_path else None
     data = {
         "source": source,
