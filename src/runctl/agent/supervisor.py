@@ -26,7 +26,7 @@ from runctl.agent.deadline import kill_time
 from runctl.agent.lease import Lease
 from runctl.agent.logs import LogShipper
 from runctl.agent.process import ProcessTree, become_subreaper, describe_exit
-from runctl.agent.status import StatusBook, read_status
+from runctl.agent.status import FINAL_STATES, StatusBook, read_status
 from runctl.agent.sync import CheckpointSync, SyncResult, committed_state, scan_folder
 from runctl.errors import PreconditionFailed, RunctlError, StoreError
 from runctl.interruptions.base import InterruptionSource
@@ -116,11 +116,29 @@ class Agent:
                 self._emit("done", f"job {self.spec.job_id} {decision.final_state}: {decision.why}",
                            state=decision.final_state)
                 return self.book.status
+        except BaseException as exc:
+            self._record_end(exc)
+            raise
         finally:
             heartbeat.stop()
             for source in self.sources:
                 source.close()
             self.lease.release()
+
+    def _record_end(self, exc: BaseException) -> None:
+        """Best effort, when the run ends on an exception: the job in a final state and its
+        attempt closed, so that nobody sees it "running" (the store itself may be failing)."""
+        if self.book is None or self.book.status.state in FINAL_STATES:
+            return
+        state = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
+        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        message = f"the agent stopped on {what}; run the same command again to resume from the latest complete snapshot"
+        try:
+            self.book.update(state=state, message=message)
+            if self.book.status.attempts and self.book.status.attempts[-1].ended is None:
+                self.book.update_attempt(ended=self._clock(), reason="lost")  # as a later run would close it
+        except Exception as error:  # noqa: BLE001 - whatever the store raises, the first error is the one to see
+            log.warning("could not record the job's end in status.json: %s", error)
 
     def _unsaved_message(self, state: str, error: StoreError) -> str:
         try:
@@ -219,7 +237,10 @@ class Agent:
                 final = sync.final(deadline=notice.deadline if notice else None)
             except StoreError as exc:
                 unsaved = exc
-            shipper.ship()
+            try:
+                shipper.ship()
+            except RunctlError as exc:  # the log's tail is lost, the attempt's outcome must not be
+                self._emit("warning", f"could not upload the end of the attempt's log: {exc}")
         reason = classify(exit_code, notice.to_dict() if notice else None, final_saved=unsaved is None)
         # The snapshot holding the attempt's final state; none when that state never reached the store.
         final_seq = None if unsaved else final.snapshot.seq if final else sync.latest.seq if sync.latest else None
