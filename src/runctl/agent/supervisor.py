@@ -137,10 +137,11 @@ class Agent:
             self.book.update(state=state, message=message)
             if self.book.status.attempts and self.book.status.attempts[-1].ended is None:
                 self.book.update_attempt(ended=self._clock(), reason="lost")  # as a later run would close it
-        except Exception as error:  # noqa: BLE001 - whatever the store raises, the first error is the one to see
+        except Exception as error:  # whatever the store raises now, the error that ended the run is the one to see
             log.warning("could not record the job's end in status.json: %s", error)
 
     def _unsaved_message(self, state: str, error: StoreError) -> str:
+        """The run's last word when its final snapshot failed: what, where the checkpoint is, what next."""
         try:
             latest = self.snapshots.latest()
         except RunctlError:
@@ -243,7 +244,12 @@ class Agent:
                 self._emit("warning", f"could not upload the end of the attempt's log: {exc}")
         reason = classify(exit_code, notice.to_dict() if notice else None, final_saved=unsaved is None)
         # The snapshot holding the attempt's final state; none when that state never reached the store.
-        final_seq = None if unsaved else final.snapshot.seq if final else sync.latest.seq if sync.latest else None
+        if unsaved is not None:
+            final_seq = None
+        elif final is not None:
+            final_seq = final.snapshot.seq
+        else:  # nothing changed since the last snapshot (or since the restore)
+            final_seq = sync.latest.seq if sync.latest else None
         attempt = self.book.update_attempt(
             ended=self._clock(), exit_code=exit_code, reason=reason, final_snapshot=final_seq,
             interruption=notice.to_dict() if notice else None,
