@@ -224,7 +224,8 @@ class CheckpointSync:
             self._report(error)
             self._sleep(pause)
             pause *= 2
-        raise StoreError(f"the final checkpoint snapshot failed after {tries} tries: {error}") from error
+        raise StoreError(f"the final checkpoint snapshot failed after {tries} {'try' if tries == 1 else 'tries'}: "
+                         f"{error}") from error
 
     def _prune(self) -> None:
         # The snapshot is durable already: an old one left behind must not make it look failed.
