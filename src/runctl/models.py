@@ -77,7 +77,7 @@ class Attempt(Record):
     started: float
     ended: float | None = None
     exit_code: int | None = None
-    reason: str | None = None  # completed, failed, interrupted, killed, stopped
+    reason: str | None = None  # completed, unsaved (final snapshot failed), failed, interrupted, killed, stopped, lost
     resumed_from: int | None = None  # seq of the snapshot restored, None on a fresh start
     final_snapshot: int | None = None  # seq of the last snapshot committed for this attempt
     interruption: dict | None = None  # the InterruptionNotice, as a dict

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runctl.agent.sync import CheckpointSync, newest_entry, scan_folder
+from runctl.agent.sync import CheckpointSync, committed_state, newest_entry, scan_folder
 from runctl.errors import StoreError
 from runctl.models import CheckpointInfo, FileEntry
 
@@ -221,7 +221,8 @@ def test_final_captures_a_rewrite_inside_the_interval(folder, clock):
 
 def test_final_without_changes_commits_nothing(folder, clock):
     put(folder, "restored.pt", b"from the store", clock)
-    sync, snaps, _ = make_sync(folder, clock)  # what is there at the start came from the store
+    committed = committed_state(snapshot_of(folder), scan_folder(folder))  # restored from the store
+    sync, snaps, _ = make_sync(folder, clock, committed=committed)
     assert settle(sync, 3) is None
     assert sync.final() is None
     assert snaps.commits == []
@@ -284,3 +285,116 @@ def test_a_file_that_never_settles_does_not_hold_back_a_new_checkpoint(folder, c
         sync.tick()
         clock.advance(0.5)
     assert snaps.commits and snaps.commits[-1].get("ckpt-1.pt") == b"model"
+
+
+# -- the baseline is the store, not what the folder held at the first look -------------------
+
+def snapshot_of(folder: Path, seq: int = 1) -> CheckpointInfo:
+    """A manifest holding every file of ``folder`` as it is now (as a restore leaves it)."""
+    files = tuple(FileEntry(rel, size, "0" * 64) for rel, (size, _mtime) in sorted(scan_folder(folder).items()))
+    return CheckpointInfo(seq, "2027-01-01T00:00:00.000Z", files, f"mem://{seq}")
+
+
+def test_a_checkpoint_written_before_the_first_look_is_committed(folder, clock):
+    # The script saved at once, before the sync first scanned: the store does not hold it.
+    put(folder, "ckpt-0.pt", b"saved at start", clock)
+    sync, snaps, seen = make_sync(folder, clock)
+    assert settle(sync, 3) is not None
+    assert snaps.commits == [{"ckpt-0.pt": b"saved at start"}] and len(seen) == 1
+
+
+def test_a_checkpoint_written_before_the_first_look_is_committed_by_final(folder, clock):
+    put(folder, "ckpt-0.pt", b"saved at start", clock, age=0.0)
+    sync, snaps, _ = make_sync(folder, clock)
+    result = sync.final()
+    assert result is not None and result.snapshot.seq == 1
+    assert snaps.commits == [{"ckpt-0.pt": b"saved at start"}]
+
+
+def test_committed_state_trusts_only_files_as_restored(folder, clock):
+    put(folder, "same.pt", b"restored", clock)
+    put(folder, "regrown.pt", b"old", clock)
+    put(folder, "gone.pt", b"here", clock)
+    restored = snapshot_of(folder)
+    (folder / "gone.pt").unlink()
+    put(folder, "regrown.pt", b"longer now", clock)  # another size than the manifest's
+    put(folder, "stray.pt", b"not in the store", clock)
+    state = committed_state(restored, scan_folder(folder))
+    assert state["same.pt"] == scan_folder(folder)["same.pt"]
+    assert state["regrown.pt"] != scan_folder(folder)["regrown.pt"]
+    assert "gone.pt" in state and "stray.pt" not in state
+    assert committed_state(None, scan_folder(folder)) == {}
+
+
+def test_a_restored_file_rewritten_by_the_script_is_committed(folder, clock):
+    put(folder, "last.pt", b"v1", clock, age=20.0)
+    committed = committed_state(snapshot_of(folder), scan_folder(folder))
+    sync, snaps, _ = make_sync(folder, clock, committed=committed)
+    assert settle(sync, 3) is None  # as restored: nothing to do
+    put(folder, "last.pt", b"v2", clock, age=5.0)  # same size, newer: the script saved again
+    assert sync.final() is not None
+    assert snaps.commits == [{"last.pt": b"v2"}]
+
+
+# -- the final snapshot is retried, and its failure is never silent ---------------------------
+
+class Sleeps(list):
+    """An injected sleep: records each pause and moves the clock on by it."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+        self.clock.advance(seconds)
+
+
+def test_a_failing_final_snapshot_is_retried_with_backoff(folder, clock):
+    errors: list[Exception] = []
+    snaps = FakeSnapshots()
+    snaps.fail_next = 2
+    sleeps = Sleeps(clock)
+    sync, _, _ = make_sync(folder, clock, snaps=snaps, on_error=errors.append, sleep=sleeps)
+    put(folder, "final.pt", b"f", clock, age=0.0)
+    result = sync.final()
+    assert result is not None and snaps.commits == [{"final.pt": b"f"}]
+    assert len(errors) == 2 and len(sleeps) == 2 and sleeps[1] > sleeps[0] > 0
+
+
+def test_a_final_snapshot_that_keeps_failing_raises(folder, clock):
+    snaps = FakeSnapshots()
+    snaps.fail_next = 100
+    sleeps = Sleeps(clock)
+    sync, _, seen = make_sync(folder, clock, snaps=snaps, sleep=sleeps)
+    put(folder, "final.pt", b"f", clock, age=0.0)
+    with pytest.raises(StoreError, match="the store is down"):
+        sync.final()
+    assert snaps.commits == [] and seen == []
+    assert 1 <= len(sleeps) <= 5 and sum(sleeps) < 30  # bounded
+    assert 100 - snaps.fail_next == len(sleeps) + 1
+
+
+def test_a_prune_that_fails_does_not_undo_a_durable_final_snapshot(folder, clock):
+    snaps = FakeSnapshots()
+
+    def prune(keep_last_n):
+        raise StoreError("cannot delete an old snapshot")
+
+    snaps.prune = prune
+    sync, _, _ = make_sync(folder, clock, snaps=snaps, sleep=Sleeps(clock))
+    put(folder, "final.pt", b"f", clock, age=0.0)
+    result = sync.final()
+    assert result is not None and snaps.commits == [{"final.pt": b"f"}]
+
+
+def test_final_retries_never_sleep_past_the_deadline(folder, clock):
+    snaps = FakeSnapshots()
+    snaps.fail_next = 100
+    sleeps = Sleeps(clock)
+    sync, _, _ = make_sync(folder, clock, snaps=snaps, sleep=sleeps)
+    put(folder, "final.pt", b"f", clock, age=0.0)
+    deadline = clock.now + 1.2
+    with pytest.raises(StoreError):
+        sync.final(deadline=deadline)
+    assert clock.now <= deadline

@@ -115,3 +115,18 @@ def test_recoveries_and_time_lost_count_interrupted_and_lost_attempts_that_were_
     assert time_lost(history) == pytest.approx(1.0)  # 0.5 s after each of the first two
     assert recoveries(attempts("interrupted")) == 0  # noticed, not resumed yet
     assert recoveries(attempts("failed", "completed")) == 0
+
+
+# -- a final snapshot that did not reach the store --------------------------------------------
+
+def test_a_finished_script_whose_final_snapshot_failed_is_not_completed():
+    assert classify(0, None, final_saved=False) == "unsaved"
+    # The other reasons stand: the job goes on (or stops) from the latest complete snapshot.
+    assert classify(0, NOTICE, final_saved=False) == "interrupted"
+    assert classify(1, None, final_saved=False) == "failed"
+
+
+def test_an_unsaved_attempt_ends_the_job_failed_and_resumable_without_a_restart():
+    decision = decide(attempts("unsaved", exit_code=0), max_restarts=3, max_restarts_on_errors=3)
+    assert (decision.restart, decision.final_state) == (False, "failed")
+    assert "final checkpoint snapshot" in decision.why and "resume" in decision.why

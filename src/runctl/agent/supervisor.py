@@ -26,9 +26,9 @@ from runctl.agent.deadline import kill_time
 from runctl.agent.lease import Lease
 from runctl.agent.logs import LogShipper
 from runctl.agent.process import ProcessTree, become_subreaper, describe_exit
-from runctl.agent.status import StatusBook, read_status
-from runctl.agent.sync import CheckpointSync, SyncResult
-from runctl.errors import PreconditionFailed, RunctlError
+from runctl.agent.status import FINAL_STATES, StatusBook, read_status
+from runctl.agent.sync import CheckpointSync, SyncResult, committed_state, scan_folder
+from runctl.errors import PreconditionFailed, RunctlError, StoreError
 from runctl.interruptions.base import InterruptionSource
 from runctl.models import Attempt, InterruptionNotice, JobSpec, JobStatus
 from runctl.resume.policy import classify, decide
@@ -98,7 +98,7 @@ class Agent:
             heartbeat.start()
             first_in_run = True
             while True:
-                attempt = self._run_attempt(first_in_run)
+                attempt, unsaved = self._run_attempt(first_in_run)
                 first_in_run = False
                 this_run = [a for a in self.book.status.attempts if a.started >= self.started]
                 decision = decide(this_run, max_restarts=self.spec.max_restarts,
@@ -107,15 +107,48 @@ class Agent:
                     self.book.update(state="restarting", message=decision.why)
                     self._emit("restart", f"restarting: {decision.why}", attempt=attempt.number)
                     continue
+                if unsaved is not None:
+                    # Said once, as the run's error: the job ends, its last checkpoint not durable.
+                    message = self._unsaved_message(decision.final_state, unsaved)
+                    self.book.update(state=decision.final_state, message=message)
+                    raise StoreError(message) from unsaved
                 self.book.update(state=decision.final_state, message=decision.why)
                 self._emit("done", f"job {self.spec.job_id} {decision.final_state}: {decision.why}",
                            state=decision.final_state)
                 return self.book.status
+        except BaseException as exc:
+            self._record_end(exc)
+            raise
         finally:
             heartbeat.stop()
             for source in self.sources:
                 source.close()
             self.lease.release()
+
+    def _record_end(self, exc: BaseException) -> None:
+        """Best effort, when the run ends on an exception: the job in a final state and its
+        attempt closed, so that nobody sees it "running" (the store itself may be failing)."""
+        if self.book is None or self.book.status.state in FINAL_STATES:
+            return
+        state = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
+        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        message = f"the agent stopped on {what}; run the same command again to resume from the latest complete snapshot"
+        try:
+            self.book.update(state=state, message=message)
+            if self.book.status.attempts and self.book.status.attempts[-1].ended is None:
+                self.book.update_attempt(ended=self._clock(), reason="lost")  # as a later run would close it
+        except Exception as error:  # whatever the store raises now, the error that ended the run is the one to see
+            log.warning("could not record the job's end in status.json: %s", error)
+
+    def _unsaved_message(self, state: str, error: StoreError) -> str:
+        """The run's last word when its final snapshot failed: what, where the checkpoint is, what next."""
+        try:
+            latest = self.snapshots.latest()
+        except RunctlError:
+            latest = None  # the store is failing: say what we can
+        where = f"snapshot {latest.seq}" if latest else "the latest complete snapshot"
+        return (f"job {self.spec.job_id} {state}: {error}; its newest checkpoint is only in {self.folder}. "
+                f"Run the same command again to resume from {where} in the store")
 
     def _write_spec_once(self) -> None:
         data = json.dumps(self.spec.to_dict(), indent=1, sort_keys=True).encode()
@@ -143,10 +176,13 @@ class Agent:
                    f"in {self._clock() - started:.2f}s", seq=latest.seq)
         return latest
 
-    def _run_attempt(self, first_in_run: bool) -> Attempt:
+    def _run_attempt(self, first_in_run: bool) -> tuple[Attempt, StoreError | None]:
+        """Run one attempt; return it, and the error of its final snapshot when that failed."""
         assert self.book is not None
         number = len(self.book.status.attempts)
         restored = self._prepare_folder(first_in_run)
+        # Before the script starts: a file it writes at once must not pass for one restored.
+        committed = committed_state(restored, scan_folder(self.folder))
         resume = workspace.resume_path(self.folder, restored)
         run_dir = self.options.run_dir
         interrupt_file, progress_file = run_dir / f"interrupt-{number}.json", run_dir / f"progress-{number}.json"
@@ -181,7 +217,7 @@ class Agent:
                 keep_last_n=self.spec.keep_last_n, writers=tree.files_open_for_writing,
                 metadata=lambda: {"attempt": number, "step": progress.last_step},
                 on_snapshot=self._on_snapshot, on_error=self._on_sync_error,
-                quiet_period=self.options.quiet_period, clock=self._clock,
+                quiet_period=self.options.quiet_period, committed=committed, clock=self._clock,
             )
             sync.start()
             housekeeping = _Periodic(self.options.heartbeat_interval, lambda: self._housekeep(shipper, progress))
@@ -197,19 +233,33 @@ class Agent:
                 if container is not None:
                     container.cleanup()  # a killed docker client leaves its container running
             progress.read()  # the last step the script reported goes into the final snapshot
-            final = sync.final()
-            shipper.ship()
-        reason = classify(exit_code, notice.to_dict() if notice else None)
-        final_seq = final.snapshot.seq if final else (sync.latest.seq if sync.latest else None)
+            final, unsaved = None, None
+            try:
+                final = sync.final(deadline=notice.deadline if notice else None)
+            except StoreError as exc:
+                unsaved = exc
+            try:
+                shipper.ship()
+            except RunctlError as exc:  # the log's tail is lost, the attempt's outcome must not be
+                self._emit("warning", f"could not upload the end of the attempt's log: {exc}")
+        reason = classify(exit_code, notice.to_dict() if notice else None, final_saved=unsaved is None)
+        # The snapshot holding the attempt's final state; none when that state never reached the store.
+        if unsaved is not None:
+            final_seq = None
+        elif final is not None:
+            final_seq = final.snapshot.seq
+        else:  # nothing changed since the last snapshot (or since the restore)
+            final_seq = sync.latest.seq if sync.latest else None
         attempt = self.book.update_attempt(
             ended=self._clock(), exit_code=exit_code, reason=reason, final_snapshot=final_seq,
             interruption=notice.to_dict() if notice else None,
             first_step=progress.first_step, last_step=progress.last_step,
         )
-        self._emit("exit", f"attempt {number} {reason} ({describe_exit(exit_code)})"
-                   + (f"; final snapshot {final_seq}" if final_seq is not None else ""),
+        outcome = (f"; its final snapshot did not reach the store ({unsaved})" if unsaved
+                   else f"; final snapshot {final_seq}" if final_seq is not None else "")
+        self._emit("exit", f"attempt {number} {reason} ({describe_exit(exit_code)}){outcome}",
                    attempt=number, reason=reason, exit_code=exit_code)
-        return attempt
+        return attempt, unsaved
 
     def _supervise(self, tree: ProcessTree, progress: _ProgressReader, interrupt_file: Path, sync: CheckpointSync):
         """Watch the process and the interruption sources until the process exits."""

@@ -4,6 +4,10 @@ A file is captured only once it is *stable*: no process of the tree holds it ope
 writing, and its size and modification time have not moved for ``quiet_period``. A new
 stable file triggers a snapshot at once; files rewritten in place are snapshotted at most
 every ``sync_interval``. After the process exits, ``final`` captures everything.
+
+What counts as already in the store is the store's latest manifest (``committed_state``),
+never what the folder held when the sync first looked: a script may save a checkpoint
+before that first look, and it must still be uploaded.
 """
 
 from __future__ import annotations
@@ -17,13 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runctl.agent.deadline import ThroughputMeter
-from runctl.errors import RunctlError
+from runctl.errors import RunctlError, StoreError
 from runctl.fsutil import is_temp_name
 from runctl.models import CheckpointInfo
 
 log = logging.getLogger(__name__)
 
 FileState = dict[str, tuple[int, int]]  # relative path -> (size, mtime_ns)
+
+#: The final snapshot is tried this many times in all, the pauses doubling from FINAL_BACKOFF_S
+#: (0.5 + 1 + 2 s): enough for a passing store error, short beside a notice's two minutes.
+FINAL_TRIES = 4
+FINAL_BACKOFF_S = 0.5
+_NOT_ON_DISK = -1  # an mtime no file has: the entry differs from whatever the folder holds
 
 
 def scan_folder(folder: Path) -> FileState:
@@ -58,6 +68,24 @@ def newest_entry(folder: Path, state: FileState) -> str | None:
     return best[1] if best else None
 
 
+def committed_state(snapshot: CheckpointInfo | None, folder_state: FileState) -> FileState:
+    """What the store holds, in the folder's terms, given the folder scanned after the restore
+    and before the script starts. Pure.
+
+    A file of ``snapshot`` counts as committed with the size and mtime it has in the folder
+    when its size is the manifest's (the restore verified its content); otherwise, and for a
+    file of the manifest missing from the folder, with a state no file has, so that the
+    folder's version (or its removal) is committed. Files the manifest lacks are not in it.
+    """
+    if snapshot is None:
+        return {}
+    state: FileState = {}
+    for entry in snapshot.files:
+        local = folder_state.get(entry.path)
+        state[entry.path] = local if local is not None and local[0] == entry.size else (entry.size, _NOT_ON_DISK)
+    return state
+
+
 @dataclass
 class SyncResult:
     snapshot: CheckpointInfo
@@ -78,8 +106,13 @@ class CheckpointSync:
         on_snapshot: Callable[[SyncResult], None] | None = None,
         on_error: Callable[[Exception], None] | None = None,
         quiet_period: float = 1.0,
+        committed: FileState | None = None,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """``committed``: what the store already holds (``committed_state``); None means
+        nothing, so every file of the folder is snapshotted (a commit of files the store's
+        latest snapshot holds as they are writes nothing)."""
         self.snapshots = snapshots
         self.folder = folder
         self.sync_interval = sync_interval
@@ -90,7 +123,8 @@ class CheckpointSync:
         self._on_error = on_error
         self.quiet_period = quiet_period
         self._clock = clock
-        self._committed: FileState = scan_folder(folder)  # what the store already has
+        self._sleep = sleep
+        self._committed: FileState = dict(committed or {})  # what the store already has
         self._last_commit = clock()
         self._previous: FileState | None = None
         self._asked = False
@@ -147,7 +181,11 @@ class CheckpointSync:
             return None  # everything that changed is still moving: look again next tick
         self._asked = False
         settled = {rel: st for rel, st in current.items() if rel not in held}
-        return self._commit(settled, carry=held)
+        try:
+            return self._commit(settled, carry=held)
+        except (RunctlError, OSError) as exc:
+            self._report(exc)
+            return None
 
     def expected_final_bytes(self) -> int:
         """What the final snapshot will likely upload: what is pending now, or as much as
@@ -162,29 +200,57 @@ class CheckpointSync:
         """Snapshot at the next tick what has settled, without waiting for the interval."""
         self._asked = True
 
-    def final(self) -> SyncResult | None:
-        """After the process exited: capture whatever the folder holds now."""
+    def final(self, deadline: float | None = None) -> SyncResult | None:
+        """After the process exited: make the store hold what the folder holds now.
+
+        Returns the new snapshot, or None when the store already held it (nothing changed
+        since the last snapshot, or since the restore). A failing commit is tried
+        FINAL_TRIES times in all, the pauses doubling, none reaching ``deadline``
+        (the notice's, when there is one); then StoreError: the final state is not durable.
+        """
         self.stop()
-        current = scan_folder(self.folder)
-        if current == self._committed:
-            return None
-        return self._commit(current)
+        pause = FINAL_BACKOFF_S
+        for tries in range(1, FINAL_TRIES + 1):
+            current = scan_folder(self.folder)  # again on each try: a retry must see the folder as it is
+            if current == self._committed:
+                return None
+            try:
+                return self._commit(current)
+            except (RunctlError, OSError) as exc:
+                error = exc
+            out_of_time = deadline is not None and self._clock() + pause >= deadline
+            if tries == FINAL_TRIES or out_of_time:
+                break
+            self._report(error)
+            self._sleep(pause)
+            pause *= 2
+        raise StoreError(f"the final checkpoint snapshot failed after {tries} {'try' if tries == 1 else 'tries'}: "
+                         f"{error}") from error
+
+    def _prune(self) -> None:
+        # The snapshot is durable already: an old one left behind must not make it look failed.
+        try:
+            self.snapshots.prune(self.keep_last_n)
+        except (RunctlError, OSError) as exc:
+            log.warning("could not prune old checkpoint snapshots (next snapshot tries again): %s", exc)
+
+    def _report(self, exc: Exception) -> None:
+        """A failed snapshot that will be tried again: told to ``on_error``, else logged."""
+        if self._on_error:
+            self._on_error(exc)
+        else:
+            log.warning("checkpoint snapshot failed, will retry: %s", exc)
 
     def _commit(self, state: FileState, carry: set[str] = frozenset()) -> SyncResult | None:
+        """Commit ``state`` (and ``carry`` as the store holds it); errors are the caller's."""
         with self._lock:
             started = self._clock()
             metadata = {"newest": newest_entry(self.folder, state), **self._metadata()}
-            try:
-                uploading = self.snapshots.pending_bytes(self.folder, sorted(state))
-                info = self.snapshots.commit(self.folder, files=sorted(state), carry=sorted(carry),
-                                             metadata=metadata)
-                if info is not None:
-                    self.snapshots.prune(self.keep_last_n)
-            except (RunctlError, OSError) as exc:
-                log.warning("checkpoint snapshot failed, will retry: %s", exc)
-                if self._on_error:
-                    self._on_error(exc)
-                return None
+            uploading = self.snapshots.pending_bytes(self.folder, sorted(state))
+            info = self.snapshots.commit(self.folder, files=sorted(state), carry=sorted(carry),
+                                         metadata=metadata)
+            if info is not None:
+                self._prune()
             # What the store holds now: the settled files, and the old versions carried.
             self._committed = {**{rel: self._committed[rel] for rel in carry if rel in self._committed}, **state}
             self._last_commit = self._clock()

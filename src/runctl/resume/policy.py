@@ -14,13 +14,15 @@ class Decision:
     why: str
 
 
-def classify(exit_code: int, notice: dict | None) -> str:
+def classify(exit_code: int, notice: dict | None, *, final_saved: bool = True) -> str:
     """An attempt's reason. One that received a notice counts as interrupted whatever its
-    exit code: PyTorch Lightning and the HF Trainer save on SIGTERM and exit 0."""
+    exit code: PyTorch Lightning and the HF Trainer save on SIGTERM and exit 0. A script
+    that finished is "completed" only when its final snapshot reached the store
+    (``final_saved``); else "unsaved": its last checkpoint exists only on this machine."""
     if notice is not None:
         return "stopped" if not notice.get("restartable", True) else "interrupted"
     if exit_code == 0:
-        return "completed"
+        return "completed" if final_saved else "unsaved"
     if exit_code < 0:
         return "killed"  # a signal runctl did not send: the OOM killer, a user's kill -9
     return "failed"
@@ -40,6 +42,10 @@ def decide(attempts: list[Attempt] | tuple[Attempt, ...], *, max_restarts: int, 
         return Decision(False, "completed", "the script finished")
     if last.reason == "stopped":
         return Decision(False, "stopped", "stopped on request")
+    if last.reason == "unsaved":
+        # Not restarted: the store just failed, and a new attempt would redo the work for nothing.
+        return Decision(False, "failed", "the script finished but its final checkpoint snapshot is not in the "
+                        "store; run the same command again to resume from the latest complete snapshot")
     if last.reason == "interrupted" and _machine_goes(last):
         return Decision(False, "interrupted", "the machine is being reclaimed; the job resumes from its latest "
                         "snapshot on another machine (runctl run again, or runctl aws watch)")

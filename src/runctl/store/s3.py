@@ -48,6 +48,17 @@ _BAD_CREDENTIAL_CODES = {
 _PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 
 
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """What the HTTP layer raises, unwrapped, when a connection drops, resets or times out:
+    botocore wraps most of these, but not on every path (transfer manager threads, response
+    streams), and a foreign exception would escape the agent's retries."""
+    import http.client
+
+    from urllib3.exceptions import HTTPError
+
+    return (HTTPError, http.client.HTTPException, ConnectionError, TimeoutError)
+
+
 def _check_key(key: str) -> str:
     """The same rule as LocalStore: relative, '/'-separated, no empty, '.' or '..' parts."""
     if not key or key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
@@ -73,6 +84,12 @@ def profile_not_found(exc) -> str:
     """One line for botocore's ProfileNotFound (the S3 store's and the AWS backend's)."""
     return (f"AWS profile {exc.kwargs.get('profile')!r} not found; fix AWS_PROFILE "
             "(aws configure list-profiles shows the profiles there are)")
+
+
+def _is_transport(exc: OSError) -> bool:
+    from botocore.exceptions import BotoCoreError
+
+    return isinstance(exc, (BotoCoreError, *_transport_errors()))
 
 
 def _origin(url: str) -> str:
@@ -169,24 +186,26 @@ class S3Store:
         from botocore.exceptions import (
             BotoCoreError,
             ClientError,
-            ConnectionError,
             CredentialRetrievalError,
             HTTPClientError,
             NoCredentialsError,
             PartialCredentialsError,
             ProfileNotFound,
         )
+        from botocore.exceptions import ConnectionError as UnreachableError
 
+        transport = _transport_errors()
         where = self._where(key)
         try:
             yield
             return
         except S3UploadFailedError as exc:
-            # boto3 flattens the ClientError into a string; the original is the context.
-            cause = exc.__context__ if isinstance(exc.__context__, ClientError) else exc
+            # boto3 flattens the error into a string; the original is the context.
+            context = exc.__context__
+            cause = context if isinstance(context, (ClientError, BotoCoreError, *transport)) else exc
         except RetriesExceededError as exc:
             cause = exc.last_exception or exc
-        except (ClientError, BotoCoreError) as exc:
+        except (ClientError, BotoCoreError, *transport) as exc:
             cause = exc
         if isinstance(cause, ClientError):
             raise self._client_error(cause, action, key, permission) from cause
@@ -196,10 +215,10 @@ class S3Store:
             ) from cause
         if isinstance(cause, (PartialCredentialsError, CredentialRetrievalError, ProfileNotFound)):
             raise StoreError(f"cannot load AWS credentials: {cause}") from cause
-        if isinstance(cause, ConnectionError):
+        if isinstance(cause, UnreachableError):
             endpoint = _origin(getattr(cause, "kwargs", {}).get("endpoint_url") or self._endpoint_desc())
             raise StoreError(f"cannot reach the S3 endpoint {endpoint} to {action} {where}") from cause
-        if isinstance(cause, HTTPClientError):
+        if isinstance(cause, (HTTPClientError, *transport)):
             raise StoreError(f"connection to S3 failed while trying to {action} {where}: {cause}") from cause
         raise StoreError(f"cannot {action} {where}: {cause}") from cause
 
@@ -291,6 +310,8 @@ class S3Store:
             except FileNotFoundError as exc:  # removed between the check and the read
                 raise NotFoundError(f"{path} does not exist") from exc
             except OSError as exc:
+                if _is_transport(exc):
+                    raise  # some botocore errors and every socket error are OSErrors too
                 raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
 
     def download(self, key: str, path: Path, *, progress: ProgressCallback | None = None) -> None:
