@@ -40,7 +40,7 @@ def train_command(**kwargs):
     return decorate
 
 
-store_option = click.option("--store", metavar="URL",
+store_option = click.option("--store", metavar="URL", callback=_common.refuse_empty_store,
                             help="Job store (default: an s3:// [checkpoint] store, else s3://<[aws] s3_bucket>/runctl).")
 region_option = click.option("--region", metavar="REGION", help="AWS region (default: [aws] region / AWS_REGION).")
 auto_resume_option = click.option(
