@@ -139,6 +139,26 @@ def test_train_refusals(aws_env, project, instance, s3_bucket):
     assert stopped.returncode == 3 and "stop" in stopped.stderr
 
 
+def test_train_does_not_follow_links_out_of_the_project_and_names_them(aws_env, project, instance, s3_bucket,
+                                                                       tmp_path):
+    secret = "aws_secret_access_key = do-not-ship-me"
+    (tmp_path / "home" / ".aws").mkdir(parents=True)
+    (tmp_path / "home" / ".aws" / "credentials").write_text(secret + "\n")
+    (project / "credentials").symlink_to(tmp_path / "home" / ".aws" / "credentials")
+    (project / "aws-config").symlink_to(tmp_path / "home" / ".aws", target_is_directory=True)
+    (project / "fail-alias.py").symlink_to("fail.py")  # within the project: uploaded as before
+
+    sent = runctl(aws_env, project, "aws", "train", instance, "fail.py", "--job-id", "links")
+    assert sent.returncode == 0, sent.stderr
+    # train.py, fail.py, fail-alias.py (fail.py's blob), .runctlignore, .runctl.toml
+    assert "uploaded 4 of 5 files" in sent.stderr
+    assert ("skipped 2 symlinks that lead out of the project (not uploaded): aws-config, credentials"
+            in sent.stderr)
+    job_store = store(s3_bucket)
+    for info in job_store.list("code/"):
+        assert secret.encode() not in job_store.read(info.key).data, info.key
+
+
 def test_aws_run_launches_trains_and_terminates(aws_env, project, s3_bucket, tmp_path, straight_weights):
     """aws run against moto, with this test playing the fake cloud: it starts a resident agent
     for the instance aws run launches (found by its runctl:job tag)."""

@@ -256,6 +256,10 @@ def prepare_code(app, store, script: str, args: tuple[str, ...], sync_code: bool
                          f"add --include {rel}")
     app.output.note(f"runctl: code: uploaded {result.uploaded_count} of {result.file_count} files "
                     f"({_size(result.uploaded_bytes)} of {_size(result.total_bytes)})")
+    if result.skipped_links:
+        links = result.skipped_links
+        app.output.note(f"runctl: code: skipped {len(links)} symlink{'s' if len(links) > 1 else ''} that lead"
+                        f"{'' if len(links) > 1 else 's'} out of the project (not uploaded): {', '.join(links)}")
     if rel.endswith(".py"):
         head = ("python", rel)
     else:
