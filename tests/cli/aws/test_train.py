@@ -293,3 +293,11 @@ def test_an_agent_finishing_its_job_meanwhile_is_no_lost_race(racing, run_cli):
     assert code == 0, err
     assert f"job next sent to {racing.instance}" in out
     assert read_assignment(racing.store, racing.instance)[0].job_id == "next"
+
+
+def test_an_empty_store_is_refused_not_taken_for_the_default(racing, run_cli):
+    code, out, err = run_cli("aws", "train", racing.instance, "train.py", "--store", "")
+    assert code == 2 and out == ""
+    assert err.splitlines() == ["runctl: error: --store is empty; give a folder, file:///abs/path or "
+                                "s3://bucket/prefix, or leave --store out for the default store"]
+    assert read_assignment(racing.store, racing.instance) is None
