@@ -468,3 +468,26 @@ def test_a_notice_with_a_bad_time_is_acted_on_once_and_warned_about_once_a_minut
     rounds_done(source, 2)
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2
     assert source.health.reachable
+
+
+def test_a_bug_in_a_round_logs_its_traceback_once_a_minute_and_the_watch_goes_on(imds, make_source, caplog,
+                                                                                   monkeypatch):
+    import runctl.interruptions.ec2 as ec2
+
+    def broken(body, received):
+        raise TypeError("a bug")
+
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    clock = ManualClock()
+    imds.send_rebalance()
+    monkeypatch.setattr(ec2, "_parse_rebalance", broken)
+    source = make_source(imds.endpoint, clock=clock)
+    source.start()
+    rounds_done(source, 5)
+    assert len([r for r in caplog.records if r.exc_info]) == 1
+    assert "internal error" in source.health.last_error
+    clock.advance(61)
+    rounds_done(source, 2)
+    assert len([r for r in caplog.records if r.exc_info]) == 2
+    imds.schedule_notice(deadline_in=50)
+    assert next_notice(source).action == "terminate"  # instance-action is read before the bug

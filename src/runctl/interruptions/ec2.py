@@ -311,9 +311,8 @@ class Ec2MetadataSource:
         while not self._stop.is_set():
             try:
                 ok = self.check()
-            except Exception as exc:  # a bug must not end the watch silently
-                log.exception("EC2 metadata watch failed unexpectedly")
-                self._record_error(f"internal error: {exc!r}")
+            except Exception as exc:  # a bug must not end the watch silently, nor flood the log
+                self._record_error(f"internal error: {exc!r}", traceback=True)
                 ok = False
             if self._stop.is_set():
                 break
@@ -387,7 +386,9 @@ class Ec2MetadataSource:
             log.warning("EC2 metadata service at %s answers again, after %d failed rounds over %.1fs",
                         self.endpoint, errors, now - (since or now))
 
-    def _record_error(self, message: str) -> None:
+    def _record_error(self, message: str, *, traceback: bool = False) -> None:
+        """Count a failed round; warn at most once a minute (with the traceback of the
+        exception being handled, if ``traceback``), else log at debug level."""
         now = self._clock()
         with self._lock:
             self._checks += 1
@@ -402,10 +403,11 @@ class Ec2MetadataSource:
         if not warn:
             log.debug("EC2 metadata service at %s: %s (%d in a row)", self.endpoint, message, errors)
         elif errors == 1:
-            log.warning("EC2 metadata service at %s: %s; retrying with backoff", self.endpoint, message)
+            log.warning("EC2 metadata service at %s: %s; retrying with backoff", self.endpoint, message,
+                        exc_info=traceback)
         else:
             log.warning("EC2 metadata service at %s failing for %.0fs (%d rounds in a row); last: %s",
-                        self.endpoint, now - (since or now), errors, message)
+                        self.endpoint, now - (since or now), errors, message, exc_info=traceback)
 
 
 def _json_object(body: bytes) -> dict:
