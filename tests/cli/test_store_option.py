@@ -50,3 +50,10 @@ def test_an_empty_store_is_refused_not_taken_for_the_default(command, runctl_cli
     line = one_line_error(runctl_cli(*command, "--store", ""))
     assert "--store is empty" in line and "leave --store out" in line
     assert not (tmp_path / ".runctl" / "store").exists()
+
+
+@pytest.mark.parametrize("command", [["run", "ok.py"], ["jobs"]], ids=lambda c: " ".join(c))
+def test_a_store_url_with_a_nul_byte_is_one_line_and_exit_2(command, runctl_cli, tmp_path):
+    (tmp_path / "ok.py").write_text("print('ran')\n")
+    line = one_line_error(runctl_cli(*command, "--store", "file:///tmp/a%00b"))
+    assert "store URL 'file:///tmp/a%00b' holds a NUL character" in line
