@@ -391,7 +391,7 @@ def test_a_notice_with_an_unreadable_time_is_reported_without_deadline(make_sour
 # -- hostile answers: a warning at most once a minute, never a traceback, the watch goes on ----------
 def rounds_done(source: Ec2MetadataSource, n: int) -> None:
     done = source.health.checks
-    wait_until(lambda: source.health.checks >= done + n, what=f"{n} more rounds")
+    wait_until(lambda: source.health.checks >= done + n, timeout=10, what=f"{n} more rounds")
 
 
 def assert_no_traceback(caplog) -> None:
