@@ -76,7 +76,7 @@ def test_ignores_are_honoured(tmp_path, use_git):
     root = make_project(tmp_path / "proj")
     if use_git:
         git_init(root)
-    assert project_files(root, use_git=use_git) == EXPECTED
+    assert project_files(root, use_git=use_git).files == EXPECTED
 
 
 @pytest.mark.parametrize("use_git", [False, True])
@@ -86,7 +86,7 @@ def test_include_brings_back_ignored_files_but_never_the_always_excluded(tmp_pat
     root = make_project(tmp_path / "proj")
     if use_git:
         git_init(root)
-    files = project_files(root, ["data/*.csv", "build/", ".venv/"], use_git=use_git)
+    files = project_files(root, ["data/*.csv", "build/", ".venv/"], use_git=use_git).files
     assert set(files) == {*EXPECTED, "data/big.csv", "build/out.bin"}
 
 
@@ -97,8 +97,54 @@ def test_nested_gitignore_without_git(tmp_path):
     for rel in ("a.tmp", "sub/b.tmp", "sub/only-here.txt", "only-here.txt", "sub/deep/only-here.txt"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("x")
-    assert project_files(root, use_git=False) == ["a.tmp", "only-here.txt", "sub/.gitignore",
-                                                  "sub/deep/only-here.txt"]
+    assert project_files(root, use_git=False).files == ["a.tmp", "only-here.txt", "sub/.gitignore",
+                                                        "sub/deep/only-here.txt"]
+
+
+SECRET = "aws_secret_access_key = do-not-ship-me"
+
+
+def project_with_links(tmp_path):
+    """A project with links out of it (a credentials file, a folder) and links within it."""
+    outside = tmp_path / "outside"
+    (outside / "keys").mkdir(parents=True)
+    (outside / "credentials").write_text(SECRET + "\n")
+    (outside / "keys" / "id").write_text(SECRET + "\n")
+    root = tmp_path / "proj"
+    (root / "lib").mkdir(parents=True)
+    (root / "train.py").write_text("print('train')\n")
+    (root / "lib" / "model.py").write_text("W = 1\n")
+    (root / "credentials").symlink_to(outside / "credentials")  # absolute
+    (root / "lib" / "keys").symlink_to("../../outside/keys", target_is_directory=True)  # relative, a folder
+    (root / "lib" / "escape.py").symlink_to("../../outside/credentials")  # relative, a file
+    (root / "alias.py").symlink_to("train.py")  # a file within the project
+    (root / "models").symlink_to(root / "lib", target_is_directory=True)  # a folder within the project
+    return root
+
+
+@pytest.mark.parametrize("use_git", [False, pytest.param(True, marks=pytest.mark.skipif(
+    shutil.which("git") is None, reason="no git"))])
+def test_links_out_of_the_project_are_skipped_and_named(tmp_path, use_git):
+    root = project_with_links(tmp_path)
+    if use_git:
+        git_init(root)
+    listed = project_files(root, use_git=use_git)
+    assert listed.skipped_links == ["credentials", "lib/escape.py", "lib/keys"]
+    # Links within the project behave as before: a file link is a file, a folder link is
+    # not followed (its files are listed where they are).
+    assert listed.files == ["alias.py", "lib/model.py", "train.py"]
+
+
+def test_an_upload_never_holds_what_a_link_out_of_the_project_points_at(tmp_path, local_store):
+    root = project_with_links(tmp_path)
+    result = upload_tree(local_store, root, ["lib/keys/", "credentials"], use_git=False)  # --include too
+    for info in local_store.list():
+        assert SECRET.encode() not in local_store.read(info.key).data, info.key
+    assert result.skipped_links == ("credentials", "lib/escape.py", "lib/keys")
+    assert result.file_count == 3
+    built = materialize(local_store, result.tree_id, tmp_path / "cache")
+    assert (built / "alias.py").read_text() == "print('train')\n" and not (built / "alias.py").is_symlink()
+    assert not (built / "credentials").exists() and not (built / "lib" / "keys").exists()
 
 
 def test_second_upload_sends_only_the_changed_file(tmp_path, any_store):

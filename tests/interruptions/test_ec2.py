@@ -386,3 +386,108 @@ def test_a_notice_with_an_unreadable_time_is_reported_without_deadline(make_sour
         server.shutdown()
         server.server_close()
     assert (notice.action, notice.deadline) == ("hibernate", None)
+
+
+# -- hostile answers: a warning at most once a minute, never a traceback, the watch goes on ----------
+def rounds_done(source: Ec2MetadataSource, n: int) -> None:
+    done = source.health.checks
+    wait_until(lambda: source.health.checks >= done + n, timeout=10, what=f"{n} more rounds")
+
+
+def assert_no_traceback(caplog) -> None:
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+def test_a_token_with_cr_lf_is_never_sent_and_the_watch_goes_on(imds, make_source, caplog):
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    clock = ManualClock()
+    imds.serve_token(b"abc\r\nX-Injected: yes")
+    source = make_source(imds.endpoint, clock=clock)
+    source.start()
+    rounds_done(source, 5)
+    assert imds.count(INSTANCE_ACTION_PATH) == 0  # no request carried it
+    assert "malformed token" in source.health.last_error
+    assert_no_traceback(caplog)
+    assert len(caplog.records) == 1  # the clock stands still: one warning in this minute
+    clock.advance(61)
+    rounds_done(source, 2)
+    assert len(caplog.records) == 2
+    imds.serve_token(None)
+    imds.schedule_notice(deadline_in=50)
+    assert next_notice(source).action == "terminate"
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+    b"[]",
+    b'"terminate"',
+    b'{"action": "terminate\\r\\nINFO forged log line", "time": "2026-11-29T08:22:00Z"}',
+    b'{"action": ["terminate"], "time": "2026-11-29T08:22:00Z"}',
+], ids=["nested lists", "nested objects", "a list", "a string", "cr-lf in action", "action not a string"])
+def test_a_malformed_notice_is_a_warning_a_minute_and_the_watch_goes_on(body, imds, make_source, caplog):
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    clock = ManualClock()
+    imds.serve_raw(INSTANCE_ACTION_PATH, body)
+    source = make_source(imds.endpoint, clock=clock)
+    source.start()
+    rounds_done(source, 5)
+    assert source.poll(time.time()) is None
+    assert "malformed" in source.health.last_error
+    assert_no_traceback(caplog)
+    assert len(caplog.records) == 1
+    assert "\r" not in caplog.records[0].getMessage() and "\n" not in caplog.records[0].getMessage()
+    clock.advance(61)
+    rounds_done(source, 2)
+    assert len(caplog.records) == 2
+    imds.serve_raw(INSTANCE_ACTION_PATH, None)
+    imds.schedule_notice(deadline_in=50)
+    assert next_notice(source).action == "terminate"
+    assert source._thread.is_alive()
+
+
+@pytest.mark.parametrize("when", ['"soon\\r\\nINFO forged"', "null", '["2026-11-29T08:22:00Z"]', '{"a": 1}'],
+                         ids=["cr-lf", "null", "a list", "an object"])
+def test_a_notice_with_a_bad_time_is_acted_on_once_and_warned_about_once_a_minute(when, imds, make_source,
+                                                                                    caplog):
+    """Dropping it would lose the final checkpoint: the machine goes anyway. It is reported
+    without a deadline (the configured grace applies), once."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    clock = ManualClock()
+    imds.serve_raw(INSTANCE_ACTION_PATH, b'{"action": "terminate", "time": ' + when.encode() + b"}")
+    source = make_source(imds.endpoint, clock=clock)
+    notice = next_notice(source)
+    assert (notice.action, notice.deadline) == ("terminate", None)
+    assert "\n" not in notice.detail and "\r" not in notice.detail
+    rounds_done(source, 5)
+    assert source.poll(time.time()) is None  # reported once
+    assert_no_traceback(caplog)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "unreadable time" in warnings[0]
+    clock.advance(61)
+    rounds_done(source, 2)
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2
+    assert source.health.reachable
+
+
+def test_a_bug_in_a_round_logs_its_traceback_once_a_minute_and_the_watch_goes_on(imds, make_source, caplog,
+                                                                                   monkeypatch):
+    import runctl.interruptions.ec2 as ec2
+
+    def broken(body, received):
+        raise TypeError("a bug")
+
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    clock = ManualClock()
+    imds.send_rebalance()
+    monkeypatch.setattr(ec2, "_parse_rebalance", broken)
+    source = make_source(imds.endpoint, clock=clock)
+    source.start()
+    rounds_done(source, 5)
+    assert len([r for r in caplog.records if r.exc_info]) == 1
+    assert "internal error" in source.health.last_error
+    clock.advance(61)
+    rounds_done(source, 2)
+    assert len([r for r in caplog.records if r.exc_info]) == 2
+    imds.schedule_notice(deadline_in=50)
+    assert next_notice(source).action == "terminate"  # instance-action is read before the bug

@@ -217,6 +217,27 @@ def test_malformed_next_serves_invalid_json_on_instance_action(emulator):
     assert json.loads(get(emulator.endpoint, INSTANCE_ACTION_PATH, tok)[1])["action"] == "terminate"
 
 
+def test_serve_raw_answers_exactly_the_body_given_until_cleared(emulator):
+    tok = token(emulator.endpoint)
+    hostile = b"[" * 100_000 + b"]" * 100_000
+    emulator.serve_raw(INSTANCE_ACTION_PATH, hostile)
+    assert get(emulator.endpoint, INSTANCE_ACTION_PATH, tok) == (200, hostile)
+    assert get(emulator.endpoint, REBALANCE_PATH, tok)[0] == 404  # only that path
+    emulator.serve_raw(INSTANCE_ACTION_PATH, None)
+    assert get(emulator.endpoint, INSTANCE_ACTION_PATH, tok)[0] == 404
+
+
+def test_serve_token_issues_exactly_the_token_given(emulator):
+    emulator.serve_token(b"abc\r\nX-Injected: yes")
+    status, _, body = call(emulator.endpoint, "PUT", TOKEN_PATH, {TTL_HEADER: "60"})
+    assert (status, body) == (200, b"abc\r\nX-Injected: yes")
+    emulator.serve_token(b"fixed-token")
+    assert token(emulator.endpoint) == "fixed-token"
+    assert get(emulator.endpoint, "/latest/meta-data/instance-id", "fixed-token") == (200, b"i-0abc")
+    emulator.serve_token(None)
+    assert token(emulator.endpoint) != "fixed-token"
+
+
 def test_delay_holds_answers(emulator):
     emulator.delay(0.3)
     started = time.monotonic()

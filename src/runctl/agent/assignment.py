@@ -9,7 +9,9 @@ where it is with it::
     failed    the agent could not run it (message says why; the job itself may be fine)
 
 Every agent-side change is a conditional write on the version it read, so a new assignment
-written meanwhile is never overwritten. ``instances/<id>/agent.json`` is the agent's
+written meanwhile is never overwritten. `runctl aws train` assigns with ``claim_instance``:
+only over the version it judged free, so of two commands racing for one instance one wins
+and the other hears that it lost. ``instances/<id>/agent.json`` is the agent's
 heartbeat: its state (idle, running, stopping, stopped), its job and its version.
 """
 
@@ -21,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from runctl.errors import NotFoundError
+from runctl.errors import NotFoundError, PreconditionFailed
 from runctl.models import JobSpec, Record
 from runctl.store import layout
 
@@ -69,11 +71,31 @@ def read_job_spec(store, job_id: str) -> JobSpec:
     return JobSpec.from_dict(json.loads(store.read(layout.job_key(job_id)).data))
 
 
+def _new_assignment(job_id: str, now: float) -> Assignment:
+    return Assignment(job_id, "assigned", now, uuid.uuid4().hex, updated=now)
+
+
 def assign_job(store, instance_id: str, job_id: str, *, clock: Callable[[], float] = time.time) -> Assignment:
     """Tell the agent on ``instance_id`` to run ``job_id`` (its job.json must be in the store)."""
-    now = clock()
-    assignment = Assignment(job_id, "assigned", now, uuid.uuid4().hex, updated=now)
+    assignment = _new_assignment(job_id, clock())
     store.write(layout.assignment_key(instance_id), _encode(assignment))
+    return assignment
+
+
+def claim_instance(store, instance_id: str, job_id: str, *, judged: str | None,
+                   clock: Callable[[], float] = time.time) -> Assignment:
+    """``assign_job``, but only over the assignment the caller judged free: ``judged`` is the
+    version (etag) it read, None when there was none. PreconditionFailed when the
+    assignment changed since. A conditional write can fail although it landed (a retried
+    request finds its own first try): the assignment read back decides, by its id."""
+    assignment = _new_assignment(job_id, clock())
+    condition = {"if_none_match": True} if judged is None else {"if_match": judged}
+    try:
+        store.write(layout.assignment_key(instance_id), _encode(assignment), **condition)
+    except PreconditionFailed:
+        found = read_assignment(store, instance_id)
+        if found is None or found[0].assignment_id != assignment.assignment_id:
+            raise
     return assignment
 
 

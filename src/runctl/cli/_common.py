@@ -36,7 +36,16 @@ def derived_job_id(script: str, args: tuple[str, ...], workdir: Path) -> str:
     return f"{stem[:40]}-{digest}"
 
 
-store_option = click.option("--store", "store", metavar="URL",
+def refuse_empty_store(ctx, param, value: str | None) -> str | None:
+    """A click callback: ``--store ""`` (``--store "$STORE"`` with STORE unset) is a mistake,
+    not a request for the default store, where the job would land unasked."""
+    if value is not None and not value.strip():
+        raise UsageError("--store is empty; give a folder, file:///abs/path or s3://bucket/prefix, "
+                         "or leave --store out for the default store")
+    return value
+
+
+store_option = click.option("--store", "store", metavar="URL", callback=refuse_empty_store,
                             help="Checkpoint store: a folder, file:///path or s3://bucket/prefix "
                                  "(default: [checkpoint] store, else .runctl/store here).")
 

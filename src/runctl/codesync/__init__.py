@@ -5,8 +5,8 @@ tree_id, cache_dir)`` on the instance's. See ``tree`` for the layout and ``ignor
 which files count as code.
 """
 
-from runctl.codesync.ignore import ALWAYS_EXCLUDED, project_files
+from runctl.codesync.ignore import ALWAYS_EXCLUDED, ProjectFiles, project_files
 from runctl.codesync.tree import CodeTree, TreeFile, TreeUpload, build_tree, materialize, read_tree, upload_tree
 
-__all__ = ["ALWAYS_EXCLUDED", "CodeTree", "TreeFile", "TreeUpload", "build_tree", "materialize", "project_files",
-           "read_tree", "upload_tree"]
+__all__ = ["ALWAYS_EXCLUDED", "CodeTree", "ProjectFiles", "TreeFile", "TreeUpload", "build_tree", "materialize",
+           "project_files", "read_tree", "upload_tree"]

@@ -9,6 +9,12 @@ the pattern to the file's folder, ``*``, ``?``, ``[...]`` and ``**``.
 On top of either: ``.runctlignore`` in the project folder (same syntax) always applies;
 ``--include PATTERN`` brings back files that an ignore file left out; ``.git``, ``.runctl``,
 ``__pycache__`` and ``.venv`` folders are never code.
+
+Symlinks: a link to a file inside the project counts as that file (its bytes are uploaded
+under the link's path); a link to a folder inside it is not followed (the folder's files are
+listed where they are). A link that leads out of the project, to a file or a folder, is never
+followed: ``~/.aws/credentials`` linked into a project must not be uploaded. Such links are
+named in ``ProjectFiles.skipped_links`` so that the user hears of them.
 """
 
 from __future__ import annotations
@@ -146,8 +152,8 @@ def _always_excluded(rel: str) -> bool:
 
 
 def _walk(folder: Path, rules: list[Rule] | None, read_nested: bool) -> list[str]:
-    """Regular files below ``folder`` (symlinks to files count, symlinked folders do not);
-    with ``rules``, prune what they ignore, reading nested .gitignore files if asked."""
+    """Regular files and symlinks below ``folder`` (symlinked folders are not entered); with
+    ``rules``, prune what they ignore, reading nested .gitignore files if asked."""
     found: list[str] = []
 
     def visit(rel_dir: str, active: list[Rule] | None) -> None:
@@ -168,7 +174,7 @@ def _walk(folder: Path, rules: list[Rule] | None, read_nested: bool) -> list[str
                 continue
             if is_dir:
                 visit(rel, active)
-            elif entry.is_file():
+            elif entry.is_file() or entry.is_symlink():
                 found.append(rel)
 
     visit("", rules)
@@ -193,11 +199,20 @@ def _git_files(folder: Path) -> list[str] | None:
         log.warning("git ls-files failed in %s: %s", folder, listed.stderr.decode(errors="replace").strip())
         return None
     names = {os.fsdecode(name) for name in listed.stdout.split(b"\0") if name}
-    return sorted(name for name in names if (folder / name).is_file())  # deleted, submodules: skip
+    # Deleted files and submodules: skip. Symlinks stay, for project_files to judge.
+    return sorted(name for name in names if (folder / name).is_file() or (folder / name).is_symlink())
 
 
-def project_files(folder: Path, include: Iterable[str] = (), *, use_git: bool = True) -> list[str]:
-    """The project's code files, '/'-separated paths relative to ``folder``, sorted."""
+@dataclass(frozen=True)
+class ProjectFiles:
+    """'/'-separated paths relative to the project folder, sorted."""
+
+    files: list[str]  # the code files, links to files within the project included
+    skipped_links: list[str]  # links that lead out of the project: never followed
+
+
+def project_files(folder: Path, include: Iterable[str] = (), *, use_git: bool = True) -> ProjectFiles:
+    """The project's code files, and the links out of the project left out (see the module docstring)."""
     folder = Path(folder)
     include = [p for p in include if p and p.strip()]
     listed = _git_files(folder) if use_git else None
@@ -207,7 +222,17 @@ def project_files(folder: Path, include: Iterable[str] = (), *, use_git: bool = 
     chosen = {rel for rel in listed if not _always_excluded(rel) and not _ignored_with_parents(runctl_rules, rel)}
     if include:
         chosen.update(rel for rel in _walk(folder, None, read_nested=False) if matches_any(include, rel))
-    return sorted(chosen)
+    root = os.path.realpath(folder)
+    files, skipped = [], []
+    for rel in sorted(chosen):
+        # realpath, not Path.resolve: it does not raise on a link loop.
+        target = os.path.realpath(folder / rel)
+        if os.path.commonpath([root, target]) != root:
+            skipped.append(rel)
+        elif os.path.isfile(target):
+            files.append(rel)
+        # else a link to a folder within the project, or a dangling link: nothing to send
+    return ProjectFiles(files, skipped)
 
 
 def _ignored_with_parents(rules: Sequence[Rule], rel: str) -> bool:

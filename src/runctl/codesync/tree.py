@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from runctl.codesync.ignore import project_files
+from runctl.codesync.ignore import ProjectFiles, project_files
 from runctl.errors import IntegrityError, NotFoundError, StoreError, UsageError
 from runctl.store import layout
 from runctl.store.hashing import sha256_file
@@ -93,6 +93,7 @@ class TreeUpload:
     uploaded_bytes: int
     file_count: int
     total_bytes: int
+    skipped_links: tuple[str, ...] = ()  # symlinks out of the project, not followed
 
 
 def check_path(rel: str) -> str:
@@ -108,14 +109,20 @@ def _mode(path: Path) -> int:
     return 0o755 if os.stat(path).st_mode & stat.S_IXUSR else 0o644
 
 
+def _listed(folder: Path, include: Iterable[str], use_git: bool) -> ProjectFiles:
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder")
+    return project_files(folder, include, use_git=use_git)
+
+
 def build_tree(folder: Path, include: Iterable[str] = (), *, use_git: bool = True,
                workers: int = 8) -> CodeTree:
     """The tree of ``folder``'s code files (see ``runctl.codesync.ignore``)."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise UsageError(f"{folder} is not a folder")
-    names = project_files(folder, include, use_git=use_git)
+    return _tree_of(folder, _listed(folder, include, use_git).files, workers)
 
+
+def _tree_of(folder: Path, names: list[str], workers: int) -> CodeTree:
     def entry(rel: str) -> TreeFile:
         path = folder / rel
         try:
@@ -132,11 +139,15 @@ def upload_tree(store, folder: Path, include: Iterable[str] = (), *, use_git: bo
                 workers: int = 8, progress: Callable[[int], None] | None = None) -> TreeUpload:
     """Upload ``folder``'s code: the blobs the store lacks, then the tree. Returns what it did."""
     folder = Path(folder)
-    tree = build_tree(folder, include, use_git=use_git, workers=workers)
+    listed = _listed(folder, include, use_git)
+    skipped = tuple(listed.skipped_links)
+    if skipped:
+        log.info("code: not following %d symlinks out of %s: %s", len(skipped), folder, ", ".join(skipped))
+    tree = _tree_of(folder, listed.files, workers)
     tree_id = tree.tree_id
     tree_key = layout.code_tree_key(tree_id)
     if store.exists(tree_key):  # every blob of a stored tree is there: it was written last
-        return TreeUpload(tree_id, 0, 0, len(tree.files), tree.total_bytes)
+        return TreeUpload(tree_id, 0, 0, len(tree.files), tree.total_bytes, skipped)
     have = {info.key.rsplit("/", 1)[-1] for info in store.list(layout.code_blob_key(""))}
     missing: dict[str, TreeFile] = {}
     for f in tree.files:
@@ -160,7 +171,7 @@ def upload_tree(store, folder: Path, include: Iterable[str] = (), *, use_git: bo
         sent = list(pool.map(send, missing.values()))
     store.write(tree_key, tree.canonical())
     log.info("code tree %s: uploaded %d of %d files (%d bytes)", tree_id, len(sent), len(tree.files), sum(sent))
-    return TreeUpload(tree_id, len(sent), sum(sent), len(tree.files), tree.total_bytes)
+    return TreeUpload(tree_id, len(sent), sum(sent), len(tree.files), tree.total_bytes, skipped)
 
 
 def read_tree(store, tree_id: str) -> CodeTree:

@@ -6,8 +6,10 @@ refreshed before it expires, a new one after any 401). ``poll()`` only hands ove
 thread found, so the agent's loop never waits on HTTP. Each distinct notice is reported once
 (deduplicated by content, as aws-node-termination-handler does), also across attempts.
 
-Errors (HTTP 5xx, timeouts, refused connections, malformed answers) are retried with
-exponential backoff and logged at most once a minute; ``health`` says whether the service
+Errors (HTTP 5xx, timeouts, refused connections, malformed answers: a token that is not
+visible ASCII, which is never sent as a header; a notice that is not a JSON object with a
+one-line action, however deeply nested) are retried with exponential backoff and logged at
+most once a minute, without a traceback; ``health`` says whether the service
 answers, so a status can read "metadata service unreachable since ..." rather than showing
 no notice forever.
 
@@ -24,6 +26,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -50,6 +53,9 @@ INSTANCE_ACTION_PATH = "/latest/meta-data/spot/instance-action"
 REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
 LIFECYCLE_PATH = "/latest/meta-data/instance-life-cycle"
 V1_RETRY_AFTER = 60.0  # after a PUT answered 403/404/405, use IMDSv1 this long before asking again
+# What a token may hold: visible ASCII. Anything else (CR/LF above all) would be sent as a
+# header, i.e. a header injection, or fail in http.client with a ValueError.
+_TOKEN = re.compile(r"[\x21-\x7e]+\Z")
 
 
 def resolve_endpoint(endpoint: str | None = None, environ: Mapping[str, str] | None = None) -> str:
@@ -69,7 +75,10 @@ def parse_imds_time(text: str) -> float:
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
+    try:
+        return moment.timestamp()
+    except OverflowError as exc:  # year 1 with a positive offset, on some platforms
+        raise ValueError(f"time out of range: {text!r}") from exc
 
 
 class MetadataError(Exception):
@@ -161,11 +170,15 @@ class ImdsClient:
             return None
         status, headers, body = self.request("PUT", TOKEN_PATH, {TTL_HEADER: str(self.token_ttl)})
         if status == 200 and body.strip():
+            token = body.decode("ascii", "replace").strip()
+            if not _TOKEN.match(token):  # never echo it: it is a credential, and hostile
+                raise MetadataError(f"token request answered a malformed token ({len(body)} bytes, "
+                                    "not all visible ASCII)")
             try:
                 ttl = int(headers.get(TTL_HEADER.lower(), self.token_ttl))
             except ValueError:
                 ttl = self.token_ttl
-            self._token, self._token_expires = body.decode("ascii", "replace").strip(), now + ttl
+            self._token, self._token_expires = token, now + ttl
             self.tokens_fetched += 1
             return self._token
         if status in (403, 404, 405):
@@ -239,6 +252,7 @@ class Ec2MetadataSource:
         self._checks = 0
         self._last_warned: float | None = None
         self._outage_warned = False
+        self._odd_notice_warned: float | None = None
 
     # -- InterruptionSource ----------------------------------------------------------------
     def start(self) -> None:
@@ -297,9 +311,8 @@ class Ec2MetadataSource:
         while not self._stop.is_set():
             try:
                 ok = self.check()
-            except Exception as exc:  # a bug must not end the watch silently
-                log.exception("EC2 metadata watch failed unexpectedly")
-                self._record_error(f"internal error: {exc!r}")
+            except Exception as exc:  # a bug must not end the watch silently, nor flood the log
+                self._record_error(f"internal error: {exc!r}", traceback=True)
                 ok = False
             if self._stop.is_set():
                 break
@@ -329,10 +342,12 @@ class Ec2MetadataSource:
                 problems.append(f"{label}: HTTP {status}")
                 break
             try:
-                key, notice = parse(body, self._clock())
+                key, notice, oddity = parse(body, self._clock())
             except ValueError as exc:
                 problems.append(f"{label}: malformed answer ({exc}): {body[:100]!r}")
                 continue
+            if oddity:
+                self._warn_odd_notice(oddity)
             self._offer(key, notice)
         if self._stop.is_set() and problems:
             return False  # cut short by close(): not an outage
@@ -341,6 +356,15 @@ class Ec2MetadataSource:
             return False
         self._record_ok()
         return True
+
+    def _warn_odd_notice(self, oddity: str) -> None:
+        """A notice acted on despite a flaw is served again every round: warn once a minute."""
+        now = self._clock()
+        with self._lock:
+            warn = self._odd_notice_warned is None or now - self._odd_notice_warned >= self.log_every
+            if warn:
+                self._odd_notice_warned = now
+        log.log(logging.WARNING if warn else logging.DEBUG, "EC2 metadata: %s", oddity)
 
     def _offer(self, key: tuple, notice: InterruptionNotice) -> None:
         with self._lock:
@@ -362,7 +386,9 @@ class Ec2MetadataSource:
             log.warning("EC2 metadata service at %s answers again, after %d failed rounds over %.1fs",
                         self.endpoint, errors, now - (since or now))
 
-    def _record_error(self, message: str) -> None:
+    def _record_error(self, message: str, *, traceback: bool = False) -> None:
+        """Count a failed round; warn at most once a minute (with the traceback of the
+        exception being handled, if ``traceback``), else log at debug level."""
         now = self._clock()
         with self._lock:
             self._checks += 1
@@ -377,35 +403,64 @@ class Ec2MetadataSource:
         if not warn:
             log.debug("EC2 metadata service at %s: %s (%d in a row)", self.endpoint, message, errors)
         elif errors == 1:
-            log.warning("EC2 metadata service at %s: %s; retrying with backoff", self.endpoint, message)
+            log.warning("EC2 metadata service at %s: %s; retrying with backoff", self.endpoint, message,
+                        exc_info=traceback)
         else:
             log.warning("EC2 metadata service at %s failing for %.0fs (%d rounds in a row); last: %s",
-                        self.endpoint, now - (since or now), errors, message)
+                        self.endpoint, now - (since or now), errors, message, exc_info=traceback)
 
 
-def _parse_instance_action(body: bytes, received: float) -> tuple[tuple, InterruptionNotice]:
-    document = json.loads(body)
-    action = document.get("action") if isinstance(document, dict) else None
-    if not isinstance(action, str) or not action:
-        raise ValueError("no action in it")
+def _json_object(body: bytes) -> dict:
+    """The JSON object ``body`` holds; ValueError for anything else, absurd nesting included."""
+    try:
+        document = json.loads(body)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"not a JSON object but {type(document).__name__}")
+    return document
+
+
+def _one_line(value: object) -> bool:
+    """A field AWS fills with a short word or time: printable (no CR/LF to forge log lines) and short."""
+    return isinstance(value, str) and 0 < len(value) <= 100 and value.isprintable()
+
+
+def _shown(value: object) -> str:
+    """``value`` for a log line, short, and without walking a deeply nested structure."""
+    return repr(value[:100]) if isinstance(value, str) else "none" if value is None else f"a {type(value).__name__}"
+
+
+def _parse_instance_action(body: bytes, received: float) -> tuple[tuple, InterruptionNotice, str | None]:
+    """(dedup key, notice, what is odd about it or None). ValueError when there is no action.
+
+    A notice whose time cannot be read is still a notice: the machine goes anyway, so it is
+    reported without a deadline (the configured grace applies) rather than dropped."""
+    document = _json_object(body)
+    action = document.get("action")
+    if not _one_line(action):
+        raise ValueError("no action in it" if not action else "its action is not one line of text")
     when = document.get("time")
-    deadline = None
-    if isinstance(when, str):
-        try:
-            deadline = parse_imds_time(when)
-        except ValueError:
-            log.warning("spot instance-action with an unreadable time %r: reporting it without a deadline", when)
-    detail = f"spot instance-action {action} at {when}"
-    return ("spot", action, when), InterruptionNotice("spot", action, received, deadline, detail)
+    try:
+        deadline = parse_imds_time(when) if _one_line(when) else None
+    except ValueError:
+        deadline = None
+    if deadline is None:
+        oddity = (f"spot instance-action {action} with an unreadable time ({_shown(when)}): "
+                  "reporting it without a deadline")
+        detail = f"spot instance-action {action} (no readable time)"
+        when = None  # also keeps the dedup key hashable
+    else:
+        oddity, detail = None, f"spot instance-action {action} at {when}"
+    return ("spot", action, when), InterruptionNotice("spot", action, received, deadline, detail), oddity
 
 
-def _parse_rebalance(body: bytes, received: float) -> tuple[tuple, InterruptionNotice]:
-    document = json.loads(body)
-    notice_time = document.get("noticeTime") if isinstance(document, dict) else None
-    if not isinstance(notice_time, str) or not notice_time:
+def _parse_rebalance(body: bytes, received: float) -> tuple[tuple, InterruptionNotice, None]:
+    notice_time = _json_object(body).get("noticeTime")
+    if not _one_line(notice_time):
         raise ValueError("no noticeTime in it")
     detail = f"rebalance recommendation at {notice_time}"
-    return ("rebalance", notice_time), InterruptionNotice("rebalance", "rebalance", received, None, detail)
+    return ("rebalance", notice_time), InterruptionNotice("rebalance", "rebalance", received, None, detail), None
 
 
 def detect_ec2_spot(endpoint: str | None = None, timeout: float = 0.3) -> bool | None:

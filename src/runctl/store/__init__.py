@@ -29,7 +29,10 @@ def parse_store_url(url: str) -> tuple[str, str, str]:
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise UsageError(f"store URL {url!r} names a host; use file:///abs/path")
-        return "file", unquote(parsed.path), ""
+        path = unquote(parsed.path)
+        if "\0" in path:  # %00: no file name can hold it
+            raise UsageError(f"store URL {url!r} holds a NUL character; use {SUPPORTED}")
+        return "file", path, ""
     # A one-letter scheme is a Windows drive, i.e. a path; "" is a plain path.
     if parsed.scheme and len(parsed.scheme) > 1:
         raise UsageError(f"unknown store URL scheme {parsed.scheme + '://'!r} in {url!r}; use {SUPPORTED}")

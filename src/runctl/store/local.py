@@ -14,12 +14,15 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
+from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError, UsageError
 from runctl.fsutil import TEMP_MARKER, fsync_path, temp_name_beside
 from runctl.models import FileEntry
 from runctl.store.base import Blob, ObjectInfo, ProgressCallback, download_temp, file_mismatch
 
 _LOCK_NAME = ".runctl-lock"
+#: The kernel's views of processes and devices: folders, but no place to keep files.
+_KERNEL_FOLDERS = (Path("/proc"), Path("/sys"))
+_FIX = "give a folder path, file:///abs/path or s3://bucket/prefix"
 
 
 def _etag(data: bytes) -> str:
@@ -35,9 +38,26 @@ def _only_leftovers(folder: str) -> bool:
     return bool(entries) and all(TEMP_MARKER in e.name and e.is_file(follow_symlinks=False) for e in entries)
 
 
+def _check_root(given: str, root: Path) -> None:
+    """Refuse a root that can never hold the store's files (UsageError): the fix is a
+    different --store, so say so now rather than fail on the first write."""
+    for kernel in _KERNEL_FOLDERS:
+        if root.is_relative_to(kernel):
+            raise UsageError(f"store {given} is in {kernel}, which holds no files; {_FIX}")
+    # The nearest existing folder on the way up must be a folder; os.path's checks take an
+    # unreadable or impossible path (below a file) as missing rather than raising.
+    existing = next(p for p in (root, *root.parents) if os.path.exists(p))
+    if os.path.isdir(existing):
+        return
+    if existing == root:
+        raise UsageError(f"store {given} is not a folder; {_FIX}")
+    raise UsageError(f"store {given} is inside a file ({existing}); {_FIX}")
+
+
 class LocalStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).expanduser().resolve()
+        _check_root(str(root), self.root)
         self.url = self.root.as_uri()
 
     def __repr__(self) -> str:
@@ -63,8 +83,12 @@ class LocalStore:
     @contextmanager
     def _locked(self):
         """Serialise conditional writes between processes sharing this folder."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / _LOCK_NAME, "a") as lock:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            lock = open(self.root / _LOCK_NAME, "a")
+        except OSError as exc:
+            raise StoreError(f"cannot write to store {self.url}: {exc.strerror}") from exc
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield

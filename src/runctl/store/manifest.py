@@ -28,8 +28,8 @@ FORMAT = "runctl.manifest/1"
 MANIFEST_NAME = "MANIFEST.json"
 #: Temporary files of runctl and of the stores carry this in their names; never captured.
 
-_SEQ_NAME = re.compile(r"^[0-9]{1,12}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SEQ_NAME = re.compile(r"^[0-9]{1,12}\Z")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 # -- names -------------------------------------------------------------------------------

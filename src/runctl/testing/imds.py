@@ -27,7 +27,9 @@ Differences from the Go mock, on purpose:
 
 Fault injection: ``fail_next`` (HTTP errors), ``delay`` (slow answers), ``refuse`` /
 ``accept`` (stop listening and listen again on the same port), ``malformed_next`` (invalid
-JSON on instance-action), ``expire_tokens``. ``count`` tells how many requests were seen.
+JSON on instance-action), ``serve_raw`` (any body on a path, e.g. a hostile notice),
+``serve_token`` (any token, e.g. one with CR/LF in it), ``expire_tokens``. ``count`` tells
+how many requests were seen.
 
 Use it from Python (``with ImdsEmulator() as imds: ...``), as the pytest fixture ``imds``
 (import it into a conftest.py), or from a shell::
@@ -192,6 +194,8 @@ class ImdsEmulator:
         self._notice_first_served: float | None = None
         self._faults: list[_Fault] = []
         self._malformed = 0
+        self._raw: dict[str, bytes] = {}
+        self._token_override: bytes | None = None
         self._delay = 0.0
         self._counts: Counter[tuple[str, str, int]] = Counter()
         self._started_once = False
@@ -327,6 +331,21 @@ class ImdsEmulator:
         with self._lock:
             self._malformed += n
 
+    def serve_raw(self, path: str, body: bytes | None) -> None:
+        """Answer GETs of ``path`` (a full path) with 200 and exactly ``body``, whatever the
+        scenario says, until called again with None."""
+        with self._lock:
+            if body is None:
+                self._raw.pop(path, None)
+            else:
+                self._raw[path] = body
+
+    def serve_token(self, token: bytes | None) -> None:
+        """Issue exactly ``token`` to every token PUT (None: random tokens again). It is also
+        accepted on GETs, as far as a header can carry it."""
+        with self._lock:
+            self._token_override = token
+
     def expire_tokens(self) -> None:
         """Forget every token issued so far: their next use is 401."""
         with self._lock:
@@ -336,6 +355,8 @@ class ImdsEmulator:
         with self._lock:
             self._faults.clear()
             self._malformed = 0
+            self._raw.clear()
+            self._token_override = None
             self._delay = 0.0
 
     # -- what was seen -------------------------------------------------------------------
@@ -403,9 +424,9 @@ class ImdsEmulator:
         if not 1 <= ttl <= MAX_TOKEN_TTL:
             return _error(400)
         self._tokens = {t: exp for t, exp in self._tokens.items() if exp > now}
-        token = secrets.token_urlsafe(42)
-        self._tokens[token] = now + ttl
-        return 200, {"Content-Type": "text/plain", TTL_HEADER: str(ttl)}, token.encode()
+        issued = self._token_override or secrets.token_urlsafe(42).encode()
+        self._tokens[issued.decode("latin-1")] = now + ttl  # as http.server decodes header values
+        return 200, {"Content-Type": "text/plain", TTL_HEADER: str(ttl)}, issued
 
     def _static(self) -> dict[str, str]:
         return {
@@ -418,6 +439,8 @@ class ImdsEmulator:
         }
 
     def _metadata(self, path: str, now: float) -> Response:
+        if path in self._raw:
+            return 200, {"Content-Type": "text/plain"}, self._raw[path]
         static = self._static()
         if path in static:
             return _text(static[path])

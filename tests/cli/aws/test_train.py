@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,26 @@ def test_train_refusals(aws_env, project, instance, s3_bucket):
     assert stopped.returncode == 3 and "stop" in stopped.stderr
 
 
+def test_train_does_not_follow_links_out_of_the_project_and_names_them(aws_env, project, instance, s3_bucket,
+                                                                       tmp_path):
+    secret = "aws_secret_access_key = do-not-ship-me"
+    (tmp_path / "home" / ".aws").mkdir(parents=True)
+    (tmp_path / "home" / ".aws" / "credentials").write_text(secret + "\n")
+    (project / "credentials").symlink_to(tmp_path / "home" / ".aws" / "credentials")
+    (project / "aws-config").symlink_to(tmp_path / "home" / ".aws", target_is_directory=True)
+    (project / "fail-alias.py").symlink_to("fail.py")  # within the project: uploaded as before
+
+    sent = runctl(aws_env, project, "aws", "train", instance, "fail.py", "--job-id", "links")
+    assert sent.returncode == 0, sent.stderr
+    # train.py, fail.py, fail-alias.py (fail.py's blob), .runctlignore, .runctl.toml
+    assert "uploaded 4 of 5 files" in sent.stderr
+    assert ("skipped 2 symlinks that lead out of the project (not uploaded): aws-config, credentials"
+            in sent.stderr)
+    job_store = store(s3_bucket)
+    for info in job_store.list("code/"):
+        assert secret.encode() not in job_store.read(info.key).data, info.key
+
+
 def test_aws_run_launches_trains_and_terminates(aws_env, project, s3_bucket, tmp_path, straight_weights):
     """aws run against moto, with this test playing the fake cloud: it starts a resident agent
     for the instance aws run launches (found by its runctl:job tag)."""
@@ -209,3 +230,74 @@ def test_following_gives_up_on_an_agent_that_never_reports_stops_beating_or_is_r
     assign_job(local_store, "i-x", "other")
     state, message = follow()
     assert state == "failed" and "replaced" in message
+
+
+# -- two commands racing for one instance ------------------------------------------------------------
+@pytest.fixture
+def racing(ec2_project, ec2_client, monkeypatch):
+    """A running instance, the project's train.py, and ``meanwhile(action)``: run ``action``
+    (another command, or the agent) after this command checked that the instance is free
+    and uploaded the code, just before it assigns the job."""
+    from runctl.cli.aws import train as train_module
+
+    instance = ec2_client.run_instances(ImageId="ami-0123456789abcdef0", MinCount=1, MaxCount=1,
+                                        InstanceType="t3.micro")["Instances"][0]["InstanceId"]
+    (ec2_project.root / "train.py").write_text("print('train')\n")
+    real_prepare = train_module.prepare_code
+
+    def meanwhile(action):
+        def prepare_then_act(*args, **kwargs):
+            prepared = real_prepare(*args, **kwargs)
+            action()
+            return prepared
+
+        monkeypatch.setattr(train_module, "prepare_code", prepare_then_act)
+
+    return types.SimpleNamespace(instance=instance, store=store(ec2_project.bucket), meanwhile=meanwhile)
+
+
+@pytest.mark.parametrize("before", [None, "done"], ids=["a fresh instance", "after a finished job"])
+def test_the_loser_of_a_race_for_an_instance_says_it_lost_not_sent(before, racing, run_cli):
+    from runctl.agent.assignment import assign_job, read_assignment, with_state, write_assignment_if
+
+    if before:
+        previous = assign_job(racing.store, racing.instance, "previous")
+        etag = read_assignment(racing.store, racing.instance)[1]
+        write_assignment_if(racing.store, racing.instance, with_state(previous, before, time.time()), etag)
+    racing.meanwhile(lambda: assign_job(racing.store, racing.instance, "winner"))
+
+    code, out, err = run_cli("aws", "train", racing.instance, "train.py", "--job-id", "loser")
+    assert code == 3, err
+    assert out == "" and "sent to" not in err
+    lines = [line for line in err.splitlines() if line.startswith("runctl: error:")]
+    assert lines == [f"runctl: error: instance {racing.instance} was just given job winner by another command; "
+                     "job loser was not sent (wait for it: runctl aws logs winner -f, or use another instance)"]
+    assert read_assignment(racing.store, racing.instance)[0].job_id == "winner"
+
+
+def test_an_agent_finishing_its_job_meanwhile_is_no_lost_race(racing, run_cli):
+    """The agent moving the same assignment on (running -> done) while the code uploads
+    changes its version too; that is not another command: the job is sent."""
+    from runctl.agent.assignment import assign_job, read_assignment, with_state, write_assignment_if
+
+    previous = assign_job(racing.store, racing.instance, "previous")
+    running = with_state(previous, "running", time.time())
+    write_assignment_if(racing.store, racing.instance, running, read_assignment(racing.store, racing.instance)[1])
+
+    def agent_finishes():
+        etag = read_assignment(racing.store, racing.instance)[1]
+        write_assignment_if(racing.store, racing.instance, with_state(running, "done", time.time()), etag)
+
+    racing.meanwhile(agent_finishes)
+    code, out, err = run_cli("aws", "train", racing.instance, "train.py", "--job-id", "next")
+    assert code == 0, err
+    assert f"job next sent to {racing.instance}" in out
+    assert read_assignment(racing.store, racing.instance)[0].job_id == "next"
+
+
+def test_an_empty_store_is_refused_not_taken_for_the_default(racing, run_cli):
+    code, out, err = run_cli("aws", "train", racing.instance, "train.py", "--store", "")
+    assert code == 2 and out == ""
+    assert err.splitlines() == ["runctl: error: --store is empty; give a folder, file:///abs/path or "
+                                "s3://bucket/prefix, or leave --store out for the default store"]
+    assert read_assignment(racing.store, racing.instance) is None

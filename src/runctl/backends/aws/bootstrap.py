@@ -44,8 +44,8 @@ DEFAULT_STORE_PREFIX = "runctl"
 #: Names that would put a credential into the user data: refused.
 _CREDENTIAL_NAMES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"}
 _CREDENTIAL_WORDS = ("SECRET", "PASSWORD", "TOKEN", "CREDENTIAL")
-_SAFE_PATH = re.compile(r"^(/[A-Za-z0-9_.-]+)+/?$")  # it goes into a systemd unit too
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SAFE_PATH = re.compile(r"^(/[A-Za-z0-9_.-]+)+/?\Z")  # it goes into a systemd unit too
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 # One word as shlex.quote writes it: bare safe characters, or '...' pieces joined by "'".
 _WORD = r"""(?:'[^']*'|"'"|[\w@%+=:,./-])+"""

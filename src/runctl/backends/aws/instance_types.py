@@ -12,8 +12,8 @@ import re
 
 from runctl.errors import UsageError
 
-SHAPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
-SIZE = re.compile(r"^(nano|micro|small|medium|large|xlarge|\d+xlarge|metal|metal-\d+xl)$")
+SHAPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+\Z")
+SIZE = re.compile(r"^(nano|micro|small|medium|large|xlarge|\d+xlarge|metal|metal-\d+xl)\Z")
 COMMON_SIZES = ("nano", "micro", "small", "medium", "large", "xlarge", "2xlarge", "4xlarge", "8xlarge",
                 "12xlarge", "16xlarge", "24xlarge", "48xlarge")
 

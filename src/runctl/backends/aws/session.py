@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 NO_CREDENTIALS = ("no AWS credentials found; configure them (aws configure, AWS_PROFILE or "
                   "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
-INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?$")
+INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?\Z")
 
 _BAD_CREDENTIALS = {"AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "UnrecognizedClientException",
                     "ExpiredToken", "ExpiredTokenException", "InvalidAccessKeyId", "RequestExpired"}

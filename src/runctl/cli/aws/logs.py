@@ -13,7 +13,7 @@ import click
 from runctl.cli._context import output_option, pass_app
 from runctl.errors import UsageError
 
-INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?$")
+INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?\Z")
 
 
 @click.command("logs", short_help="Print (or follow) the output of a job on AWS, by job or instance.")

@@ -40,7 +40,7 @@ def train_command(**kwargs):
     return decorate
 
 
-store_option = click.option("--store", metavar="URL",
+store_option = click.option("--store", metavar="URL", callback=_common.refuse_empty_store,
                             help="Job store (default: an s3:// [checkpoint] store, else s3://<[aws] s3_bucket>/runctl).")
 region_option = click.option("--region", metavar="REGION", help="AWS region (default: [aws] region / AWS_REGION).")
 auto_resume_option = click.option(
@@ -141,11 +141,11 @@ def send_job(app, job_store, instance_id: str, script: str, args: tuple[str, ...
     """Upload the code, write job.json and the instance's assignment (the instance is
     known to run). The settings come from the configuration, as for ``runctl run``.
     ``prepared``: ``prepare_code``'s result when the code was uploaded already."""
-    from runctl.agent.assignment import remote_spec, submit_job
+    from runctl.agent.assignment import remote_spec, write_job_spec
     from runctl.agent.status import read_status
 
     job_id = _common.resolve_job_id(job_store, job_id, script, args)
-    _refuse_busy(job_store, instance_id, job_id)
+    judged = _refuse_busy(job_store, instance_id, job_id)
     command, tree = prepared or prepare_code(app, job_store, script, args, sync_code, includes)
     config = app.config
     signal_name = config.local.stop_signal.upper()
@@ -160,7 +160,8 @@ def send_job(app, job_store, instance_id: str, script: str, args: tuple[str, ...
         gpus=config.docker.gpus,
     )
     previous = read_status(job_store, job_id)
-    assignment = submit_job(job_store, instance_id, spec)
+    write_job_spec(job_store, spec)
+    assignment = _claim(job_store, instance_id, job_id, judged)
     _note_agent(app, job_store, instance_id)
     report = {"job_id": job_id, "instance_id": instance_id, "store": job_store.url, "code_tree": tree,
               "command": list(command), "image": image.ref if image is not None else None}
@@ -212,8 +213,9 @@ def _describe_running(instance_id: str, region: str) -> None:
         raise CloudError(f"instance {instance_id} is {state}, not running")
 
 
-def _refuse_busy(store, instance_id: str, job_id: str) -> None:
-    """One job at a time per instance; and a job runs on one agent at a time."""
+def _refuse_busy(store, instance_id: str, job_id: str):
+    """One job at a time per instance; and a job runs on one agent at a time. Returns the
+    instance's assignment judged free, with its version (or None), to assign over."""
     from runctl.agent.assignment import RUNNABLE, read_agent_record, read_assignment
     from runctl.agent.status import read_status
 
@@ -228,6 +230,35 @@ def _refuse_busy(store, instance_id: str, job_id: str) -> None:
     if status is not None and status.state not in FINAL_STATES and time.time() - (status.heartbeat or 0) < 30:
         raise UsageError(f"job {job_id} is running elsewhere (its agent beat {time.time() - status.heartbeat:.0f}s ago); "
                          "stop it or use another --job-id")
+    return found
+
+
+#: The agent moves one assignment on at most twice (running, then done or failed).
+_AGENT_MOVES = 2
+
+
+def _claim(store, instance_id: str, job_id: str, judged):
+    """Assign ``job_id`` over the assignment ``_refuse_busy`` judged free. When it changed
+    since (the code upload takes a while), the agent moving the same assignment on is judged
+    again; a new assignment means another command won: PreconditionFailed (exit 3), for
+    this command's input was fine, it lost a race on the store."""
+    from runctl.agent.assignment import claim_instance, read_assignment
+    from runctl.errors import PreconditionFailed
+
+    for _ in range(_AGENT_MOVES + 1):
+        try:
+            return claim_instance(store, instance_id, job_id, judged=judged[1] if judged else None)
+        except PreconditionFailed:
+            now = read_assignment(store, instance_id)
+            if not (judged and now and now[0].assignment_id == judged[0].assignment_id):
+                break
+            judged = _refuse_busy(store, instance_id, job_id)
+    winner = now[0].job_id if now else None
+    if winner is None:
+        raise PreconditionFailed(f"the assignment of instance {instance_id} was removed by another command; "
+                                 f"job {job_id} was not sent (run the command again)")
+    raise PreconditionFailed(f"instance {instance_id} was just given job {winner} by another command; job {job_id} "
+                             f"was not sent (wait for it: runctl aws logs {winner} -f, or use another instance)")
 
 
 def prepare_code(app, store, script: str, args: tuple[str, ...], sync_code: bool,
@@ -256,6 +287,10 @@ def prepare_code(app, store, script: str, args: tuple[str, ...], sync_code: bool
                          f"add --include {rel}")
     app.output.note(f"runctl: code: uploaded {result.uploaded_count} of {result.file_count} files "
                     f"({_size(result.uploaded_bytes)} of {_size(result.total_bytes)})")
+    if result.skipped_links:
+        links = result.skipped_links
+        app.output.note(f"runctl: code: skipped {len(links)} symlink{'s' if len(links) > 1 else ''} that lead"
+                        f"{'' if len(links) > 1 else 's'} out of the project (not uploaded): {', '.join(links)}")
     if rel.endswith(".py"):
         head = ("python", rel)
     else:
