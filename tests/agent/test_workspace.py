@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -84,8 +85,20 @@ def test_resume_path_without_metadata_takes_the_newest_file(tmp_path):
 
 def test_resume_path_when_the_named_entry_is_missing(tmp_path):
     (tmp_path / "a.pt").write_text("a")
-    info = snapshot_of(tmp_path, "a.pt", newest="gone.pt")
+    (tmp_path / "gone.pt").write_text("g")
+    info = snapshot_of(tmp_path, "a.pt", "gone.pt", newest="gone.pt")
+    (tmp_path / "gone.pt").unlink()
     assert workspace.resume_path(tmp_path, info) is None
+
+
+@pytest.mark.parametrize("newest", ["/etc/passwd", "../outside.pt", 42])
+def test_resume_path_never_leaves_the_folder(tmp_path, newest):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (tmp_path / "outside.pt").write_text("not the job's")
+    (folder / "a.pt").write_text("a")
+    info = dataclasses.replace(snapshot_of(folder, "a.pt"), metadata={"newest": newest})
+    assert workspace.resume_path(folder, info) == folder / "a.pt"  # the newest file the folder holds
 
 
 # -- displace_strays --------------------------------------------------------------------------

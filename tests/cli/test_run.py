@@ -153,6 +153,40 @@ def test_a_fresh_start_in_a_shared_checkpoint_folder_keeps_another_jobs_files_ou
     assert sorted(p.name for p in displaced) == ["ckpt-000050.json", "ckpt-000075.json", "ckpt-000100.json"]
 
 
+SAVES_ONE_FILE_AND_FAILS = """\
+import json, os, sys
+from pathlib import Path
+import runctl
+runs = sorted(Path(".").glob("resumed-*.json"))
+Path(f"resumed-{len(runs)}.json").write_text(json.dumps({"env": os.environ.get("RUNCTL_RESUME_FROM"),
+                                                        "argv": sys.argv[1:]}))
+runctl.save_atomic(runctl.checkpoint_dir() / f"ckpt-{len(runs)}.pt", str(len(runs)).encode())
+sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("newest", ["/etc/passwd", "../x", 42])
+def test_a_manifest_naming_a_newest_outside_the_snapshot_is_not_resumed_from(runctl_cli, tmp_path, newest):
+    (tmp_path / "saves.py").write_text(SAVES_ONE_FILE_AND_FAILS)
+    for _ in range(2):  # snapshot 1 holds ckpt-0.pt; snapshot 2 adds ckpt-1.pt
+        done = runctl_cli("run", "saves.py", "--job-id", "tampered", "--resume-args", "--resume {checkpoint}")
+        assert done.returncode == 1, done.stderr
+    store = store_of(tmp_path)
+    key = "jobs/tampered/checkpoints/00000002/MANIFEST.json"
+    manifest = json.loads(store.read(key).data)
+    assert manifest["metadata"]["newest"] == "ckpt-1.pt"
+    manifest["metadata"]["newest"] = newest
+    store.write(key, json.dumps(manifest).encode())
+
+    done = runctl_cli("run", "saves.py", "--job-id", "tampered", "--resume-args", "--resume {checkpoint}")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    third = json.loads((tmp_path / "resumed-2.json").read_text())
+    folder = tmp_path / ".runctl" / "jobs" / "tampered" / "checkpoints"
+    # Snapshot 2 is passed over as invalid: the job resumes from snapshot 1.
+    assert third == {"env": str(folder / "ckpt-0.pt"), "argv": ["--resume", str(folder / "ckpt-0.pt")]}
+    assert "attempt 0 started from snapshot 1 (ckpt-0.pt)" in done.stderr
+
+
 # -- the script's side ------------------------------------------------------------------------
 
 RECORDS_ITS_ENVIRONMENT = """\

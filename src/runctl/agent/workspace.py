@@ -13,6 +13,7 @@ from runctl.agent.sync import newest_entry, scan_folder
 from runctl.errors import UsageError
 from runctl.models import CheckpointInfo, JobSpec
 from runctl.store.hashing import sha256_file
+from runctl.store.manifest import newest_problem
 
 
 def ensure_writable(folder: Path) -> None:
@@ -59,10 +60,17 @@ def displace_strays(folder: Path, snapshot: CheckpointInfo | None, aside: Path) 
 
 
 def resume_path(folder: Path, snapshot: CheckpointInfo | None) -> Path | None:
-    """The checkpoint the script should resume from: the snapshot's newest entry."""
+    """The checkpoint the script should resume from: the snapshot's newest entry.
+
+    A ``metadata.newest`` that does not name a top-level entry of the snapshot (a manifest
+    that did not come through ``parse_manifest``) is not used: the newest entry the folder
+    holds is taken instead, so the path never leads out of ``folder``.
+    """
     if snapshot is None:
         return None
-    name = snapshot.metadata.get("newest") or newest_entry(folder, scan_folder(folder))
+    name = snapshot.metadata.get("newest")
+    if not name or newest_problem(name, snapshot.files):
+        name = newest_entry(folder, scan_folder(folder))
     if name and (folder / name).exists():
         return folder / name
     return None

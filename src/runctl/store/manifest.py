@@ -100,11 +100,28 @@ def check_paths(paths: Iterable[str], where: str) -> None:
         raise IntegrityError(f"{where}: {clash[0]!r} is listed both as a file and as a folder")
 
 
+def newest_problem(newest: Any, files: Iterable[FileEntry]) -> str | None:
+    """Why ``newest`` (a manifest's ``metadata.newest``) may not name the snapshot's newest
+    checkpoint, or None when it may. It becomes the script's RUNCTL_RESUME_FROM and
+    ``--resume {checkpoint}``, so it must be a top-level entry (a file, or a folder of
+    files) of the snapshot itself; None (unset) is allowed."""
+    if newest is None:
+        return None
+    if not isinstance(newest, str) or path_problem(newest) or "/" in newest:
+        return f"{newest!r} is not the name of a file or folder at the snapshot's top level"
+    if newest not in {f.path.split("/", 1)[0] for f in files}:
+        return f"{newest!r} is not in the snapshot's files"
+    return None
+
+
 # -- the manifest ------------------------------------------------------------------------
 def build_manifest(seq: int, created: str, files: Sequence[FileEntry], metadata: dict[str, Any]) -> bytes:
     """The MANIFEST.json bytes of a snapshot. ``files`` are written sorted by path."""
     ordered = sorted(files, key=lambda f: f.path)
     check_paths((f.path for f in ordered), f"snapshot {seq}")
+    problem = newest_problem(metadata.get("newest"), ordered)
+    if problem:
+        raise IntegrityError(f"snapshot {seq}: metadata.newest {problem}")
     document = {
         "format": FORMAT,
         "seq": seq,
@@ -162,6 +179,9 @@ def parse_manifest(data: bytes, *, url: str, seq: int | None = None) -> Checkpoi
             raise IntegrityError(f"{where}: file {path!r} has invalid sha256 {digest!r}")
         files.append(FileEntry(path=path, size=size, sha256=digest))
     check_paths((f.path for f in files), where)
+    problem = newest_problem(metadata.get("newest"), files)
+    if problem:
+        raise IntegrityError(f"{where}: metadata.newest {problem}; refusing to resume from it")
     total = doc.get("total_bytes")
     if total is not None and total != sum(f.size for f in files):
         raise IntegrityError(f"{where}: total_bytes {total!r} is not the sum of the file sizes")
