@@ -184,7 +184,7 @@ def test_a_manifest_naming_a_newest_outside_the_snapshot_is_not_resumed_from(run
     folder = tmp_path / ".runctl" / "jobs" / "tampered" / "checkpoints"
     # Snapshot 2 is passed over as invalid: the job resumes from snapshot 1.
     assert third == {"env": str(folder / "ckpt-0.pt"), "argv": ["--resume", str(folder / "ckpt-0.pt")]}
-    assert "attempt 0 started from snapshot 1 (ckpt-0.pt)" in done.stderr
+    assert "attempt 2 started from snapshot 1 (ckpt-0.pt)" in done.stderr
 
 
 # -- the script's side ------------------------------------------------------------------------
