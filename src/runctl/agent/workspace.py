@@ -83,13 +83,14 @@ def check_checkpoint_folder(spec: JobSpec) -> None:
 
 
 def _files_named(command: Iterable[str], workdir: Path) -> list[Path]:
-    """The existing files the command's arguments name (its interpreter, its script ...)."""
+    """The existing files the command's arguments name (its interpreter, its script ...):
+    where each sits, and where it leads when it is a symlink (a venv's python)."""
     found = []
     for arg in command:
         try:
             path = workdir / arg
             if path.is_file():
-                found.append(path.resolve())
+                found += [path.parent.resolve() / path.name, path.resolve()]
         except (OSError, ValueError):
             continue  # an argument too long or odd to be a path
     return found
