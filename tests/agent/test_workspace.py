@@ -126,6 +126,10 @@ def test_checkpoint_folders_that_are_refused(folder, why):
 
 def test_checkpoint_folders_that_contain_the_home_the_project_or_the_script():
     assert problem("/srv/data/u", store_root=None) is None
+    assert workspace.checkpoint_folder_problem(Path("/root"), home=Path("/root"), workdirs=(), store_root=None,
+                                               job_files=()) == "is the home folder"
+    assert workspace.checkpoint_folder_problem(Path("/srv/x"), home=None, workdirs=(), store_root=None,
+                                               job_files=()) is None
     assert workspace.checkpoint_folder_problem(Path("/data"), home=Path("/data/u"), workdirs=(), store_root=None,
                                                job_files=()) == "contains the home folder /data/u"
     assert workspace.checkpoint_folder_problem(Path("/w"), home=HOME, workdirs=(Path("/w/p"),), store_root=None,

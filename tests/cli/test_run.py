@@ -178,6 +178,19 @@ def test_the_project_folder_is_refused_and_left_alone(runctl_cli, tmp_path):
     assert fingerprints(tmp_path) == before
 
 
+def test_the_home_folder_is_refused_and_left_alone(runctl_cli, tmp_path, cli_env):
+    (tmp_path / "saves.py").write_text(SAVES_ONE_FILE_AND_FAILS)
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("secret")
+    before = fingerprints(home)
+    for given in ("~", str(home)):
+        line = one_line_error(runctl_cli("run", "saves.py", "--checkpoint-dir", given,
+                                         env={**cli_env, "HOME": str(home)}))
+        assert f"checkpoint folder {home} is the home folder" in line
+    assert fingerprints(home) == before
+
+
 def test_a_folder_holding_the_store_is_refused(runctl_cli, tmp_path):
     (tmp_path / "saves.py").write_text(SAVES_ONE_FILE_AND_FAILS)
     done = runctl_cli("run", "saves.py", "--job-id", "j1", "--store", "keep/store", "--checkpoint-dir", "keep/ckpt")

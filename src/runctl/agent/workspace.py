@@ -36,8 +36,8 @@ def _within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def checkpoint_folder_problem(folder: Path, *, home: Path, workdirs: Iterable[Path], store_root: Path | None,
-                              job_files: Iterable[Path]) -> str | None:
+def checkpoint_folder_problem(folder: Path, *, home: Path | None, workdirs: Iterable[Path],
+                              store_root: Path | None, job_files: Iterable[Path]) -> str | None:
     """Why ``folder`` may not be a job's checkpoint folder, or None when it may. Pure; every
     path absolute and resolved.
 
@@ -45,10 +45,12 @@ def checkpoint_folder_problem(folder: Path, *, home: Path, workdirs: Iterable[Pa
     it between attempts, so it must not be, nor contain, what the machine, the user, the
     project or the store keep elsewhere.
     """
+    if folder == home:
+        return "is the home folder"
     if str(folder) in _SYSTEM_FOLDERS or any(_within(folder, Path(tree)) for tree in _SYSTEM_TREES):
         return "is a system folder"
-    if _within(home, folder):
-        return "is the home folder" if home == folder else f"contains the home folder {home}"
+    if home is not None and _within(home, folder):
+        return f"contains the home folder {home}"
     for workdir in workdirs:
         if _within(workdir, folder):
             return ("is the job's working folder (the project)" if workdir == folder
@@ -72,8 +74,12 @@ def check_checkpoint_folder(spec: JobSpec) -> None:
     folder = Path(spec.checkpoint_dir).resolve()
     workdir = Path(spec.workdir or ".").resolve()
     scheme, location, _prefix = parse_store_url(spec.store_url)
+    try:
+        home = Path.home().resolve()
+    except RuntimeError:  # no HOME and no passwd entry (a container run as another uid)
+        home = None
     problem = checkpoint_folder_problem(
-        folder, home=Path.home().resolve(), workdirs=(workdir, Path.cwd().resolve()),
+        folder, home=home, workdirs=(workdir, Path.cwd().resolve()),
         store_root=Path(location).resolve() if scheme == "file" else None,
         job_files=_files_named(spec.command, workdir),
     )

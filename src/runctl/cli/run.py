@@ -66,8 +66,9 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
     offsets = plan_offsets(rehearse, parse_rehearse_at(rehearse_at) if rehearse_at else None, random.Random())
     job_store = _common.open_job_store(app, store)
     job_id = _common.resolve_job_id(job_store, job_id, script, args)
+    # ~ as a shell would expand it: [checkpoint] dir = "~/ckpt" never names a folder called "~".
     folder = (checkpoint_dir or (Path(config.checkpoint.dir) if config.checkpoint.dir else
-                                 _common.job_run_dir(job_id) / "checkpoints")).resolve()
+                                 _common.job_run_dir(job_id) / "checkpoints")).expanduser().resolve()
     signal_name = (stop_signal or config.local.stop_signal).upper()
     signal_name = signal_name if signal_name.startswith("SIG") else f"SIG{signal_name}"
     _check_signal(signal_name)
