@@ -200,6 +200,21 @@ def test_another_jobs_folder_is_refused_even_when_empty(tmp_path):
     assert workspace.folder_owner(folder) == "job-a" and (folder / "ckpt-1.pt").read_text() == "a's"
 
 
+def test_of_two_jobs_claiming_one_empty_folder_at_once_one_wins(tmp_path, monkeypatch):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    checked = workspace.refuse_a_foreign_folder
+
+    def and_meanwhile(*args):
+        checked(*args)
+        (folder / workspace.JOB_MARK).write_text("job-b\n")  # the other job's claim lands in between
+
+    monkeypatch.setattr(workspace, "refuse_a_foreign_folder", and_meanwhile)
+    with pytest.raises(UsageError, match="claimed by job job-b"):
+        workspace.claim_folder(folder, "job-a", None)
+    assert workspace.folder_owner(folder) == "job-b"
+
+
 def test_a_folder_holding_the_latest_snapshot_as_it_is_is_the_jobs(tmp_path):
     folder = tmp_path / "ckpt"
     folder.mkdir()

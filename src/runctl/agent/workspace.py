@@ -11,7 +11,7 @@ from pathlib import Path
 
 from runctl.agent.sync import newest_entry, scan_folder
 from runctl.errors import RunctlError, UsageError
-from runctl.fsutil import TEMP_MARKER, temp_name_beside
+from runctl.fsutil import TEMP_MARKER
 from runctl.models import CheckpointInfo, JobSpec
 from runctl.store.hashing import sha256_file
 from runctl.store.manifest import newest_problem
@@ -174,10 +174,14 @@ def claim_folder(folder: Path, job_id: str, snapshot: CheckpointInfo | None) -> 
     job's own files the snapshot does not hold as they are (all of them when None): written
     by an earlier attempt after its last snapshot, to be set aside before a restore."""
     refuse_a_foreign_folder(folder, job_id, snapshot)
-    if folder_owner(folder) != job_id:
-        temp = temp_name_beside(folder / JOB_MARK)
-        temp.write_text(job_id + "\n")
-        os.replace(temp, folder / JOB_MARK)
+    try:
+        with open(folder / JOB_MARK, "x") as mark:  # "x": of two jobs claiming the folder at once, one wins
+            mark.write(job_id + "\n")
+    except FileExistsError:
+        owner = folder_owner(folder)
+        if owner != job_id:
+            raise UsageError(f"checkpoint folder {folder} was claimed by job {owner or 'another job'} just now; "
+                             f"give job {job_id} a folder of its own with --checkpoint-dir") from None
     expected = {f.path: f for f in snapshot.files} if snapshot is not None else {}
     return [rel for rel in sorted(scan_folder(folder)) if not _holds_as_is(folder, rel, expected)]
 
