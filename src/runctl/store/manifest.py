@@ -15,6 +15,7 @@ path (relative, no '..', no backslash, no empty part, no duplicate) and raises
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from typing import Any
 from runctl.errors import IntegrityError, UsageError
 from runctl.fsutil import TEMP_MARKER
 from runctl.models import CheckpointInfo, FileEntry
+
+log = logging.getLogger(__name__)
 
 FORMAT = "runctl.manifest/1"
 MANIFEST_NAME = "MANIFEST.json"
@@ -121,7 +124,10 @@ def build_manifest(seq: int, created: str, files: Sequence[FileEntry], metadata:
     check_paths((f.path for f in ordered), f"snapshot {seq}")
     problem = newest_problem(metadata.get("newest"), ordered)
     if problem:
-        raise IntegrityError(f"snapshot {seq}: metadata.newest {problem}")
+        # The newest file of a folder may be one no snapshot can hold (skipped by the commit):
+        # the snapshot is still worth having, without a hint parse_manifest would refuse.
+        log.warning("snapshot %d: leaving out metadata.newest: %s", seq, problem)
+        metadata = {key: value for key, value in metadata.items() if key != "newest"}
     document = {
         "format": FORMAT,
         "seq": seq,
