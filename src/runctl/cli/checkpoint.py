@@ -9,6 +9,7 @@ configuration, else ``.runctl/store`` here, and ``--job`` names the job.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import click
 
@@ -127,12 +128,12 @@ def verify(app: App, args: tuple[str, ...], all_: bool, store: str | None, job: 
         raise UsageError("give a SEQ or --all, not both")
     snaps = _snapshots(app, target, store, job)
     manifests = _manifests_to_verify(snaps, seq, all_)
-    infos = [m for m in manifests if not isinstance(m, tuple)]
+    infos = [m for m in manifests if not isinstance(m, _InvalidManifest)]
     results = []
     with app.output.progress("verifying", sum(i.total_bytes for i in infos)) as advance:
         for found in manifests:
-            if isinstance(found, tuple):  # (seq, why its manifest is invalid)
-                results.append({"seq": found[0], "ok": False, "problems": [found[1]], "files": 0, "total_bytes": 0})
+            if isinstance(found, _InvalidManifest):
+                results.append({"seq": found.seq, "ok": False, "problems": [found.why], "files": 0, "total_bytes": 0})
                 continue
             problems = snaps.verify(found, progress=advance)
             results.append({"seq": found.seq, "ok": not problems, "problems": problems,
@@ -156,11 +157,17 @@ def verify(app: App, args: tuple[str, ...], all_: bool, store: str | None, job: 
                              + ", ".join(map(str, failed)))
 
 
+@dataclass(frozen=True)
+class _InvalidManifest:
+    seq: int
+    why: str
+
+
 def _manifests_to_verify(snaps, seq: int | None, all_: bool) -> list:
     """The snapshots to verify: SEQ, every one (--all), or the newest one with a manifest.
 
-    A manifest that does not validate is listed as ``(seq, why)``: the agent and ``list``
-    pass over it as if the snapshot were incomplete, but a verification must report it.
+    A manifest that does not validate is listed as an ``_InvalidManifest``: the agent and
+    ``list`` pass over it as if the snapshot were incomplete; a verification reports it.
     A folder without a manifest (a commit in progress, or a crashed one) is not a snapshot.
     """
     if seq is not None:
@@ -178,7 +185,7 @@ def _manifests_to_verify(snaps, seq: int | None, all_: bool) -> list:
                 raise
             continue
         except IntegrityError as exc:
-            found.append((candidate, str(exc)))
+            found.append(_InvalidManifest(candidate, str(exc)))
         if not all_:
             return found
     if not found and not all_:
