@@ -142,6 +142,25 @@ def test_verify_ok_and_corrupted(any_store, here):
     assert isinstance(result.exception, UsageError)
 
 
+@pytest.mark.parametrize("newest", ["/etc/passwd", "../x", 42])
+def test_verify_reports_a_manifest_whose_newest_leads_out_of_the_snapshot(any_store, here, newest):
+    make_snapshots(any_store, here)
+    key = PREFIX + "00000003/MANIFEST.json"
+    manifest = json.loads(any_store.read(key).data)
+    manifest["metadata"]["newest"] = newest
+    any_store.write(key, json.dumps(manifest).encode())
+    target = f"{any_store.url}/jobs/{JOB}"
+
+    for args in ((), ("--all",), ("3",)):
+        result = run("checkpoint", "verify", target, *args, "-o", "json")
+        assert isinstance(result.exception, IntegrityError), (args, result.output)
+        assert result.exception.exit_code == 3
+        report = {r["seq"]: r for r in json.loads(result.stdout)}
+        assert report[3]["ok"] is False and "metadata.newest" in report[3]["problems"][0], args
+    result = run("checkpoint", "verify", target, "--all")
+    assert "snapshot 3: 1 problem(s)" in result.stdout and "snapshot 2: ok" in result.stdout
+
+
 def test_restore_latest_by_job_id_and_a_given_seq(any_store, here):
     make_snapshots(any_store, here)
     dest = here / "eval"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -139,18 +140,169 @@ def test_status_logs_and_jobs_find_an_aws_job_without_store(moto_server, s3_buck
     assert elsewhere.returncode == 2  # an explicit --store is the only place looked in
 
 
-def test_a_fresh_start_in_a_shared_checkpoint_folder_keeps_another_jobs_files_out(runctl_cli, train_here,
-                                                                                  tmp_path):
+# -- the checkpoint folder: runctl never moves, changes or deletes a file it did not write ---------
+
+def fingerprints(folder: Path) -> dict:
+    """Every entry below ``folder`` (not following symlinks) with its inode, mtime and content."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        st = path.lstat()
+        data = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+        found[str(path.relative_to(folder))] = (st.st_ino, st.st_mtime_ns, data)
+    return found
+
+
+def top_level(folder: Path) -> dict:
+    return {p.name: (p.lstat().st_ino, p.lstat().st_mtime_ns) for p in folder.iterdir()}
+
+
+def test_a_system_folder_is_refused_and_left_alone(runctl_cli, tmp_path):
+    (tmp_path / "saves.py").write_text(SAVES_ONE_FILE_AND_FAILS)
+    before = top_level(Path("/etc"))
+    line = one_line_error(runctl_cli("run", "saves.py", "--checkpoint-dir", "/etc"))
+    assert line.startswith("runctl: error: checkpoint folder /etc is a system folder;") and "--checkpoint-dir" in line
+    (tmp_path / ".runctl.toml").write_text('[checkpoint]\ndir = "/etc"\n')
+    line = one_line_error(runctl_cli("run", "saves.py"))
+    assert "checkpoint folder /etc is a system folder" in line and "[checkpoint] dir" in line
+    assert top_level(Path("/etc")) == before
+    assert not (tmp_path / "resumed-0.json").exists()  # the script never ran
+
+
+def test_the_project_folder_is_refused_and_left_alone(runctl_cli, tmp_path):
+    (tmp_path / "saves.py").write_text(SAVES_ONE_FILE_AND_FAILS)
+    (tmp_path / "data.csv").write_text("1,2\n")
+    before = fingerprints(tmp_path)
+    for folder in (".", tmp_path.parent):
+        line = one_line_error(runctl_cli("run", "saves.py", "--checkpoint-dir", folder))
+        assert "job's working folder" in line and "--checkpoint-dir" in line
+    assert fingerprints(tmp_path) == before
+
+
+def test_the_home_folder_is_refused_and_left_alone(runctl_cli, tmp_path, cli_env):
+    (tmp_path / "saves.py").write_text(SAVES_ONE_FILE_AND_FAILS)
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("secret")
+    before = fingerprints(home)
+    for given in ("~", str(home)):
+        line = one_line_error(runctl_cli("run", "saves.py", "--checkpoint-dir", given,
+                                         env={**cli_env, "HOME": str(home)}))
+        assert f"checkpoint folder {home} is the home folder" in line
+    assert fingerprints(home) == before
+
+
+def test_a_folder_holding_the_store_is_refused(runctl_cli, tmp_path):
+    (tmp_path / "saves.py").write_text(SAVES_ONE_FILE_AND_FAILS)
+    done = runctl_cli("run", "saves.py", "--job-id", "j1", "--store", "keep/store", "--checkpoint-dir", "keep/ckpt")
+    assert done.returncode == 1, done.stderr  # the script exits 3: a failed job, its snapshot in the store
+    before = fingerprints(tmp_path / "keep")
+    line = one_line_error(runctl_cli("run", "saves.py", "--job-id", "j2", "--store", "keep/store",
+                                     "--checkpoint-dir", "keep"))
+    assert f"checkpoint folder {tmp_path / 'keep'} holds the checkpoint store {tmp_path / 'keep' / 'store'}" in line
+    line = one_line_error(runctl_cli("run", "saves.py", "--job-id", "j2", "--store", "keep/store",
+                                     "--checkpoint-dir", "keep/store/jobs"))
+    assert "is inside the checkpoint store" in line
+    assert fingerprints(tmp_path / "keep") == before
+
+
+def test_a_folder_with_a_foreign_file_is_refused_naming_it(runctl_cli, tmp_path):
+    (tmp_path / "saves.py").write_text(SAVES_ONE_FILE_AND_FAILS)
+    (tmp_path / "mine" / "notes").mkdir(parents=True)
+    (tmp_path / "mine" / "notes" / "todo.txt").write_text("not runctl's")
+    before = fingerprints(tmp_path / "mine")
+    line = one_line_error(runctl_cli("run", "saves.py", "--checkpoint-dir", "mine"))
+    assert "holds 1 file(s) runctl did not write" in line and "notes/todo.txt" in line
+    assert "empty the folder or give the job another with --checkpoint-dir" in line
+    assert fingerprints(tmp_path / "mine") == before
+    assert not (tmp_path / "resumed-0.json").exists()
+
+
+def test_a_shared_checkpoint_folder_is_refused_to_a_second_job(runctl_cli, train_here, tmp_path):
+    """Contract changed: a fresh start used to move another job's files out of a shared folder."""
     shared = tmp_path / "shared-checkpoints"
-    for job, steps in (("ja", 100), ("jc", 50)):
-        done = runctl_cli("run", train_here, "--job-id", job, "--checkpoint-dir", shared,
-                          "--", "--steps", steps, "--checkpoint-every", 25)
-        assert done.returncode == 0, done.stderr
-    latest = Snapshots(store_of(tmp_path), "jobs/jc/checkpoints/").latest()
-    assert sorted(f.path for f in latest.files) == ["ckpt-000025.json", "ckpt-000050.json"]
-    assert "moved 3 local file(s) there before the job's fresh start to" in done.stderr
-    displaced = list((tmp_path / ".runctl" / "jobs" / "jc" / "displaced").rglob("ckpt-*.json"))
-    assert sorted(p.name for p in displaced) == ["ckpt-000050.json", "ckpt-000075.json", "ckpt-000100.json"]
+    done = runctl_cli("run", train_here, "--job-id", "ja", "--checkpoint-dir", shared,
+                      "--", "--steps", 100, "--checkpoint-every", 25)
+    assert done.returncode == 0, done.stderr
+    before = fingerprints(shared)
+    line = one_line_error(runctl_cli("run", train_here, "--job-id", "jc", "--checkpoint-dir", shared,
+                                     "--", "--steps", 50, "--checkpoint-every", 25))
+    assert f"checkpoint folder {shared} belongs to job ja (it holds ckpt-000050.json, ckpt-000075.json, " in line
+    assert fingerprints(shared) == before
+    assert Snapshots(store_of(tmp_path), "jobs/jc/checkpoints/").latest() is None
+
+
+def test_a_relative_checkpoint_folder_and_the_jobs_own_leftovers(runctl_cli, tmp_path):
+    (tmp_path / "saves.py").write_text(SAVES_ONE_FILE_AND_FAILS)
+    done = runctl_cli("run", "saves.py", "--job-id", "rel", "--checkpoint-dir", "checkpoints")
+    assert done.returncode == 1, done.stderr
+    folder = tmp_path / "checkpoints"
+    assert sorted(f.path for f in Snapshots(store_of(tmp_path), "jobs/rel/checkpoints/").latest().files) == ["ckpt-0.pt"]
+    # As if the agent had died before its final upload: a file of the job the store never got.
+    (folder / "ckpt-late.pt").write_bytes(b"late")
+    done = runctl_cli("run", "saves.py", "--job-id", "rel", "--checkpoint-dir", "checkpoints")
+    assert done.returncode == 1, done.stderr
+    assert json.loads((tmp_path / "resumed-1.json").read_text())["env"] == str(folder / "ckpt-0.pt")
+    assert "moved 1 of the job's local file(s) not in the store's latest snapshot to" in done.stderr
+    aside = list((tmp_path / ".runctl" / "jobs" / "rel" / "displaced").rglob("ckpt-late.pt"))
+    assert [p.read_bytes() for p in aside] == [b"late"]
+
+
+@pytest.fixture
+def other_file_system(tmp_path):
+    """A fresh folder on a file system other than tmp_path's (/dev/shm), removed afterwards."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second file system (/dev/shm) here")
+    folder = shm / f"runctl-test-{uuid.uuid4().hex}"
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_checkpoint_folder_on_another_file_system(runctl_cli, tmp_path, other_file_system):
+    (tmp_path / "saves.py").write_text(SAVES_ONE_FILE_AND_FAILS)
+    folder = other_file_system
+    done = runctl_cli("run", "saves.py", "--job-id", "shm", "--checkpoint-dir", folder)
+    assert done.returncode == 1, done.stderr
+    (folder / "ckpt-late.pt").write_bytes(b"late")  # the job's, never uploaded: set aside across devices
+    done = runctl_cli("run", "saves.py", "--job-id", "shm", "--checkpoint-dir", folder)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert json.loads((tmp_path / "resumed-1.json").read_text())["env"] == str(folder / "ckpt-0.pt")
+    aside = list((tmp_path / ".runctl" / "jobs" / "shm" / "displaced").rglob("ckpt-late.pt"))
+    assert [p.read_bytes() for p in aside] == [b"late"] and not (folder / "ckpt-late.pt").exists()
+
+
+SAVES_ONE_FILE_AND_FAILS = """\
+import json, os, sys
+from pathlib import Path
+import runctl
+runs = sorted(Path(".").glob("resumed-*.json"))
+Path(f"resumed-{len(runs)}.json").write_text(json.dumps({"env": os.environ.get("RUNCTL_RESUME_FROM"),
+                                                        "argv": sys.argv[1:]}))
+runctl.save_atomic(runctl.checkpoint_dir() / f"ckpt-{len(runs)}.pt", str(len(runs)).encode())
+sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("newest", ["/etc/passwd", "../x", 42])
+def test_a_manifest_naming_a_newest_outside_the_snapshot_is_not_resumed_from(runctl_cli, tmp_path, newest):
+    (tmp_path / "saves.py").write_text(SAVES_ONE_FILE_AND_FAILS)
+    for _ in range(2):  # snapshot 1 holds ckpt-0.pt; snapshot 2 adds ckpt-1.pt
+        done = runctl_cli("run", "saves.py", "--job-id", "tampered", "--resume-args", "--resume {checkpoint}")
+        assert done.returncode == 1, done.stderr
+    store = store_of(tmp_path)
+    key = "jobs/tampered/checkpoints/00000002/MANIFEST.json"
+    manifest = json.loads(store.read(key).data)
+    assert manifest["metadata"]["newest"] == "ckpt-1.pt"
+    manifest["metadata"]["newest"] = newest
+    store.write(key, json.dumps(manifest).encode())
+
+    done = runctl_cli("run", "saves.py", "--job-id", "tampered", "--resume-args", "--resume {checkpoint}")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    third = json.loads((tmp_path / "resumed-2.json").read_text())
+    folder = tmp_path / ".runctl" / "jobs" / "tampered" / "checkpoints"
+    # Snapshot 2 is passed over as invalid: the job resumes from snapshot 1.
+    assert third == {"env": str(folder / "ckpt-0.pt"), "argv": ["--resume", str(folder / "ckpt-0.pt")]}
+    assert "attempt 2 started from snapshot 1 (ckpt-0.pt)" in done.stderr
 
 
 # -- the script's side ------------------------------------------------------------------------

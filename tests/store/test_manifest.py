@@ -131,6 +131,29 @@ def test_parse_rejects(data, message):
     assert URL in str(caught.value)
 
 
+@pytest.mark.parametrize("newest", ["/etc/passwd", "../x", "model.pt/..", "opt/s.bin", "gone.pt", "", 42, True,
+                                    ["model.pt"]])
+def test_parse_rejects_a_newest_that_is_not_a_top_level_entry_of_the_snapshot(newest):
+    # metadata.newest becomes RUNCTL_RESUME_FROM and --resume {checkpoint}: it is input too.
+    with pytest.raises(IntegrityError) as caught:
+        parse_manifest(doc(metadata={"step": 7, "newest": newest}), url=URL, seq=3)
+    assert "metadata.newest" in str(caught.value) and URL in str(caught.value)
+
+
+@pytest.mark.parametrize("newest", ["model.pt", "opt", None])
+def test_parse_accepts_a_newest_naming_a_top_level_entry(newest):
+    info = parse_manifest(doc(metadata={"newest": newest}), url=URL, seq=3)
+    assert info.metadata["newest"] == newest
+
+
+@pytest.mark.parametrize("newest", ["/etc/passwd", "back\\slash.pt", "MANIFEST.json"])
+def test_build_leaves_out_a_newest_outside_the_snapshot(newest):
+    # The agent names the newest file of the folder; one a snapshot cannot hold (skipped by the
+    # commit) must not make every commit fail, nor make a manifest parse_manifest refuses.
+    data = build_manifest(1, "t", [FileEntry("a", 1, SHA_A)], {"newest": newest, "step": 3})
+    assert parse_manifest(data, url=URL, seq=1).metadata == {"step": 3}
+
+
 def test_parse_tolerates_missing_optional_fields():
     info = parse_manifest(json.dumps({"format": FORMAT, "seq": 1, "files": []}).encode(), url=URL)
     assert info.seq == 1 and info.files == () and info.metadata == {} and info.created == ""

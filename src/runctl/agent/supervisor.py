@@ -82,6 +82,7 @@ class Agent:
     # -- the job ---------------------------------------------------------------------
     def run(self) -> JobStatus:
         self.started = self._clock()
+        workspace.check_checkpoint_folder(self.spec)  # before anything is written in it
         workspace.ensure_writable(self.folder)
         self.options.run_dir.mkdir(parents=True, exist_ok=True)
         self.lease.acquire()
@@ -159,15 +160,21 @@ class Agent:
 
     # -- one attempt -------------------------------------------------------------------
     def _prepare_folder(self, first_in_run: bool):
-        """Make the checkpoint folder hold the latest complete snapshot; return it."""
+        """Make the checkpoint folder hold the latest complete snapshot; return it.
+
+        Only the job's own files are touched: a folder holding anything else is refused
+        (UsageError) before anything is moved. The job's files the store never got (its
+        agent died before the final upload) are set aside, not restored over.
+        """
         if self.options.wipe_between_attempts and not first_in_run:
-            workspace.clear_folder(self.folder)
+            workspace.clear_job_files(self.folder, self.spec.job_id)
         latest = self.snapshots.latest()
-        aside = self.options.run_dir / "displaced" / workspace.timestamp()
-        moved = workspace.displace_strays(self.folder, latest, aside)
-        if moved:
-            what = "not in the store's latest snapshot" if latest else "there before the job's fresh start"
-            self._emit("warning", f"moved {len(moved)} local file(s) {what} to {aside}")
+        strays = workspace.claim_folder(self.folder, self.spec.job_id, latest)
+        if strays:
+            aside = self.options.run_dir / "displaced" / workspace.timestamp()
+            moved = workspace.set_aside(self.folder, strays, aside)
+            what = "not in the store's latest snapshot" if latest else "from before the job's fresh start"
+            self._emit("warning", f"moved {len(moved)} of the job's local file(s) {what} to {aside}")
         if latest is None:
             return None
         started = self._clock()

@@ -9,13 +9,14 @@ configuration, else ``.runctl/store`` here, and ``--job`` names the job.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import click
 
 from runctl.checkpoints import latest_or, open_snapshots, restore_into
 from runctl.cli import _common
 from runctl.cli._context import App, output_option, pass_app
-from runctl.errors import IntegrityError, UsageError
+from runctl.errors import IntegrityError, NotFoundError, UsageError
 
 
 def _size(n: int) -> str:
@@ -119,7 +120,7 @@ def info(app: App, args: tuple[str, ...], store: str | None, job: str | None) ->
 @_target_options
 @pass_app
 def verify(app: App, args: tuple[str, ...], all_: bool, store: str | None, job: str | None) -> None:
-    """Re-read a snapshot (default: the latest) and check every file's size and sha256.
+    """Re-read a snapshot (default: the newest) and check its manifest and every file's size and sha256.
 
     Exit code 3 when any snapshot has a problem.
     """
@@ -127,10 +128,14 @@ def verify(app: App, args: tuple[str, ...], all_: bool, store: str | None, job: 
     if all_ and seq is not None:
         raise UsageError("give a SEQ or --all, not both")
     snaps = _snapshots(app, target, store, job)
-    infos = snaps.list() if all_ else [latest_or(snaps, seq)]
+    manifests = _manifests_to_verify(snaps, seq, all_)
+    infos = [m for m in manifests if not isinstance(m, _InvalidManifest)]
     results = []
     with app.output.progress("verifying", sum(i.total_bytes for i in infos)) as advance:
-        for found in infos:
+        for found in manifests:
+            if isinstance(found, _InvalidManifest):
+                results.append({"seq": found.seq, "ok": False, "problems": [found.why], "files": 0, "total_bytes": 0})
+                continue
             problems = snaps.verify(found, progress=advance)
             results.append({"seq": found.seq, "ok": not problems, "problems": problems,
                             "files": len(found.files), "total_bytes": found.total_bytes})
@@ -151,6 +156,42 @@ def verify(app: App, args: tuple[str, ...], all_: bool, store: str | None, job: 
     if failed:
         raise IntegrityError(f"{len(failed)} of {len(results)} snapshot(s) failed verification at {snaps.url}: "
                              + ", ".join(map(str, failed)))
+
+
+@dataclass(frozen=True)
+class _InvalidManifest:
+    seq: int
+    why: str
+
+
+def _manifests_to_verify(snaps, seq: int | None, all_: bool) -> list:
+    """The snapshots to verify: SEQ, every one (--all), or the newest one with a manifest.
+
+    A manifest that does not validate is listed as an ``_InvalidManifest``: the agent and
+    ``list`` pass over it as if the snapshot were incomplete; a verification reports it.
+    A folder without a manifest (a commit in progress, or a crashed one) is not a snapshot.
+    """
+    if seq is not None:
+        candidates = [seq]
+    elif all_:
+        candidates = snaps.all_seqs()
+    else:
+        candidates = list(reversed(snaps.all_seqs()))
+    found: list = []
+    for candidate in candidates:
+        try:
+            found.append(snaps.get(candidate))
+        except NotFoundError:
+            if seq is not None:
+                raise
+            continue
+        except IntegrityError as exc:
+            found.append(_InvalidManifest(candidate, str(exc)))
+        if not all_:
+            return found
+    if not found and not all_:
+        raise NotFoundError(f"no complete checkpoint snapshot at {snaps.url}")
+    return found
 
 
 @checkpoint.command("restore")

@@ -54,7 +54,7 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
     import shlex
 
     from runctl.agent.command import resolve_command
-    from runctl.agent.workspace import ensure_writable
+    from runctl.agent.workspace import check_checkpoint_folder, ensure_writable, refuse_a_foreign_folder
     from runctl.interruptions.rehearsal import parse_rehearse_at, plan_offsets
     from runctl.models import JobSpec
 
@@ -66,8 +66,9 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
     offsets = plan_offsets(rehearse, parse_rehearse_at(rehearse_at) if rehearse_at else None, random.Random())
     job_store = _common.open_job_store(app, store)
     job_id = _common.resolve_job_id(job_store, job_id, script, args)
+    # ~ as a shell would expand it: [checkpoint] dir = "~/ckpt" never names a folder called "~".
     folder = (checkpoint_dir or (Path(config.checkpoint.dir) if config.checkpoint.dir else
-                                 _common.job_run_dir(job_id) / "checkpoints")).resolve()
+                                 _common.job_run_dir(job_id) / "checkpoints")).expanduser().resolve()
     signal_name = (stop_signal or config.local.stop_signal).upper()
     signal_name = signal_name if signal_name.startswith("SIG") else f"SIG{signal_name}"
     _check_signal(signal_name)
@@ -83,7 +84,10 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
         sync_interval=config.checkpoint.sync_interval if sync_interval is None else sync_interval,
         keep_last_n=config.checkpoint.keep_last_n if keep_last_n is None else keep_last_n,
     )
-    ensure_writable(folder)  # here, before any note: a bad folder is one line on stderr
+    # Here, before any note: a bad folder is one line on stderr. The agent checks again.
+    check_checkpoint_folder(spec)
+    ensure_writable(folder)
+    refuse_a_foreign_folder(folder, job_id, _latest_snapshot(job_store, job_id))
     if docker or docker_image:
         spec = _in_image(app, spec, docker_image)
     # None: watch only when running on an EC2 spot instance (found out at start).
@@ -99,6 +103,13 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
     app.output.report({"job_id": job_id, "status": status, "rehearsal": report},
                       lambda: _render_outcome(app, status, report))
     click.get_current_context().exit(code)
+
+
+def _latest_snapshot(store, job_id: str):
+    from runctl.store import layout
+    from runctl.store.snapshots import Snapshots
+
+    return Snapshots(store, layout.checkpoints_prefix(job_id)).latest()
 
 
 def _in_image(app, spec, image):

@@ -15,6 +15,7 @@ path (relative, no '..', no backslash, no empty part, no duplicate) and raises
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from typing import Any
 from runctl.errors import IntegrityError, UsageError
 from runctl.fsutil import TEMP_MARKER
 from runctl.models import CheckpointInfo, FileEntry
+
+log = logging.getLogger(__name__)
 
 FORMAT = "runctl.manifest/1"
 MANIFEST_NAME = "MANIFEST.json"
@@ -100,11 +103,31 @@ def check_paths(paths: Iterable[str], where: str) -> None:
         raise IntegrityError(f"{where}: {clash[0]!r} is listed both as a file and as a folder")
 
 
+def newest_problem(newest: Any, files: Iterable[FileEntry]) -> str | None:
+    """Why ``newest`` (a manifest's ``metadata.newest``) may not name the snapshot's newest
+    checkpoint, or None when it may. It becomes the script's RUNCTL_RESUME_FROM and
+    ``--resume {checkpoint}``, so it must be a top-level entry (a file, or a folder of
+    files) of the snapshot itself; None (unset) is allowed."""
+    if newest is None:
+        return None
+    if not isinstance(newest, str) or path_problem(newest) or "/" in newest:
+        return f"{newest!r} is not the name of a file or folder at the snapshot's top level"
+    if newest not in {f.path.split("/", 1)[0] for f in files}:
+        return f"{newest!r} is not in the snapshot's files"
+    return None
+
+
 # -- the manifest ------------------------------------------------------------------------
 def build_manifest(seq: int, created: str, files: Sequence[FileEntry], metadata: dict[str, Any]) -> bytes:
     """The MANIFEST.json bytes of a snapshot. ``files`` are written sorted by path."""
     ordered = sorted(files, key=lambda f: f.path)
     check_paths((f.path for f in ordered), f"snapshot {seq}")
+    problem = newest_problem(metadata.get("newest"), ordered)
+    if problem:
+        # The newest file of a folder may be one no snapshot can hold (skipped by the commit):
+        # the snapshot is still worth having, without a hint parse_manifest would refuse.
+        log.warning("snapshot %d: leaving out metadata.newest: %s", seq, problem)
+        metadata = {key: value for key, value in metadata.items() if key != "newest"}
     document = {
         "format": FORMAT,
         "seq": seq,
@@ -162,6 +185,9 @@ def parse_manifest(data: bytes, *, url: str, seq: int | None = None) -> Checkpoi
             raise IntegrityError(f"{where}: file {path!r} has invalid sha256 {digest!r}")
         files.append(FileEntry(path=path, size=size, sha256=digest))
     check_paths((f.path for f in files), where)
+    problem = newest_problem(metadata.get("newest"), files)
+    if problem:
+        raise IntegrityError(f"{where}: metadata.newest {problem}; refusing to resume from it")
     total = doc.get("total_bytes")
     if total is not None and total != sum(f.size for f in files):
         raise IntegrityError(f"{where}: total_bytes {total!r} is not the sum of the file sizes")
