@@ -51,7 +51,7 @@ from runctl.agent.assignment import (
 from runctl.errors import NotFoundError, PreconditionFailed, RunctlError, UsageError
 from runctl.interruptions.signals import SignalSource
 from runctl.models import JobSpec
-from runctl.resume.records import cancelled
+from runctl.agent.cancellation import cancelled
 from runctl.store import layout
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,8 @@ def cancel(app, job_id, store, region):
     from runctl.agent.status import read_status
     from runctl.cli.aws._shared import ec2 as make_ec2
     from runctl.cli.aws.train import aws_store_url
-    from runctl.resume.records import mark_cancelled, read_recoveries
+    from runctl.agent.cancellation import mark_cancelled
+    from runctl.resume.records import read_recoveries
     from runctl.store import layout, open_store
 
     job_store = open_store(aws_store_url(app, store))
