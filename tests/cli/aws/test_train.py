@@ -189,7 +189,7 @@ def test_aws_run_launches_trains_and_terminates(aws_env, project, s3_bucket, tmp
 def test_following_gives_up_on_an_agent_that_never_reports_stops_beating_or_is_reassigned(local_store):
     from runctl.agent.assignment import assign_job
     from runctl.cli._context import App
-    from runctl.cli.aws.train import follow_job
+    from runctl.cli.aws._jobs import follow_job
     from runctl.store.layout import instance_agent_key
 
     sent = assign_job(local_store, "i-x", "j")
