@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from runctl.agent.assignment import assign_job, read_assignment, remote_spec, submit_job
+from runctl.agent.cancellation import mark_cancelled
 from runctl.agent.status import read_status
 from runctl.codesync import upload_tree
-from runctl.resume.records import mark_cancelled
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import pytest
 
 from runctl.cli import COMMANDS
 
-HEAVY = ("boto3", "botocore", "rich", "pydantic", "docker", "moto")
+HEAVY = ("boto3", "botocore", "rich", "pydantic", "docker", "moto", "tomlkit")
 
 # Runs --help for the command path in argv[2:], then reports which heavy modules were
 # loaded by then and, for a group, its subcommands (listed only after the measurement).

@@ -11,13 +11,14 @@ import pytest
 from botocore.exceptions import ClientError
 
 from runctl.agent.assignment import read_assignment
+from runctl.agent.cancellation import mark_cancelled
 from runctl.agent.status import read_status
 from runctl.backends.aws.launch import LaunchSpec
 from runctl.backends.aws.provision import Provisioner
 from runctl.errors import CloudError
 from runctl.models import Attempt, JobStatus
 from runctl.resume.controller import RecoveryController
-from runctl.resume.records import mark_cancelled, read_recoveries
+from runctl.resume.records import read_recoveries
 from runctl.store import layout
 
 JOB = "job-r"

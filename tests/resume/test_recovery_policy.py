@@ -1,11 +1,13 @@
-"""recovery_decision: what the controller does, from the job's status and its instance's state. Pure."""
+"""recovery_decision: what the controller does, from the job's status and its instance's state;
+recoveries and time lost, as reports count them. Pure."""
 
 from __future__ import annotations
 
 import pytest
 
 from runctl.models import Attempt, JobStatus
-from runctl.resume.policy import Done, GiveUp, Relaunch, Wait, launch_backoff, recovery_decision, time_lost
+from runctl.resume.policy import (Done, GiveUp, Relaunch, Wait, launch_backoff, recoveries, recovery_decision,
+                                  time_lost)
 
 NOW = 10_000.0
 SPOT = {"source": "spot", "action": "terminate", "received": NOW - 1, "deadline": NOW + 119}
@@ -82,3 +84,14 @@ def test_time_lost_sums_the_gaps_after_interruptions():
     attempts = (Attempt(0, 0.0, ended=10.0, reason="interrupted"), Attempt(1, 14.0, ended=20.0, reason="interrupted"),
                 Attempt(2, 21.5, ended=30.0, reason="completed"))
     assert time_lost(attempts) == pytest.approx(5.5)
+
+
+def test_recoveries_and_time_lost_count_interrupted_and_lost_attempts_that_were_followed():
+    def attempts(*reasons: str) -> list[Attempt]:
+        return [Attempt(i, float(i), ended=i + 0.5, reason=r) for i, r in enumerate(reasons)]
+
+    history = attempts("interrupted", "lost", "completed")
+    assert recoveries(history) == 2
+    assert time_lost(history) == pytest.approx(1.0)  # 0.5 s after each of the first two
+    assert recoveries(attempts("interrupted")) == 0  # noticed, not resumed yet
+    assert recoveries(attempts("failed", "completed")) == 0

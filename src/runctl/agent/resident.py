@@ -51,7 +51,7 @@ from runctl.agent.assignment import (
 from runctl.errors import NotFoundError, PreconditionFailed, RunctlError, UsageError
 from runctl.interruptions.signals import SignalSource
 from runctl.models import JobSpec
-from runctl.resume.records import cancelled
+from runctl.agent.cancellation import cancelled
 from runctl.store import layout
 
 log = logging.getLogger(__name__)
@@ -293,6 +293,7 @@ class ResidentAgent:
         sources, _ = sources_for([], self._spot_notices)
         sources[0].close()  # swap the plain signal source for one that also stops us
         sources[0] = _ResidentSignals(self.stop)
+        sources[0].start()
         if self.stop.is_set():  # SIGTERM came before the job's handlers were in place
             for source in sources:
                 source.close()

@@ -26,12 +26,12 @@ from runctl.agent.deadline import kill_time
 from runctl.agent.lease import Lease
 from runctl.agent.logs import LogShipper
 from runctl.agent.process import ProcessTree, become_subreaper, describe_exit
+from runctl.agent.restart_policy import classify, decide
 from runctl.agent.status import FINAL_STATES, StatusBook, read_status
 from runctl.agent.sync import CheckpointSync, SyncResult, committed_state, scan_folder
 from runctl.errors import PreconditionFailed, RunctlError, StoreError
 from runctl.interruptions.base import InterruptionSource
 from runctl.models import Attempt, InterruptionNotice, JobSpec, JobStatus
-from runctl.resume.policy import classify, decide
 from runctl.store import layout
 from runctl.store.snapshots import Snapshots
 

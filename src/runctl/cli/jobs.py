@@ -6,7 +6,7 @@ import click
 
 from runctl.cli import _common
 from runctl.cli._context import output_option, pass_app
-from runctl.cli.status import _when
+from runctl.cli._output import local_time
 
 
 @click.command(short_help="List the jobs in the store.")
@@ -33,7 +33,7 @@ def jobs(app, store):
             app.output.note(f"runctl: cannot list the jobs in {job_store.url}: {exc}")
     found.sort(key=lambda pair: pair[1].heartbeat or 0, reverse=True)
     both = len(stores) > 1
-    rows = [(s.job_id, s.state, len(s.attempts), _when(s.heartbeat), *([js.url] if both else [])) for js, s in found]
+    rows = [(s.job_id, s.state, len(s.attempts), local_time(s.heartbeat), *([js.url] if both else [])) for js, s in found]
     headers = ("job", "state", "attempts", "heartbeat", *(["store"] if both else []))
     # The store tells apart two jobs of the same id (one here, one on AWS).
     app.output.report([{**s.to_dict(), "store": js.url} for js, s in found],

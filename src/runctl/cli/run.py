@@ -116,7 +116,7 @@ def _in_image(app, spec, image):
     """The spec run in the project's image (built when missing) or in ``image``."""
     import dataclasses
 
-    from runctl.cli.docker import build_local, docker_cli
+    from runctl.cli._images import build_local, docker_cli
 
     if image:
         cli = docker_cli()

@@ -8,11 +8,8 @@ import click
 
 from runctl.cli import _common
 from runctl.cli._context import output_option, pass_app
+from runctl.cli._output import local_time
 from runctl.errors import UsageError
-
-
-def _when(epoch: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) if epoch else "-"
 
 
 @click.command(short_help="Show a job's state, attempts and latest interruption notice.")
@@ -42,11 +39,11 @@ def _render(app, job) -> None:
     from runctl.agent.status import agent_gone
     from runctl.resume.policy import recoveries, time_lost
 
-    state = f"{job.state} (no heartbeat since {_when(job.heartbeat)}: the agent may be gone)" \
+    state = f"{job.state} (no heartbeat since {local_time(job.heartbeat)}: the agent may be gone)" \
         if agent_gone(job, time.time()) else job.state
     app.output.line(f"job {job.job_id}: {state}" + (f" ({job.message})" if job.message else ""))
     app.output.line(f"  attempts: {len(job.attempts)}, recoveries: {recoveries(job.attempts)}, "
-                    f"time lost: {time_lost(job.attempts):.1f}s, heartbeat: {_when(job.heartbeat)}")
+                    f"time lost: {time_lost(job.attempts):.1f}s, heartbeat: {local_time(job.heartbeat)}")
     placed = [a for a in job.attempts if a.instance_id]
     if placed:
         app.output.line("  instances: " + ", ".join(
@@ -54,8 +51,8 @@ def _render(app, job) -> None:
     if job.notice:
         deadline = job.notice.get("deadline")
         app.output.line(f"  last notice: {job.notice.get('source')} {job.notice.get('action')} at "
-                        f"{_when(job.notice.get('received'))}" + (f", deadline {_when(deadline)}" if deadline else ""))
-    rows = [(a.number, _when(a.started), _when(a.ended), a.reason or "running", a.exit_code,
+                        f"{local_time(job.notice.get('received'))}" + (f", deadline {local_time(deadline)}" if deadline else ""))
+    rows = [(a.number, local_time(a.started), local_time(a.ended), a.reason or "running", a.exit_code,
              "fresh" if a.resumed_from is None else a.resumed_from, a.final_snapshot,
              a.last_step if a.last_step is not None else "-") for a in job.attempts]
     app.output.table(("attempt", "started", "ended", "reason", "exit", "resumed from", "final snapshot", "step"), rows)

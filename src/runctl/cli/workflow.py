@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import click
 
-from runctl.cli.aws.run import run as aws_run
+from runctl.cli._lazy import LazyGroup
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("runctl.cli.aws.run:run", "Launch an instance, train a script on it, terminate it."),
+}
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy_subcommands=COMMANDS)
 def workflow() -> None:
     """Multi-step recipes (launch, train, clean up)."""
-
-
-workflow.add_command(aws_run, name="train")

@@ -14,8 +14,13 @@ __all__ = ["Ec2MetadataSource", "InterruptionSource", "detect_ec2_spot", "runnin
 
 def sources_for(rehearse_offsets: list[float], spot_notices: bool | None) -> tuple[list, RehearsalSchedule | None]:
     """The sources an agent watches: its own signals, a rehearsal when asked, and the EC2
-    metadata service when asked (``True``) or, by default (``None``), on an EC2 spot instance."""
-    sources: list = [SignalSource()]
+    metadata service when asked (``True``) or, by default (``None``), on an EC2 spot instance.
+
+    The signal source is started: from here on a Ctrl-C or SIGTERM becomes a notice (also
+    while the agent restores before the first attempt) until the agent closes its sources."""
+    signals = SignalSource()
+    signals.start()
+    sources: list = [signals]
     rehearsal = RehearsalSchedule(list(rehearse_offsets)) if rehearse_offsets else None
     if rehearsal:
         sources.append(rehearsal)

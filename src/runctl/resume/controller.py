@@ -30,9 +30,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from runctl.agent.cancellation import cancelled
 from runctl.errors import CloudError, PreconditionFailed, RunctlError
 from runctl.resume.policy import MACHINE_GONE, Done, GiveUp, Relaunch, Wait, launch_backoff, recovery_decision
-from runctl.resume.records import cancelled, read_recoveries, write_recoveries
+from runctl.resume.records import read_recoveries, write_recoveries
 from runctl.store import layout
 
 log = logging.getLogger(__name__)

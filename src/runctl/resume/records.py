@@ -1,11 +1,10 @@
-"""What recovery keeps in the store, beside status.json:
+"""What recovery keeps in the store, beside status.json (and the cancel marker,
+``runctl.agent.cancellation``):
 
 ``jobs/<id>/recoveries.json``  {"instances": [every instance a controller launched for the job],
                                 "current": the instance the job should run on now,
                                 "recoveries": [one record per relaunch: notice_seen,
                                 launch_requested, launched instance id/type/az, error ...]}
-``jobs/<id>/cancel.json``      written by ``runctl aws cancel``: agents stop the job and
-                                controllers stop relaunching it.
 
 Wall-clock (epoch) times throughout. recoveries.json is written with conditional writes, so
 two controllers of one job cannot both relaunch it for the same notice.
@@ -14,7 +13,6 @@ two controllers of one job cannot both relaunch it for the same notice.
 from __future__ import annotations
 
 import json
-import time
 
 from runctl.errors import NotFoundError
 from runctl.store import layout
@@ -22,10 +20,6 @@ from runctl.store import layout
 
 def recoveries_key(job_id: str) -> str:
     return f"{layout.job_prefix(job_id)}recoveries.json"
-
-
-def cancel_key(job_id: str) -> str:
-    return f"{layout.job_prefix(job_id)}cancel.json"
 
 
 def read_recoveries(store, job_id: str) -> tuple[dict, str | None]:
@@ -43,17 +37,3 @@ def write_recoveries(store, job_id: str, book: dict, etag: str | None) -> str:
     if etag is None:
         return store.write(recoveries_key(job_id), data, if_none_match=True)
     return store.write(recoveries_key(job_id), data, if_match=etag)
-
-
-def mark_cancelled(store, job_id: str, *, by: str = "runctl aws cancel", clock=time.time) -> dict:
-    record = {"cancelled": clock(), "by": by}
-    store.write(cancel_key(job_id), json.dumps(record).encode())
-    return record
-
-
-def cancelled(store, job_id: str) -> dict | None:
-    """The cancel record, or None when the job was not cancelled."""
-    try:
-        return json.loads(store.read(cancel_key(job_id)).data)
-    except NotFoundError:
-        return None

@@ -1,14 +1,16 @@
-"""The job bucket and the instance role: created once, least privilege, dry run changes nothing."""
+"""The job bucket and the instance role: created once, least privilege, dry run changes nothing;
+the keys recorded in the user's .runctl.toml, every other byte of it kept."""
 
 from __future__ import annotations
 
 import json
+import tomllib
 
 import pytest
 
 from runctl.backends.aws import iam
-from runctl.backends.aws.setup import ensure_bucket, ensure_instance_role
-from runctl.errors import CloudError
+from runctl.backends.aws.setup import ensure_bucket, ensure_instance_role, set_config_keys
+from runctl.errors import CloudError, ConfigError
 
 BUCKET = "runctl-123456789012-us-east-1"
 
@@ -85,3 +87,61 @@ def test_policies_are_least_privilege():
     assert by_sid["PassInstanceRole"]["Resource"] == "arn:aws:iam::1:role/runctl-instance"
     assert all(s["Effect"] == "Allow" and s.get("Resource") for s in cli["Statement"])
     assert iam.setup_policy("b")["Statement"][0]["Resource"] == "arn:aws:s3:::b"
+
+
+# A user's file as people write them: comments everywhere, a value with an escaped quote, a
+# literal string, odd spacing, a multi-line array, tables setup has no business with.
+USERS_FILE = """\
+# Team settings -- reviewed by ops; keep this header.
+
+[local]
+grace_period   =   30      # odd spacing, kept as it is
+stop_signal = 'SIGINT'     # a literal string
+
+[aws]
+# Where the GPUs are.
+region = "a\\"b"   # quoted oddly on purpose
+#  s3_bucket = "my-training-bucket"   # the template's example
+instance_types = [
+    "g5.xlarge",  # first choice
+    'g4dn.xlarge',
+]
+
+[checkpoint]
+keep_last_n = 3 # three is plenty
+"""
+
+
+def test_recording_keys_keeps_every_other_byte_of_the_users_file():
+    out = set_config_keys(USERS_FILE, "aws", {"region": "us-east-1", "s3_bucket": 'runctl-"b"',
+                                              "iam_instance_profile": "runctl-instance"}, source=".runctl.toml")
+    data = tomllib.loads(out)
+    assert data["aws"]["region"] == "us-east-1"
+    assert data["aws"]["s3_bucket"] == 'runctl-"b"'
+    assert data["aws"]["iam_instance_profile"] == "runctl-instance"
+    assert data["aws"]["instance_types"] == ["g5.xlarge", "g4dn.xlarge"]
+    assert data["local"] == {"grace_period": 30, "stop_signal": "SIGINT"} and data["checkpoint"] == {"keep_last_n": 3}
+    before, after = USERS_FILE.splitlines(keepends=True), out.splitlines(keepends=True)
+    region = before.index('region = "a\\"b"   # quoted oddly on purpose\n')
+    assert after[region] == 'region = "us-east-1"   # quoted oddly on purpose\n'
+    added = [line for line in after if line.startswith(("s3_bucket", "iam_instance_profile"))]
+    assert added == ['s3_bucket = "runctl-\\"b\\""\n', 'iam_instance_profile = "runctl-instance"\n']
+    assert [line for i, line in enumerate(after) if i != region and line not in added] == \
+        [line for i, line in enumerate(before) if i != region]
+    again = set_config_keys(out, "aws", {"region": "us-east-1"}, source=".runctl.toml")
+    assert again == out
+
+
+def test_recording_keys_in_a_file_without_the_table_adds_it():
+    assert set_config_keys("", "aws", {"region": "x"}, source=".runctl.toml") == '[aws]\nregion = "x"\n'
+    out = set_config_keys("[local]\ngrace_period = 5\n", "aws", {"region": "x"}, source=".runctl.toml")
+    assert out == '[local]\ngrace_period = 5\n\n[aws]\nregion = "x"\n'
+    out = set_config_keys('[aws.docker]\nx = 1\n', "aws", {"region": "x"}, source=".runctl.toml")
+    assert tomllib.loads(out) == {"aws": {"region": "x", "docker": {"x": 1}}}
+
+
+def test_recording_keys_refuses_a_file_it_cannot_read_as_toml():
+    with pytest.raises(ConfigError, match=r"^proj/.runctl.toml:2: invalid TOML"):
+        set_config_keys('[aws]\nregion = "a"b"\n', "aws", {"region": "x"}, source="proj/.runctl.toml")
+    with pytest.raises(ConfigError, match=r"^proj/.runctl.toml: aws must be a table"):
+        set_config_keys('aws = 5\n', "aws", {"region": "x"}, source="proj/.runctl.toml")

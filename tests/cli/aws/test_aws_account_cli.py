@@ -7,25 +7,10 @@ import time
 
 import pytest
 
-from runctl.cli.aws.setup import set_toml_keys
-
 
 @pytest.fixture
 def managed_policies(monkeypatch):
     monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")  # AmazonSSMManagedInstanceCore
-
-
-def test_set_toml_keys_edits_only_those_lines():
-    text = ('# team settings\n[aws]\n# Bucket for job code.\n# s3_bucket = "my-training-bucket"  # an example\n'
-            'region = "eu-west-1"   # where the GPUs are\nuse_spot = true\n\n[checkpoint]\nkeep_last_n = 3\n')
-    out = set_toml_keys(text, "aws", {"region": '"us-east-1"', "s3_bucket": '"b"', "iam_instance_profile": '"p"'})
-    assert out == ('# team settings\n[aws]\n# Bucket for job code.\n# s3_bucket = "my-training-bucket"  # an example\n'
-                   's3_bucket = "b"\nregion = "us-east-1"   # where the GPUs are\nuse_spot = true\n'
-                   'iam_instance_profile = "p"\n\n[checkpoint]\nkeep_last_n = 3\n')
-    assert set_toml_keys(out, "aws", {"region": '"us-east-1"'}) == out
-    assert set_toml_keys("", "aws", {"region": '"x"'}) == '[aws]\nregion = "x"\n'
-    assert set_toml_keys("[local]\ngrace_period = 5", "aws", {"region": '"x"'}) == (
-        '[local]\ngrace_period = 5\n\n[aws]\nregion = "x"\n')
 
 
 def test_setup_dry_run_then_for_real_then_again(tmp_path, monkeypatch, moto_reset, run_cli, run_json,

@@ -210,7 +210,7 @@ def test_aws_run_launches_trains_and_terminates(aws_env, project, s3_bucket, tmp
 def test_following_gives_up_on_an_agent_that_never_reports_stops_beating_or_is_reassigned(local_store):
     from runctl.agent.assignment import assign_job
     from runctl.cli._context import App
-    from runctl.cli.aws.train import follow_job
+    from runctl.cli.aws._jobs import follow_job
     from runctl.store.layout import instance_agent_key
 
     sent = assign_job(local_store, "i-x", "j")
@@ -238,12 +238,12 @@ def racing(ec2_project, ec2_client, monkeypatch):
     """A running instance, the project's train.py, and ``meanwhile(action)``: run ``action``
     (another command, or the agent) after this command checked that the instance is free
     and uploaded the code, just before it assigns the job."""
-    from runctl.cli.aws import train as train_module
+    from runctl.cli.aws import _jobs as jobs_module
 
     instance = ec2_client.run_instances(ImageId="ami-0123456789abcdef0", MinCount=1, MaxCount=1,
                                         InstanceType="t3.micro")["Instances"][0]["InstanceId"]
     (ec2_project.root / "train.py").write_text("print('train')\n")
-    real_prepare = train_module.prepare_code
+    real_prepare = jobs_module.prepare_code
 
     def meanwhile(action):
         def prepare_then_act(*args, **kwargs):
@@ -251,7 +251,7 @@ def racing(ec2_project, ec2_client, monkeypatch):
             action()
             return prepared
 
-        monkeypatch.setattr(train_module, "prepare_code", prepare_then_act)
+        monkeypatch.setattr(jobs_module, "prepare_code", prepare_then_act)
 
     return types.SimpleNamespace(instance=instance, store=store(ec2_project.bucket), meanwhile=meanwhile)
 

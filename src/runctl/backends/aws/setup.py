@@ -1,4 +1,5 @@
-"""``runctl aws setup``'s cloud side: the job bucket, the instance role and its profile.
+"""``runctl aws setup``'s library side: the job bucket, the instance role and its profile,
+and the keys it records in the user's .runctl.toml.
 
 Each ``ensure_*`` looks first and creates only what is missing, so running setup again
 changes nothing (the role's inline policy is rewritten to the current one). With
@@ -10,11 +11,12 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from runctl.backends.aws import iam as policies
 from runctl.backends.aws.launch import TAG_CREATED, utc_now_iso
 from runctl.backends.aws.session import error_code, translate
-from runctl.errors import CloudError
+from runctl.errors import CloudError, ConfigError
 from runctl.models import Record
 
 log = logging.getLogger(__name__)
@@ -122,3 +124,28 @@ def ensure_instance_role(iam, *, role: str, bucket: str, account: str, partition
                 iam.add_role_to_instance_profile(InstanceProfileName=role, RoleName=role)
             steps.append(Step("instance profile", role, "add role", done))
     return steps
+
+
+def set_config_keys(text: str, section: str, values: dict[str, Any], *, source: str) -> str:
+    """``text``, a user's .runctl.toml, with each of ``values`` set under ``[section]``.
+
+    Edited with tomlkit, which keeps what it is not asked to change byte for byte: comments,
+    quoting, spacing, other tables. A key's value is replaced in place (its comment stays); a
+    missing key goes at the end of the table; a missing table at the end of the file.
+    ``source`` names the file in errors.
+    """
+    import tomlkit  # here, not at the top: `runctl --help` does not pay for it
+    from tomlkit.exceptions import ParseError
+
+    try:
+        document = tomlkit.parse(text)
+    except ParseError as exc:
+        raise ConfigError(f"{source}:{exc.line}: invalid TOML: {exc}") from None
+    table = document.get(section)
+    if table is None:
+        table = document[section] = tomlkit.table()
+    elif not isinstance(table, dict):
+        raise ConfigError(f"{source}: {section} must be a table ([{section}]), got {type(table.unwrap()).__name__}")
+    for key, value in values.items():
+        table[key] = value
+    return tomlkit.dumps(document)

@@ -57,7 +57,7 @@ def prepare_image(app, *, no_docker: bool, docker_image: str | None, region: str
         return None
     where = found.relative_to(root) if found.is_relative_to(root) else found
     app.output.note(f"runctl: using Docker (Dockerfile found at {where}; --no-docker opts out)")
-    from runctl.cli.docker import build_local, push_built
+    from runctl.cli._images import build_local, push_built
 
     cli, image = build_local(app)
     pushed = push_built(app, cli, image, region)

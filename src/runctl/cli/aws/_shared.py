@@ -1,4 +1,5 @@
-"""What the ``runctl aws`` commands share: the region, the session, rendering an instance."""
+"""What the ``runctl aws`` commands share: the region, the session, the job store, rendering an
+instance, running a command on it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 
 import click
 
+from runctl.errors import UsageError
 from runctl.models import InstanceInfo
 
 region_option = click.option(
@@ -51,3 +53,34 @@ def describe_text(info: InstanceInfo) -> str:
 
 def report_instance(app, info: InstanceInfo, verb: str = "") -> None:
     app.output.report(info, lambda: app.output.line(f"{verb}{describe_text(info)}"))
+
+
+def aws_store_url(app, explicit: str | None) -> str:
+    """The job store of jobs on AWS: --store, an s3:// [checkpoint] store, else s3://<[aws] s3_bucket>/runctl."""
+    from runctl.backends.aws.bootstrap import store_url_for
+
+    return store_url_for(app.config.aws.s3_bucket, explicit, app.config.checkpoint.store)
+
+
+def store_url(app, explicit: str | None) -> str | None:
+    """The job store the instance's agent uses (the rule of ``bootstrap.store_url_for``: --store,
+    an s3:// [checkpoint] store, else s3://<[aws] s3_bucket>/runctl); None when nothing names one."""
+    configured = app.config.checkpoint.store
+    if not (explicit or (configured and configured.startswith("s3://")) or app.config.aws.s3_bucket):
+        return None
+    from runctl.backends.aws.bootstrap import store_url_for
+
+    url = store_url_for(app.config.aws.s3_bucket, explicit, configured)
+    if not url.startswith("s3://"):
+        raise UsageError(f"the instance reaches its store over S3: give --store s3://BUCKET/PREFIX, not {url!r}")
+    return url
+
+
+def run_on_instance(app, region: str | None, instance_id: str, script: str, timeout: float):
+    """Check the instance runs and is managed by SSM, run ``script``, return the result."""
+    from runctl.backends.aws.ec2 import Ec2
+    from runctl.backends.aws.ssm import Ssm
+
+    session = aws_session(app, region)
+    Ec2(session.client("ec2"), region=session.region).require_running(instance_id)
+    return Ssm(session.client("ssm"), region=session.region).run(instance_id, script, timeout=timeout)

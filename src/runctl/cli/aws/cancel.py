@@ -15,7 +15,7 @@ import time
 import click
 
 from runctl.cli._context import output_option, pass_app
-from runctl.cli.aws._shared import region_option
+from runctl.cli.aws._shared import aws_store_url, region_option
 from runctl.errors import RunctlError
 
 SETTLE_S = 3.0  # how long to look again for instances launched while cancelling
@@ -30,10 +30,10 @@ SETTLE_S = 3.0  # how long to look again for instances launched while cancelling
 @pass_app
 def cancel(app, job_id, store, region):
     """Cancel JOB: its agents stop it, no controller relaunches it, its instances are terminated."""
+    from runctl.agent.cancellation import mark_cancelled
     from runctl.agent.status import read_status
     from runctl.cli.aws._shared import ec2 as make_ec2
-    from runctl.cli.aws.train import aws_store_url
-    from runctl.resume.records import mark_cancelled, read_recoveries
+    from runctl.resume.records import read_recoveries
     from runctl.store import layout, open_store
 
     job_store = open_store(aws_store_url(app, store))

@@ -8,7 +8,7 @@ import click
 
 from runctl.cli import _common
 from runctl.cli._context import output_option, pass_app
-from runctl.cli.aws._shared import aws_session, region_option
+from runctl.cli.aws._shared import aws_session, region_option, store_url
 from runctl.errors import CloudError, UsageError
 
 LIVE = ("pending", "running", "restarting")
@@ -58,7 +58,6 @@ def cost(app, job_id, store, instance_type, on_demand_price, region):
     against on-demand."""
     from runctl.backends.aws.cost import job_cost
     from runctl.backends.aws.ec2 import Ec2
-    from runctl.cli.aws.create import store_url
     from runctl.store import open_store
 
     session = aws_session(app, region)

@@ -5,18 +5,8 @@ from __future__ import annotations
 import click
 
 from runctl.cli._context import output_option, pass_app
-from runctl.cli.aws._shared import aws_session, instance_argument, region_option
+from runctl.cli.aws._shared import instance_argument, region_option, run_on_instance
 from runctl.errors import CloudError
-
-
-def run_on_instance(app, region: str | None, instance_id: str, script: str, timeout: float):
-    """Check the instance runs and is managed by SSM, run ``script``, return the result."""
-    from runctl.backends.aws.ec2 import Ec2
-    from runctl.backends.aws.ssm import Ssm
-
-    session = aws_session(app, region)
-    Ec2(session.client("ec2"), region=session.region).require_running(instance_id)
-    return Ssm(session.client("ssm"), region=session.region).run(instance_id, script, timeout=timeout)
 
 
 @click.command("exec")

@@ -10,7 +10,10 @@ import re
 
 import click
 
+from runctl.cli import _common
 from runctl.cli._context import output_option, pass_app
+from runctl.cli._logs import show_logs
+from runctl.cli.aws._shared import aws_store_url
 from runctl.errors import UsageError
 
 INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?\Z")
@@ -24,12 +27,8 @@ INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?\Z")
               help="Job store (default: an s3:// [checkpoint] store, else s3://<[aws] s3_bucket>/runctl).")
 @output_option
 @pass_app
-@click.pass_context
-def logs(ctx, app, target, follow, attempt, store):
+def logs(app, target, follow, attempt, store):
     """Print the output of JOB, or of the job last sent to INSTANCE_ID, from the store."""
-    from runctl.cli.aws.train import aws_store_url
-    from runctl.cli.logs import logs as store_logs
-
     url = aws_store_url(app, store)
     job_id = target
     if INSTANCE_ID.match(target):
@@ -41,4 +40,5 @@ def logs(ctx, app, target, follow, attempt, store):
             raise UsageError(f"no job was sent to {target} (in {url}); runctl aws train {target} SCRIPT sends one")
         job_id = found[0].job_id
         app.output.note(f"runctl: {target} runs job {job_id} ({found[0].state})")
-    ctx.invoke(store_logs, job_id=job_id, follow=follow, attempt=attempt, store=url)
+    job_store, _ = _common.find_job(app, url, job_id)
+    show_logs(app, job_store, job_id, follow=follow, attempt=attempt)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from runctl.cli._context import output_option, pass_app
-from runctl.cli.aws._shared import instance_argument, region_option
+from runctl.cli.aws._shared import instance_argument, region_option, run_on_instance
 from runctl.errors import CloudError
 
 
@@ -20,7 +20,6 @@ from runctl.errors import CloudError
 def processes(app, instance_id, show_all, timeout, region):
     """List the processes on INSTANCE_ID by CPU use, and its GPUs when it has any."""
     from runctl.backends.aws.ssm import PROCESSES_SCRIPT, parse_processes
-    from runctl.cli.aws.exec import run_on_instance
 
     result = run_on_instance(app, region, instance_id, PROCESSES_SCRIPT, timeout)
     if result.exit_code != 0:

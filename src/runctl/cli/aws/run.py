@@ -14,45 +14,13 @@ import click
 from runctl.cli import _common
 from runctl.cli._args import script_args, script_command
 from runctl.cli._context import output_option, pass_app
-from runctl.cli._output import Output
 from runctl.cli.aws._docker import prepare_image, with_docker_options
+from runctl.cli.aws._jobs import (auto_resume_on, prepare_code, send_job, wait_and_recover, wait_and_report,
+                                  with_code_options)
+from runctl.cli.aws._launch import launch_instance
 from runctl.cli.aws._pricing import max_price_option
-from runctl.cli.aws.train import with_code_options
+from runctl.cli.aws._shared import aws_store_url
 from runctl.errors import EXIT_JOB_FAILED, RunctlError
-
-
-class _IdCatcher(Output):
-    """An Output that keeps the lines a command prints (``aws create --output instance-id``
-    prints the bare id) and passes notes through."""
-
-    def __init__(self, inner: Output) -> None:
-        super().__init__(inner.format, inner.verbose)
-        self._inner = inner
-        self.lines: list[str] = []
-
-    def line(self, message: str = "") -> None:
-        self.lines.append(message)
-
-    def note(self, message: str) -> None:
-        self._inner.note(message)
-
-
-def create_instance(ctx: click.Context, app, *, job_id: str, store_url: str, region: str | None,
-                    instance_type: str | None, spot: bool | None, max_price_per_hour: float | None) -> str:
-    """``runctl aws create --wait`` for the job; returns the instance id."""
-    from runctl.cli.aws.create import create
-
-    real, app.output = app.output, _IdCatcher(app.output)
-    try:
-        ctx.invoke(create, instance_type=instance_type, spot=spot, job=job_id, store=store_url, wait=True,
-                   max_price_per_hour=max_price_per_hour, output_format="instance-id", region=region)
-        catcher = app.output
-    finally:
-        app.output = real
-    instance_id = catcher.lines[-1].strip() if catcher.lines else ""
-    if not instance_id.startswith("i-"):
-        raise RunctlError(f"aws create returned no instance id ({catcher.lines!r})")
-    return instance_id
 
 
 @script_command(name="run", short_help="Launch an instance, train SCRIPT on it, terminate it.")
@@ -81,7 +49,6 @@ def run(ctx, app, script, instance_type, spot, max_price_per_hour, sync_code, in
     Its arguments go after --:
         runctl aws run training/train.py -t g5.xlarge -- --steps 5000
     """
-    from runctl.cli.aws.train import auto_resume_on, aws_store_url, prepare_code, send_job, wait_and_recover, wait_and_report
     from runctl.store import open_store
 
     args = script_args()
@@ -90,8 +57,8 @@ def run(ctx, app, script, instance_type, spot, max_price_per_hour, sync_code, in
     image = prepare_image(app, no_docker=no_docker, docker_image=docker_image, region=region)  # before paying, too
     sync_code = image is None if sync_code is None else sync_code
     prepared = prepare_code(app, job_store, script, args, sync_code, includes)  # before paying for an instance
-    instance_id = create_instance(ctx, app, job_id=job_id, store_url=job_store.url, region=region,
-                                  instance_type=instance_type, spot=spot, max_price_per_hour=max_price_per_hour)
+    instance_id = launch_instance(app, instance_type=instance_type, spot=spot, job=job_id, store=job_store.url,
+                                  max_price_per_hour=max_price_per_hour, wait=True, region=region).instance_id
     app.output.note(f"runctl: launched {instance_id} for job {job_id}")
     code = EXIT_JOB_FAILED
     stop_as_ctrl_c = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a CI timeout, `timeout`, kill

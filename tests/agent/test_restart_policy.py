@@ -1,11 +1,11 @@
-"""The recovery policy: an attempt's reason from its exit, and restart-or-stop from the history."""
+"""The agent's restart policy: an attempt's reason from its exit, and restart-or-stop from the history."""
 
 from __future__ import annotations
 
 import pytest
 
 from runctl.models import Attempt
-from runctl.resume.policy import classify, decide
+from runctl.agent.restart_policy import classify, decide
 
 
 def attempts(*reasons: str, exit_code: int | None = None) -> list[Attempt]:
@@ -105,16 +105,6 @@ def test_a_rehearsed_or_rebalance_interruption_restarts_here():
     for source in ("rehearsal", "rebalance"):
         attempt = Attempt(0, 0.0, reason="interrupted", interruption={"source": source, "action": "terminate"})
         assert decide([attempt], max_restarts=1, max_restarts_on_errors=0).restart
-
-
-def test_recoveries_and_time_lost_count_interrupted_and_lost_attempts_that_were_followed():
-    from runctl.resume.policy import recoveries, time_lost
-
-    history = attempts("interrupted", "lost", "completed")
-    assert recoveries(history) == 2
-    assert time_lost(history) == pytest.approx(1.0)  # 0.5 s after each of the first two
-    assert recoveries(attempts("interrupted")) == 0  # noticed, not resumed yet
-    assert recoveries(attempts("failed", "completed")) == 0
 
 
 # -- a final snapshot that did not reach the store --------------------------------------------

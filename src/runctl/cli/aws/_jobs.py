@@ -1,0 +1,303 @@
+"""Sending a job to an instance's agent and following it: what ``aws train`` and ``aws run``
+share. The code is uploaded content-addressed (only changed files); the job's job.json and
+the instance's assignment go to the store, where the agent picks them up."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from runctl.cli import _common
+from runctl.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, UsageError
+
+EXIT_BY_STATE = {"completed": 0, "stopped": EXIT_INTERRUPTED}
+FINAL_STATES = frozenset({"completed", "failed", "stopped", "interrupted"})
+AGENT_STALE_AFTER_S = 60.0  # the agent beats every 5 s
+BOOT_TIMEOUT_S = 900.0  # from launch to the agent's first beat: Python, venv, pip install
+
+
+def auto_resume_on(app, flag: bool | None) -> bool:
+    return app.config.aws.auto_resume if flag is None else flag
+
+
+def with_code_options(func):
+    """--sync-code/--no-sync-code, --include and --job-id: what reaches the instance, and as
+    which job (shared by aws train and aws run)."""
+    for option in reversed((
+        click.option("--sync-code/--no-sync-code", default=None,
+                     help="Upload the project folder (honouring .gitignore and .runctlignore) for the job "
+                          "(default: yes, except when the job runs in a Docker image, which holds the code)."),
+        click.option("--include", "includes", multiple=True, metavar="PATTERN",
+                     help="Also upload files an ignore file leaves out (gitignore syntax); repeatable."),
+        click.option("--job-id", help="Name of the job (default: derived from the script and its arguments)."),
+    )):
+        func = option(func)
+    return func
+
+
+def wait_and_recover(app, job_store, sent: SentJob, *, region: str | None, keep: bool,
+                     timeout: float | None = None) -> int:
+    """Follow a sent job with the recovery controller (``runctl aws watch``); its exit code."""
+    from runctl.cli.aws._recovery import control, report_outcome
+
+    app.output.note(f"runctl: job {sent.job_id} sent to {sent.instance_id}; following its output with "
+                    "auto-resume (Ctrl-C stops following; runctl aws watch re-attaches)")
+    outcome = control(app, job_store, sent.job_id, sent.instance_id, region=region,
+                      first_attempt=sent.first_attempt, keep=keep, timeout=timeout)
+    return report_outcome(app, outcome, sent.report)
+
+
+@dataclass(frozen=True)
+class SentJob:
+    job_id: str
+    instance_id: str
+    assignment_id: str
+    first_attempt: int  # attempts before this submission (their logs are not this run's)
+    report: dict
+
+
+def send_job(app, job_store, instance_id: str, script: str, args: tuple[str, ...], *, job_id: str | None = None,
+             sync_code: bool = True, includes: tuple[str, ...] = (),
+             prepared: tuple[tuple[str, ...], str | None] | None = None, image=None) -> SentJob:
+    """Upload the code, write job.json and the instance's assignment (the instance is
+    known to run). The settings come from the configuration, as for ``runctl run``.
+    ``prepared``: ``prepare_code``'s result when the code was uploaded already."""
+    from runctl.agent.assignment import remote_spec, write_job_spec
+    from runctl.agent.status import read_status
+
+    job_id = _common.resolve_job_id(job_store, job_id, script, args)
+    judged = _refuse_busy(job_store, instance_id, job_id)
+    command, tree = prepared or prepare_code(app, job_store, script, args, sync_code, includes)
+    config = app.config
+    signal_name = config.local.stop_signal.upper()
+    spec = remote_spec(
+        job_id, command, job_store.url, code_tree=tree,
+        grace_period=config.local.grace_period,
+        stop_signal=signal_name if signal_name.startswith("SIG") else f"SIG{signal_name}",
+        max_restarts=config.local.max_restarts, max_restarts_on_errors=config.local.max_restarts_on_errors,
+        sync_interval=config.checkpoint.sync_interval, keep_last_n=config.checkpoint.keep_last_n,
+        image=image.ref if image is not None else None,
+        registry_login=image.registry_login if image is not None else "",
+        gpus=config.docker.gpus,
+    )
+    previous = read_status(job_store, job_id)
+    write_job_spec(job_store, spec)
+    assignment = _claim(job_store, instance_id, job_id, judged)
+    _note_agent(app, job_store, instance_id)
+    report = {"job_id": job_id, "instance_id": instance_id, "store": job_store.url, "code_tree": tree,
+              "command": list(command), "image": image.ref if image is not None else None}
+    return SentJob(job_id, instance_id, assignment.assignment_id, len(previous.attempts) if previous else 0, report)
+
+
+def wait_and_report(app, job_store, sent: SentJob, *, timeout: float | None = None) -> int:
+    """Follow a sent job to its end, report it, and return the exit code for it."""
+    job_id, instance_id = sent.job_id, sent.instance_id
+    app.output.note(f"runctl: job {job_id} sent to {instance_id}; following its output (Ctrl-C stops following, "
+                    "not the job)")
+    state, message = follow_job(app, job_store, instance_id, job_id, sent.assignment_id, sent.first_attempt,
+                                timeout=timeout)
+    if state == "timed-out":
+        line = f"runctl: stopped waiting for job {job_id}: {message}"
+    else:
+        line = f"runctl: job {job_id} {state}" + (f": {message}" if message else "")
+    app.output.report({**sent.report, "state": state, "message": message}, lambda: app.output.note(line))
+    return EXIT_BY_STATE.get(state, EXIT_JOB_FAILED)
+
+
+# -- the steps ------------------------------------------------------------------------------
+def require_running(app, instance_id: str, region: str | None) -> None:
+    """The instance must exist and run (CloudError otherwise, exit 3)."""
+    try:
+        from runctl.cli.aws._shared import ec2
+    except ImportError:  # the EC2 adapter is not there: ask EC2 directly
+        _describe_running(instance_id, region or app.config.aws.region)
+        return
+    ec2(app, region).require_running(instance_id)
+
+
+def _describe_running(instance_id: str, region: str) -> None:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from runctl.errors import CloudError
+
+    try:
+        response = boto3.session.Session(region_name=region).client("ec2").describe_instances(
+            InstanceIds=[instance_id])
+    except (BotoCoreError, ClientError) as exc:
+        raise CloudError(f"cannot describe {instance_id} in {region}: {exc}") from exc
+    found = [i for r in response.get("Reservations", ()) for i in r.get("Instances", ())]
+    if not found:
+        raise CloudError(f"instance {instance_id} not found in {region}")
+    state = found[0].get("State", {}).get("Name", "unknown")
+    if state != "running":
+        raise CloudError(f"instance {instance_id} is {state}, not running")
+
+
+def _refuse_busy(store, instance_id: str, job_id: str):
+    """One job at a time per instance; and a job runs on one agent at a time. Returns the
+    instance's assignment judged free, with its version (or None), to assign over."""
+    from runctl.agent.assignment import RUNNABLE, read_agent_record, read_assignment
+    from runctl.agent.status import read_status
+
+    found = read_assignment(store, instance_id)
+    record = read_agent_record(store, instance_id)
+    agent_alive = record is not None and time.time() - float(record.get("heartbeat") or 0) < AGENT_STALE_AFTER_S
+    if found is not None and found[0].state in RUNNABLE and agent_alive:
+        current = found[0].job_id
+        what = f"already runs job {job_id}" if current == job_id else f"is busy with job {current}"
+        raise UsageError(f"{instance_id} {what}; wait for it (runctl aws logs {current} -f) or use another instance")
+    status = read_status(store, job_id)
+    if status is not None and status.state not in FINAL_STATES and time.time() - (status.heartbeat or 0) < 30:
+        raise UsageError(f"job {job_id} is running elsewhere (its agent beat {time.time() - status.heartbeat:.0f}s ago); "
+                         "stop it or use another --job-id")
+    return found
+
+
+#: The agent moves one assignment on at most twice (running, then done or failed).
+_AGENT_MOVES = 2
+
+
+def _claim(store, instance_id: str, job_id: str, judged):
+    """Assign ``job_id`` over the assignment ``_refuse_busy`` judged free. When it changed
+    since (the code upload takes a while), the agent moving the same assignment on is judged
+    again; a new assignment means another command won: PreconditionFailed (exit 3), for
+    this command's input was fine, it lost a race on the store."""
+    from runctl.agent.assignment import claim_instance, read_assignment
+    from runctl.errors import PreconditionFailed
+
+    for _ in range(_AGENT_MOVES + 1):
+        try:
+            return claim_instance(store, instance_id, job_id, judged=judged[1] if judged else None)
+        except PreconditionFailed:
+            now = read_assignment(store, instance_id)
+            if not (judged and now and now[0].assignment_id == judged[0].assignment_id):
+                break
+            judged = _refuse_busy(store, instance_id, job_id)
+    winner = now[0].job_id if now else None
+    if winner is None:
+        raise PreconditionFailed(f"the assignment of instance {instance_id} was removed by another command; "
+                                 f"job {job_id} was not sent (run the command again)")
+    raise PreconditionFailed(f"instance {instance_id} was just given job {winner} by another command; job {job_id} "
+                             f"was not sent (wait for it: runctl aws logs {winner} -f, or use another instance)")
+
+
+def prepare_code(app, store, script: str, args: tuple[str, ...], sync_code: bool,
+                      includes: tuple[str, ...]) -> tuple[tuple[str, ...], str | None]:
+    """The job's argv (relative to the project root) and its uploaded code tree's id."""
+    root = Path.cwd()
+    if not sync_code:
+        head = ("python", script) if script.endswith(".py") else (script,)
+        return (*head, *args), None
+    path = Path(script)
+    if not path.is_file():
+        raise UsageError(f"{script} is not a file in {root}; run runctl aws train from the project folder "
+                         "(or use --no-sync-code for a script already on the instance)")
+    rel = os.path.relpath(path.resolve(), root.resolve())
+    if rel.startswith(".."):
+        raise UsageError(f"{script} is outside the project folder {root}; run runctl aws train from a folder "
+                         "that holds it")
+    rel = rel.replace(os.sep, "/")
+    from runctl.codesync import upload_tree
+
+    result = upload_tree(store, root, includes)
+    from runctl.codesync import read_tree
+
+    if rel not in {f.path for f in read_tree(store, result.tree_id).files}:
+        raise UsageError(f"{rel} is ignored (.gitignore or .runctlignore), so it would not reach the instance; "
+                         f"add --include {rel}")
+    app.output.note(f"runctl: code: uploaded {result.uploaded_count} of {result.file_count} files "
+                    f"({_size(result.uploaded_bytes)} of {_size(result.total_bytes)})")
+    if result.skipped_links:
+        links = result.skipped_links
+        app.output.note(f"runctl: code: skipped {len(links)} symlink{'s' if len(links) > 1 else ''} that lead"
+                        f"{'' if len(links) > 1 else 's'} out of the project (not uploaded): {', '.join(links)}")
+    if rel.endswith(".py"):
+        head = ("python", rel)
+    else:
+        head = (rel if "/" in rel else f"./{rel}",)
+    return (*head, *args), result.tree_id
+
+
+def _size(n: int) -> str:
+    if n < 1000:
+        return f"{n} B"
+    return f"{n / 1e3:.1f} kB" if n < 1e6 else f"{n / 1e6:.1f} MB"
+
+
+def _note_agent(app, store, instance_id: str) -> None:
+    from runctl.agent.assignment import read_agent_record
+
+    record = read_agent_record(store, instance_id)
+    if record is None:
+        app.output.note(f"runctl: the agent on {instance_id} has not reported yet (still booting?); "
+                        "the job starts when it does")
+    elif time.time() - float(record.get("heartbeat") or 0) > AGENT_STALE_AFTER_S:
+        app.output.note(f"runctl: the agent on {instance_id} has not beaten for "
+                        f"{time.time() - float(record['heartbeat']):.0f}s; the job starts when it is back")
+
+
+# -- following a job ----------------------------------------------------------------------
+def follow_job(app, store, instance_id: str, job_id: str, assignment_id: str, first_attempt: int, *,
+               timeout: float | None = None, boot_timeout: float = BOOT_TIMEOUT_S, poll: float = 1.0,
+               clock=time.monotonic, sleep=time.sleep) -> tuple[str, str]:
+    """Print the job's new output until the agent finishes our assignment; (state, message).
+
+    The state is the job's final state ("completed", "failed", "stopped", "interrupted"),
+    "failed" with a message when the agent could not run it, "lost" when the agent stopped
+    beating or never reported within ``boot_timeout`` seconds, "timed-out" after ``timeout``.
+    """
+    from runctl.agent.assignment import read_agent_record, read_assignment
+    from runctl.agent.logs import attempts_with_logs, log_chunks
+
+    sink = sys.stderr.buffer if app.output.is_json else sys.stdout.buffer
+    shown: set[str] = set()
+    started = clock()
+    deadline = started + timeout if timeout else None
+
+    def show_new() -> None:
+        for number in attempts_with_logs(store, job_id):
+            if number < first_attempt:
+                continue
+            for key in log_chunks(store, job_id, number):
+                if key not in shown:
+                    shown.add(key)
+                    sink.write(store.read(key).data)
+                    sink.flush()
+
+    while True:
+        found = read_assignment(store, instance_id)  # read before the logs: nothing is missed at the end
+        show_new()
+        if found is None or found[0].assignment_id != assignment_id:
+            return "failed", f"the assignment on {instance_id} was replaced before job {job_id} ended"
+        assignment = found[0]
+        if assignment.state == "done":
+            return assignment.job_state or "failed", _final_message(store, assignment.job_state, job_id)
+        if assignment.state == "failed":
+            return "failed", f"the agent on {instance_id} could not run it: {assignment.message}"
+        record = read_agent_record(store, instance_id)
+        if record is None and clock() - started > boot_timeout:
+            return "lost", (f"the agent on {instance_id} never reported in {boot_timeout:.0f}s: its bootstrap "
+                            "may have failed (see /var/log/cloud-init-output.log there, e.g. with runctl aws exec)")
+        if record is not None and time.time() - float(record.get("heartbeat") or 0) > AGENT_STALE_AFTER_S:
+            return "lost", (f"the agent on {instance_id} stopped beating (the instance may be gone); "
+                              f"resume the job with runctl aws train NEW_INSTANCE ... --job-id {job_id}")
+        if deadline is not None and clock() >= deadline:
+            return "timed-out", (f"timed out after {timeout:g}s; it goes on on {instance_id}: "
+                                 f"runctl aws logs {job_id} -f")
+        sleep(poll)
+
+
+def _final_message(store, state: str | None, job_id: str) -> str:
+    from runctl.agent.status import read_status
+
+    if state == "interrupted":
+        return (f"the instance is being reclaimed; resume from the latest snapshot with "
+                f"runctl aws train NEW_INSTANCE ... --job-id {job_id}")
+    status = read_status(store, job_id)
+    return status.message if status is not None and state != "completed" else ""
