@@ -79,6 +79,7 @@ class CheckpointSync:
         on_error: Callable[[Exception], None] | None = None,
         quiet_period: float = 1.0,
         clock: Callable[[], float] = time.time,
+        fence: Callable[[], int] | None = None,
     ) -> None:
         self.snapshots = snapshots
         self.folder = folder
@@ -90,6 +91,7 @@ class CheckpointSync:
         self._on_error = on_error
         self.quiet_period = quiet_period
         self._clock = clock
+        self._fence = fence  # proves the lease right before each manifest (Snapshots.commit)
         self._committed: FileState = scan_folder(folder)  # what the store already has
         self._last_commit = clock()
         self._previous: FileState | None = None
@@ -177,7 +179,7 @@ class CheckpointSync:
             try:
                 uploading = self.snapshots.pending_bytes(self.folder, sorted(state))
                 info = self.snapshots.commit(self.folder, files=sorted(state), carry=sorted(carry),
-                                             metadata=metadata)
+                                             metadata=metadata, fence=self._fence)
                 if info is not None:
                     self.snapshots.prune(self.keep_last_n)
             except (RunctlError, OSError) as exc:

@@ -1,0 +1,174 @@
+"""Two agent processes, one job (issue 12, fencing). The agents are real processes running
+the real Agent on one store (tests/agent/fenced_agent.py), their scripts real processes too;
+the store of agent A fails the way a network does once A's first snapshot is durable.
+
+Whatever happens, the store's snapshots come from one generation sequence (generations never
+go down as seqs go up), and a script never runs while another agent holds the lease."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runctl.store import layout, open_store
+from runctl.store.fencing import generation_of
+from runctl.store.manifest import manifest_key, parse_seq_name
+from runctl.store.snapshots import Snapshots
+
+HELPER = Path(__file__).with_name("fenced_agent.py")
+TTL = 6.0
+
+JOB_SCRIPT = """\
+import json, os, signal, sys, time
+import runctl
+
+events, steps = sys.argv[1], int(sys.argv[2])
+stop = []
+signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+
+def note(what, step):
+    with open(events, "a") as f:
+        f.write(json.dumps({"who": os.environ["AGENT_NAME"], "what": what, "step": step, "t": time.time()}) + "\\n")
+
+resume = runctl.resume_from()
+step = int(resume.read_text()) if resume else 0
+note("start", step)
+folder = runctl.checkpoint_dir()
+while step < steps and not stop:
+    time.sleep(0.03)
+    step += 1
+    if step % 10 == 0:
+        runctl.save_atomic(folder / f"step-{step:06d}", str(step))
+        for old in sorted(folder.glob("step-*"))[:-2]:
+            old.unlink()
+note("stopped" if stop else "done", step)
+"""
+
+
+@pytest.fixture
+def work(tmp_path):
+    (tmp_path / "job.py").write_text(JOB_SCRIPT)
+    return tmp_path
+
+
+@pytest.fixture
+def agents(work, cli_env):
+    procs: dict[str, subprocess.Popen] = {}
+
+    def start(name: str, *args: str) -> subprocess.Popen:
+        procs[name] = subprocess.Popen([sys.executable, str(HELPER), str(work), name, str(work / "store"),
+                                        "--ttl", str(TTL), *args], cwd=work, env=cli_env,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return procs[name]
+
+    yield start
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+            proc.communicate()
+
+
+def outcome(proc: subprocess.Popen, timeout: float = 90.0) -> dict:
+    out, err = proc.communicate(timeout=timeout)
+    lines = out.strip().splitlines()
+    assert lines, f"no result from the agent (exit {proc.returncode}): {err[-3000:]}"
+    return {**json.loads(lines[-1]), "exit": proc.returncode, "stderr": err}
+
+
+def script_events(work: Path) -> list[dict]:
+    return [json.loads(line) for line in (work / "script.jsonl").read_text().splitlines()]
+
+
+def generations_by_seq(work: Path) -> list[int]:
+    """The lease generation of every complete snapshot in the store, stale ones included."""
+    store = open_store(str(work / "store"))
+    prefix = layout.checkpoints_prefix("fenced")
+    found = []
+    for seq in sorted(s for s in map(parse_seq_name, store.list_dirs(prefix)) if s is not None):
+        if store.exists(manifest_key(prefix, seq)):
+            found.append(json.loads(store.read(manifest_key(prefix, seq)).data)["metadata"].get("lease_generation", 0))
+    return found
+
+
+def wait_for(what, predicate, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def a_then_b(work: Path, agents, *a_args: str) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """Agent A, running the job once it holds the lease; then agent B, waiting for it."""
+    store = open_store(str(work / "store"))
+    a = agents("a", *a_args)
+    wait_for("A to take the lease", lambda: store.exists(layout.status_key("fenced")))
+    return a, agents("b", "--wait")
+
+
+def test_a_renewal_whose_response_was_lost_does_not_let_a_second_agent_in(work, agents):
+    """Issue 12 as reported: A's renewal landed, its answer was lost, the retry got 412. A
+    reads the lease back, keeps it and finishes the job; B, waiting, never runs it."""
+    a, b = a_then_b(work, agents, "--fault", "lost-response")
+    ra, rb = outcome(a), outcome(b)
+    assert ra["struck"] is not None and ra["lease_failures"] == 1, ra
+    assert ra["outcome"] == "completed", ra["stderr"][-3000:]
+    assert rb["outcome"] == "completed while waiting", rb
+    assert {e["who"] for e in script_events(work)} == {"a"}
+    assert set(generations_by_seq(work)) == {1}
+
+
+def test_an_agent_that_cannot_renew_stops_its_script_before_another_takes_over(work, agents):
+    a, b = a_then_b(work, agents, "--fault", "partition")
+    ra, rb = outcome(a), outcome(b)
+    assert ra["exit"] == 3 and ra["outcome"] == "LeaseLost", ra
+    assert "could not renew its lease" in ra["message"] and "took no snapshot after that" in ra["message"]
+    assert rb["outcome"] == "completed" and rb["generation"] == 2, rb["stderr"][-3000:]
+    events = script_events(work)
+    a_stopped = [e["t"] for e in events if e["who"] == "a" and e["what"] == "stopped"]
+    assert a_stopped, events
+    # A's script stopped before the lease A last proved could run out, so before B got it.
+    assert a_stopped[0] < ra["struck"] + TTL and a_stopped[0] < rb["acquired"]
+    assert [e["who"] for e in events] == ["a", "a", "b", "b"]  # start, stopped: one after the other
+    assert sum(1 for _, kind, _ in ra["events"] if kind == "snapshot") == 1  # none after the fault
+    generations = generations_by_seq(work)
+    assert generations == sorted(generations) and generations[0] == 1 and generations[-1] == 2, generations
+    latest = Snapshots(open_store(str(work / "store")), layout.checkpoints_prefix("fenced")).latest()
+    assert generation_of(latest) == 2 and latest.metadata["newest"] == "step-000300"
+
+
+def test_an_agent_paused_past_its_lease_is_fenced_when_it_wakes(work, agents):
+    """A hangs (SIGSTOP: a long GC pause, a frozen VM) past its lease; B takes the job over
+    and commits. When A wakes, its commits are refused and it stops its script."""
+    store = open_store(str(work / "store"))
+    snaps = Snapshots(store, layout.checkpoints_prefix("fenced"))
+    a = agents("a")
+    wait_for("A's first snapshot", snaps.latest)
+    os.kill(a.pid, signal.SIGSTOP)
+    paused = time.time()
+    b = agents("b", "--wait")
+    wait_for("B's first snapshot", lambda: (info := snaps.latest()) is not None and generation_of(info) == 2,
+             timeout=TTL + 60)
+    os.kill(a.pid, signal.SIGCONT)
+    ra, rb = outcome(a), outcome(b)
+    assert ra["exit"] == 3 and ra["outcome"] == "LeaseLost", ra
+    # Awake, it finds its lease run out, or taken: either way it stops.
+    assert "lease ran out" in ra["message"] or "lost its lease" in ra["message"], ra["message"]
+    a_events = [e for e in script_events(work) if e["who"] == "a"]
+    assert [e["what"] for e in a_events] in (["start", "stopped"], ["start", "done"]), a_events
+    assert rb["outcome"] == "completed" and rb["acquired"] >= paused + 1.0, rb
+    generations = generations_by_seq(work)
+    assert generations == sorted(generations) and generations[0] == 1 and generations[-1] == 2, generations
+    assert generation_of(snaps.latest()) == 2 and snaps.latest().metadata["newest"] == "step-000300"
+    a_snapshots_after_b = [t for t, kind, _ in ra["events"] if kind == "snapshot" and t >= rb["acquired"]]
+    assert a_snapshots_after_b == []
