@@ -7,8 +7,10 @@ import json
 
 import pytest
 
-from runctl.agent.lease import Lease
+from runctl.agent.lease import Lease, must_kill_at, must_stop_at
+from runctl.agent.supervisor import Agent, AgentOptions
 from runctl.errors import LeaseLost, PreconditionFailed, StoreError, UsageError
+from runctl.models import JobSpec
 from runctl.store import layout
 from runctl.testing import FaultyStore
 
@@ -115,3 +117,14 @@ def test_a_lease_file_that_is_not_a_lease_is_a_clear_error(local_store):
     with pytest.raises(StoreError, match="lease of job job-1.*lease.json.*not a lease"):
         Lease(local_store, JOB, clock=Clock()).acquire()
 
+
+
+def test_an_agent_that_cannot_renew_stops_at_half_its_ttl_and_kills_at_a_quarter():
+    assert must_stop_at(held_until=1_060.0, ttl=60.0) == 1_030.0
+    assert must_kill_at(held_until=1_060.0, ttl=60.0) == 1_045.0
+
+
+def test_a_heartbeat_too_slow_for_the_lease_is_refused(local_store, tmp_path):
+    spec = JobSpec("job-1", ("true",), local_store.url, str(tmp_path / "ck"), str(tmp_path))
+    with pytest.raises(UsageError, match="heartbeat interval \\(20s\\).*quarter of the lease TTL \\(60s\\)"):
+        Agent(spec, local_store, [], AgentOptions(run_dir=tmp_path / "run", heartbeat_interval=20.0))

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from runctl.errors import IntegrityError, LeaseLost, PreconditionFailed
-from runctl.store.fencing import GENERATION_KEY, generation_of
+from runctl.models import CheckpointInfo
+from runctl.store.fencing import GENERATION_KEY, generation_of, without_stale
 from runctl.store.manifest import manifest_key
 from runctl.store.snapshots import Snapshots
 
@@ -117,3 +118,15 @@ def test_a_generation_that_is_not_a_count_does_not_validate(local_store, tmp_pat
     local_store.write(manifest_key(PREFIX, info.seq), json.dumps(doc).encode())
     with pytest.raises(IntegrityError, match=f"{GENERATION_KEY}.*'2'"):
         snaps.get(info.seq)
+
+
+@pytest.mark.parametrize(("generations", "current"), [
+    ([1, 1, 2, 2], [1, 2, 3, 4]),
+    ([1, 2, 1, 2], [1, 2, 4]),  # 3 came from the old holder after the new one committed
+    ([0, 0, 1], [1, 2, 3]),  # snapshots from before fencing, then fenced ones
+    ([3, 1, 2, 3, 4], [1, 4, 5]),
+    ([], []),
+])
+def test_without_stale(generations, current):
+    infos = [CheckpointInfo(seq, "", (), "", {GENERATION_KEY: g} if g else {}) for seq, g in enumerate(generations, 1)]
+    assert [i.seq for i in without_stale(reversed(infos))] == current

@@ -34,7 +34,7 @@ from runctl.agent.logs import LogShipper
 from runctl.agent.process import ProcessTree, become_subreaper, describe_exit
 from runctl.agent.status import StatusBook, read_status
 from runctl.agent.sync import CheckpointSync, SyncResult
-from runctl.errors import LeaseLost, PreconditionFailed, RunctlError
+from runctl.errors import LeaseLost, PreconditionFailed, RunctlError, UsageError
 from runctl.interruptions.base import InterruptionSource
 from runctl.models import Attempt, InterruptionNotice, JobSpec, JobStatus
 from runctl.resume.policy import classify, decide
@@ -74,6 +74,10 @@ class Agent:
         self.options = options
         self._emit_to = events
         self._clock = clock
+        if options.heartbeat_interval * 4 > options.lease_ttl:
+            # Renewals must come several times within the half TTL after which the agent stops.
+            raise UsageError(f"the heartbeat interval ({options.heartbeat_interval:g}s) must be at most a "
+                             f"quarter of the lease TTL ({options.lease_ttl:g}s); shorten it")
         self.folder = Path(spec.checkpoint_dir)
         self.snapshots = Snapshots(store, layout.checkpoints_prefix(spec.job_id))
         self.lease = Lease(store, spec.job_id, ttl=options.lease_ttl, clock=clock)
