@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from runctl.store import layout
+from runctl.store.local import LocalStore
 from runctl.store.fencing import generation_of
 from runctl.store.manifest import manifest_key, parse_seq_name
 from runctl.store.snapshots import Snapshots
@@ -180,3 +181,31 @@ def test_an_agent_paused_past_its_lease_is_fenced_when_it_wakes(s3_store, work, 
     late = [int(m.split()[1]) for t, kind, m in ra["events"] if kind == "snapshot" and t >= rb["acquired"]]
     first_of_b = min(i.seq for i in snaps.list() if generation_of(i) == 2)
     assert len(late) <= 1 and all(seq < first_of_b for seq in late), (late, first_of_b)
+
+
+def test_runctl_run_stops_when_another_agent_takes_its_lease(tmp_path, cli_env, train_here):
+    """Through the real CLI: another agent takes the lease over (here: the test writes it, as
+    a takeover after an expiry would). runctl stops the script, leaves the new holder's lease
+    alone and ends with one error line and exit code 3."""
+    proc = subprocess.Popen([sys.executable, "-m", "runctl", "run", train_here, "--job-id", "stolen", "--",
+                             "--steps", "1000000", "--checkpoint-every", "500"], cwd=tmp_path, env=cli_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        store = LocalStore(tmp_path / ".runctl" / "store")
+        snaps = Snapshots(store, layout.checkpoints_prefix("stolen"))
+        wait_for("the first snapshot", snaps.latest)
+        taken = {"holder": "elsewhere:1:0000", "host": "elsewhere", "pid": 1, "expires": time.time() + 600,
+                 "released": False, "generation": 2, "token": "taken-over"}
+        store.write(layout.lease_key("stolen"), json.dumps(taken).encode())
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 3 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("runctl: error: job stolen: this agent lost its lease; it is held by elsewhere:1:0000")
+    assert "stopped the script of attempt 0 and took no snapshot after that" in last
+    assert "sent SIGTERM to the script" in err and "SIGTERM: saved step" in err  # the script stopped cleanly
+    assert json.loads(store.read(layout.lease_key("stolen")).data) == taken
+    assert all(generation_of(info) == 1 for info in snaps.list())

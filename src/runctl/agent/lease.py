@@ -102,6 +102,7 @@ class Lease:
         self.generation = 0  # of the lease we hold
         self.held_until = 0.0  # the expiry our last write known to have landed gave the lease
         self.lost = False  # another holder took it: nothing more may be written for the job
+        self._lost_to = ""  # who holds it instead, for the messages
         self._etag: str | None = None
         # The heartbeat renews and a commit's fence renews, from two threads: one write at a
         # time, else our own second write would fail on our first and look like a takeover.
@@ -182,7 +183,7 @@ class Lease:
         the store did not answer (the lease stays ours until ``held_until``: try again)."""
         with self._lock:
             if self.lost:
-                raise LeaseLost(f"job {self.job_id}: this agent lost its lease to another agent")
+                raise LeaseLost(f"job {self.job_id}: this agent lost its lease; it is held by {self._lost_to} now")
             if self._etag is None:
                 return
             try:
@@ -191,8 +192,8 @@ class Lease:
                 if exc.current is not None and exc.current[1] == self._etag:
                     raise exc.cause from None  # our last write is still the lease: not renewed, not lost
                 self.lost, self._etag = True, None
-                holder = exc.current[0].holder if exc.current is not None else "nobody (lease.json is gone)"
-                raise LeaseLost(f"job {self.job_id}: this agent lost its lease; it is held by {holder} now") \
+                self._lost_to = exc.current[0].holder if exc.current is not None else "nobody (lease.json is gone)"
+                raise LeaseLost(f"job {self.job_id}: this agent lost its lease; it is held by {self._lost_to} now") \
                     from exc.cause
 
     def fence(self) -> int:

@@ -277,6 +277,7 @@ class Agent:
                                    or now >= must_stop_at(self.lease.held_until, self.lease.ttl)):
                 lease_stop = True
                 self._fenced_out.set()
+                sync.halt()
                 tree.signal(stop_signal)
                 # The grace ends well before the lease runs out, also when a notice's grace runs.
                 kill_at = min(t for t in (kill_at, now + self.spec.grace_period,
@@ -359,6 +360,8 @@ class Agent:
     def _on_sync_error(self, exc: Exception) -> None:
         if isinstance(exc, LeaseLost):
             self._lease_trouble = str(exc)
+            self._emit("warning", f"checkpoint snapshot refused: {exc}")
+            return
         self._emit("warning", f"checkpoint snapshot failed, will retry: {exc}")
 
 

@@ -112,6 +112,11 @@ class CheckpointSync:
         while not self._stop.wait(poll_interval):
             self.tick()
 
+    def halt(self) -> None:
+        """Take no more snapshots, without waiting for one in progress (the agent is stopping
+        for its lease: that commit's fence refuses it)."""
+        self._stop.set()
+
     def stop(self) -> None:
         """Stop the loop, waiting for a snapshot in progress to finish."""
         self._stop.set()
