@@ -6,7 +6,8 @@ Runs job "fenced" (WORK/job.py, written by the test) with the real Agent and a s
 in a FaultyStore, its checkpoint folder WORK/NAME/ckpt as if on a machine of its own. Once
 the first snapshot is durable, ``--fault`` strikes the lease: ``partition`` makes every
 lease.json write fail before reaching the store (the agent can no longer prove its lease),
-``lost-response`` makes one renewal land and then fail with 412, as in issue 12. ``--wait``
+``lost-response`` makes one renewal land and then fail with 412, as in issue 12;
+``taken-at-restore`` has another agent take the lease while this one restores. ``--wait``
 waits for the lease (as a replacement instance's agent does) and runs nothing when the job
 completed meanwhile. Prints one JSON line: what happened, and when.
 """
@@ -27,7 +28,7 @@ def main() -> int:
     parser.add_argument("work", type=Path)
     parser.add_argument("name")
     parser.add_argument("store_url")
-    parser.add_argument("--fault", choices=["partition", "lost-response"])
+    parser.add_argument("--fault", choices=["partition", "lost-response", "taken-at-restore"])
     parser.add_argument("--wait", action="store_true")
     parser.add_argument("--ttl", type=float, default=6.0)
     parser.add_argument("--steps", type=int, default=300)
@@ -52,6 +53,11 @@ def main() -> int:
 
     def on_event(event) -> None:
         events.append((time.time(), event.kind, event.message))
+        if event.kind == "restore" and args.fault == "taken-at-restore":
+            struck.append(time.time())
+            other = {"holder": "elsewhere:1:0000", "host": "elsewhere", "pid": 1, "expires": time.time() + 600,
+                     "released": False, "generation": 99, "token": "taken"}
+            store.inner.write(layout.lease_key(JOB), json.dumps(other).encode())
         if event.kind == "snapshot" and args.fault and not struck:
             struck.append(time.time())
             key = layout.lease_key(JOB)

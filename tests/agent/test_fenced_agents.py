@@ -209,3 +209,12 @@ def test_runctl_run_stops_when_another_agent_takes_its_lease(tmp_path, cli_env, 
     assert "sent SIGTERM to the script" in err and "SIGTERM: saved step" in err  # the script stopped cleanly
     assert json.loads(store.read(layout.lease_key("stolen")).data) == taken
     assert all(generation_of(info) == 1 for info in snaps.list())
+
+
+def test_an_agent_whose_lease_was_taken_while_it_restored_starts_no_script(work, agents, local_store):
+    done = outcome(agents(local_store.url, "a", "--steps", "20"))
+    assert done["outcome"] == "completed", done["stderr"][-3000:]
+    rb = outcome(agents(local_store.url, "b", "--fault", "taken-at-restore"))
+    assert rb["exit"] == 3 and rb["outcome"] == "LeaseLost", rb
+    assert "held by elsewhere:1:0000" in rb["message"] and "did not start attempt 1" in rb["message"]
+    assert {e["who"] for e in script_events(work)} == {"a"}

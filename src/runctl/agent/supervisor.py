@@ -165,6 +165,7 @@ class Agent:
         assert self.book is not None
         number = len(self.book.status.attempts)
         restored = self._prepare_folder(first_in_run)
+        self._prove_lease(number)
         resume = workspace.resume_path(self.folder, restored)
         run_dir = self.options.run_dir
         interrupt_file, progress_file = run_dir / f"interrupt-{number}.json", run_dir / f"progress-{number}.json"
@@ -231,6 +232,19 @@ class Agent:
                    + (f"; final snapshot {final_seq}" if final_seq is not None else ""),
                    attempt=number, reason=reason, exit_code=exit_code)
         return attempt
+
+    def _prove_lease(self, attempt: int) -> None:
+        """Renew the lease before starting a script: another agent may have taken the job
+        while this one restored or restarted. A store that does not answer is no proof of a
+        loss: the supervise loop watches the lease from there."""
+        try:
+            self.lease.renew()
+        except LeaseLost as exc:
+            self._fenced_out.set()
+            raise LeaseLost(f"{exc}; did not start attempt {attempt}",
+                            hint="the other agent runs the job now") from exc
+        except RunctlError as exc:
+            self._lease_trouble = str(exc)
 
     def _supervise(self, tree: ProcessTree, progress: _ProgressReader, interrupt_file: Path, sync: CheckpointSync):
         """Watch the process and the interruption sources until the process exits."""
