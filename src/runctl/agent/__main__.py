@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from runctl.agent.supervisor import Agent, AgentOptions
+from runctl.errors import RunctlError
 from runctl.interruptions import sources_for
 from runctl.models import JobSpec
 from runctl.store import open_store
@@ -23,7 +24,11 @@ def main(argv: list[str]) -> int:
                            rebalance_is_interruption=bool(request.get("rebalance_is_interruption")))
     agent = Agent(spec, open_store(spec.store_url), sources, options,
                   events=lambda event: logging.getLogger("runctl.agent").info(event.message))
-    status = agent.run()
+    try:
+        status = agent.run()
+    except RunctlError as exc:  # e.g. LeaseLost: one line in the agent's log, its exit code
+        logging.getLogger("runctl.agent").error("%s", exc)
+        return exc.exit_code
     return {"completed": 0, "stopped": 130}.get(status.state, 1)
 
 

@@ -7,9 +7,9 @@ record the attempt, and restart when the policy allows.
 
 The lease fences the agent: snapshots are committed only after proving the lease (see
 ``runctl.agent.lease``). An agent that lost its lease, or could not renew it until half its
-TTL was left, stops its script (SIGTERM, then SIGKILL well before the lease runs out), takes
-no further snapshot, writes no more status, and raises LeaseLost: another agent may own the
-job by then.
+TTL was left, stops its script (SIGTERM, then SIGKILL well before the lease runs out, or at
+once when another agent holds it), takes no further snapshot, writes no more status, and
+raises LeaseLost: another agent may own the job by then.
 """
 
 from __future__ import annotations
@@ -293,9 +293,10 @@ class Agent:
                 self._fenced_out.set()
                 sync.halt()
                 tree.signal(stop_signal)
-                # The grace ends well before the lease runs out, also when a notice's grace runs.
-                kill_at = min(t for t in (kill_at, now + self.spec.grace_period,
-                                          must_kill_at(self.lease.held_until, self.lease.ttl)) if t is not None)
+                # The grace ends well before the lease runs out, also when a notice's grace runs;
+                # at once when another agent holds it (its script may be running already).
+                last = now if self.lease.lost else must_kill_at(self.lease.held_until, self.lease.ttl)
+                kill_at = min(t for t in (kill_at, now + self.spec.grace_period, last) if t is not None)
                 self._emit("warning", f"{self._lease_problem()}: sent {stop_signal.name} to the script, "
                            f"grace {max(0.0, kill_at - now):.0f}s; no more snapshots")
             if kill_at is not None and now >= kill_at:
