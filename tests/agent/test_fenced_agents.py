@@ -242,3 +242,20 @@ def test_a_detached_agent_that_loses_its_lease_logs_one_line(tmp_path, runctl_cl
     text = log.read_text()
     assert "Traceback" not in text, text[-3000:]
     assert "ERROR runctl.agent: job stolen: this agent lost its lease; it is held by elsewhere:1:0000" in text
+
+
+def test_a_lease_file_deleted_by_hand_does_not_fence_out_every_later_agent(work, agents, local_store):
+    """lease.json removed (by hand, or by a cleanup) after snapshots of generation 6: the next
+    agent starts the lease at generation 1 and must not stay below its own snapshots."""
+    released = {"holder": "old:1:0000", "host": "old", "pid": 1, "expires": 0.0, "released": True,
+                "generation": 5, "token": "old"}
+    local_store.write(layout.lease_key("fenced"), json.dumps(released).encode())
+    assert outcome(agents(local_store.url, "a", "--steps", "20"))["outcome"] == "completed"
+    snaps = Snapshots(local_store, layout.checkpoints_prefix("fenced"))
+    assert generation_of(snaps.latest()) == 6
+    local_store.delete([layout.lease_key("fenced")])
+    rb = outcome(agents(local_store.url, "b", "--steps", "40"))
+    assert rb["outcome"] == "completed", rb["stderr"][-3000:]
+    latest = snaps.latest()
+    assert generation_of(latest) == 7 and latest.metadata["newest"] == "step-000040"
+    assert json.loads(local_store.read(layout.lease_key("fenced")).data)["generation"] == 7

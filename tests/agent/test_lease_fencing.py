@@ -128,3 +128,12 @@ def test_a_heartbeat_too_slow_for_the_lease_is_refused(local_store, tmp_path):
     spec = JobSpec("job-1", ("true",), local_store.url, str(tmp_path / "ck"), str(tmp_path))
     with pytest.raises(UsageError, match="heartbeat interval \\(20s\\).*quarter of the lease TTL \\(60s\\)"):
         Agent(spec, local_store, [], AgentOptions(run_dir=tmp_path / "run", heartbeat_interval=20.0))
+
+
+def test_a_lease_rises_above_the_generation_of_the_snapshots(local_store):
+    lease = Lease(local_store, JOB, clock=Clock())
+    lease.acquire()  # lease.json was gone: generation 1
+    lease.rise_above(6)
+    assert lease.generation == 7 and record(local_store)["generation"] == 7
+    lease.rise_above(3)  # already above: nothing written
+    assert lease.generation == 7 and lease.fence() == 7

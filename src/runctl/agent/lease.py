@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from runctl.errors import LeaseLost, NotFoundError, PreconditionFailed, StoreError, UsageError
+from runctl.errors import LeaseLost, NotFoundError, PreconditionFailed, RunctlError, StoreError, UsageError
 from runctl.store import layout
 
 log = logging.getLogger(__name__)
@@ -195,6 +195,22 @@ class Lease:
                 self._lost_to = exc.current[0].holder if exc.current is not None else "nobody (lease.json is gone)"
                 raise LeaseLost(f"job {self.job_id}: this agent lost its lease; it is held by {self._lost_to} now") \
                     from exc.cause
+
+    def rise_above(self, generation: int) -> None:
+        """Make our generation higher than ``generation`` (that of the job's latest snapshot).
+        A new holder's is already; but a lease.json deleted by hand restarts at 1, below the
+        snapshots, and every commit of ours would be refused as stale."""
+        with self._lock:
+            if self.generation > generation:
+                return
+            if self._etag is None:
+                raise LeaseLost(f"job {self.job_id}: this agent holds no lease")
+            previous, self.generation = self.generation, generation + 1
+            try:
+                self.renew()
+            except RunctlError:
+                self.generation = previous
+                raise
 
     def fence(self) -> int:
         """Prove, with a conditional write, that this agent holds the lease right now, and

@@ -39,6 +39,7 @@ from runctl.interruptions.base import InterruptionSource
 from runctl.models import Attempt, InterruptionNotice, JobSpec, JobStatus
 from runctl.resume.policy import classify, decide
 from runctl.store import layout
+from runctl.store.fencing import generation_of
 from runctl.store.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,8 @@ class Agent:
         # long transfer is never mistaken for a dead agent.
         heartbeat = _Periodic(self.options.heartbeat_interval, self._beat)
         try:
+            latest = self.snapshots.latest()
+            self.lease.rise_above(generation_of(latest) if latest is not None else 0)
             become_subreaper()
             self._write_spec_once()
             previous = read_status(self.store, self.spec.job_id)
