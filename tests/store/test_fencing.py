@@ -130,3 +130,16 @@ def test_a_generation_that_is_not_a_count_does_not_validate(local_store, tmp_pat
 def test_without_stale(generations, current):
     infos = [CheckpointInfo(seq, "", (), "", {GENERATION_KEY: g} if g else {}) for seq, g in enumerate(generations, 1)]
     assert [i.seq for i in without_stale(reversed(infos))] == current
+
+
+def test_a_stale_writer_cannot_claim_an_unchanged_snapshot_as_its_own(any_store, tmp_path):
+    """Files equal to the latest snapshot's: nothing to write, but the commit still answers
+    'durable' only to a writer that proves its lease."""
+    save(tmp_path / "ck", 1)
+    Snapshots(any_store, PREFIX).commit(tmp_path / "ck", fence=lambda: 2)
+
+    def lost() -> int:
+        raise LeaseLost("job job-1: this agent lost its lease")
+
+    with pytest.raises(LeaseLost):
+        Snapshots(any_store, PREFIX).commit(tmp_path / "ck", fence=lost)

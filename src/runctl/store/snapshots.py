@@ -162,10 +162,10 @@ class Snapshots:
         written, so the snapshot stays incomplete and the latest one is unchanged; retry
         once the file is stable. PreconditionFailed: another writer claimed the same seq.
 
-        ``fence``: called right before the manifest is written, it proves the writer holds
-        the job's lease and returns its generation, recorded in the manifest's metadata; when
-        it raises, or returns a lower generation than the latest snapshot's
-        (PreconditionFailed), no manifest is written.
+        ``fence``: called right before the manifest is written (or the latest snapshot is
+        returned as unchanged), it proves the writer holds the job's lease and returns its
+        generation, recorded in the manifest's metadata; when it raises, or returns a lower
+        generation than the latest snapshot's (PreconditionFailed), no manifest is written.
         """
         source = Path(source)
         scanned = scan_source(source, files)
@@ -183,6 +183,8 @@ class Snapshots:
         entries = [*self._parallel(self._entry, scanned), *carried]
 
         if previous is not None and same_files(entries, previous.files):
+            if fence is not None:  # "durable" only to a writer that still holds the lease
+                self._fenced_generation(fence, previous)
             log.info("checkpoint unchanged since snapshot %d; nothing committed", previous.seq)
             return previous
         seq = next_seq(seqs)
