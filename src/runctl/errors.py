@@ -11,6 +11,7 @@ line on stderr and the exit code the class carries::
         ├── StoreError              exit 3   checkpoint store (local folder or S3)
         │   ├── NotFoundError       exit 3   a key or snapshot that does not exist
         │   ├── PreconditionFailed  exit 3   a conditional write lost the race
+        │   │   └── LeaseLost       exit 3   another agent holds the job's lease now
         │   └── IntegrityError      exit 3   a manifest or file that does not verify
         ├── CloudError              exit 3   AWS API
         └── RegistryError           exit 3   Docker / container registry
@@ -68,6 +69,11 @@ class NotFoundError(StoreError):
 
 class PreconditionFailed(StoreError):
     pass
+
+
+class LeaseLost(PreconditionFailed):
+    """This agent no longer holds (or can no longer prove it holds) the job's lease: it must
+    stop its script and write nothing more for the job."""
 
 
 class IntegrityError(StoreError):

@@ -36,7 +36,7 @@ class FakeSnapshots:
         self.pruned: list[int] = []
         self.fail_next = 0
 
-    def commit(self, source: Path, *, files=None, carry=(), metadata=None, progress=None):
+    def commit(self, source: Path, *, files=None, carry=(), metadata=None, progress=None, fence=None):
         if self.fail_next:
             self.fail_next -= 1
             raise StoreError("the store is down")

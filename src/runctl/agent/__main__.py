@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
                   events=lambda event: logging.getLogger("runctl.agent").info(event.message))
     try:
         status = agent.run()
-    except RunctlError as exc:  # e.g. the final snapshot never reached the store: status.json says so
+    except RunctlError as exc:  # e.g. an unsaved final snapshot or LeaseLost: one line, its exit code
         logging.getLogger("runctl.agent").error("%s", exc)
         return exc.exit_code
     return {"completed": 0, "stopped": 130}.get(status.state, 1)

@@ -304,7 +304,7 @@ class ResidentAgent:
         events = logging.getLogger("runctl.agent")
         agent = Agent(here, self.store, sources, options, events=lambda event: events.info("%s", event.message))
         try:
-            agent.lease = self._wait_for_lease(job_id)
+            agent.lease = self._wait_for_lease(job_id, options.lease_ttl)
         except RunctlError:
             for source in sources:
                 source.close()
@@ -323,14 +323,14 @@ class ResidentAgent:
         return status.state
 
 
-    def _wait_for_lease(self, job_id: str):
+    def _wait_for_lease(self, job_id: str, ttl: float):
         """The job's lease, waited for while another agent holds it: the agent on a reclaimed
         machine releases it once its final snapshot is durable; past the notice deadline
         recorded in status.json its machine is gone, and the lease is taken over."""
         from runctl.agent.lease import Lease
         from runctl.agent.status import read_status
 
-        lease = Lease(self.store, job_id, clock=self._clock)
+        lease = Lease(self.store, job_id, ttl=ttl, clock=self._clock)
 
         def deadline_passed(_record) -> bool:
             status = read_status(self.store, job_id)

@@ -4,6 +4,12 @@ Per attempt: restore the latest complete snapshot, start the process in its own 
 with the job's environment, keep its checkpoints and logs flowing to the store, act on
 the first interruption notice (signal, grace, SIGKILL), snapshot once more at the end,
 record the attempt, and restart when the policy allows.
+
+The lease fences the agent: snapshots are committed only after proving the lease (see
+``runctl.agent.lease``). An agent that lost its lease, or could not renew it until half its
+TTL was left, stops its script (SIGTERM, then SIGKILL well before the lease runs out, or at
+once when another agent holds it), takes no further snapshot, writes no more status, and
+raises LeaseLost: another agent may own the job by then.
 """
 
 from __future__ import annotations
@@ -23,16 +29,17 @@ from typing import Any, BinaryIO
 
 from runctl.agent import workspace
 from runctl.agent.deadline import kill_time
-from runctl.agent.lease import Lease
+from runctl.agent.lease import Lease, must_kill_at, must_stop_at
 from runctl.agent.logs import LogShipper
 from runctl.agent.process import ProcessTree, become_subreaper, describe_exit
 from runctl.agent.restart_policy import classify, decide
 from runctl.agent.status import FINAL_STATES, StatusBook, read_status
 from runctl.agent.sync import CheckpointSync, SyncResult, committed_state, scan_folder
-from runctl.errors import PreconditionFailed, RunctlError, StoreError
+from runctl.errors import LeaseLost, PreconditionFailed, RunctlError, StoreError, UsageError
 from runctl.interruptions.base import InterruptionSource
 from runctl.models import Attempt, InterruptionNotice, JobSpec, JobStatus
 from runctl.store import layout
+from runctl.store.fencing import generation_of
 from runctl.store.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
@@ -55,6 +62,7 @@ class AgentOptions:
     quiet_period: float = 1.0
     rebalance_is_interruption: bool = False  # else a rebalance recommendation only snapshots at once
     attempt_labels: dict[str, Any] = field(default_factory=dict)  # Attempt fields set on every attempt (instance_id ...)
+    lease_ttl: float = 60.0  # renewed every heartbeat_interval
 
 
 class Agent:
@@ -67,10 +75,17 @@ class Agent:
         self.options = options
         self._emit_to = events
         self._clock = clock
+        if options.heartbeat_interval * 4 > options.lease_ttl:
+            # Renewals must come several times within the half TTL after which the agent stops.
+            raise UsageError(f"the heartbeat interval ({options.heartbeat_interval:g}s) must be at most a "
+                             f"quarter of the lease TTL ({options.lease_ttl:g}s); shorten it")
         self.folder = Path(spec.checkpoint_dir)
         self.snapshots = Snapshots(store, layout.checkpoints_prefix(spec.job_id))
-        self.lease = Lease(store, spec.job_id)
+        self.lease = Lease(store, spec.job_id, ttl=options.lease_ttl, clock=clock)
         self.book: StatusBook | None = None
+        # Set once the agent stops for its lease: from then on it writes nothing for the job.
+        self._fenced_out = threading.Event()
+        self._lease_trouble = ""  # why the last renewal failed
         self.started = clock()
 
     def _emit(self, kind: str, message: str, **data: Any) -> None:
@@ -90,6 +105,8 @@ class Agent:
         # long transfer is never mistaken for a dead agent.
         heartbeat = _Periodic(self.options.heartbeat_interval, self._beat)
         try:
+            latest = self.snapshots.latest()
+            self.lease.rise_above(generation_of(latest) if latest is not None else 0)
             become_subreaper()
             self._write_spec_once()
             previous = read_status(self.store, self.spec.job_id)
@@ -124,13 +141,17 @@ class Agent:
             heartbeat.stop()
             for source in self.sources:
                 source.close()
-            self.lease.release()
+            try:
+                self.lease.release()
+            except RunctlError as exc:  # it runs out by itself; do not hide why the run ended
+                self._emit("warning", f"could not release the job's lease (it expires within "
+                           f"{self.lease.ttl:g}s): {exc}")
 
     def _record_end(self, exc: BaseException) -> None:
         """Best effort, when the run ends on an exception: the job in a final state and its
         attempt closed, so that nobody sees it "running" (the store itself may be failing)."""
-        if self.book is None or self.book.status.state in FINAL_STATES:
-            return
+        if self.book is None or self.book.status.state in FINAL_STATES or self._fenced_out.is_set():
+            return  # fenced out: status.json is the new holder's now
         state = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
         what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         message = f"the agent stopped on {what}; run the same command again to resume from the latest complete snapshot"
@@ -188,6 +209,7 @@ class Agent:
         assert self.book is not None
         number = len(self.book.status.attempts)
         restored = self._prepare_folder(first_in_run)
+        self._prove_lease(number)
         # Before the script starts: a file it writes at once must not pass for one restored.
         committed = committed_state(restored, scan_folder(self.folder))
         resume = workspace.resume_path(self.folder, restored)
@@ -225,6 +247,7 @@ class Agent:
                 metadata=lambda: {"attempt": number, "step": progress.last_step},
                 on_snapshot=self._on_snapshot, on_error=self._on_sync_error,
                 quiet_period=self.options.quiet_period, committed=committed, clock=self._clock,
+                fence=self.lease.fence,
             )
             sync.start()
             housekeeping = _Periodic(self.options.heartbeat_interval, lambda: self._housekeep(shipper, progress))
@@ -241,14 +264,20 @@ class Agent:
                     container.cleanup()  # a killed docker client leaves its container running
             progress.read()  # the last step the script reported goes into the final snapshot
             final, unsaved = None, None
-            try:
-                final = sync.final(deadline=notice.deadline if notice else None)
-            except StoreError as exc:
-                unsaved = exc
+            if not self._fenced_out.is_set():  # a stale holder must not write: its commit would be refused anyway
+                try:
+                    final = sync.final(deadline=notice.deadline if notice else None)
+                except LeaseLost:
+                    self._fenced_out.set()
+                except StoreError as exc:
+                    unsaved = exc
             try:
                 shipper.ship()
             except RunctlError as exc:  # the log's tail is lost, the attempt's outcome must not be
                 self._emit("warning", f"could not upload the end of the attempt's log: {exc}")
+        if self._fenced_out.is_set() or self.lease.lost:
+            sync.stop()
+            raise self._fenced_out_error(number, sync)
         reason = classify(exit_code, notice.to_dict() if notice else None, final_saved=unsaved is None)
         # The snapshot holding the attempt's final state; none when that state never reached the store.
         if unsaved is not None:
@@ -268,11 +297,25 @@ class Agent:
                    attempt=number, reason=reason, exit_code=exit_code)
         return attempt, unsaved
 
+    def _prove_lease(self, attempt: int) -> None:
+        """Renew the lease before starting a script: another agent may have taken the job
+        while this one restored or restarted. A store that does not answer is no proof of a
+        loss: the supervise loop watches the lease from there."""
+        try:
+            self.lease.renew()
+        except LeaseLost as exc:
+            self._fenced_out.set()
+            raise LeaseLost(f"{exc}; did not start attempt {attempt}",
+                            hint="the other agent runs the job now") from exc
+        except RunctlError as exc:
+            self._lease_trouble = str(exc)
+
     def _supervise(self, tree: ProcessTree, progress: _ProgressReader, interrupt_file: Path, sync: CheckpointSync):
         """Watch the process and the interruption sources until the process exits."""
         notice: InterruptionNotice | None = None
         kill_at: float | None = None
         estimated = 0.0  # when the kill time was last estimated
+        lease_stop = False  # stopping the script because the lease cannot be held
         stop_signal = signal.Signals[self.spec.stop_signal]
         while (code := tree.poll()) is None:
             now = self._clock()
@@ -308,6 +351,18 @@ class Agent:
                 kill_at = min(kill_at, kill_time(now, self.spec.grace_period, notice.deadline,
                                                  sync.expected_final_bytes(), sync.throughput.estimate))
                 estimated = now
+            if not lease_stop and (self._fenced_out.is_set() or self.lease.lost
+                                   or now >= must_stop_at(self.lease.held_until, self.lease.ttl)):
+                lease_stop = True
+                self._fenced_out.set()
+                sync.halt()
+                tree.signal(stop_signal)
+                # The grace ends well before the lease runs out, also when a notice's grace runs;
+                # at once when another agent holds it (its script may be running already).
+                last = now if self.lease.lost else must_kill_at(self.lease.held_until, self.lease.ttl)
+                kill_at = min(t for t in (kill_at, now + self.spec.grace_period, last) if t is not None)
+                self._emit("warning", f"{self._lease_problem()}: sent {stop_signal.name} to the script, "
+                           f"grace {max(0.0, kill_at - now):.0f}s; no more snapshots")
             if kill_at is not None and now >= kill_at:
                 self._emit("kill", "grace period over: killing the process tree")
                 tree.kill_all()
@@ -319,12 +374,43 @@ class Agent:
         assert self.book is not None
         try:
             self.lease.renew()
+        except LeaseLost as exc:
+            self._lease_trouble = str(exc)
+            self._fenced_out.set()  # status.json may be the new holder's now: leave it alone
+        except RunctlError as exc:
+            self._lease_trouble = str(exc)
+            log.warning("could not renew the lease (held for %.0fs more): %s",
+                        self.lease.held_until - self._clock(), exc)
+        if self._fenced_out.is_set():
+            return
+        try:
             self.book.heartbeat()
         except RunctlError as exc:
-            log.warning("could not renew the lease or the heartbeat: %s", exc)
+            log.warning("could not write the heartbeat: %s", exc)
+
+    def _lease_problem(self) -> str:
+        if self.lease.lost:
+            return self._lease_trouble or f"job {self.spec.job_id}: this agent lost its lease"
+        left = self.lease.held_until - self._clock()
+        if left <= 0:  # no renewal even failed in time: the agent itself was stalled
+            return (f"job {self.spec.job_id}: its lease ran out {-left:.0f}s ago without being renewed "
+                    f"({self._lease_trouble or 'this agent was stalled'})")
+        return (f"job {self.spec.job_id}: could not renew its lease, which runs out in {left:.0f}s "
+                f"({self._lease_trouble or 'the store did not answer'})")
+
+    def _fenced_out_error(self, attempt: int, sync: CheckpointSync) -> LeaseLost:
+        latest = sync.latest.seq if sync.latest is not None else None
+        durable = f"snapshot {latest}" if latest is not None else "no snapshot of this attempt"
+        self._emit("exit", f"attempt {attempt} stopped: this agent cannot hold the job's lease",
+                   attempt=attempt, reason="lease-lost")
+        return LeaseLost(f"{self._lease_problem()}; stopped the script of attempt {attempt} and took no "
+                         f"snapshot after that (the last durable one from this agent: {durable})",
+                         hint="another agent may run the job now; if none does, run it again to resume")
 
     def _housekeep(self, shipper: LogShipper, progress: _ProgressReader) -> None:
         assert self.book is not None
+        if self._fenced_out.is_set():
+            return
         try:
             shipper.ship()
             progress.read()
@@ -351,6 +437,10 @@ class Agent:
                    f"{result.seconds:.2f}s)", seq=info.seq)
 
     def _on_sync_error(self, exc: Exception) -> None:
+        if isinstance(exc, LeaseLost):
+            self._lease_trouble = str(exc)
+            self._emit("warning", f"checkpoint snapshot refused: {exc}")
+            return
         self._emit("warning", f"checkpoint snapshot failed, will retry: {exc}")
 
 

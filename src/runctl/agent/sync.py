@@ -109,6 +109,7 @@ class CheckpointSync:
         committed: FileState | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        fence: Callable[[], int] | None = None,
     ) -> None:
         """``committed``: what the store already holds (``committed_state``); None means
         nothing, so every file of the folder is snapshotted (a commit of files the store's
@@ -124,6 +125,7 @@ class CheckpointSync:
         self.quiet_period = quiet_period
         self._clock = clock
         self._sleep = sleep
+        self._fence = fence  # proves the lease right before each manifest (Snapshots.commit)
         self._committed: FileState = dict(committed or {})  # what the store already has
         self._last_commit = clock()
         self._previous: FileState | None = None
@@ -143,6 +145,11 @@ class CheckpointSync:
     def _loop(self, poll_interval: float) -> None:
         while not self._stop.wait(poll_interval):
             self.tick()
+
+    def halt(self) -> None:
+        """Take no more snapshots, without waiting for one in progress (the agent is stopping
+        for its lease: that commit's fence refuses it)."""
+        self._stop.set()
 
     def stop(self) -> None:
         """Stop the loop, waiting for a snapshot in progress to finish."""
@@ -248,7 +255,7 @@ class CheckpointSync:
             metadata = {"newest": newest_entry(self.folder, state), **self._metadata()}
             uploading = self.snapshots.pending_bytes(self.folder, sorted(state))
             info = self.snapshots.commit(self.folder, files=sorted(state), carry=sorted(carry),
-                                         metadata=metadata)
+                                         metadata=metadata, fence=self._fence)
             if info is not None:
                 self._prune()
             # What the store holds now: the settled files, and the old versions carried.

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runctl.errors import IntegrityError, UsageError
+from runctl.store.fencing import GENERATION_KEY
 from runctl.fsutil import TEMP_MARKER
 from runctl.models import CheckpointInfo, FileEntry
 
@@ -171,6 +172,10 @@ def parse_manifest(data: bytes, *, url: str, seq: int | None = None) -> Checkpoi
     metadata = doc.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise IntegrityError(f"{where}: 'metadata' is not an object")
+    generation = metadata.get(GENERATION_KEY, 0)
+    if not _is_int(generation) or generation < 0:
+        raise IntegrityError(f"{where}: metadata {GENERATION_KEY} {generation!r} is not a lease generation "
+                             "(a count from 0)")
     raw_files = doc.get("files")
     if not isinstance(raw_files, list):
         raise IntegrityError(f"{where}: 'files' is not a list")

@@ -6,10 +6,11 @@ Layout under ``prefix`` (e.g. ``jobs/<id>/checkpoints/``)::
     <prefix><seq:08d>/MANIFEST.json           written last, with if_none_match
 
 A snapshot is complete only when its manifest exists and validates; ``latest`` is the
-highest complete seq. A new commit takes one past the highest seq folder present, complete
-or not, so the leftovers of a crashed commit are never reused. A crash at any moment
-therefore leaves the previous complete snapshot as the latest. Anyone with the AWS CLI can
-``aws s3 cp --recursive`` a snapshot folder and use the files directly.
+highest complete seq, leaving out stale ones (of a lower lease generation than an earlier
+snapshot: see ``runctl.store.fencing``). A new commit takes one past the highest seq folder
+present, complete or not, so the leftovers of a crashed commit are never reused. A crash at
+any moment therefore leaves the previous complete snapshot as the latest. Anyone with the AWS
+CLI can ``aws s3 cp --recursive`` a snapshot folder and use the files directly.
 
 The decisions (manifest validation, what to upload, what to prune) are pure functions in
 ``runctl.store.manifest`` and ``runctl.store.retention``; this module carries them out
@@ -34,6 +35,7 @@ from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, Sto
 from runctl.fsutil import temp_name_beside
 from runctl.models import CheckpointInfo, FileEntry
 from runctl.store.base import ProgressCallback, Store, file_mismatch
+from runctl.store.fencing import GENERATION_KEY, Fence, generation_of, without_stale
 from runctl.store.retention import plan_retention
 from runctl.store.hashing import FileState, HashCache, SourceFile, scan_source, sha256_file
 from runctl.store.manifest import (
@@ -107,19 +109,21 @@ class Snapshots:
             log.warning("ignoring snapshot %d: %s", seq, exc)
             return None
 
+    def _current(self, seqs: list[int]) -> list[CheckpointInfo]:
+        # Every manifest is read: a stale snapshot is known only against all earlier ones
+        # (retention keeps them few).
+        return without_stale(info for info in self._parallel(self._try_read, seqs) if info is not None)
+
     def _latest_of(self, seqs: list[int]) -> CheckpointInfo | None:
-        for seq in reversed(seqs):
-            info = self._try_read(seq)
-            if info is not None:
-                return info
-        return None
+        current = self._current(seqs)
+        return current[-1] if current else None
 
     def list(self) -> list[CheckpointInfo]:
-        """The complete snapshots, ascending seq."""
-        return [info for info in self._parallel(self._try_read, self.all_seqs()) if info is not None]
+        """The complete snapshots, ascending seq, stale ones left out."""
+        return self._current(self.all_seqs())
 
     def latest(self) -> CheckpointInfo | None:
-        """The complete snapshot with the highest seq, or None."""
+        """The complete snapshot with the highest seq that is not stale, or None."""
         return self._latest_of(self.all_seqs())
 
     def get(self, seq: int) -> CheckpointInfo:
@@ -136,7 +140,8 @@ class Snapshots:
 
     # -- commit --------------------------------------------------------------------------
     def commit(self, source: Path, *, files: Iterable[str] | None = None, carry: Iterable[str] = (),
-               metadata: dict | None = None, progress: ProgressCallback | None = None) -> CheckpointInfo | None:
+               metadata: dict | None = None, progress: ProgressCallback | None = None,
+               fence: Fence | None = None) -> CheckpointInfo | None:
         """Snapshot the files of ``source`` as a new complete snapshot and return it.
 
         ``files``: the relative paths to include (NotFoundError when one is missing); None
@@ -159,6 +164,11 @@ class Snapshots:
         commit with StoreError ("... changed while being snapshotted"): no manifest is
         written, so the snapshot stays incomplete and the latest one is unchanged; retry
         once the file is stable. PreconditionFailed: another writer claimed the same seq.
+
+        ``fence``: called right before the manifest is written (or the latest snapshot is
+        returned as unchanged), it proves the writer holds the job's lease and returns its
+        generation, recorded in the manifest's metadata; when it raises, or returns a lower
+        generation than the latest snapshot's (PreconditionFailed), no manifest is written.
         """
         source = Path(source)
         scanned = scan_source(source, files)
@@ -176,6 +186,8 @@ class Snapshots:
         entries = [*self._parallel(self._entry, scanned), *carried]
 
         if previous is not None and same_files(entries, previous.files):
+            if fence is not None:  # "durable" only to a writer that still holds the lease
+                self._fenced_generation(fence, previous)
             log.info("checkpoint unchanged since snapshot %d; nothing committed", previous.seq)
             return previous
         seq = next_seq(seqs)
@@ -202,6 +214,9 @@ class Snapshots:
                 *self._parallel(transfer, [t for t in plan if t.after_uploads])]
         for item in scanned:
             _check_unchanged(item)
+        if fence is not None:
+            metadata = {**(metadata or {}), GENERATION_KEY: self._fenced_generation(fence, previous)}
+            manifest = build_manifest(seq, created, entries, metadata)
         try:
             self.store.write(manifest_key(self.prefix, seq), manifest, if_none_match=True)
         except PreconditionFailed as exc:
@@ -225,6 +240,14 @@ class Snapshots:
                                      "it is uploaded once it is stable") from exc
             log.warning("snapshot %d: not copying %s: %s; uploading %s instead", seq, t.source_key, exc, local.path)
             return False
+
+    def _fenced_generation(self, fence: Fence, previous: CheckpointInfo | None) -> int:
+        generation = fence()
+        if previous is not None and generation < generation_of(previous):
+            raise PreconditionFailed(f"refusing a snapshot of lease generation {generation} at {self.url}: "
+                                     f"snapshot {previous.seq} is of generation {generation_of(previous)}, "
+                                     "another agent runs the job now")
+        return generation
 
     def _entry(self, item: SourceFile) -> FileEntry:
         return FileEntry(item.rel, item.state.size, self._hashes.digest(item.path, item.state))

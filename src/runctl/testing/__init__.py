@@ -4,6 +4,8 @@
   tokens, spot instance-action, rebalance recommendation, fault injection), usable from
   Python (``ImdsEmulator``), as a pytest fixture (``imds``) and from the command line
   (``python -m runctl.testing.imds --notice-in 5``).
+- ``runctl.testing.faulty_store``: ``FaultyStore`` wraps any store and makes chosen calls
+  fail before reaching it, or land and then fail as if the response were lost.
 
 Submodules are imported on first use so that ``python -m runctl.testing.imds`` runs cleanly.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ImdsEmulator"]
+__all__ = ["FaultyStore", "ImdsEmulator"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from runctl.testing.imds import ImdsEmulator
 
         return ImdsEmulator
+    if name == "FaultyStore":
+        from runctl.testing.faulty_store import FaultyStore
+
+        return FaultyStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,139 @@
+"""Fenced leases: after an ambiguous conditional write the lease is read back and judged by
+the write's token; every holder change bumps the generation; a lost lease says so."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from runctl.agent.lease import Lease, must_kill_at, must_stop_at
+from runctl.agent.supervisor import Agent, AgentOptions
+from runctl.errors import LeaseLost, PreconditionFailed, StoreError, UsageError
+from runctl.models import JobSpec
+from runctl.store import layout
+from runctl.testing import FaultyStore
+
+JOB = "job-1"
+KEY = layout.lease_key(JOB)
+
+
+class Clock:
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def record(store) -> dict:
+    return json.loads(store.read(KEY).data)
+
+
+@pytest.mark.parametrize("lost_as", [PreconditionFailed("412: our own write, retried"),
+                                     StoreError("connection reset after the PUT")])
+def test_a_renewal_whose_response_was_lost_keeps_the_lease(any_store, lost_as):
+    """Issue 12: the PUT landed, its answer was lost, the retry got 412. The agent must read
+    the lease back, find its own token and keep renewing (it used to renew in vain)."""
+    faulty = FaultyStore(any_store)
+    clock = Clock()
+    lease = Lease(faulty, JOB, ttl=60, clock=clock)
+    lease.acquire()
+    clock.now = 1_010.0
+    faulty.inject("write", key=KEY, when="after", error=lost_as)
+    lease.renew()  # landed: no error
+    assert ("write", KEY, "failed after") in faulty.calls
+    assert record(any_store)["expires"] == 1_070.0 and lease.held_until == 1_070.0
+    clock.now = 1_020.0
+    lease.renew()  # the etag adopted from the read-back: the next renewal lands too
+    assert record(any_store)["expires"] == 1_080.0 and record(any_store)["holder"] == lease.holder
+
+
+def test_a_renewal_that_never_arrived_keeps_the_old_lease_and_can_retry(local_store):
+    faulty = FaultyStore(local_store)
+    clock = Clock()
+    lease = Lease(faulty, JOB, ttl=60, clock=clock)
+    lease.acquire()
+    clock.now = 1_010.0
+    faulty.inject("write", key=KEY, when="before")
+    with pytest.raises(StoreError) as excinfo:
+        lease.renew()
+    assert not isinstance(excinfo.value, LeaseLost)  # not lost: just not renewed yet
+    assert lease.held_until == 1_060.0
+    lease.renew()
+    assert lease.held_until == 1_070.0 and record(local_store)["expires"] == 1_070.0
+
+
+def test_an_acquire_whose_response_was_lost_holds_the_lease(any_store):
+    faulty = FaultyStore(any_store)
+    faulty.inject("write", key=KEY, when="after", error=PreconditionFailed("412: our own write, retried"))
+    lease = Lease(faulty, JOB, clock=Clock())
+    lease.acquire()  # today: "just taken by another agent", by itself
+    assert record(any_store)["holder"] == lease.holder and lease.generation == 1
+
+
+def test_a_taken_over_lease_is_lost_for_good(local_store):
+    clock = Clock()
+    old = Lease(local_store, JOB, ttl=10, clock=clock)
+    old.acquire()
+    clock.now = 2_000.0  # old hung past its expiry
+    new = Lease(local_store, JOB, ttl=10, clock=clock)
+    new.acquire()
+    with pytest.raises(LeaseLost, match=new.holder):
+        old.renew()
+    assert old.lost
+    with pytest.raises(LeaseLost):  # no more writes: it stays lost
+        old.fence()
+    old.release()
+    assert record(local_store)["holder"] == new.holder and not record(local_store)["released"]
+
+
+def test_every_new_holder_gets_the_next_generation(local_store):
+    clock = Clock()
+    first = Lease(local_store, JOB, ttl=10, clock=clock)
+    first.acquire()
+    first.acquire()  # the same holder again: the same generation
+    assert first.generation == 1 and first.fence() == 1
+    first.release()
+    second = Lease(local_store, JOB, ttl=10, clock=clock)
+    second.acquire()
+    clock.now = 2_000.0
+    third = Lease(local_store, JOB, ttl=10, clock=clock)
+    third.acquire()
+    assert (second.generation, third.generation) == (2, 3)
+    assert record(local_store)["generation"] == 3
+
+
+def test_a_lease_written_by_an_older_runctl_is_generation_0(local_store):
+    old = dict(holder="old", host="elsewhere", pid=1, expires=0.0, released=False)
+    local_store.write(KEY, json.dumps(old).encode())
+    lease = Lease(local_store, JOB, clock=Clock())
+    lease.acquire()
+    assert lease.generation == 1
+
+
+def test_a_lease_file_that_is_not_a_lease_is_a_clear_error(local_store):
+    local_store.write(KEY, b"[1, 2]")
+    with pytest.raises(StoreError, match="lease of job job-1.*lease.json.*not a lease"):
+        Lease(local_store, JOB, clock=Clock()).acquire()
+
+
+
+def test_an_agent_that_cannot_renew_stops_at_half_its_ttl_and_kills_at_a_quarter():
+    assert must_stop_at(held_until=1_060.0, ttl=60.0) == 1_030.0
+    assert must_kill_at(held_until=1_060.0, ttl=60.0) == 1_045.0
+
+
+def test_a_heartbeat_too_slow_for_the_lease_is_refused(local_store, tmp_path):
+    spec = JobSpec("job-1", ("true",), local_store.url, str(tmp_path / "ck"), str(tmp_path))
+    with pytest.raises(UsageError, match="heartbeat interval \\(20s\\).*quarter of the lease TTL \\(60s\\)"):
+        Agent(spec, local_store, [], AgentOptions(run_dir=tmp_path / "run", heartbeat_interval=20.0))
+
+
+def test_a_lease_rises_above_the_generation_of_the_snapshots(local_store):
+    lease = Lease(local_store, JOB, clock=Clock())
+    lease.acquire()  # lease.json was gone: generation 1
+    lease.rise_above(6)
+    assert lease.generation == 7 and record(local_store)["generation"] == 7
+    lease.rise_above(3)  # already above: nothing written
+    assert lease.generation == 7 and lease.fence() == 7
