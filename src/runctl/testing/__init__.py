@@ -4,6 +4,9 @@
   tokens, spot instance-action, rebalance recommendation, fault injection), usable from
   Python (``ImdsEmulator``), as a pytest fixture (``imds``) and from the command line
   (``python -m runctl.testing.imds --notice-in 5``).
+- ``runctl.testing.s3_proxy``: a fault-injecting HTTP proxy to put in front of S3 or moto
+  (``S3FaultProxy``): connection resets before and after forwarding, truncated answers and
+  stalls, scripted or drawn by a seeded ``FaultPlan``.
 
 Submodules are imported on first use so that ``python -m runctl.testing.imds`` runs cleanly.
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ImdsEmulator"]
+__all__ = ["Fault", "FaultPlan", "ImdsEmulator", "Rule", "S3FaultProxy"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +23,8 @@ def __getattr__(name: str) -> Any:
         from runctl.testing.imds import ImdsEmulator
 
         return ImdsEmulator
+    if name in ("Fault", "FaultPlan", "Rule", "S3FaultProxy"):
+        from runctl.testing import s3_proxy
+
+        return getattr(s3_proxy, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
