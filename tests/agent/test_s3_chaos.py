@@ -8,9 +8,11 @@ Every run must end in one of two ways:
 
 - exit 0, the weights of a straight run, status.json "completed" and the last snapshot
   holding the last step (a success is only reported once the final snapshot is durable);
-- a non-zero exit with one clear line on stderr (no traceback, no "internal error", no
-  conflict with "another" agent or writer: each job has one agent), status.json not left
-  "running" and no training process left behind.
+- a non-zero exit with one clear line saying why: the last line on stderr, or the first
+  reason under "verdict: FAIL" when the rehearsal failed (e.g. its interruption's snapshot
+  did not become durable); no traceback, no "internal error", no conflict with "another"
+  agent or writer (each job has one agent); status.json not left "running" and no
+  training process left behind.
 
 and in both cases ``runctl checkpoint verify --all`` (straight to moto, no proxy) passes on
 the job's store. The figures (runs, faults injected by kind, outcomes) are printed (-s).
@@ -58,6 +60,7 @@ class Run:
     seconds: float = 0.0
     faults: list = field(default_factory=list)
     outcome: str = BAD
+    said: str | None = None  # the clear error line of a run that failed
     problems: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
@@ -110,14 +113,15 @@ def test_runs_through_a_faulty_network_end_correct_or_with_a_clean_error(
 
     faults = Counter(f.kind for run in played for f in run.faults)
     outcomes = Counter(run.outcome for run in played)
-    figures = (f"{len(played)} runs in {seconds:.0f} s ({CONCURRENT} at a time), {sum(r.requests for r in played)} requests, {sum(faults.values())} faults "
-               f"injected ({', '.join(f'{k} {n}' for k, n in sorted(faults.items()))}); outcomes: "
+    figures = (f"{len(played)} runs in {seconds:.0f} s ({CONCURRENT} at a time), "
+               f"{sum(r.requests for r in played)} requests, {sum(faults.values())} faults injected "
+               f"({', '.join(f'{k} {n}' for k, n in sorted(faults.items()))}); outcomes: "
                + ", ".join(f"{k} {n}" for k, n in sorted(outcomes.items())))
     print(figures)
     for run in played:
         print(f"  run {run.number} seed {run.seed} rate {run.rate}: {run.seconds:.1f} s, exit {run.code}, "
               f"{run.requests} requests, {len(run.faults)} faults, "
-              f"{run.outcome}{': ' + '; '.join(run.problems) if run.problems else ''}")
+              f"{run.outcome}: {'; '.join(run.problems) or run.said or ''}")
     bad = [run for run in played if run.outcome == BAD]
     assert not bad, figures + "\n" + "\n".join(run.describe() for run in bad)
     assert sum(faults.values()) >= 5 * RUNS, figures  # faults were frequent
@@ -144,20 +148,34 @@ def judge(run: Run, store: S3Store, weights: str) -> list[str]:
                             f"status.json names final snapshot {final}")
         return problems
     lines = [line for line in run.stderr.splitlines() if line.strip()]
-    last = lines[-1] if lines else ""
     if "Traceback" in run.stderr:
         problems.append("a traceback on stderr")
     if "internal error" in run.stderr:
         problems.append(f"an internal error: {_first(lines, 'internal error')}")
-    if not last.startswith(("runctl: error: ", f"runctl: job {run.job} failed: ")):
-        problems.append(f"stderr does not end with one clear error line: {last!r}")
-    elif sum(line.startswith("runctl: error: ") for line in lines) > 1:
+    if sum(line.startswith("runctl: error: ") for line in lines) > 1:
         problems.append("more than one error line")
-    if "another" in last:
-        problems.append(f"a conflict with another agent or writer, but the job has one agent: {last!r}")
+    run.said = _why(run, lines)
+    if run.said is None:
+        problems.append(f"no clear error line: stderr ends with {lines[-1] if lines else ''!r}")
+    elif "another" in run.said:
+        problems.append(f"a conflict with another agent or writer, but the job has one agent: {run.said!r}")
     if status is not None and status.state == "running":
         problems.append("status.json left 'running' after runctl exited")
     return problems
+
+
+def _why(run: Run, lines: list[str]) -> str | None:
+    """The one line that says why ``run`` failed: the last line on stderr, or, when a
+    rehearsal failed, the verdict's first reason (on stdout, below the rehearsal's table)."""
+    last = lines[-1] if lines else ""
+    if last.startswith(("runctl: error: ", f"runctl: job {run.job} failed: ")):
+        return last
+    out = run.stdout.splitlines()
+    if run.code == 1 and "verdict: FAIL" in out:
+        reasons = out[out.index("verdict: FAIL") + 1:]
+        if reasons and reasons[0].startswith("  - "):
+            return reasons[0].strip()
+    return None
 
 
 def _first(lines: list[str], text: str) -> str:
