@@ -27,15 +27,21 @@ connection pool expects; it opens a new connection upstream for every request.
     with S3FaultProxy(moto_url, FaultPlan(seed=7, rate=0.1)) as proxy:
         subprocess.run(cmd, env={**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint})
     print(proxy.fault_counts())
+
+From a shell, in front of moto or MinIO (prints the endpoint, and the faults at Ctrl-C)::
+
+    python -m runctl.testing.s3_proxy --upstream http://127.0.0.1:5000 --seed 7 --rate 0.1
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import http.client
 import logging
 import random
 import re
+import signal
 import socket
 import struct
 import threading
@@ -395,3 +401,47 @@ def _reset(handler: _Handler) -> None:
         connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     handler.rfile.close()  # the file holds a reference: the socket closes only once it is gone
     connection.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m runctl.testing.s3_proxy",
+        description="Proxy HTTP requests to an S3 endpoint (moto, MinIO), injecting faults, until Ctrl-C. "
+                    "The first line printed is the endpoint (for AWS_ENDPOINT_URL); the faults injected "
+                    "are printed at the end.")
+    parser.add_argument("--upstream", required=True, help="the endpoint to forward to, http://host:port")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rate", type=float, default=0.1, help="chance that a request is faulted (default %(default)s)")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="fault kinds to draw from (default: all)")
+    parser.add_argument("--stall", type=float, nargs=2, default=(0.2, 1.0), metavar=("LOW", "HIGH"),
+                        help="seconds a stall holds an answer (default 0.2 1.0)")
+    args = parser.parse_args(argv)
+    try:
+        plan = FaultPlan(seed=args.seed, rate=args.rate, kinds=tuple(args.kinds.split(",")),
+                         stall_s=tuple(args.stall))
+        proxy = S3FaultProxy(args.upstream, plan, port=args.port)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    stopped = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # before anything is served: Ctrl-C at any moment is clean
+        signal.signal(signum, lambda *_: stopped.set())
+    try:
+        endpoint = proxy.start()
+    except OSError as exc:
+        parser.exit(2, f"cannot listen on {proxy.host}:{args.port}: {exc}\n")
+    try:
+        print(endpoint, flush=True)
+        while not stopped.wait(0.2):
+            pass
+    finally:
+        proxy.stop()
+    counts = proxy.fault_counts()
+    print(f"{proxy.requests} requests, {sum(counts.values())} faults: "
+          + (", ".join(f"{kind} {counts[kind]}" for kind in KINDS if counts[kind]) or "none"), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
