@@ -412,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream", required=True, help="the endpoint to forward to, http://host:port")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rate", type=float, default=0.1, help="chance that a request is faulted (default %(default)s)")
+    parser.add_argument("--rate", type=float, default=0.1,
+                        help="chance that a request is faulted (default %(default)s)")
     parser.add_argument("--kinds", default=",".join(KINDS), help="fault kinds to draw from (default: all)")
     parser.add_argument("--stall", type=float, nargs=2, default=(0.2, 1.0), metavar=("LOW", "HIGH"),
                         help="seconds a stall holds an answer (default 0.2 1.0)")
