@@ -16,6 +16,9 @@ Every run must end in one of two ways:
 
 and in both cases ``runctl checkpoint verify --all`` (straight to moto, no proxy) passes on
 the job's store. The figures (runs, faults injected by kind, outcomes) are printed (-s).
+
+A run's faults follow from its seed, but which request meets which fault depends on the
+order the agent's threads send their requests in: a seed replays a run approximately.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ STALLS_S = (0.1, 1.0)
 STEPS, EVERY = 800, 100  # ~1.2 s of training on an idle machine; the rehearsed interruption comes at 0.5 s
 LAST_CHECKPOINT = f"ckpt-{STEPS:06d}.json"  # what train.py saves at its last step
 PREFIX = "chaos"
+RUN_TIMEOUT_S = 150
 CORRECT, CLEAN_ERROR, BAD = "completed, correct weights", "clean error", "BAD"
 
 
@@ -87,16 +91,22 @@ def test_runs_through_a_faulty_network_end_correct_or_with_a_clean_error(
         plan = FaultPlan(seed=run.seed, rate=run.rate, stall_s=STALLS_S)
         started = time.monotonic()
         with S3FaultProxy(moto_server, plan) as proxy:
-            done = subprocess.run(
-                [sys.executable, "-m", "runctl", "run", "training/train.py", "--store", f"s3://{s3_bucket}/{PREFIX}",
-                 "--job-id", run.job, "--sync-interval", "0.5", "--rehearse", "1", "--rehearse-at", "0.5s",
-                 "--", "--steps", str(STEPS), "--checkpoint-every", str(EVERY)],
-                cwd=here, env={**cli_env, "AWS_ENDPOINT_URL": proxy.endpoint},
-                capture_output=True, text=True, timeout=150)
+            try:
+                done = subprocess.run(
+                    [sys.executable, "-m", "runctl", "run", "training/train.py",
+                     "--store", f"s3://{s3_bucket}/{PREFIX}", "--job-id", run.job, "--sync-interval", "0.5",
+                     "--rehearse", "1", "--rehearse-at", "0.5s",
+                     "--", "--steps", str(STEPS), "--checkpoint-every", str(EVERY)],
+                    cwd=here, env={**cli_env, "AWS_ENDPOINT_URL": proxy.endpoint},
+                    capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+                run.code, run.stdout, run.stderr = done.returncode, done.stdout, done.stderr
+            except subprocess.TimeoutExpired as hung:  # its output is bytes, whatever text= says
+                run.stdout, run.stderr = (_text(hung.stdout), _text(hung.stderr))
         run.seconds = time.monotonic() - started
-        run.code, run.stdout, run.stderr = done.returncode, done.stdout, done.stderr
         run.requests, run.faults = proxy.requests, proxy.faults
         run.problems = judge(run, store, weights)
+        if run.code is None:
+            run.problems.insert(0, f"runctl run did not end within {RUN_TIMEOUT_S} s (killed)")
         verify = subprocess.run([sys.executable, "-m", "runctl", "checkpoint", "verify", "--all",
                                  "--store", f"s3://{s3_bucket}/{PREFIX}", "--job", run.job],
                                 cwd=here, env=direct_env, capture_output=True, text=True, timeout=60)
@@ -178,6 +188,10 @@ def _why(run: Run, lines: list[str]) -> str | None:
         if reasons and reasons[0].startswith("  - "):
             return reasons[0].strip()
     return None
+
+
+def _text(output: bytes | str | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
 
 
 def _first(lines: list[str], text: str) -> str:
