@@ -6,8 +6,9 @@ on SIGTERM, restored and resumed through the proxy.
 
 Every run must end in one of two ways:
 
-- exit 0, the weights of a straight run, status.json "completed" and the latest snapshot
-  holding the checkpoint of the last step (success only once the final snapshot is durable);
+- exit 0, the weights of a straight run, status.json "completed", the lease released and
+  the latest snapshot holding the checkpoint of the last step (success only once the final
+  snapshot is durable);
 - a non-zero exit with one clear line saying why: the last line on stderr, or the first
   reason under "verdict: FAIL" when the rehearsal failed (e.g. its interruption's snapshot
   did not become durable); no traceback, no "internal error", no conflict with "another"
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from runctl.agent.status import read_status
+from runctl.errors import NotFoundError
 from runctl.store import layout
 from runctl.store.s3 import S3Store
 from runctl.store.snapshots import Snapshots
@@ -151,6 +153,9 @@ def judge(run: Run, store: S3Store, weights: str) -> list[str]:
             problems.append(f"exit 0 without the straight run's weights: {finals}")
         if status is None or status.state != "completed":
             problems.append(f"exit 0 but status.json says {status.state if status else 'nothing'}")
+        lease = _lease(store, run.job)
+        if lease is not None and not lease.get("released"):
+            problems.append(f"exit 0 but lease.json is still held (not released): {lease}")
         # The snapshot taken after the script exited holds the checkpoint it saved last.
         latest = Snapshots(store, layout.checkpoints_prefix(run.job)).latest()
         if latest is None or LAST_CHECKPOINT not in {f.path for f in latest.files}:
@@ -188,6 +193,13 @@ def _why(run: Run, lines: list[str]) -> str | None:
         if reasons and reasons[0].startswith("  - "):
             return reasons[0].strip()
     return None
+
+
+def _lease(store: S3Store, job: str) -> dict | None:
+    try:
+        return json.loads(store.read(layout.lease_key(job)).data)
+    except NotFoundError:
+        return None
 
 
 def _text(output: bytes | str | None) -> str:
