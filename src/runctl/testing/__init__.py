@@ -6,6 +6,9 @@
   (``python -m runctl.testing.imds --notice-in 5``).
 - ``runctl.testing.faulty_store``: ``FaultyStore`` wraps any store and makes chosen calls
   fail before reaching it, or land and then fail as if the response were lost.
+- ``runctl.testing.s3_proxy``: a fault-injecting HTTP proxy to put in front of S3 or moto
+  (``S3FaultProxy``): connection resets before and after forwarding, truncated answers and
+  stalls, scripted or drawn by a seeded ``FaultPlan``.
 
 Submodules are imported on first use so that ``python -m runctl.testing.imds`` runs cleanly.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["FaultyStore", "ImdsEmulator"]
+__all__ = ["Fault", "FaultPlan", "FaultyStore", "ImdsEmulator", "Rule", "S3FaultProxy"]
 
 
 def __getattr__(name: str) -> Any:
@@ -26,4 +29,8 @@ def __getattr__(name: str) -> Any:
         from runctl.testing.faulty_store import FaultyStore
 
         return FaultyStore
+    if name in ("Fault", "FaultPlan", "Rule", "S3FaultProxy"):
+        from runctl.testing import s3_proxy
+
+        return getattr(s3_proxy, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
