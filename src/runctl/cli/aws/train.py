@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import click
 
+from runctl.cli import _common
 from runctl.cli._args import ScriptCommand, script_args
 from runctl.cli._context import output_option, pass_app
 from runctl.cli.aws._docker import prepare_image, with_docker_options
