@@ -148,9 +148,10 @@ def test_sigterm_to_the_command_line_leaves_no_agent_running(tmp_path):
     project = tmp_path / "project"
     project.mkdir()
     script = f"{sys.executable} -m runctl aws create -t t3.micro --output instance-id && sleep 120"
+    # Output to a file: the shell's `sleep`, orphaned when the shell goes, keeps a pipe open.
+    output = open(tmp_path / "output.txt", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "runctl.testing.cloud", "--workdir", str(tmp_path / "cloud"),
-                             "--", "sh", "-c", script], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                             "--", "sh", "-c", script], cwd=project, stdout=output, stderr=output)
     try:
         agent_log = wait_for(lambda: next((tmp_path / "cloud" / "instances").glob("*/agent.log"), None), timeout=60)
         wait_for(lambda: "resident agent on" in agent_log.read_text(), timeout=60)
@@ -158,9 +159,10 @@ def test_sigterm_to_the_command_line_leaves_no_agent_running(tmp_path):
             p.info["cmdline"] or ())]
         assert agents, "the instance's agent should be running"
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait()
+        output.close()
     assert not [p for p in agents if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

@@ -373,13 +373,15 @@ def main(argv: list[str] | None = None) -> int:
             timer.daemon = True
             timer.start()
             cloud._timers.append(timer)
-        # SIGTERM (a CI timeout, `timeout`, kill) ends the command as Ctrl-C does, and the
-        # with-block then stops every instance's agent: nothing is left running.
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        # SIGTERM (a CI timeout, `timeout`, kill) is passed on to the command, Ctrl-C reaches it
+        # from the terminal; either way the with-block then stops every instance's agent.
+        signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             code = proc.wait()
+        except _Terminated:
+            code = _stop(proc, first=proc.terminate)
         except KeyboardInterrupt:
-            code = _stop(proc)
+            code = _stop(proc, first=lambda: proc.send_signal(signal.SIGINT))
         left = cloud.leftovers()
         if left:
             print("fake-cloud: left running: " + ", ".join(left), file=sys.stderr)
@@ -400,14 +402,18 @@ def _log_to_terminal_and_file(path: Path) -> None:
     logging.basicConfig(level=logging.INFO, handlers=[terminal, emulator])
 
 
-def _raise_keyboard_interrupt(_signum, _frame) -> None:
-    raise KeyboardInterrupt
+class _Terminated(Exception):
+    """The fake cloud got SIGTERM."""
 
 
-def _stop(proc: subprocess.Popen, patience: float = 10.0) -> int:
-    """Stop the command as Ctrl-C would; one that does not end (a shell waiting for its
+def _raise_terminated(_signum, _frame) -> None:
+    raise _Terminated
+
+
+def _stop(proc: subprocess.Popen, first: Callable[[], None], patience: float = 10.0) -> int:
+    """Stop the command with ``first``; one that does not end (a shell waiting for its
     child) is terminated, then killed."""
-    for stop in (lambda: proc.send_signal(signal.SIGINT), proc.terminate, proc.kill):
+    for stop in (first, proc.terminate, proc.kill):
         stop()
         try:
             return proc.wait(timeout=patience)
