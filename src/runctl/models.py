@@ -101,13 +101,15 @@ class JobStatus(Record):
     command: tuple[str, ...] = ()
     notice: dict | None = None  # the latest interruption notice, as a dict
     message: str = ""
+    warnings: tuple[str, ...] = ()  # said when the job ended: e.g. it left no checkpoint in the store
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobStatus:
         attempts = tuple(Attempt.from_dict(a) for a in data.get("attempts", ()))
-        base = {k: v for k, v in data.items() if k not in ("attempts", "command")}
+        base = {k: v for k, v in data.items() if k not in ("attempts", "command", "warnings")}
         status = super().from_dict(base)
-        return dataclasses.replace(status, attempts=attempts, command=tuple(data.get("command", ())))
+        return dataclasses.replace(status, attempts=attempts, command=tuple(data.get("command", ())),
+                                   warnings=tuple(data.get("warnings", ())))
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from runctl.agent.protection import fix_options
 from runctl.models import Attempt, Record
 
 
@@ -61,5 +62,7 @@ def rehearsal_report(attempts: list[Attempt] | tuple[Attempt, ...], planned: int
             problems.append(f"attempt {after.number} started from scratch although snapshot {available} "
                             f"was in the store after attempt {before.number}")
         if before.reason == "interrupted" and available is None:
-            problems.append(f"attempt {before.number} left no checkpoint in the store before its interruption")
+            problems.append(f"attempt {before.number} left no checkpoint in the store before its interruption: "
+                            "save checkpoints in RUNCTL_CHECKPOINT_DIR, or point runctl at the script's own "
+                            f"folder: {fix_options()}")
     return RehearsalReport(planned, injected, costs, "fail" if problems else "pass", tuple(problems))

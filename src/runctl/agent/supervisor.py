@@ -32,6 +32,7 @@ from runctl.agent.deadline import kill_time
 from runctl.agent.lease import Lease, must_kill_at, must_stop_at
 from runctl.agent.logs import LogShipper
 from runctl.agent.process import ProcessTree, become_subreaper, describe_exit
+from runctl.agent.protection import job_end_warnings
 from runctl.agent.restart_policy import classify, decide
 from runctl.agent.status import FINAL_STATES, StatusBook, read_status
 from runctl.agent.sync import CheckpointSync, SyncResult, committed_state, scan_folder
@@ -130,9 +131,12 @@ class Agent:
                     message = self._unsaved_message(decision.final_state, unsaved)
                     self.book.update(state=decision.final_state, message=message)
                     raise StoreError(message) from unsaved
-                self.book.update(state=decision.final_state, message=decision.why)
+                warnings = job_end_warnings(self.spec, self.book.status.attempts, since=self.started)
+                self.book.update(state=decision.final_state, message=decision.why, warnings=warnings)
                 self._emit("done", f"job {self.spec.job_id} {decision.final_state}: {decision.why}",
                            state=decision.final_state)
+                for line in warnings:  # last, so that they are the lines a person reads
+                    self._emit("warning", line, unprotected=True)
                 return self.book.status
         except BaseException as exc:
             self._record_end(exc)

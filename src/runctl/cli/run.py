@@ -96,11 +96,11 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
     if detach:
         _detach(app, spec, offsets, job_store, watch)
         return
-    status, report = _run_here(app, spec, job_store, offsets, watch)
+    status, report, warnings = _run_here(app, spec, job_store, offsets, watch)
     code = EXIT_BY_STATE.get(status.state, EXIT_JOB_FAILED)
     if report is not None and report.verdict != "pass" and code == 0:
         code = EXIT_JOB_FAILED
-    app.output.report({"job_id": job_id, "status": status, "rehearsal": report},
+    app.output.report({"job_id": job_id, "status": status, "rehearsal": report, "warnings": list(warnings)},
                       lambda: _render_outcome(app, status, report))
     click.get_current_context().exit(code)
 
@@ -149,14 +149,15 @@ def _run_here(app, spec, store, offsets, watch):
     if rehearsal:
         app.output.note(f"runctl: rehearsal: {len(offsets)} interruption(s), at "
                         + ", ".join(f"{o:g}s" for o in offsets) + " into attempts " + ", ".join(map(str, range(len(offsets)))))
-    agent = Agent(spec, store, sources, options, events=_EventLine(app))
+    events = _EventLine(app)
+    agent = Agent(spec, store, sources, options, events=events)
     app.output.note(f"runctl: job {spec.job_id}, store {store.url}, checkpoints in {spec.checkpoint_dir}")
     status = agent.run()
     report = None
     if rehearsal:
         this_run = [a for a in status.attempts if a.started >= agent.started]
         report = rehearsal_report(this_run, rehearsal.planned, rehearsal.injected, status.state)
-    return status, report
+    return status, report, events.warnings
 
 
 class _EventLine:
@@ -170,6 +171,7 @@ class _EventLine:
         self._app = app
         self._last_snapshot_line = float("-inf")
         self._noticed = False
+        self.warnings: list[str] = []  # for --output json
 
     def __call__(self, event) -> None:
         import time
@@ -181,7 +183,11 @@ class _EventLine:
             if now - self._last_snapshot_line < self.SNAPSHOT_EVERY_S:
                 return
             self._last_snapshot_line = now
-        color = {"warning": "yellow", "notice": "yellow", "kill": "red"}.get(event.kind)
+        if event.kind == "warning":
+            self.warnings.append(event.message)
+            self._app.output.note(click.style(f"runctl: warning: {event.message}", fg="yellow", bold=True))
+            return
+        color = {"notice": "yellow", "kill": "red"}.get(event.kind)
         self._app.output.note(click.style(f"runctl: {event.message}", fg=color, bold=event.kind == "done"))
 
 

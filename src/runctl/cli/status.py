@@ -42,6 +42,8 @@ def _render(app, job) -> None:
     state = f"{job.state} (no heartbeat since {local_time(job.heartbeat)}: the agent may be gone)" \
         if agent_gone(job, time.time()) else job.state
     app.output.line(f"job {job.job_id}: {state}" + (f" ({job.message})" if job.message else ""))
+    for warning in job.warnings:
+        app.output.line(click.style(f"  warning: {warning}", fg="yellow"))
     app.output.line(f"  attempts: {len(job.attempts)}, recoveries: {recoveries(job.attempts)}, "
                     f"time lost: {time_lost(job.attempts):.1f}s, heartbeat: {local_time(job.heartbeat)}")
     placed = [a for a in job.attempts if a.instance_id]
