@@ -49,7 +49,10 @@ def wait_and_recover(app, job_store, sent: SentJob, *, region: str | None, keep:
                     "auto-resume (Ctrl-C stops following; runctl aws watch re-attaches)")
     outcome = control(app, job_store, sent.job_id, sent.instance_id, region=region,
                       first_attempt=sent.first_attempt, keep=keep, timeout=timeout)
-    return report_outcome(app, outcome, sent.report)
+    warnings = ended_warnings(job_store, sent.job_id, outcome.state)
+    code = report_outcome(app, outcome, {**sent.report, "warnings": list(warnings)})
+    show_warnings(app, warnings)
+    return code
 
 
 @dataclass(frozen=True)
@@ -105,8 +108,28 @@ def wait_and_report(app, job_store, sent: SentJob, *, timeout: float | None = No
         line = f"runctl: stopped waiting for job {job_id}: {message}"
     else:
         line = f"runctl: job {job_id} {state}" + (f": {message}" if message else "")
-    app.output.report({**sent.report, "state": state, "message": message}, lambda: app.output.note(line))
+    warnings = ended_warnings(job_store, job_id, state)
+    app.output.report({**sent.report, "state": state, "message": message, "warnings": list(warnings)},
+                      lambda: app.output.note(line))
+    show_warnings(app, warnings)
     return EXIT_BY_STATE.get(state, EXIT_JOB_FAILED)
+
+
+def ended_warnings(store, job_id: str, state: str) -> tuple[str, ...]:
+    """What the agent warned of when the job ended (e.g. no checkpoint in the store), as
+    ``runctl run`` shows it; none while the job goes on."""
+    from runctl.agent.status import read_status
+
+    if state not in FINAL_STATES:
+        return ()
+    status = read_status(store, job_id)
+    return status.warnings if status is not None else ()
+
+
+def show_warnings(app, warnings) -> None:
+    """After the job's last line, on stderr also with --output json: hard to miss."""
+    for line in warnings:
+        app.output.note(click.style(f"runctl: warning: {line}", fg="yellow", bold=True))
 
 
 # -- the steps ------------------------------------------------------------------------------
