@@ -22,6 +22,11 @@ def test_no_snapshot_names_the_folder_the_variable_and_the_fix():
                     'at the script\'s own folder: --checkpoint-dir checkpoints --resume-args "--resume {checkpoint}"')
 
 
+def test_an_interrupted_job_was_interrupted_with_no_checkpoint():
+    (line,) = protection_warnings("j", [ended()], FOLDER, (), "interrupted")
+    assert line.startswith("job j was interrupted with no checkpoint in the store: ")
+
+
 def test_the_fix_names_the_folder_the_script_wrote_in():
     first, second = protection_warnings("j", [ended()], FOLDER, ("out/ckpt/a.ckpt", "out/ckpt/b.ckpt"))
     assert first.endswith('--checkpoint-dir out/ckpt --resume-args "--resume {checkpoint}"')

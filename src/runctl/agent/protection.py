@@ -71,14 +71,16 @@ def common_folder(paths: Sequence[str]) -> str:
     return os.path.commonpath(parents)
 
 
-def protection_warnings(job_id: str, attempts: Sequence[Attempt], folder: str,
-                        found: Sequence[str]) -> tuple[str, ...]:
-    """The warning lines for a job that ended: none in the store (no attempt restored or
-    committed a snapshot), and checkpoint-like ``found`` outside its ``folder``. Pure."""
+def protection_warnings(job_id: str, attempts: Sequence[Attempt], folder: str, found: Sequence[str],
+                        state: str = "completed") -> tuple[str, ...]:
+    """The warning lines for a job that ended in ``state``: none in the store (no attempt
+    restored or committed a snapshot), and checkpoint-like ``found`` outside its ``folder``. Pure."""
     parent = common_folder(found)
     lines = []
     if not any(a.final_snapshot is not None or a.resumed_from is not None for a in attempts):
-        lines.append(f"job {job_id} ended with no checkpoint in the store: nothing was written in its "
+        # An interrupted job resumes elsewhere: from scratch, which is what the user must hear.
+        ended = "was interrupted" if state == "interrupted" else "ended"
+        lines.append(f"job {job_id} {ended} with no checkpoint in the store: nothing was written in its "
                      f"checkpoint folder {folder} (RUNCTL_CHECKPOINT_DIR). Save checkpoints there, or point "
                      f"runctl at the script's own folder: {fix_options(parent or 'checkpoints')}")
     if found:
@@ -91,12 +93,12 @@ def protection_warnings(job_id: str, attempts: Sequence[Attempt], folder: str,
     return tuple(lines)
 
 
-def job_end_warnings(spec: JobSpec, attempts: Sequence[Attempt], *, since: float) -> tuple[str, ...]:
-    """The warnings for ``spec``'s job, ended now, its run started at ``since``: the working
-    folder looked at, then ``protection_warnings``."""
+def job_end_warnings(spec: JobSpec, attempts: Sequence[Attempt], state: str, *, since: float) -> tuple[str, ...]:
+    """The warnings for ``spec``'s job, ended now in ``state``, its run started at ``since``:
+    the working folder looked at, then ``protection_warnings``."""
     workdir, folder = Path(spec.workdir or "."), Path(spec.checkpoint_dir)
     found = find_checkpoint_like(workdir, since=since, skip=(folder,))
-    return protection_warnings(spec.job_id, attempts, shown_folder(folder, workdir), found)
+    return protection_warnings(spec.job_id, attempts, shown_folder(folder, workdir), found, state)
 
 
 def shown_folder(folder: Path, workdir: Path) -> str:

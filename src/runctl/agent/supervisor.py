@@ -131,7 +131,8 @@ class Agent:
                     message = self._unsaved_message(decision.final_state, unsaved)
                     self.book.update(state=decision.final_state, message=message)
                     raise StoreError(message) from unsaved
-                warnings = job_end_warnings(self.spec, self.book.status.attempts, since=self.started)
+                warnings = job_end_warnings(self.spec, self.book.status.attempts, decision.final_state,
+                                            since=self.started)
                 self.book.update(state=decision.final_state, message=decision.why, warnings=warnings)
                 self._emit("done", f"job {self.spec.job_id} {decision.final_state}: {decision.why}",
                            state=decision.final_state)
