@@ -12,6 +12,7 @@ from __future__ import annotations
 import click
 
 from runctl.cli._context import output_option, pass_app
+from runctl.cli.aws._jobs import ended_warnings, show_warnings
 from runctl.cli.aws._recovery import control, current_instance, report_outcome
 from runctl.cli.aws._shared import aws_store_url, region_option
 from runctl.errors import UsageError
@@ -44,4 +45,7 @@ def watch(app, job_id, instance_id, keep, timeout, store, region):
     first = max(0, len(status.attempts) - 1) if status is not None else 0
     outcome = control(app, job_store, job_id, instance_id, region=region, first_attempt=first, keep=keep,
                       timeout=timeout)
-    click.get_current_context().exit(report_outcome(app, outcome, {"job_id": job_id, "store": job_store.url}))
+    warnings = ended_warnings(job_store, job_id, outcome.state)
+    code = report_outcome(app, outcome, {"job_id": job_id, "store": job_store.url, "warnings": list(warnings)})
+    show_warnings(app, warnings)
+    click.get_current_context().exit(code)
