@@ -4,6 +4,7 @@ bounded look at the working folder for checkpoint-like files."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from runctl.agent.protection import common_folder, find_checkpoint_like, protection_warnings
 from runctl.models import Attempt
@@ -64,6 +65,13 @@ def test_the_scan_finds_recent_checkpoint_like_files_outside_the_skipped_places(
     os.utime(tmp_path / "old.ckpt", (1000.0, 1000.0))  # from before the run
     found = find_checkpoint_like(tmp_path, since=1_000_000.0, skip=(tmp_path / "mine",))
     assert found == ("model.safetensors", "checkpoints/last.pt", "out/checkpoint-500/")
+
+
+def test_the_scan_names_paths_relative_to_a_relative_root(tmp_path, monkeypatch):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "m.pt").write_text("x")
+    monkeypatch.chdir(tmp_path / "out")
+    assert find_checkpoint_like(Path(".."), since=0.0) == ("out/m.pt",)
 
 
 def test_the_scan_is_bounded(tmp_path):

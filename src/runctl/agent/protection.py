@@ -8,6 +8,7 @@ for ever); ``protection_warnings`` decides what to say, purely.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,8 @@ SKIPPED_DIRS = frozenset({"__pycache__", "node_modules"})  # never checkpoints, 
 MTIME_SLACK_S = 2.0  # filesystems that keep coarse times must not hide a file written at the start
 NAMES_SHOWN = 5
 
+log = logging.getLogger(__name__)
+
 
 def fix_options(folder: str = "checkpoints") -> str:
     return f'--checkpoint-dir {folder} --resume-args "--resume {{checkpoint}}"'
@@ -31,9 +34,9 @@ def find_checkpoint_like(root: Path, *, since: float, skip: Sequence[Path] = (),
     files and ``checkpoint-*`` folders changed since ``since``: outside ``skip``, hidden
     folders (.runctl, .git, .venv) and folders that never hold checkpoints. At most
     ``max_entries`` entries, ``max_depth`` levels down, are looked at."""
-    skipped = {Path(p).resolve() for p in skip}
+    root, skipped = Path(root).resolve(), {Path(p).resolve() for p in skip}
     found: list[str] = []
-    pending, seen = [(Path(root).resolve(), 0)], 0
+    pending, seen = [(root, 0)], 0
     while pending and seen < max_entries:
         folder, depth = pending.pop(0)
         try:
@@ -97,7 +100,11 @@ def job_end_warnings(spec: JobSpec, attempts: Sequence[Attempt], state: str, *, 
     """The warnings for ``spec``'s job, ended now in ``state``, its run started at ``since``:
     the working folder looked at, then ``protection_warnings``."""
     workdir, folder = Path(spec.workdir or "."), Path(spec.checkpoint_dir)
-    found = find_checkpoint_like(workdir, since=since, skip=(folder,))
+    try:
+        found = find_checkpoint_like(workdir, since=since, skip=(folder,))
+    except (OSError, RuntimeError, ValueError) as exc:  # a failed look must not change how the job ends
+        log.warning("could not look for checkpoint-like files in %s: %s", workdir, exc)
+        found = ()
     return protection_warnings(spec.job_id, attempts, shown_folder(folder, workdir), found, state)
 
 
