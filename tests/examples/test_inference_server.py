@@ -33,6 +33,7 @@ import pytest
 from runctl.checkpoints import fetch_latest
 from runctl.store import open_store
 from runctl.store.layout import checkpoints_prefix
+from runctl.agent.lease import Lease
 from runctl.store.snapshots import Snapshots
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -154,7 +155,15 @@ def train_further(job: str, store_url: str, work: Path, env: dict, steps: int, p
     if padding:
         (work / "optimizer-extra.bin").write_bytes(random.Random(1).randbytes(padding))
     newest = sorted(work.glob("ckpt-*.json"))[-1].name
-    return Snapshots(open_store(store_url), checkpoints_prefix(job)).commit(work, metadata={"newest": newest})
+    # As an attempt does: under the job's lease, whose generation fences the snapshot (an
+    # unfenced one after fenced ones is stale, never the latest).
+    store = open_store(store_url)
+    lease = Lease(store, job)
+    lease.acquire()
+    try:
+        return Snapshots(store, checkpoints_prefix(job)).commit(work, metadata={"newest": newest}, fence=lease.fence)
+    finally:
+        lease.release()
 
 
 # -- tests ------------------------------------------------------------------------------------
