@@ -3,7 +3,11 @@
 Layout under ``prefix`` (e.g. ``jobs/<id>/checkpoints/``)::
 
     <prefix><seq:08d>/<relative file path>    the checkpoint's files, as they are
-    <prefix><seq:08d>/MANIFEST.json           written last, with if_none_match
+    <prefix><seq:08d>/MANIFEST.json           written last
+
+Every object of a commit, the files and the manifest, is written with if_none_match
+(create-only): two writers that picked the same seq never interleave; the one that finds an
+object of the other's fails with PreconditionFailed and leaves the other's snapshot whole.
 
 A snapshot is complete only when its manifest exists and validates; ``latest`` is the
 highest complete seq, leaving out stale ones (of a lower lease generation than an earlier
@@ -163,7 +167,10 @@ class Snapshots:
         A source file that changes or vanishes while it is hashed or uploaded fails the
         commit with StoreError ("... changed while being snapshotted"): no manifest is
         written, so the snapshot stays incomplete and the latest one is unchanged; retry
-        once the file is stable. PreconditionFailed: another writer claimed the same seq.
+        once the file is stable. Every object is written create-only, so a writer never
+        replaces one another writer put in the same snapshot folder: PreconditionFailed when
+        another writer claimed the same seq (a file or the manifest already there); nothing
+        of the other writer's is touched, and the next commit takes one past that seq.
 
         ``fence``: called right before the manifest is written (or the latest snapshot is
         returned as unchanged), it proves the writer holds the job's lease and returns its
@@ -198,15 +205,19 @@ class Snapshots:
         by_rel = {s.rel: s for s in scanned}
 
         def transfer(t: Transfer) -> FileEntry | None:
-            """Put one file into the snapshot; returns its entry when it was uploaded."""
+            """Put one file into the snapshot, create-only; returns its entry when it was uploaded."""
             key = new_prefix + t.entry.path
-            if t.source_key is not None and self._copied(t, key, seq, local=by_rel.get(t.entry.path)):
-                return None
-            item = by_rel[t.entry.path]
             try:
-                self.store.upload(item.path, key, progress=progress)
-            except NotFoundError as exc:
-                raise StoreError(f"{item.path} vanished while being snapshotted") from exc
+                if t.source_key is not None and self._copied(t, key, seq, local=by_rel.get(t.entry.path)):
+                    return None
+                item = by_rel[t.entry.path]
+                try:
+                    self.store.upload(item.path, key, progress=progress, if_none_match=True)
+                except NotFoundError as exc:
+                    raise StoreError(f"{item.path} vanished while being snapshotted") from exc
+            except PreconditionFailed as exc:
+                raise PreconditionFailed(f"another writer is committing snapshot {seq} at {self.url}: "
+                                         f"{t.entry.path} is there already; the next commit takes a new seq") from exc
             _check_unchanged(item)
             return t.entry
 
@@ -232,7 +243,7 @@ class Snapshots:
         source object is bad or gone and ``local`` (the same content, by its hash) is to be
         uploaded instead: copying would spread the damage into every later snapshot."""
         try:
-            self.store.copy(t.source_key, key, expect=t.entry)
+            self.store.copy(t.source_key, key, expect=t.entry, if_none_match=True)
             return True
         except (IntegrityError, NotFoundError) as exc:
             if local is None:  # a carried file: still being written, nothing local to trust
