@@ -33,6 +33,35 @@ class _CopyMismatch(Exception):
     """A copy's part does not hold the expected content (the upload is aborted)."""
 
 
+class _FilePart:
+    """``length`` bytes of an open file from ``start``, as a seekable stream: the body of
+    one part (botocore reads it, and seeks back to checksum or retry it)."""
+
+    def __init__(self, f, start: int, length: int) -> None:
+        self._f, self._start, self._length, self._pos = f, start, length, 0
+
+    def read(self, amount: int | None = -1) -> bytes:
+        left = self._length - self._pos
+        count = left if amount is None or amount < 0 else min(amount, left)
+        if count <= 0:
+            return b""
+        self._f.seek(self._start + self._pos)
+        data = self._f.read(count)
+        self._pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._length}[whence]
+        self._pos = max(0, min(self._length, base + offset))
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def __len__(self) -> int:
+        return self._length
+
+
 class CreateOnlyWrites:
     def _checksum_args(self) -> dict:
         """The checksum the transfer manager asks for on uploads (CRC32 unless the client is
@@ -65,16 +94,14 @@ class CreateOnlyWrites:
         def send(upload_id: str, item: tuple[int, int, int]) -> dict:
             number, start, length = item
             try:
-                with open(path, "rb") as f:
-                    f.seek(start)
-                    body = f.read(length)  # one part in memory per thread: max_concurrency parts at most
+                with open(path, "rb") as f, self._translate("upload to", key, permission="s3:PutObject"):
+                    response = self.client.upload_part(  # streamed from the file, never whole in memory
+                        Bucket=self.bucket, Key=self._full(key), UploadId=upload_id, PartNumber=number,
+                        Body=_FilePart(f, start, length), ContentLength=length, **self._checksum_args())
             except FileNotFoundError as exc:
                 raise NotFoundError(f"{path} does not exist") from exc
-            except OSError as exc:
+            except OSError as exc:  # the file (a failed request is a StoreError already)
                 raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
-            with self._translate("upload to", key, permission="s3:PutObject"):
-                response = self.client.upload_part(Bucket=self.bucket, Key=self._full(key), UploadId=upload_id,
-                                                   PartNumber=number, Body=body, **self._checksum_args())
             if progress:
                 progress(length)
             return {"PartNumber": number, "ETag": response["ETag"],
