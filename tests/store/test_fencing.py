@@ -200,3 +200,30 @@ def test_a_writer_that_paused_after_picking_its_seq_cannot_touch_the_other_write
     again = writer_a.commit(a)
     assert again.seq == m + 1 and snaps.latest().seq == m + 1
     assert snaps.verify(m + 1) == [] and snaps.verify(m) == []
+
+
+def test_a_refused_writer_takes_back_the_files_it_put_into_the_other_writers_snapshot(any_store, tmp_path):
+    """Checkpoints named by step share no path: each of A's uploads into m is new there
+    and lands; the manifest is refused. A then deletes what it wrote (its own objects,
+    nothing of B's), so B's m holds exactly its manifest's files."""
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "step-1.ckpt").write_bytes(b"step 1")
+    m = Snapshots(any_store, PREFIX).commit(first).seq + 1
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "step-2.ckpt").write_bytes(b"A's step 2")
+    (a / "extra.bin").write_bytes(b"A's extra file")
+    (b / "step-3.ckpt").write_bytes(b"B's step 3")
+
+    def b_commits_m() -> None:
+        assert Snapshots(any_store, PREFIX).commit(b).seq == m
+
+    writer_a = Snapshots(PauseAfterListing(any_store, b_commits_m), PREFIX)
+    with pytest.raises(PreconditionFailed, match=f"another writer committed snapshot {m}"):
+        writer_a.commit(a)
+    snaps = Snapshots(any_store, PREFIX)
+    assert snaps.verify(m) == []
+    assert [o.key.rsplit("/", 1)[1] for o in any_store.list(f"{PREFIX}{m:08d}/")] == ["MANIFEST.json", "step-3.ckpt"]
+    assert writer_a.commit(a).seq == m + 1
