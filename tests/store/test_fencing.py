@@ -227,3 +227,16 @@ def test_a_refused_writer_takes_back_the_files_it_put_into_the_other_writers_sna
     assert snaps.verify(m) == []
     assert [o.key.rsplit("/", 1)[1] for o in any_store.list(f"{PREFIX}{m:08d}/")] == ["MANIFEST.json", "step-3.ckpt"]
     assert writer_a.commit(a).seq == m + 1
+
+
+def test_a_manifest_write_refused_by_its_own_landed_first_try_commits(any_store, tmp_path):
+    """The manifest's PUT lands, its answer is lost, the retry is refused (412): the commit
+    reads the manifest back, finds its own, and succeeds; nothing is taken back."""
+    from runctl.testing import FaultyStore
+
+    store = FaultyStore(any_store)
+    store.inject("write", key="MANIFEST.json", when="after", error=PreconditionFailed("412 (injected)"))
+    save(tmp_path / "ck", 1)
+    info = Snapshots(store, PREFIX).commit(tmp_path / "ck", fence=lambda: 1)
+    snaps = Snapshots(any_store, PREFIX)
+    assert snaps.latest().seq == info.seq and snaps.verify(info.seq) == []

@@ -239,7 +239,8 @@ class Snapshots:
             try:
                 self.store.write(manifest_key(self.prefix, seq), manifest, if_none_match=True)
             except PreconditionFailed as exc:
-                raise PreconditionFailed(f"another writer committed snapshot {seq} at {self.url} first") from exc
+                if not self._holds_manifest(seq, manifest):
+                    raise PreconditionFailed(f"another writer committed snapshot {seq} at {self.url} first") from exc
         except PreconditionFailed:
             # Refused (another writer's snapshot, or no lease): what this commit put into the
             # folder, perhaps beside another writer's files, is taken back.
@@ -250,6 +251,15 @@ class Snapshots:
                  len(entries), len(uploaded), sum(f.size for f in uploaded), len(entries) - len(uploaded))
         return CheckpointInfo(seq=seq, created=created, files=tuple(sorted(entries, key=lambda f: f.path)),
                               url=self._snapshot_url(seq), metadata=dict(metadata or {}))
+
+    def _holds_manifest(self, seq: int, manifest: bytes) -> bool:
+        """After the manifest's create-only write was refused: whether it was our own write
+        that landed (a retry after a lost answer meets it), read back and compared byte for
+        byte. A read that fails raises: the files are then kept, as the snapshot may be ours."""
+        try:
+            return self.store.read(manifest_key(self.prefix, seq)).data == manifest
+        except NotFoundError:
+            return False
 
     def _take_back(self, keys: list[str], seq: int) -> None:
         """Delete the objects a refused commit created (never another writer's: every write
