@@ -136,3 +136,45 @@ def test_s3_conflict_on_completion_is_precondition_failed(s3_store):
         with pytest.raises(PreconditionFailed):
             s3_store.copy("ck/1/f", "ck/2/f", if_none_match=True)
         stub.assert_no_pending_responses()
+
+
+# -- a retry that meets the write's own landed first try ----------------------------------
+def landed_then_refused(client, operation: str, *, retry: bool):
+    """Make ``operation`` land, then fail as a retry after a lost answer does: called once
+    more for real (``retry``) or answered 412 outright."""
+    from botocore.exceptions import ClientError
+
+    real = getattr(client, operation)
+
+    def call(**kwargs):
+        real(**kwargs)
+        if retry:
+            kwargs["Body"].seek(0)
+            return real(**kwargs)
+        raise ClientError({"Error": {"Code": "PreconditionFailed", "Message": "At least one of the pre-conditions"
+                                     " you specified did not hold"}, "ResponseMetadata": {"HTTPStatusCode": 412}},
+                          operation)
+
+    return call
+
+
+def test_s3_a_retry_refused_by_its_own_landed_upload_succeeds(small_parts, s3_client, s3_bucket, monkeypatch,
+                                                              tmp_path):
+    store = small_parts
+    (tmp_path / "small").write_bytes(b"mine")
+    (tmp_path / "big").write_bytes(os.urandom(6 * MiB))
+    monkeypatch.setattr(store.client, "put_object", landed_then_refused(store.client, "put_object", retry=True))
+    monkeypatch.setattr(store.client, "complete_multipart_upload",
+                        landed_then_refused(store.client, "complete_multipart_upload", retry=False))
+    store.upload(tmp_path / "small", "ck/1/small", if_none_match=True)
+    store.upload(tmp_path / "big", "ck/1/big", if_none_match=True)
+    store.copy("ck/1/small", "ck/2/small", expect=entry(b"mine"), if_none_match=True)
+    assert store.read("ck/1/small").data == b"mine" and store.read("ck/2/small").data == b"mine"
+    assert store.read("ck/1/big").data == (tmp_path / "big").read_bytes()
+    # Another writer's object is still refused, whatever the retries.
+    with pytest.raises(PreconditionFailed):
+        store.upload(tmp_path / "big", "ck/1/small", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        store.upload(tmp_path / "small", "ck/1/big", if_none_match=True)
+    assert store.read("ck/1/small").data == b"mine"
+    assert open_uploads(s3_client, s3_bucket) == []

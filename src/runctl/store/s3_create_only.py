@@ -10,6 +10,9 @@ write won), translated by the store's ``_translate`` like every botocore error.
 - Copies: UploadPartCopy parts in a multipart upload completed with If-None-Match (see
   ``_copy_create_only`` for why not CopyObject's own If-None-Match).
 - A multipart upload that fails or is refused is aborted: none is left open.
+- Each write carries a token of its own in the object's metadata (x-amz-meta-runctl-write):
+  when a retry is refused because the first try landed (its answer lost), the object holds
+  this write's token, and the write counts as done rather than refused.
 
 A mixin of ``S3Store``, kept apart to keep that module small; it uses the store's client,
 settings and error translation.
@@ -20,13 +23,17 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import uuid
 from pathlib import Path
 
-from runctl.errors import NotFoundError, StoreError
+from runctl.errors import NotFoundError, PreconditionFailed, StoreError
 from runctl.models import FileEntry
 from runctl.store.base import ProgressCallback, content_mismatch
 
 log = logging.getLogger(__name__)
+
+#: The object metadata that names the write that created an object (see the module docstring).
+WRITE_TOKEN = "runctl-write"
 
 
 class _CopyMismatch(Exception):
@@ -74,13 +81,19 @@ class CreateOnlyWrites:
         """Upload only if ``key`` does not exist: one PutObject with If-None-Match below the
         multipart threshold, else a multipart upload completed with If-None-Match."""
         config = self.transfer_config
+        token = uuid.uuid4().hex
         try:
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 if size < config.multipart_threshold:
-                    with self._translate("upload to", key, permission="s3:PutObject"):
-                        self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=f, ContentLength=size,
-                                               IfNoneMatch="*", **self._checksum_args())
+                    try:
+                        with self._translate("upload to", key, permission="s3:PutObject"):
+                            self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=f,
+                                                   ContentLength=size, IfNoneMatch="*", Metadata={WRITE_TOKEN: token},
+                                                   **self._checksum_args())
+                    except PreconditionFailed:
+                        if not self._written_by(key, token):
+                            raise
                     if progress:
                         progress(size)
                     return
@@ -107,13 +120,25 @@ class CreateOnlyWrites:
             return {"PartNumber": number, "ETag": response["ETag"],
                     **{k: v for k, v in response.items() if k.startswith("Checksum") and k != "ChecksumType"}}
 
-        self._multipart_create_only(key, ranges, send, permission="s3:PutObject", extra=self._checksum_args())
+        self._multipart_create_only(key, ranges, send, permission="s3:PutObject",
+                                    extra={**self._checksum_args(), "Metadata": {WRITE_TOKEN: token}}, token=token)
 
-    def _multipart_create_only(self, key: str, items: list, send, *, permission: str, extra: dict,
+    def _written_by(self, key: str, token: str) -> bool:
+        """Whether the object at ``key`` is the one the write of ``token`` created: after a
+        refusal, tells a retry that met our own landed write from another writer's object."""
+        try:
+            with self._translate("check", key, permission="s3:GetObject"):
+                metadata = self.client.head_object(Bucket=self.bucket, Key=self._full(key)).get("Metadata", {})
+        except StoreError:
+            return False
+        return metadata.get(WRITE_TOKEN) == token
+
+    def _multipart_create_only(self, key: str, items: list, send, *, permission: str, extra: dict, token: str,
                                before_complete=None) -> None:
         """One multipart upload of ``items`` (``send(upload_id, item)`` puts one part and
         returns its entry for the completion), in parallel, completed with If-None-Match;
-        ``before_complete(parts)`` may raise to give up. Aborted on any failure."""
+        ``before_complete(parts)`` may raise to give up. Aborted on any failure. ``extra``
+        holds ``token`` in its Metadata."""
         from concurrent.futures import ThreadPoolExecutor
 
         full = self._full(key)
@@ -131,9 +156,13 @@ class CreateOnlyWrites:
                     raise
             if before_complete is not None:
                 before_complete(parts)
-            with self._translate("upload to", key, permission=permission):
-                self.client.complete_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id,
-                                                      MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+            try:
+                with self._translate("upload to", key, permission=permission):
+                    self.client.complete_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id,
+                                                          MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+            except PreconditionFailed:
+                if not self._written_by(key, token):
+                    raise
         except BaseException:
             try:
                 with self._translate("abort the upload to", key, permission="s3:AbortMultipartUpload"):
@@ -192,9 +221,11 @@ class CreateOnlyWrites:
                 raise _CopyMismatch(problem)
             checked[0] = digest
 
+        token = uuid.uuid4().hex
         try:
-            self._multipart_create_only(dst_key, ranges, send, permission=permission,
-                                        extra={"ChecksumAlgorithm": "SHA256"}, before_complete=check)
+            self._multipart_create_only(dst_key, ranges, send, permission=permission, token=token,
+                                        extra={"ChecksumAlgorithm": "SHA256", "Metadata": {WRITE_TOKEN: token}},
+                                        before_complete=check)
         except _CopyMismatch as mismatch:  # aborted: nothing was published
             return str(mismatch)
         if expect is None or checked[0] is not None:
