@@ -33,10 +33,10 @@ fault, name = sys.argv.pop(1).split(":", 1)
 real_upload, real_write = LocalStore.upload, LocalStore.write
 
 
-def upload(self, path, key, *, progress=None):
+def upload(self, path, key, **options):
     if fault == "full" and key.endswith(name):
         raise StoreError(f"cannot upload {path} to {self.url}/{key}: No space left on device")
-    return real_upload(self, path, key, progress=progress)
+    return real_upload(self, path, key, **options)
 
 
 def write(self, key, data, **conditions):

@@ -143,3 +143,100 @@ def test_a_stale_writer_cannot_claim_an_unchanged_snapshot_as_its_own(any_store,
 
     with pytest.raises(LeaseLost):
         Snapshots(any_store, PREFIX).commit(tmp_path / "ck", fence=lost)
+
+
+class PauseAfterListing:
+    """A store that runs ``meanwhile`` once, right after the commit's first listing of the
+    seq folders: the writer has picked its seq and uploaded nothing yet."""
+
+    def __init__(self, store, meanwhile) -> None:
+        self._store = store
+        self._meanwhile = meanwhile
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        names = self._store.list_dirs(prefix)
+        meanwhile, self._meanwhile = self._meanwhile, None
+        if meanwhile is not None:
+            meanwhile()
+        return names
+
+
+def test_a_writer_that_paused_after_picking_its_seq_cannot_touch_the_other_writers_snapshot(any_store, tmp_path):
+    """A picks seq m and pauses; B commits m completely; A wakes: none of its uploads or
+    copies may land in m (each is create-only), so its commit fails, B's m stays intact,
+    and A's next commit takes m + 1."""
+    first = tmp_path / "first"
+    (first / "sub").mkdir(parents=True)
+    (first / "model.pt").write_bytes(b"weights at step 1")
+    (first / "sub" / "config.json").write_bytes(b"config 1")
+    base = Snapshots(any_store, PREFIX).commit(first)
+    m = base.seq + 1
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "sub").mkdir(parents=True)
+    (b / "sub").mkdir(parents=True)
+    (a / "model.pt").write_bytes(b"A's weights at step 2")  # uploaded
+    (a / "sub" / "config.json").write_bytes(b"config 1")  # unchanged: copied in the store
+    (b / "model.pt").write_bytes(b"B's weights at step 2, longer")
+    (b / "sub" / "config.json").write_bytes(b"config 2 of B")
+
+    def b_commits_m() -> None:
+        assert Snapshots(any_store, PREFIX).commit(b).seq == m
+
+    writer_a = Snapshots(PauseAfterListing(any_store, b_commits_m), PREFIX)
+    with pytest.raises(PreconditionFailed, match=f"another writer is committing snapshot {m}"):
+        writer_a.commit(a)
+
+    snaps = Snapshots(any_store, PREFIX)
+    assert snaps.verify(m) == []
+    restored = tmp_path / "restored"
+    snaps.restore(m, restored)
+    assert (restored / "model.pt").read_bytes() == b"B's weights at step 2, longer"
+    assert (restored / "sub" / "config.json").read_bytes() == b"config 2 of B"
+
+    again = writer_a.commit(a)
+    assert again.seq == m + 1 and snaps.latest().seq == m + 1
+    assert snaps.verify(m + 1) == [] and snaps.verify(m) == []
+
+
+def test_a_refused_writer_takes_back_the_files_it_put_into_the_other_writers_snapshot(any_store, tmp_path):
+    """Checkpoints named by step share no path: each of A's uploads into m is new there
+    and lands; the manifest is refused. A then deletes what it wrote (its own objects,
+    nothing of B's), so B's m holds exactly its manifest's files."""
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "step-1.ckpt").write_bytes(b"step 1")
+    m = Snapshots(any_store, PREFIX).commit(first).seq + 1
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "step-2.ckpt").write_bytes(b"A's step 2")
+    (a / "extra.bin").write_bytes(b"A's extra file")
+    (b / "step-3.ckpt").write_bytes(b"B's step 3")
+
+    def b_commits_m() -> None:
+        assert Snapshots(any_store, PREFIX).commit(b).seq == m
+
+    writer_a = Snapshots(PauseAfterListing(any_store, b_commits_m), PREFIX)
+    with pytest.raises(PreconditionFailed, match=f"another writer committed snapshot {m}"):
+        writer_a.commit(a)
+    snaps = Snapshots(any_store, PREFIX)
+    assert snaps.verify(m) == []
+    assert [o.key.rsplit("/", 1)[1] for o in any_store.list(f"{PREFIX}{m:08d}/")] == ["MANIFEST.json", "step-3.ckpt"]
+    assert writer_a.commit(a).seq == m + 1
+
+
+def test_a_manifest_write_refused_by_its_own_landed_first_try_commits(any_store, tmp_path):
+    """The manifest's PUT lands, its answer is lost, the retry is refused (412): the commit
+    reads the manifest back, finds its own, and succeeds; nothing is taken back."""
+    from runctl.testing import FaultyStore
+
+    store = FaultyStore(any_store)
+    store.inject("write", key="MANIFEST.json", when="after", error=PreconditionFailed("412 (injected)"))
+    save(tmp_path / "ck", 1)
+    info = Snapshots(store, PREFIX).commit(tmp_path / "ck", fence=lambda: 1)
+    snaps = Snapshots(any_store, PREFIX)
+    assert snaps.latest().seq == info.seq and snaps.verify(info.seq) == []

@@ -31,14 +31,14 @@ class CountingStore:
     def __getattr__(self, name):
         return getattr(self._store, name)
 
-    def upload(self, path, key, *, progress=None):
-        self._store.upload(path, key, progress=progress)
+    def upload(self, path, key, **kwargs):
+        self._store.upload(path, key, **kwargs)
         self.uploads.append(key)
         if self.on_upload:
             self.on_upload(path, key)
 
-    def copy(self, src_key, dst_key, *, expect=None):
-        self._store.copy(src_key, dst_key, expect=expect)
+    def copy(self, src_key, dst_key, **kwargs):
+        self._store.copy(src_key, dst_key, **kwargs)
         self.copies.append((src_key, dst_key))
 
     def download(self, key, path, *, progress=None):

@@ -77,14 +77,23 @@ class Store(Protocol):
         Returns the new etag.
         """
 
-    def upload(self, path: Path, key: str, *, progress: ProgressCallback | None = None) -> None:
-        """Copy a local file to ``key`` atomically (multipart for large files on S3)."""
+    def upload(self, path: Path, key: str, *, progress: ProgressCallback | None = None,
+               if_none_match: bool = False) -> None:
+        """Copy a local file to ``key`` atomically (multipart for large files on S3).
+
+        ``if_none_match``: create only: fail with PreconditionFailed, leaving the object
+        there as it is, when ``key`` exists (or another writer creates it meanwhile).
+        """
 
     def download(self, key: str, path: Path, *, progress: ProgressCallback | None = None) -> None:
         """Copy ``key`` to a local file, writing a temporary name then renaming it."""
 
-    def copy(self, src_key: str, dst_key: str, *, expect: FileEntry | None = None) -> None:
+    def copy(self, src_key: str, dst_key: str, *, expect: FileEntry | None = None,
+             if_none_match: bool = False) -> None:
         """Copy an object within the store (server-side on S3: no bytes through this machine).
+
+        ``if_none_match``: create only, as for ``upload``: PreconditionFailed when ``dst_key``
+        exists, and the object there is left as it is.
 
         ``expect``: the size and sha256 the object must hold, checked on the copy itself, so
         the check and the copy see the same bytes (a folder store hashes the copy; S3

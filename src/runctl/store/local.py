@@ -76,9 +76,23 @@ class LocalStore:
             raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from exc
         return temp_name_beside(path)
 
-    def _publish(self, temp: Path, path: Path) -> None:
-        os.replace(temp, path)
+    def _publish(self, temp: Path, path: Path, *, if_none_match: bool = False) -> None:
+        """Move ``temp`` to ``path``. ``if_none_match``: only if ``path`` does not exist: a
+        hard link, which the kernel refuses atomically when the name is taken (between
+        processes too), then the temporary name removed; PreconditionFailed otherwise."""
+        if not if_none_match:
+            os.replace(temp, path)
+        else:
+            try:
+                os.link(temp, path)
+            except FileExistsError as exc:
+                temp.unlink(missing_ok=True)
+                raise PreconditionFailed(f"{self.url}/{self._key_of(path)} already exists") from exc
+            temp.unlink()
         fsync_path(path.parent)
+
+    def _key_of(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
 
     @contextmanager
     def _locked(self):
@@ -131,14 +145,15 @@ class LocalStore:
             temp.unlink(missing_ok=True)
             raise StoreError(f"cannot write {path}: {exc.strerror}") from exc
 
-    def upload(self, path: Path, key: str, *, progress: ProgressCallback | None = None) -> None:
+    def upload(self, path: Path, key: str, *, progress: ProgressCallback | None = None,
+               if_none_match: bool = False) -> None:
         target = self._path(key)
         temp = self._temp_beside(target)
         try:
             shutil.copyfile(path, temp)
             with open(temp, "rb+") as f:
                 os.fsync(f.fileno())
-            self._publish(temp, target)
+            self._publish(temp, target, if_none_match=if_none_match)
         except FileNotFoundError as exc:
             temp.unlink(missing_ok=True)
             raise NotFoundError(f"{path} does not exist") from exc
@@ -166,7 +181,8 @@ class LocalStore:
         if progress:
             progress(path.stat().st_size)
 
-    def copy(self, src_key: str, dst_key: str, *, expect: FileEntry | None = None) -> None:
+    def copy(self, src_key: str, dst_key: str, *, expect: FileEntry | None = None,
+             if_none_match: bool = False) -> None:
         source, target = self._path(src_key), self._path(dst_key)
         temp = self._temp_beside(target)
         try:
@@ -180,7 +196,7 @@ class LocalStore:
             if problem:
                 temp.unlink()
                 raise IntegrityError(f"{self.url}/{src_key} does not hold the expected content: {problem}")
-            self._publish(temp, target)
+            self._publish(temp, target, if_none_match=if_none_match)
         except FileNotFoundError as exc:
             temp.unlink(missing_ok=True)
             raise NotFoundError(f"{self.url}/{src_key} does not exist") from exc

@@ -22,6 +22,7 @@ from pathlib import Path
 from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
 from runctl.models import FileEntry
 from runctl.store.base import Blob, ObjectInfo, ProgressCallback, content_mismatch, download_temp
+from runctl.store.s3_create_only import CreateOnlyWrites
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else url
 
 
-class S3Store:
+class S3Store(CreateOnlyWrites):
     def __init__(self, bucket: str, prefix: str = "", *, session=None, endpoint_url: str | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -297,11 +298,15 @@ class S3Store:
         self._bucket_seen = True
         return response["ETag"]
 
-    def upload(self, path: Path, key: str, *, progress: ProgressCallback | None = None) -> None:
+    def upload(self, path: Path, key: str, *, progress: ProgressCallback | None = None,
+               if_none_match: bool = False) -> None:
         _check_key(key)
         path = Path(path)
         if not path.is_file():
             raise NotFoundError(f"{path} does not exist or is not a file")
+        if if_none_match:
+            self._upload_create_only(path, key, progress)
+            return
         with self._translate("upload to", key, permission="s3:PutObject"):
             try:
                 self.client.upload_file(
@@ -334,14 +339,18 @@ class S3Store:
             with contextlib.suppress(OSError):
                 temp.unlink()
 
-    def copy(self, src_key: str, dst_key: str, *, expect: FileEntry | None = None) -> None:
+    def copy(self, src_key: str, dst_key: str, *, expect: FileEntry | None = None,
+             if_none_match: bool = False) -> None:
         _check_key(src_key)
         _check_key(dst_key)
         try:
-            if expect is None:
+            if if_none_match:
+                problem = self._copy_create_only(src_key, dst_key, expect)
+            elif expect is None:
                 self._copy_managed(src_key, dst_key)
                 return
-            problem = self._copy_checked(src_key, dst_key, expect)
+            else:
+                problem = self._copy_checked(src_key, dst_key, expect)
         except NotFoundError as exc:
             self._check_bucket_after_404()
             raise NotFoundError(f"{self._where(src_key)} does not exist") from exc

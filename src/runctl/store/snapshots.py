@@ -3,7 +3,11 @@
 Layout under ``prefix`` (e.g. ``jobs/<id>/checkpoints/``)::
 
     <prefix><seq:08d>/<relative file path>    the checkpoint's files, as they are
-    <prefix><seq:08d>/MANIFEST.json           written last, with if_none_match
+    <prefix><seq:08d>/MANIFEST.json           written last
+
+Every object of a commit, the files and the manifest, is written with if_none_match
+(create-only): two writers that picked the same seq never interleave; the one that finds an
+object of the other's fails with PreconditionFailed and leaves the other's snapshot whole.
 
 A snapshot is complete only when its manifest exists and validates; ``latest`` is the
 highest complete seq, leaving out stale ones (of a lower lease generation than an earlier
@@ -163,7 +167,11 @@ class Snapshots:
         A source file that changes or vanishes while it is hashed or uploaded fails the
         commit with StoreError ("... changed while being snapshotted"): no manifest is
         written, so the snapshot stays incomplete and the latest one is unchanged; retry
-        once the file is stable. PreconditionFailed: another writer claimed the same seq.
+        once the file is stable. Every object is written create-only, so a writer never
+        replaces one another writer put in the same snapshot folder: PreconditionFailed when
+        another writer claimed the same seq (a file or the manifest already there); nothing
+        of the other writer's is touched, the objects this commit did create are deleted
+        again (also when ``fence`` refuses), and the next commit takes a new seq.
 
         ``fence``: called right before the manifest is written (or the latest snapshot is
         returned as unchanged), it proves the writer holds the job's lease and returns its
@@ -196,43 +204,77 @@ class Snapshots:
         plan = plan_commit(entries, new_prefix, previous,
                            snapshot_prefix(self.prefix, previous.seq) if previous else None)
         by_rel = {s.rel: s for s in scanned}
+        written: list[str] = []  # the objects this commit created (create-only: its own)
+        lock = threading.Lock()
 
         def transfer(t: Transfer) -> FileEntry | None:
-            """Put one file into the snapshot; returns its entry when it was uploaded."""
+            """Put one file into the snapshot, create-only; returns its entry when it was uploaded."""
             key = new_prefix + t.entry.path
-            if t.source_key is not None and self._copied(t, key, seq, local=by_rel.get(t.entry.path)):
-                return None
-            item = by_rel[t.entry.path]
             try:
-                self.store.upload(item.path, key, progress=progress)
-            except NotFoundError as exc:
-                raise StoreError(f"{item.path} vanished while being snapshotted") from exc
+                if t.source_key is not None and self._copied(t, key, seq, local=by_rel.get(t.entry.path)):
+                    with lock:
+                        written.append(key)
+                    return None
+                item = by_rel[t.entry.path]
+                try:
+                    self.store.upload(item.path, key, progress=progress, if_none_match=True)
+                except NotFoundError as exc:
+                    raise StoreError(f"{item.path} vanished while being snapshotted") from exc
+                with lock:
+                    written.append(key)
+            except PreconditionFailed as exc:
+                raise PreconditionFailed(f"another writer is committing snapshot {seq} at {self.url}: "
+                                         f"{t.entry.path} is there already; the next commit takes a new seq") from exc
             _check_unchanged(item)
             return t.entry
 
-        done = [*self._parallel(transfer, [t for t in plan if not t.after_uploads]),
-                *self._parallel(transfer, [t for t in plan if t.after_uploads])]
-        for item in scanned:
-            _check_unchanged(item)
-        if fence is not None:
-            metadata = {**(metadata or {}), GENERATION_KEY: self._fenced_generation(fence, previous)}
-            manifest = build_manifest(seq, created, entries, metadata)
         try:
-            self.store.write(manifest_key(self.prefix, seq), manifest, if_none_match=True)
-        except PreconditionFailed as exc:
-            raise PreconditionFailed(f"another writer committed snapshot {seq} at {self.url} first") from exc
+            done = [*self._parallel(transfer, [t for t in plan if not t.after_uploads]),
+                    *self._parallel(transfer, [t for t in plan if t.after_uploads])]
+            for item in scanned:
+                _check_unchanged(item)
+            if fence is not None:
+                metadata = {**(metadata or {}), GENERATION_KEY: self._fenced_generation(fence, previous)}
+                manifest = build_manifest(seq, created, entries, metadata)
+            try:
+                self.store.write(manifest_key(self.prefix, seq), manifest, if_none_match=True)
+            except PreconditionFailed as exc:
+                if not self._holds_manifest(seq, manifest):
+                    raise PreconditionFailed(f"another writer committed snapshot {seq} at {self.url} first") from exc
+        except PreconditionFailed:
+            # Refused (another writer's snapshot, or no lease): what this commit put into the
+            # folder, perhaps beside another writer's files, is taken back.
+            self._take_back(written, seq)
+            raise
         uploaded = [entry for entry in done if entry is not None]
         log.info("committed snapshot %d at %s: %d files, %d uploaded (%d bytes), %d copied", seq, self.url,
                  len(entries), len(uploaded), sum(f.size for f in uploaded), len(entries) - len(uploaded))
         return CheckpointInfo(seq=seq, created=created, files=tuple(sorted(entries, key=lambda f: f.path)),
                               url=self._snapshot_url(seq), metadata=dict(metadata or {}))
 
+    def _holds_manifest(self, seq: int, manifest: bytes) -> bool:
+        """After the manifest's create-only write was refused: whether it was our own write
+        that landed (a retry after a lost answer meets it), read back and compared byte for
+        byte. A read that fails raises: the files are then kept, as the snapshot may be ours."""
+        try:
+            return self.store.read(manifest_key(self.prefix, seq)).data == manifest
+        except NotFoundError:
+            return False
+
+    def _take_back(self, keys: list[str], seq: int) -> None:
+        """Delete the objects a refused commit created (never another writer's: every write
+        was create-only). A failure here only leaves them behind: logged, not raised."""
+        try:
+            self.store.delete(keys)
+        except StoreError as exc:
+            log.warning("snapshot %d: could not delete the %d object(s) of a refused commit: %s", seq, len(keys), exc)
+
     def _copied(self, t: Transfer, key: str, seq: int, *, local: SourceFile | None) -> bool:
         """Copy ``t``'s content inside the store, checked against its entry. False when the
         source object is bad or gone and ``local`` (the same content, by its hash) is to be
         uploaded instead: copying would spread the damage into every later snapshot."""
         try:
-            self.store.copy(t.source_key, key, expect=t.entry)
+            self.store.copy(t.source_key, key, expect=t.entry, if_none_match=True)
             return True
         except (IntegrityError, NotFoundError) as exc:
             if local is None:  # a carried file: still being written, nothing local to trust
