@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from runctl.store.snapshots import Snapshots
 
     snaps = Snapshots(open_store(args.store_url), PREFIX, workers=4)
+    print("ready", flush=True)  # the kill delays count from here, not from a slow interpreter start
     while True:
         latest = snaps.latest()
         gen = latest.metadata["gen"] + 1 if latest else 1

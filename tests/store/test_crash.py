@@ -29,8 +29,14 @@ _spec.loader.exec_module(crash_writer)
 
 
 def start_writer(store_url: str, source: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(HELPER), store_url, str(source), *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    """The writer, once it says it is ready (imports done, store opened): on a busy machine
+    starting Python alone can take longer than a kill delay, and no kill would land in a commit."""
+    writer = subprocess.Popen([sys.executable, str(HELPER), store_url, str(source), *extra],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if writer.stdout.readline() != b"ready\n":
+        writer.wait()
+        pytest.fail(f"the writer did not start: {writer.stderr.read().decode()}")
+    return writer
 
 
 def check_store(snaps: Snapshots, scale: float, tmp: Path, last_gen: int) -> tuple[int, int]:
@@ -71,6 +77,7 @@ def crash_loop(store_url: str, tmp_path: Path, *, kills: int, delays: tuple[floa
         writer.kill()
         writer.wait()
         writer.stderr.close()
+        writer.stdout.close()
         last_gen, incomplete = check_store(snaps, scale, tmp_path, last_gen)
         incomplete_seen += incomplete
     assert last_gen > 0, "no snapshot was ever completed: make the kill delays longer"
