@@ -77,7 +77,8 @@ def control(app, job_store, job_id: str, instance_id: str, *, region: str | None
     sink = sys.stderr.buffer if app.output.is_json else sys.stdout.buffer
     controller = RecoveryController(
         job_store, job_id, instance_id, ec2=provisioner.ec2, provisioner=provisioner,
-        launch_spec=replacement_specs(app, session, job_store, job_id), max_restarts=app.config.aws.max_restarts if max_restarts is None else max_restarts,
+        launch_spec=replacement_specs(app, session, job_store, job_id),
+        max_restarts=app.config.aws.max_restarts if max_restarts is None else max_restarts,
         first_attempt=first_attempt, keep=keep, timeout=timeout,
         on_poll=LogFollower(job_store, job_id, first_attempt, sink),
         on_event=lambda message: app.output.note(f"runctl: {message}"),
