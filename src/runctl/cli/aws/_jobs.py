@@ -88,15 +88,18 @@ def instance_checkpoint_dir(app, named, flag: str | None) -> str | None:
 
 
 def wait_and_recover(app, job_store, sent: SentJob, *, region: str | None, keep: bool,
-                     timeout: float | None = None, max_restarts: int | None = None) -> int:
+                     timeout: float | None = None, job=None) -> int:
     """Follow a sent job with the recovery controller (``runctl aws watch``); its exit code.
-    ``max_restarts``: relaunches allowed (default: [aws] max_restarts)."""
+    ``job``: the JobConfig of a named job, whose max_restarts and fallback_instance_types
+    apply to the relaunches (default: [aws]'s)."""
     from runctl.cli.aws._recovery import control, report_outcome
 
     app.output.note(f"runctl: job {sent.job_id} sent to {sent.instance_id}; following its output with "
                     "auto-resume (Ctrl-C stops following; runctl aws watch re-attaches)")
     outcome = control(app, job_store, sent.job_id, sent.instance_id, region=region,
-                      first_attempt=sent.first_attempt, keep=keep, timeout=timeout, max_restarts=max_restarts)
+                      first_attempt=sent.first_attempt, keep=keep, timeout=timeout,
+                      max_restarts=job.max_restarts if job is not None else None,
+                      fallback_types=(job.fallback_instance_types or None) if job is not None else None)
     return report_outcome(app, outcome, sent.report)
 
 

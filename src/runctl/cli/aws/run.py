@@ -74,8 +74,7 @@ def run(ctx, app, script, instance_type, spot, max_price_per_hour, sync_code, in
         sent = send_job(app, job_store, instance_id, named, job_id=job_id, checkpoint_dir=folder,
                         resume_args=named.resume_args(resume_args), prepared=prepared, image=image)
         if auto_resume_on(app, auto_resume):
-            code = wait_and_recover(app, job_store, sent, region=region, keep=keep, timeout=timeout,
-                                    max_restarts=job.max_restarts)
+            code = wait_and_recover(app, job_store, sent, region=region, keep=keep, timeout=timeout, job=job)
         else:
             code = wait_and_report(app, job_store, sent, timeout=timeout)
     finally:

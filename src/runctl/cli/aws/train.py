@@ -81,6 +81,5 @@ def train(app, instance_id, script, sync_code, includes, job_id, checkpoint_dir,
         return
     if auto_resume_on(app, auto_resume):
         click.get_current_context().exit(
-            wait_and_recover(app, job_store, sent, region=region, keep=keep, timeout=timeout,
-                             max_restarts=named.job.max_restarts))
+            wait_and_recover(app, job_store, sent, region=region, keep=keep, timeout=timeout, job=named.job))
     click.get_current_context().exit(wait_and_report(app, job_store, sent, timeout=timeout))
