@@ -457,6 +457,11 @@ def test_an_unknown_job_names_the_jobs_there(project, environ):
     assert str(info.value) == f"no job 'trian' in [jobs] in {project / '.runctl.toml'} (jobs there: eval, train)"
 
 
+def test_a_job_name_may_hold_dots(project, environ):
+    cfg = load(project, environ, '[jobs."train.py"]\nscript = "x.py"\n\n[jobs."train.py".env]\nA = "1"\n')
+    assert cfg.job("train.py").script == "x.py" and cfg.job("train.py").env == {"A": "1"}
+
+
 @pytest.mark.parametrize("text, message", [
     ('[jobs.t]\nscrpit = "x.py"\n', "unknown key 'jobs.t.scrpit' in {path}:2; did you mean 'script'?"),
     ('[jobs.t]\nargs = "--x"\n', 'jobs.t.args in {path}:2 must be a list of strings, got string "--x"'),

@@ -495,7 +495,8 @@ def load_config(explicit: Path | None = None, *, cwd: Path | None = None,
     jobs: dict[str, dict[str, Any]] = {}
     for key, (value, origin) in values.items():
         if key.startswith(JOBS + "."):
-            _, name, field_name = key.split(".", 2)
+            # rsplit: a job's name may hold dots ([jobs."train.py"]), a key's never does.
+            name, field_name = key[len(JOBS) + 1:].rsplit(".", 1)
             jobs.setdefault(name, {})[field_name] = value
             origins[key] = origin
     return Config(**sections, jobs={name: JobConfig(**keys) for name, keys in jobs.items()},

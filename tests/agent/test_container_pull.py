@@ -76,3 +76,15 @@ def test_synced_code_is_mounted_over_the_images_workspace(tmp_path):
     assert "/opt/runctl/code:/workspace" in argv and argv[argv.index("/opt/runctl/code:/workspace") - 1] == "-v"
     argv, _env = ContainerAttempt(image, tmp_path, 0, cli=ImageCli()).wrap(["python", "train.py"], {})
     assert not any(a.endswith(":/workspace") for a in argv)
+
+
+def test_a_checkpoint_folder_of_the_project_is_also_where_the_images_project_is(tmp_path):
+    # The code is the image's (no --sync-code): the script writes checkpoints/ relative to
+    # /workspace, and the resume arguments, made relative, lead there too.
+    spec = dataclasses.replace(_spec("127.0.0.1:5000/proj:abc"), workdir="/w", checkpoint_dir="/w/out/ckpt")
+    argv, _env = ContainerAttempt(spec, tmp_path, 0, cli=ImageCli()).wrap(["python", "train.py"], {})
+    assert argv[argv.index("/w/out/ckpt:/workspace/out/ckpt") - 1] == "-v"
+    assert "/w/out/ckpt:/w/out/ckpt" in argv  # RUNCTL_CHECKPOINT_DIR, the host's path, as before
+    synced = dataclasses.replace(spec, code_tree="tree-1")  # there already, through the project's mount
+    argv, _env = ContainerAttempt(synced, tmp_path, 0, cli=ImageCli()).wrap(["python", "train.py"], {})
+    assert not any(a.endswith(":/workspace/out/ckpt") for a in argv)

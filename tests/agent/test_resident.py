@@ -5,6 +5,7 @@ job that cannot run is marked failed; SIGTERM stops the running job and the agen
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from runctl.agent.logs import attempts_with_logs, log_chunks
 from runctl.agent.resident import InstanceIdentity, discover_identity, local_spec
 from runctl.agent.status import read_status
 from runctl.codesync import upload_tree
+from runctl.errors import UsageError
 from runctl.store import layout
 from runctl.store.snapshots import Snapshots
 from runctl.testing.imds import imds  # noqa: F401 (the IMDS emulator fixture)
@@ -173,6 +175,16 @@ def test_local_spec_rewrites_the_job_for_this_machine(tmp_path):
     other = local_spec(remote_spec("j2", ("bash", "run.sh"), "s3://b/p", code_tree=None),
                        workdir=tmp_path, home=tmp_path, store_url="s3://b/p")
     assert other.command == ("bash", "run.sh")
+
+
+def test_a_checkpoint_folder_of_the_job_is_inside_its_code_folder(tmp_path):
+    spec = remote_spec("j1", ("python", "train.py"), "s3://b/p", code_tree="t" * 64, checkpoint_dir="out/ckpt")
+    here = local_spec(spec, workdir=tmp_path / "code", home=tmp_path / "home", store_url="s3://b/p")
+    assert here.checkpoint_dir == str(tmp_path / "code" / "out" / "ckpt")
+    for outside in ("../ckpt", "/var/ckpt"):
+        with pytest.raises(UsageError, match="on an instance it is a folder of the job's code folder"):
+            local_spec(dataclasses.replace(spec, checkpoint_dir=outside), workdir=tmp_path / "code",
+                       home=tmp_path / "home", store_url="s3://b/p")
 
 
 def test_identity_comes_from_the_metadata_service(imds):

@@ -167,6 +167,14 @@ def test_second_upload_sends_only_the_changed_file(tmp_path, any_store):
     assert store.blob_writes == [layout.code_blob_key(hashlib.sha256(b"W = 2\n").hexdigest())]
 
 
+def test_the_checkpoint_folder_is_left_out(tmp_path, local_store):
+    root = make_project(tmp_path / "proj")
+    (root / "lib" / "data" / "last.pt").write_text("a local run's checkpoint\n")
+    result = upload_tree(local_store, root, use_git=False, leave_out="lib/data")
+    assert [f.path for f in read_tree(local_store, result.tree_id).files] == [
+        p for p in EXPECTED if not p.startswith("lib/data/")]
+
+
 def test_tree_id_is_the_hash_of_the_canonical_tree(tmp_path, local_store):
     root = make_project(tmp_path / "proj")
     result = upload_tree(local_store, root, use_git=False)

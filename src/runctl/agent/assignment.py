@@ -100,12 +100,13 @@ def claim_instance(store, instance_id: str, job_id: str, *, judged: str | None,
 
 
 def remote_spec(job_id: str, command: tuple[str, ...] | list[str], store_url: str, *, code_tree: str | None,
-                **settings) -> JobSpec:
-    """The spec of a job for a resident agent. Its checkpoint folder and workdir are left
-    empty: the agent chooses them on the instance (``runctl.agent.resident.local_spec``).
+                checkpoint_dir: str | None = None, **settings) -> JobSpec:
+    """The spec of a job for a resident agent. Its workdir is left empty, and so is its
+    checkpoint folder unless ``checkpoint_dir`` names one relative to the job's code folder:
+    the agent chooses them on the instance (``runctl.agent.resident.local_spec``).
     ``settings``: any other JobSpec field (grace_period, max_restarts, sync_interval ...)."""
-    return JobSpec(job_id=job_id, command=tuple(command), store_url=store_url, checkpoint_dir="", workdir="",
-                   code_tree=code_tree, **settings)
+    return JobSpec(job_id=job_id, command=tuple(command), store_url=store_url, checkpoint_dir=checkpoint_dir or "",
+                   workdir="", code_tree=code_tree, **settings)
 
 
 def submit_job(store, instance_id: str, spec: JobSpec, *, clock: Callable[[], float] = time.time) -> Assignment:

@@ -5,7 +5,8 @@ sent to its process group is forwarded to the container (``--sig-proxy``), where
 (``--init``) hands it to the script. The checkpoint folder and the attempt's run folder
 (interrupt and progress files) are mounted at the same paths, the job's environment is
 passed by name (with ``--sync-code`` the synced project is mounted over the image's
-/workspace), and runctl's own package is mounted read-only on PYTHONPATH so that
+/workspace; without it a checkpoint folder of the project is mounted at its place in
+/workspace too), and runctl's own package is mounted read-only on PYTHONPATH so that
 ``import runctl`` works in any image. When the attempt ends, the container is removed
 (``docker rm -f``): after a SIGKILL of the client it would otherwise go on running.
 """
@@ -48,8 +49,14 @@ class ContainerAttempt:
         gpus = [] if "--gpus" in args else wants_gpus(self.spec.gpus, has_nvidia_smi=has_nvidia_smi)
         mounts = [self.spec.checkpoint_dir, str(self.run_dir)]
         extra = ["-v", f"{runctl_lib_dir()}/runctl:{RUNCTL_LIB_MOUNT}/runctl:ro", *args]
+        folder, workdir = Path(self.spec.checkpoint_dir), Path(self.spec.workdir)
         if self.spec.code_tree:  # --sync-code: the synced project replaces the image's copy
             extra = ["-v", f"{self.spec.workdir}:{WORKDIR}", *extra]
+        elif workdir in folder.parents:
+            # A checkpoint folder of the project (--checkpoint-dir checkpoints) with the image's
+            # copy of the project: it must be there too, where the script writes it relative
+            # to /workspace and where the resume arguments, made relative, lead.
+            extra = ["-v", f"{folder}:{WORKDIR}/{folder.relative_to(workdir).as_posix()}", *extra]
         inner = in_container_argv(argv, sys.executable, self.spec.workdir)
         command = container_command(self.spec.image, inner, names, name=self.name, mounts=mounts,
                                     workdir=WORKDIR, gpus=gpus, extra=extra)

@@ -8,8 +8,10 @@ polls ``instances/<id>/assignment.json`` every ~1 s, and for an assigned job:
 
 1. reads its job.json and materializes its code tree into ``<home>/code`` (a cache shared
    by every job on this instance);
-2. rewrites the spec for this machine: the code folder as workdir, a checkpoint folder under
-   ``<home>/jobs/<id>/``, ``python`` as this interpreter (the one runctl is installed in);
+2. rewrites the spec for this machine: the code folder as workdir, the checkpoint folder
+   (the job's ``checkpoint_dir`` inside the code folder, which the job then has a copy of
+   its own of, else one under ``<home>/jobs/<id>/``), ``python`` as this interpreter (the
+   one runctl is installed in);
 3. runs it with the agent (``runctl.agent.supervisor``): restore, attempts, checkpoints,
    logs and status to the store, the EC2 metadata service watched on spot;
 4. marks the assignment done (or failed, with why) and goes back to waiting.
@@ -129,13 +131,24 @@ def discover_identity(instance_id: str | None = None, region: str | None = None,
 
 
 def local_spec(spec: JobSpec, *, workdir: Path, home: Path, store_url: str, python: str = sys.executable) -> JobSpec:
-    """The job's spec for this machine: its code folder, a checkpoint folder under ``home``,
-    ``python`` as the interpreter runctl runs in. Pure."""
+    """The job's spec for this machine: its code folder, ``python`` as the interpreter runctl
+    runs in, and its checkpoint folder: the job's ``checkpoint_dir`` inside the code folder
+    when it names one (UsageError when that leads out of it), else one under ``home``. Pure."""
+    from runctl.agent.workspace import code_folder_problem
+
     command = list(spec.command)
     if command and command[0] in ("python", "python3"):
         command[0] = python
+    if spec.checkpoint_dir:
+        problem = code_folder_problem(spec.checkpoint_dir)
+        if problem:
+            raise UsageError(f"job {spec.job_id}: its checkpoint folder {spec.checkpoint_dir} {problem}; on an "
+                             "instance it is a folder of the job's code folder (runctl aws train --checkpoint-dir)")
+        folder = workdir / spec.checkpoint_dir
+    else:
+        folder = home / "jobs" / spec.job_id / "checkpoints"
     return dataclasses.replace(spec, command=tuple(command), workdir=str(workdir), store_url=store_url,
-                               checkpoint_dir=str(home / "jobs" / spec.job_id / "checkpoints"))
+                               checkpoint_dir=str(folder))
 
 
 class _ResidentSignals(SignalSource):
@@ -280,7 +293,11 @@ class ResidentAgent:
             return "stopped"
         job_home = self.home / "jobs" / job_id
         if spec.code_tree:
-            workdir = materialize(self.store, spec.code_tree, self.home / "code")
+            # A checkpoint folder inside the code folder must be this job's alone, so such a
+            # job gets a copy of the code of its own, not the one shared by every job of the
+            # same code on this instance (where a later job would find this one's folder).
+            cache = job_home / "code" if spec.checkpoint_dir else self.home / "code"
+            workdir = materialize(self.store, spec.code_tree, cache)
         else:
             workdir = job_home / "work"
             workdir.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from runctl.agent.sync import newest_entry, scan_folder
 from runctl.errors import RunctlError, UsageError
@@ -63,6 +63,21 @@ def checkpoint_folder_problem(folder: Path, *, home: Path | None, workdirs: Iter
     for path in job_files:
         if _within(path, folder):
             return f"holds the job's own file {path}"
+    return None
+
+
+def code_folder_problem(rel: str) -> str | None:
+    """Why ``rel`` cannot name a checkpoint folder inside a job's code folder, or None. Pure.
+
+    A job sent to an instance (``runctl aws train|run --checkpoint-dir``) keeps its
+    checkpoints in a folder of its code folder there (the synced project), as a local run
+    keeps them in a folder of the project; the path must stay inside it.
+    """
+    path = PurePosixPath(rel)
+    if path.is_absolute():
+        return "is not relative to the project"
+    if ".." in path.parts:
+        return "leads out of the project"
     return None
 
 

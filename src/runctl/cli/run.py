@@ -13,6 +13,7 @@ import click
 from runctl.cli import _common
 from runctl.cli._args import script_args, script_command
 from runctl.cli._context import output_option, pass_app
+from runctl.cli._named import invocation, not_found_hint
 from runctl.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, JobFailed, UsageError
 
 EXIT_BY_STATE = {"completed": 0, "failed": EXIT_JOB_FAILED, "stopped": EXIT_INTERRUPTED}
@@ -43,32 +44,42 @@ EXIT_BY_STATE = {"completed": 0, "failed": EXIT_JOB_FAILED, "stopped": EXIT_INTE
 @pass_app
 def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_restarts, max_restarts_on_errors,
         resume_args, sync_interval, keep_last_n, rehearse, rehearse_at, spot_notices, detach, docker, docker_image):
-    """Run SCRIPT (a .py file, or any command) under the agent.
+    """Run SCRIPT (a .py file, any command, or a job NAME of .runctl.toml) under the agent.
 
     \b
     The script gets RUNCTL_CHECKPOINT_DIR (restored from the store before it starts),
     RUNCTL_RESUME_FROM (its newest checkpoint, when resuming), RUNCTL_JOB_ID,
     RUNCTL_ATTEMPT and RUNCTL_INTERRUPT_FILE. Its arguments go after --:
         runctl run training/train.py --rehearse 2 -- --steps 5000
-    """
-    import shlex
 
+    \b
+    A file named SCRIPT wins over a [jobs.SCRIPT] of the same name; a job's keys are
+    defaults that the options here override, and the arguments after -- follow its args.
+    """
     from runctl.agent.command import resolve_command
     from runctl.agent.workspace import check_checkpoint_folder, ensure_writable, refuse_a_foreign_folder
     from runctl.interruptions.rehearsal import parse_rehearse_at, plan_offsets
     from runctl.models import JobSpec
 
     config = app.config
-    args = script_args()
-    command = resolve_command(script, args)
+    named = invocation(config, script, script_args())
+    if named.shadows:
+        app.output.note(f"runctl: {script} is a file here: running it, not [jobs.{named.shadows}]")
+    try:
+        command = resolve_command(named.script, named.args)
+    except UsageError as exc:
+        where = f" (the script of [jobs.{named.name}])" if named.name else not_found_hint(config)
+        raise UsageError(f"{exc}{where}") from None
     if rehearse_at and not rehearse:
         rehearse = len(parse_rehearse_at(rehearse_at))
     offsets = plan_offsets(rehearse, parse_rehearse_at(rehearse_at) if rehearse_at else None, random.Random())
     job_store = _common.open_job_store(app, store)
-    job_id = _common.resolve_job_id(job_store, job_id, script, args)
+    # A named job gets the id of the command it stands for: `runctl run train` and the same
+    # script with the same arguments spelled out are one job (see _common.derived_job_id).
+    job_id = _common.resolve_job_id(job_store, job_id, named.script, named.args)
+    asked, _origin = named.checkpoint_dir(checkpoint_dir, config)
     # ~ as a shell would expand it: [checkpoint] dir = "~/ckpt" never names a folder called "~".
-    folder = (checkpoint_dir or (Path(config.checkpoint.dir) if config.checkpoint.dir else
-                                 _common.job_run_dir(job_id) / "checkpoints")).expanduser().resolve()
+    folder = (Path(asked) if asked else _common.job_run_dir(job_id) / "checkpoints").expanduser().resolve()
     signal_name = (stop_signal or config.local.stop_signal).upper()
     signal_name = signal_name if signal_name.startswith("SIG") else f"SIG{signal_name}"
     _check_signal(signal_name)
@@ -77,10 +88,11 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
         workdir=str(Path.cwd()),
         grace_period=config.local.grace_period if grace is None else grace,
         stop_signal=signal_name,
-        max_restarts=max(config.local.max_restarts if max_restarts is None else max_restarts, rehearse),
+        max_restarts=max(_first(max_restarts, named.job.max_restarts, config.local.max_restarts), rehearse),
         max_restarts_on_errors=(config.local.max_restarts_on_errors if max_restarts_on_errors is None
                                 else max_restarts_on_errors),
-        resume_args=tuple(shlex.split(resume_args)) if resume_args else (),
+        resume_args=named.resume_args(resume_args),
+        env=dict(named.job.env),
         sync_interval=config.checkpoint.sync_interval if sync_interval is None else sync_interval,
         keep_last_n=config.checkpoint.keep_last_n if keep_last_n is None else keep_last_n,
     )
@@ -103,6 +115,11 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
     app.output.report({"job_id": job_id, "status": status, "rehearsal": report, "warnings": list(warnings)},
                       lambda: _render_outcome(app, status, report))
     click.get_current_context().exit(code)
+
+
+def _first(*values):
+    """The first value that is set: the option, then the job's key, then the configuration."""
+    return next(v for v in values if v is not None)
 
 
 def _latest_snapshot(store, job_id: str):

@@ -136,14 +136,19 @@ def _tree_of(folder: Path, names: list[str], workers: int) -> CodeTree:
 
 
 def upload_tree(store, folder: Path, include: Iterable[str] = (), *, use_git: bool = True,
-                workers: int = 8, progress: Callable[[int], None] | None = None) -> TreeUpload:
-    """Upload ``folder``'s code: the blobs the store lacks, then the tree. Returns what it did."""
+                workers: int = 8, progress: Callable[[int], None] | None = None,
+                leave_out: str | None = None) -> TreeUpload:
+    """Upload ``folder``'s code: the blobs the store lacks, then the tree. Returns what it did.
+    ``leave_out``: a folder ('/'-separated, relative) none of whose files is sent: the job's
+    checkpoint folder, whose files reach the instance from the store's snapshot, never as
+    code (a local run's checkpoints there would be files runctl did not write for the job)."""
     folder = Path(folder)
     listed = _listed(folder, include, use_git)
     skipped = tuple(listed.skipped_links)
     if skipped:
         log.info("code: not following %d symlinks out of %s: %s", len(skipped), folder, ", ".join(skipped))
-    tree = _tree_of(folder, listed.files, workers)
+    files = [rel for rel in listed.files if not (leave_out and (rel + "/").startswith(leave_out.rstrip("/") + "/"))]
+    tree = _tree_of(folder, files, workers)
     tree_id = tree.tree_id
     tree_key = layout.code_tree_key(tree_id)
     if store.exists(tree_key):  # every blob of a stored tree is there: it was written last

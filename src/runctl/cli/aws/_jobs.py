@@ -40,15 +40,66 @@ def with_code_options(func):
     return func
 
 
+def with_checkpoint_options(func):
+    """--checkpoint-dir and --resume-args, as on ``runctl run`` (shared by aws train and aws run)."""
+    for option in reversed((
+        click.option("--checkpoint-dir", metavar="DIR", type=click.Path(file_okay=False),
+                     help="Folder of the project the script saves checkpoints in; on the instance it is inside "
+                          "the job's code folder, restored there (default: [checkpoint] dir, else one the "
+                          "agent chooses outside the code)."),
+        click.option("--resume-args", help='Arguments added when resuming, e.g. "--resume {checkpoint}".'),
+    )):
+        func = option(func)
+    return func
+
+
+def resolve_script(app, script: str, args: tuple[str, ...]):
+    """SCRIPT and the arguments after ``--`` as a ``runctl.cli._named.Invocation``: a file, or
+    a job of the configuration (noted when a file of that name wins over a job)."""
+    from runctl.cli._named import invocation
+
+    named = invocation(app.config, script, args)
+    if named.shadows:
+        app.output.note(f"runctl: {script} is a file here: sending it, not [jobs.{named.shadows}]")
+    return named
+
+
+def instance_checkpoint_dir(app, named, flag: str | None) -> str | None:
+    """The job's checkpoint folder on the instance, relative to its code folder ('/'-separated),
+    as a local run's is relative to the project; None: the agent chooses one outside the code.
+    Refused (UsageError) when it leads out of the project, or where ``runctl run`` would
+    refuse it in the project: the project itself, or a folder holding the script."""
+    from runctl.agent.workspace import checkpoint_folder_problem, code_folder_problem
+
+    asked, origin = named.checkpoint_dir(flag, app.config)
+    if asked is None:
+        return None
+    root = Path.cwd().resolve()
+    rel = os.path.relpath(os.path.abspath(os.path.expanduser(asked)), root).replace(os.sep, "/")
+    script = root / named.script
+    problem = code_folder_problem(rel) or checkpoint_folder_problem(
+        (root / rel).resolve(), home=None, workdirs=(root,), store_root=None,
+        job_files=[script.resolve()] if script.is_file() else [])
+    if problem:
+        raise UsageError(f"checkpoint folder {asked} ({origin}) {problem}; on the instance the checkpoint folder "
+                         f"is a folder of the job's code (the project {root}): give the job one of its own there, "
+                         "e.g. --checkpoint-dir checkpoints")
+    return rel
+
+
 def wait_and_recover(app, job_store, sent: SentJob, *, region: str | None, keep: bool,
-                     timeout: float | None = None) -> int:
-    """Follow a sent job with the recovery controller (``runctl aws watch``); its exit code."""
+                     timeout: float | None = None, job=None) -> int:
+    """Follow a sent job with the recovery controller (``runctl aws watch``); its exit code.
+    ``job``: the JobConfig of a named job, whose max_restarts and fallback_instance_types
+    apply to the relaunches (default: [aws]'s)."""
     from runctl.cli.aws._recovery import control, report_outcome
 
     app.output.note(f"runctl: job {sent.job_id} sent to {sent.instance_id}; following its output with "
                     "auto-resume (Ctrl-C stops following; runctl aws watch re-attaches)")
     outcome = control(app, job_store, sent.job_id, sent.instance_id, region=region,
-                      first_attempt=sent.first_attempt, keep=keep, timeout=timeout)
+                      first_attempt=sent.first_attempt, keep=keep, timeout=timeout,
+                      max_restarts=job.max_restarts if job is not None else None,
+                      fallback_types=(job.fallback_instance_types or None) if job is not None else None)
     warnings = ended_warnings(job_store, sent.job_id, outcome.state)
     code = report_outcome(app, outcome, {**sent.report, "warnings": list(warnings)})
     show_warnings(app, warnings)
@@ -64,25 +115,30 @@ class SentJob:
     report: dict
 
 
-def send_job(app, job_store, instance_id: str, script: str, args: tuple[str, ...], *, job_id: str | None = None,
+def send_job(app, job_store, instance_id: str, named, *, job_id: str | None = None,
+             checkpoint_dir: str | None = None, resume_args: tuple[str, ...] = (),
              sync_code: bool = True, includes: tuple[str, ...] = (),
              prepared: tuple[tuple[str, ...], str | None] | None = None, image=None) -> SentJob:
     """Upload the code, write job.json and the instance's assignment (the instance is
-    known to run). The settings come from the configuration, as for ``runctl run``.
-    ``prepared``: ``prepare_code``'s result when the code was uploaded already."""
+    known to run). ``named``: the ``Invocation`` of ``resolve_script``; the settings come
+    from its job table, then the configuration, as for ``runctl run``. ``checkpoint_dir``:
+    ``instance_checkpoint_dir``'s. ``prepared``: ``prepare_code``'s result when the code was
+    uploaded already."""
     from runctl.agent.assignment import remote_spec, write_job_spec
     from runctl.agent.status import read_status
 
-    job_id = _common.resolve_job_id(job_store, job_id, script, args)
+    job_id = _common.resolve_job_id(job_store, job_id, named.script, named.args)
     judged = _refuse_busy(job_store, instance_id, job_id)
-    command, tree = prepared or prepare_code(app, job_store, script, args, sync_code, includes)
+    command, tree = prepared or prepare_code(app, job_store, named, sync_code, includes, checkpoint_dir)
     config = app.config
     signal_name = config.local.stop_signal.upper()
     spec = remote_spec(
-        job_id, command, job_store.url, code_tree=tree,
+        job_id, command, job_store.url, code_tree=tree, checkpoint_dir=checkpoint_dir,
+        resume_args=resume_args, env=dict(named.job.env),
         grace_period=config.local.grace_period,
         stop_signal=signal_name if signal_name.startswith("SIG") else f"SIG{signal_name}",
-        max_restarts=config.local.max_restarts, max_restarts_on_errors=config.local.max_restarts_on_errors,
+        max_restarts=config.local.max_restarts if named.job.max_restarts is None else named.job.max_restarts,
+        max_restarts_on_errors=config.local.max_restarts_on_errors,
         sync_interval=config.checkpoint.sync_interval, keep_last_n=config.checkpoint.keep_last_n,
         image=image.ref if image is not None else None,
         registry_login=image.registry_login if image is not None else "",
@@ -210,16 +266,22 @@ def _claim(store, instance_id: str, job_id: str, judged):
                              f"was not sent (wait for it: runctl aws logs {winner} -f, or use another instance)")
 
 
-def prepare_code(app, store, script: str, args: tuple[str, ...], sync_code: bool,
-                      includes: tuple[str, ...]) -> tuple[tuple[str, ...], str | None]:
-    """The job's argv (relative to the project root) and its uploaded code tree's id."""
+def prepare_code(app, store, named, sync_code: bool, includes: tuple[str, ...],
+                 checkpoint_dir: str | None = None) -> tuple[tuple[str, ...], str | None]:
+    """The job's argv (relative to the project root) and its uploaded code tree's id.
+    ``named``: the ``Invocation`` of ``resolve_script``; ``checkpoint_dir``: the job's
+    checkpoint folder in the project, whose files are not uploaded."""
+    from runctl.cli._named import not_found_hint
+
     root = Path.cwd()
+    script, args = named.script, named.args
     if not sync_code:
         head = ("python", script) if script.endswith(".py") else (script,)
         return (*head, *args), None
     path = Path(script)
     if not path.is_file():
-        raise UsageError(f"{script} is not a file in {root}; run runctl aws train from the project folder "
+        whose = f" (the script of [jobs.{named.name}])" if named.name else not_found_hint(app.config)
+        raise UsageError(f"{script} is not a file in {root}{whose}; run runctl aws train from the project folder "
                          "(or use --no-sync-code for a script already on the instance)")
     rel = os.path.relpath(path.resolve(), root.resolve())
     if rel.startswith(".."):
@@ -228,7 +290,7 @@ def prepare_code(app, store, script: str, args: tuple[str, ...], sync_code: bool
     rel = rel.replace(os.sep, "/")
     from runctl.codesync import upload_tree
 
-    result = upload_tree(store, root, includes)
+    result = upload_tree(store, root, includes, leave_out=checkpoint_dir)
     from runctl.codesync import read_tree
 
     if rel not in {f.path for f in read_tree(store, result.tree_id).files}:

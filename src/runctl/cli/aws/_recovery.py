@@ -32,10 +32,11 @@ class LogFollower:
                     self.sink.flush()
 
 
-def replacement_specs(app, session, job_store, job_id: str):
+def replacement_specs(app, session, job_store, job_id: str, fallback_types: tuple[str, ...] | None = None):
     """A function: the instance to replace (InstanceInfo, or None when EC2 lost it) -> the
     LaunchSpec of its replacement: same type, image, market and subnet first, then the
-    configured fallback types and subnets; the user data of ``aws create`` (made once)."""
+    fallback types (default: [aws] fallback_instance_types) and subnets; the user data of
+    ``aws create`` (made once)."""
     from runctl.backends.aws.instance_types import parse_types
     from runctl.backends.aws.launch import LaunchSpec
     from runctl.cli.aws._launch import default_image, user_data_for
@@ -43,7 +44,7 @@ def replacement_specs(app, session, job_store, job_id: str):
     config = app.config.aws
     user_data = user_data_for(app, job_store, session.region, job=job_id)
     user = session.user_name()
-    fallbacks = parse_types(",".join(config.fallback_instance_types))
+    fallbacks = parse_types(",".join(config.fallback_instance_types if fallback_types is None else fallback_types))
 
     def spec_for(old) -> LaunchSpec:
         first = (old.instance_type,) if old is not None else parse_types(config.default_instance_type)
@@ -66,8 +67,11 @@ def replacement_specs(app, session, job_store, job_id: str):
 
 
 def control(app, job_store, job_id: str, instance_id: str, *, region: str | None, first_attempt: int = 0,
-            keep: bool = False, timeout: float | None = None):
-    """Follow the job, recovering it on new instances; returns the controller's Outcome."""
+            keep: bool = False, timeout: float | None = None, max_restarts: int | None = None,
+            fallback_types: tuple[str, ...] | None = None):
+    """Follow the job, recovering it on new instances; returns the controller's Outcome.
+    ``max_restarts``: relaunches allowed (default: [aws] max_restarts); ``fallback_types``:
+    the types tried after the lost one's (default: [aws] fallback_instance_types)."""
     from runctl.backends.aws.provision import Provisioner
     from runctl.resume.controller import RecoveryController
 
@@ -76,7 +80,8 @@ def control(app, job_store, job_id: str, instance_id: str, *, region: str | None
     sink = sys.stderr.buffer if app.output.is_json else sys.stdout.buffer
     controller = RecoveryController(
         job_store, job_id, instance_id, ec2=provisioner.ec2, provisioner=provisioner,
-        launch_spec=replacement_specs(app, session, job_store, job_id), max_restarts=app.config.aws.max_restarts,
+        launch_spec=replacement_specs(app, session, job_store, job_id, fallback_types),
+        max_restarts=app.config.aws.max_restarts if max_restarts is None else max_restarts,
         first_attempt=first_attempt, keep=keep, timeout=timeout,
         on_poll=LogFollower(job_store, job_id, first_attempt, sink),
         on_event=lambda message: app.output.note(f"runctl: {message}"),

@@ -14,8 +14,8 @@ from runctl.cli import _common
 from runctl.cli._args import ScriptCommand, script_args
 from runctl.cli._context import output_option, pass_app
 from runctl.cli.aws._docker import prepare_image, with_docker_options
-from runctl.cli.aws._jobs import (auto_resume_on, require_running, send_job, wait_and_recover, wait_and_report,
-                                  with_code_options)
+from runctl.cli.aws._jobs import (auto_resume_on, instance_checkpoint_dir, require_running, resolve_script, send_job,
+                                  wait_and_recover, wait_and_report, with_checkpoint_options, with_code_options)
 from runctl.cli.aws._shared import aws_store_url
 
 
@@ -42,6 +42,7 @@ auto_resume_option = click.option(
 
 @train_command(name="train", short_help="Run a script on an instance's runctl agent.")
 @with_code_options
+@with_checkpoint_options
 @with_docker_options
 @click.option("--wait", is_flag=True, help="Follow the job's output and exit with its exit code.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
@@ -52,9 +53,10 @@ auto_resume_option = click.option(
 @region_option
 @output_option
 @pass_app
-def train(app, instance_id, script, sync_code, includes, job_id, no_docker, docker_image, wait, timeout, auto_resume,
-          keep, store, region):
-    """Run SCRIPT on INSTANCE_ID's agent, with the project's code; resume it from the store.
+def train(app, instance_id, script, sync_code, includes, job_id, checkpoint_dir, resume_args, no_docker, docker_image,
+          wait, timeout, auto_resume, keep, store, region):
+    """Run SCRIPT (a file of the project, or a job NAME of .runctl.toml) on INSTANCE_ID's
+    agent, with the project's code; resume it from the store.
 
     \b
     The project is the current folder. Its arguments go after --:
@@ -62,10 +64,13 @@ def train(app, instance_id, script, sync_code, includes, job_id, no_docker, dock
     """
     from runctl.store import open_store
 
+    named = resolve_script(app, script, script_args())
+    folder = instance_checkpoint_dir(app, named, checkpoint_dir)
     job_store = open_store(aws_store_url(app, store))
     require_running(app, instance_id, region)
     image = prepare_image(app, no_docker=no_docker, docker_image=docker_image, region=region)
-    sent = send_job(app, job_store, instance_id, script, script_args(), job_id=job_id,
+    sent = send_job(app, job_store, instance_id, named, job_id=job_id, checkpoint_dir=folder,
+                    resume_args=named.resume_args(resume_args),
                     sync_code=image is None if sync_code is None else sync_code, includes=includes, image=image)
     if not wait:
         if auto_resume:
@@ -76,5 +81,5 @@ def train(app, instance_id, script, sync_code, includes, job_id, no_docker, dock
         return
     if auto_resume_on(app, auto_resume):
         click.get_current_context().exit(
-            wait_and_recover(app, job_store, sent, region=region, keep=keep, timeout=timeout))
+            wait_and_recover(app, job_store, sent, region=region, keep=keep, timeout=timeout, job=named.job))
     click.get_current_context().exit(wait_and_report(app, job_store, sent, timeout=timeout))
