@@ -421,13 +421,17 @@ def _file_values(path: Path) -> dict[str, tuple[Any, str]]:
             if name not in specs:
                 raise ConfigError(f"unknown key '{section}.{name}' in {origin}" + _suggest(name, list(specs)))
             spec = specs[name]
-            subject = f"{spec.path} in {origin}"
-            try:
-                value = _from_toml(spec, raw)
-            except TypeError:
-                raise ConfigError(f"{subject} must be {_TYPE_NAMES[spec.base]}, got {_describe(raw)}") from None
-            found[spec.path] = (_check(spec, value, subject), origin)
+            found[spec.path] = (_validated(spec, raw, f"{spec.path} in {origin}"), origin)
     return found
+
+
+def _validated(spec: _Spec, raw: Any, subject: str) -> Any:
+    """A value from the file as the key's type, within its bounds; ``subject`` names it."""
+    try:
+        value = _from_toml(spec, raw)
+    except TypeError:
+        raise ConfigError(f"{subject} must be {_TYPE_NAMES[spec.base]}, got {_describe(raw)}") from None
+    return _check(spec, value, subject)
 
 
 def _job_values(jobs: Any, where: Callable[..., str]) -> dict[str, tuple[Any, str]]:
@@ -443,13 +447,7 @@ def _job_values(jobs: Any, where: Callable[..., str]) -> dict[str, tuple[Any, st
             origin = where(JOBS, name, key)
             if key not in specs:
                 raise ConfigError(f"unknown key '{JOBS}.{name}.{key}' in {origin}" + _suggest(key, list(specs)))
-            spec = specs[key]
-            subject = f"{JOBS}.{name}.{key} in {origin}"
-            try:
-                value = _from_toml(spec, raw)
-            except TypeError:
-                raise ConfigError(f"{subject} must be {_TYPE_NAMES[spec.base]}, got {_describe(raw)}") from None
-            found[f"{JOBS}.{name}.{key}"] = (_check(spec, value, subject), origin)
+            found[f"{JOBS}.{name}.{key}"] = (_validated(specs[key], raw, f"{JOBS}.{name}.{key} in {origin}"), origin)
     return found
 
 

@@ -23,6 +23,7 @@ from runctl.store.local import LocalStore
 from runctl.store.fencing import generation_of
 from runctl.store.manifest import manifest_key, parse_seq_name
 from runctl.store.snapshots import Snapshots
+from waiting import wait_for
 
 HELPER = Path(__file__).with_name("fenced_agent.py")
 TTL = 6.0
@@ -98,16 +99,6 @@ def generations_by_seq(store) -> list[int]:
         if store.exists(manifest_key(prefix, seq)):
             found.append(json.loads(store.read(manifest_key(prefix, seq)).data)["metadata"].get("lease_generation", 0))
     return found
-
-
-def wait_for(what, predicate, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def a_then_b(store, agents, *a_args: str) -> tuple[subprocess.Popen, subprocess.Popen]:
