@@ -57,3 +57,12 @@ def test_a_store_url_with_a_nul_byte_is_one_line_and_exit_2(command, runctl_cli,
     (tmp_path / "ok.py").write_text("print('ran')\n")
     line = one_line_error(runctl_cli(*command, "--store", "file:///tmp/a%00b"))
     assert "store URL 'file:///tmp/a%00b' holds a NUL character" in line
+
+
+@pytest.mark.parametrize("command", [["aws", "run", "ok.py"], ["aws", "create"], ["aws", "watch", "j"],
+                                     ["aws", "cancel", "j"], ["aws", "logs", "j"], ["aws", "cost", "j"]],
+                         ids=lambda c: " ".join(c))
+def test_the_aws_commands_refuse_an_empty_store_too(command, runctl_cli, tmp_path):
+    (tmp_path / "ok.py").write_text("print('ran')\n")
+    line = one_line_error(runctl_cli(*command, "--store", ""))
+    assert "--store is empty" in line and "leave --store out" in line

@@ -14,6 +14,7 @@ import time
 
 import click
 
+from runctl.cli import _common
 from runctl.cli._context import output_option, pass_app
 from runctl.cli.aws._shared import aws_store_url, region_option
 from runctl.errors import RunctlError
@@ -23,7 +24,7 @@ SETTLE_S = 3.0  # how long to look again for instances launched while cancelling
 
 @click.command("cancel", short_help="Cancel a job: stop relaunching it and terminate its instances.")
 @click.argument("job_id", metavar="JOB")
-@click.option("--store", metavar="URL",
+@click.option("--store", metavar="URL", callback=_common.refuse_empty_store,
               help="Job store (default: an s3:// [checkpoint] store, else s3://<[aws] s3_bucket>/runctl).")
 @region_option
 @output_option

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from runctl.cli import _common
 from runctl.cli._context import App, pass_app
 from runctl.cli.aws._launch import launch_instance
 from runctl.cli.aws._pricing import max_price_option
@@ -28,7 +29,8 @@ def _output_choice(ctx: click.Context, _param, value):
 @click.option("--ami", metavar="AMI", help="Image (default: [aws] ami, else a current Deep Learning / AL2023 AMI).")
 @click.option("--job", default="", metavar="JOB", help="The job the instance is for (its runctl:job tag).")
 @click.option("--name", default="", help="The Name tag (default: runctl-JOB or runctl-PROJECT).")
-@click.option("--store", metavar="URL", help="Job store for the agent (default: s3://<[aws] s3_bucket>/runctl).")
+@click.option("--store", metavar="URL", callback=_common.refuse_empty_store,
+              help="Job store for the agent (default: s3://<[aws] s3_bucket>/runctl).")
 @click.option("--idempotency-key", metavar="KEY",
               help="Same key and same request: the same launch (at most once in 24 h). Default: a fresh one.")
 @max_price_option

@@ -36,7 +36,7 @@ from runctl.errors import EXIT_JOB_FAILED, RunctlError
 @click.option("--auto-resume/--no-auto-resume", default=None,
               help="Relaunch the job on a new instance when its instance is reclaimed or lost "
                    "(default: [aws] auto_resume / RUNCTL_AUTO_RESUME).")
-@click.option("--store", metavar="URL",
+@click.option("--store", metavar="URL", callback=_common.refuse_empty_store,
               help="Job store (default: an s3:// [checkpoint] store, else s3://<[aws] s3_bucket>/runctl).")
 @click.option("--region", metavar="REGION", help="AWS region (default: [aws] region / AWS_REGION).")
 @output_option

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import click
 
+from runctl.cli import _common
 from runctl.cli._context import output_option, pass_app
 from runctl.cli.aws._jobs import ended_warnings, show_warnings
 from runctl.cli.aws._recovery import control, current_instance, report_outcome
@@ -25,7 +26,7 @@ from runctl.errors import UsageError
 @click.option("--keep", is_flag=True, help="Leave the last instance running when the job ends.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="Stop watching after S seconds (exit 1; the job goes on).")
-@click.option("--store", metavar="URL",
+@click.option("--store", metavar="URL", callback=_common.refuse_empty_store,
               help="Job store (default: an s3:// [checkpoint] store, else s3://<[aws] s3_bucket>/runctl).")
 @region_option
 @output_option
