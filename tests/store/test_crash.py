@@ -98,4 +98,4 @@ def test_sigkill_at_random_moments_local(tmp_path):
 
 def test_sigkill_at_random_moments_s3(s3_bucket, tmp_path):
     # The writer reaches moto through AWS_ENDPOINT_URL (set by the moto_server fixture).
-    crash_loop(f"s3://{s3_bucket}/team", tmp_path, kills=6, delays=(0.8, 2.5), scale=0.5, seed=7)
+    crash_loop(f"s3://{s3_bucket}/team", tmp_path, kills=12, delays=(0.8, 2.5), scale=0.5, seed=7)
