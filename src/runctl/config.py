@@ -100,6 +100,11 @@ class AwsConfig:
     ami: str | None = _key(None, "AMI id; unset picks a current Deep Learning AMI.", example="ami-0abc")
     auto_resume: bool = _key(False, "Relaunch and resume a job whose instance was interrupted.")
     max_restarts: int = _key(3, "How many times a job is relaunched before giving up.", ge=0)
+    max_boot_failures: int = _key(
+        3, "How many instances in a row may fail to start the job's agent before the job fails.", ge=1)
+    boot_timeout: float = _key(900.0, "Seconds an instance of a job's group has to start its agent.", gt=0)
+    idle_timeout: float = _key(
+        60.0, "Minutes an `aws create` instance waits without a job before shutting down; 0: never.", ge=0)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ from runctl.agent.assignment import (
 )
 from runctl.errors import NotFoundError, PreconditionFailed, RunctlError, UsageError
 from runctl.interruptions.signals import SignalSource
-from runctl.models import JobSpec
+from runctl.models import InterruptionNotice, JobSpec
 from runctl.agent.cancellation import cancelled
 from runctl.store import layout
 
@@ -152,20 +152,28 @@ def local_spec(spec: JobSpec, *, workdir: Path, home: Path, store_url: str, pyth
 
 
 class _ResidentSignals(SignalSource):
-    """The job's signal source, which also tells the resident agent to exit afterwards."""
+    """The job's signal source, which also tells the resident agent to exit afterwards.
+    ``machine_goes``: a SIGTERM is this machine going away (the agent of a group's instance:
+    nobody else stops it that way), so the job is interrupted and resumed elsewhere."""
 
-    def __init__(self, stop: threading.Event) -> None:
+    def __init__(self, stop: threading.Event, machine_goes: bool = False) -> None:
         self._resident_stop = stop
+        self._machine_goes = machine_goes
         super().__init__()
 
     def _on_signal(self, signum: int, frame) -> None:
         self._resident_stop.set()
+        if signum == signal.SIGTERM and self._machine_goes:
+            self._notices.put(InterruptionNotice("shutdown", "terminate", self._clock(),
+                                                 detail="the machine is shutting down (SIGTERM)"))
+            return
         super()._on_signal(signum, frame)
 
 
 class ResidentAgent:
     def __init__(self, store, identity: InstanceIdentity, home: Path, *, spot_notices: bool | None = None,
                  heartbeat_interval: float = 5.0, poll_interval: float = 1.0, python: str = sys.executable,
+                 idle_timeout: float | None = None, power: Callable[[str], bool] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.identity = identity
@@ -181,6 +189,10 @@ class ResidentAgent:
         self._started = clock()
         self._write_failed_at = 0.0
         self.jobs_run = 0
+        self.idle_timeout = idle_timeout  # seconds without a job before the machine shuts down
+        self._power = power
+        self.on_event: Callable[[object], None] = lambda event: None
+        self.machine_signals = False  # see _ResidentSignals
 
     # -- heartbeat --------------------------------------------------------------------
     def _set(self, state: str, job_id: str | None = None) -> None:
@@ -209,8 +221,9 @@ class ResidentAgent:
             self.beat()
 
     # -- the loop ---------------------------------------------------------------------
-    def serve(self) -> int:
-        """Wait for assignments and run them until ``stop`` is set. Returns 0."""
+    def serve(self, job_id: str | None = None, member=None) -> int:
+        """Wait for assignments and run them until ``stop`` is set; or, with ``member`` (a
+        ``group_member.GroupMember``), run the job of this instance's group. Returns 0."""
         if self._spot_notices is None:
             from runctl.interruptions import detect_ec2_spot, running_on_ec2
 
@@ -221,18 +234,34 @@ class ResidentAgent:
                  self.home, "on" if self._spot_notices else "off")
         done = threading.Event()
         beats = threading.Thread(target=self._beat_loop, args=(done,), daemon=True, name="resident-heartbeat")
-        self._set("idle")
+        self._set("running" if member is not None else "idle", job_id)
         beats.start()
         try:
-            while not self.stop.is_set():
-                self.poll_once()
-                self.stop.wait(self.poll_interval)
+            if member is not None:
+                return member.serve()
+            self._serve_assignments()
         finally:
             done.set()
             beats.join()
             self._set("stopped")
             log.info("resident agent stopped")
         return 0
+
+    def _serve_assignments(self) -> None:
+        idle_since = self._clock()
+        while not self.stop.is_set():
+            if self.poll_once():
+                idle_since = self._clock()
+            elif self.idle_timeout is not None and self._clock() - idle_since >= self.idle_timeout:
+                self._idle_off(self._clock() - idle_since)
+                return
+            self.stop.wait(self.poll_interval)
+
+    def _idle_off(self, idle_s: float) -> None:
+        from runctl.agent.power import power_off
+
+        log.info("no job for %.0fs (idle timeout %.0fs): shutting this instance down", idle_s, self.idle_timeout)
+        (self._power or power_off)(f"idle for {idle_s:.0f}s with no job")
 
     def poll_once(self) -> bool:
         """Run the instance's assignment if there is a runnable one. Returns whether it ran one."""
@@ -255,7 +284,7 @@ class ResidentAgent:
             return None  # a new assignment came meanwhile: the next poll sees it
         self._set("running", assignment.job_id)
         try:
-            job_state = self._run_job(assignment.job_id)
+            job_state = self.run_job(assignment.job_id)
             outcome = with_state(assignment, "done", self._clock(), job_state=job_state)
         except RunctlError as exc:
             log.error("job %s: %s", assignment.job_id, exc)
@@ -274,7 +303,8 @@ class ResidentAgent:
         self._set("stopping" if self.stop.is_set() else "idle")
         return outcome
 
-    def _run_job(self, job_id: str) -> str:
+    def run_job(self, job_id: str) -> str:
+        """Run the job here (waiting for its lease while another agent holds it); its final state."""
         from runctl.agent.status import read_status
         from runctl.agent.supervisor import Agent, AgentOptions
         from runctl.codesync import materialize
@@ -309,7 +339,7 @@ class ResidentAgent:
                      pull_job_image(here, region=self.identity.region))
         sources, _ = sources_for([], self._spot_notices)
         sources[0].close()  # swap the plain signal source for one that also stops us
-        sources[0] = _ResidentSignals(self.stop)
+        sources[0] = _ResidentSignals(self.stop, machine_goes=self.machine_signals)
         sources[0].start()
         if self.stop.is_set():  # SIGTERM came before the job's handlers were in place
             for source in sources:
@@ -319,7 +349,12 @@ class ResidentAgent:
         options = AgentOptions(run_dir=job_home / "run", heartbeat_interval=self.heartbeat_interval,
                                attempt_labels=self.identity.attempt_labels())
         events = logging.getLogger("runctl.agent")
-        agent = Agent(here, self.store, sources, options, events=lambda event: events.info("%s", event.message))
+
+        def on_event(event) -> None:
+            events.info("%s", event.message)
+            self.on_event(event)
+
+        agent = Agent(here, self.store, sources, options, events=on_event)
         try:
             agent.lease = self._wait_for_lease(job_id, options.lease_ttl)
         except RunctlError:
@@ -408,6 +443,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--spot-notices", action=argparse.BooleanOptionalAction, default=None,
                         help=f"watch the metadata service for spot notices (default: {SPOT_NOTICES_ENV}, "
                              "else on when on EC2 spot)")
+    parser.add_argument("--job", help="run this job of an Auto Scaling group (its group.json in the store), "
+                                      "then end this instance; without it: serve assignments")
+    parser.add_argument("--idle-timeout", type=float, metavar="S",
+                        help="shut this instance down after S seconds without a job (assignments only)")
     parser.add_argument("--heartbeat-interval", type=float, default=5.0, help=argparse.SUPPRESS)
     parser.add_argument("--poll-interval", type=float, default=1.0, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -417,6 +456,15 @@ def _env_flag(value: str | None) -> bool | None:
     if value is None or not value.strip():
         return None
     return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _group_member(agent: ResidentAgent, job_id: str):
+    from runctl.agent.group_member import GroupMember
+    from runctl.backends.aws.job_group import JobGroups
+    from runctl.backends.aws.session import AwsSession
+
+    agent.machine_signals = True
+    return GroupMember(agent, job_id, lambda region: JobGroups.for_session(AwsSession(region)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -438,8 +486,11 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.setdefault("AWS_DEFAULT_REGION", identity.region)
         spot = args.spot_notices if args.spot_notices is not None else _env_flag(os.environ.get(SPOT_NOTICES_ENV))
         agent = ResidentAgent(open_store(args.store), identity, default_home(), spot_notices=spot,
-                              heartbeat_interval=args.heartbeat_interval, poll_interval=args.poll_interval)
+                              heartbeat_interval=args.heartbeat_interval, poll_interval=args.poll_interval,
+                              idle_timeout=args.idle_timeout)
         agent.stop = stop
+        if args.job:
+            return agent.serve(args.job, _group_member(agent, args.job))
         return agent.serve()
     except RunctlError as exc:
         log.error("%s", exc)

@@ -32,7 +32,7 @@ def classify(exit_code: int, notice: dict | None, *, final_saved: bool = True) -
 def _machine_goes(attempt: Attempt) -> bool:
     """A spot reclaim takes this very machine: restarting on it would only be cut short."""
     notice = attempt.interruption or {}
-    return notice.get("source") == "spot" and notice.get("action") in ("terminate", "stop", "hibernate")
+    return notice.get("source") in ("spot", "shutdown") and notice.get("action") in ("terminate", "stop", "hibernate")
 
 
 def decide(attempts: list[Attempt] | tuple[Attempt, ...], *, max_restarts: int, max_restarts_on_errors: int) -> Decision:

@@ -74,6 +74,7 @@ class FakeInstance:
     log_path: Path
     killed: bool = False
     notices: list[float] = field(default_factory=list)  # the deadlines served to it
+    watchdog: threading.Timer | None = None  # the bootstrap's boot watchdog, when armed
 
 
 class FakeCloud:
@@ -81,13 +82,15 @@ class FakeCloud:
 
     def __init__(self, workdir: Path, *, region: str = REGION, bucket: str = BUCKET,
                  notice_deadline_s: float = 5.0, poll_interval: float = 0.2,
-                 agent_command: Callable[[str], list[str]] = default_agent_command) -> None:
+                 agent_command: Callable[[str], list[str]] = default_agent_command,
+                 boot_timeout_s: float | None = None) -> None:
         self.workdir = Path(workdir)
         self.region = region
         self.bucket = bucket
         self.notice_deadline_s = notice_deadline_s
         self.poll_interval = poll_interval
         self._agent_command = agent_command
+        self.boot_timeout_s = boot_timeout_s  # compresses the user data's boot watchdog timeout
         self.instances: dict[str, FakeInstance] = {}
         self.interruptions: list[dict] = []  # what interrupt() did, for reports and tests
         self._lock = threading.Lock()
@@ -107,6 +110,7 @@ class FakeCloud:
 
         # An instance has runctl and nothing of the user's project, as on EC2.
         self.agent_python = str(runctl_only_env(self.workdir / "agent-env"))
+        self._machine_bin = self._write_machine_commands()
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
         # AWS's managed policies (AmazonSSMManagedInstanceCore, which `aws setup` attaches)
@@ -124,6 +128,16 @@ class FakeCloud:
         self._watcher = threading.Thread(target=self._watch, name="fake-cloud-watcher", daemon=True)
         self._watcher.start()
         return self
+
+    def _write_machine_commands(self) -> Path:
+        """The commands an instance's OS has that the fake cloud plays: ``shutdown``."""
+        folder = self.workdir / "machine-bin"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutdown = folder / "shutdown"
+        shutdown.write_text(f"#!{self.agent_python}\nimport sys\nfrom runctl.testing.machine_shutdown import main\n"
+                            "sys.exit(main())\n")
+        shutdown.chmod(0o755)
+        return folder
 
     def stop(self) -> None:
         self._stop.set()
@@ -193,19 +207,39 @@ class FakeCloud:
                         log.info("%s is %s: its machine is gone", instance_id, described["State"]["Name"])
                         self._kill(known)
 
+    def _is_spot(self, described: dict) -> bool:
+        """Spot: a spot launch, or an instance of a group whose policy asks for spot (moto
+        launches the group's instances as on-demand ones)."""
+        if described.get("InstanceLifecycle") == "spot":
+            return True
+        tags = {t["Key"]: t.get("Value", "") for t in described.get("Tags", ())}
+        name = tags.get("aws:autoscaling:groupName")
+        if not name:
+            return False
+        groups = self.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[name])
+        for group in groups["AutoScalingGroups"]:
+            distribution = group.get("MixedInstancesPolicy", {}).get("InstancesDistribution", {})
+            return int(distribution.get("OnDemandPercentageAboveBaseCapacity", 100)) == 0
+        return False
+
     def _boot(self, ec2, described: dict) -> FakeInstance:
         instance_id = described["InstanceId"]
         home = self.workdir / "instances" / instance_id
         home.mkdir(parents=True, exist_ok=True)
+        spot = self._is_spot(described)
         imds = ImdsEmulator(
             instance_id=instance_id, instance_type=described.get("InstanceType", "t3.micro"), region=self.region,
             availability_zone=described.get("Placement", {}).get("AvailabilityZone"),
-            lifecycle="spot" if described.get("InstanceLifecycle") == "spot" else "on-demand",
+            lifecycle="spot" if spot else "on-demand",
         )
         imds.start()
         user_data = self._user_data(ec2, instance_id)
         log_path = home / "agent.log"
-        process, store_url = None, None
+        process, store_url, watchdog = None, None, None
+        env = {**os.environ, **self.env, "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.endpoint,
+               "RUNCTL_HOME": str(home), "RUNCTL_FAKE_INSTANCE_ID": instance_id,
+               "PATH": os.pathsep.join([str(self._machine_bin), os.environ.get("PATH", "")])}
+        env.pop("AWS_EC2_METADATA_DISABLED")
         try:
             argv = self._agent_command(user_data)
         except Exception as exc:  # not a runctl instance: a machine that runs nothing of ours
@@ -213,18 +247,36 @@ class FakeCloud:
             argv = []
         if argv:
             argv = [self.agent_python, *argv[1:]]  # the instance's interpreter: runctl and its dependencies
-            if described.get("InstanceLifecycle") == "spot":
+            if spot:
                 # Firmware checks cannot tell this machine is "on EC2": say so to the agent.
                 argv.append("--spot-notices")
             store_url = _option(argv, "--store")
-            env = {**os.environ, **self.env, "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.endpoint,
-                   "RUNCTL_HOME": str(home)}
-            env.pop("AWS_EC2_METADATA_DISABLED")
             with open(log_path, "ab") as out:
                 process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                            start_new_session=True, cwd=home)
             log.info("%s booted: agent pid %d", instance_id, process.pid)
-        return FakeInstance(instance_id, imds, process, home, store_url, log_path)
+            watchdog = self._arm_watchdog(instance_id, user_data, env, log_path)
+        return FakeInstance(instance_id, imds, process, home, store_url, log_path, watchdog=watchdog)
+
+    def _arm_watchdog(self, instance_id: str, user_data: str, env: dict, log_path: Path) -> threading.Timer | None:
+        """The bootstrap's boot watchdog (a systemd timer on EC2), after its timeout or ours."""
+        from runctl.backends.aws.bootstrap import watchdog_from_user_data
+
+        argv, timeout = watchdog_from_user_data(user_data, python=self.agent_python)
+        if not argv:
+            return None
+
+        def fire() -> None:
+            instance = self.instances.get(instance_id)
+            if self._stop.is_set() or instance is None or instance.killed:
+                return
+            with open(log_path, "ab") as out:
+                subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=log_path.parent)
+
+        timer = threading.Timer(self.boot_timeout_s if self.boot_timeout_s is not None else timeout, fire)
+        timer.daemon = True
+        timer.start()
+        return timer
 
     def _user_data(self, ec2, instance_id: str) -> str:
         attribute = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
@@ -234,6 +286,8 @@ class FakeCloud:
     def _kill(self, instance: FakeInstance) -> None:
         """The machine vanishes: every process on it dies at once, no goodbye."""
         instance.killed = True
+        if instance.watchdog is not None:
+            instance.watchdog.cancel()
         if instance.process is not None and instance.process.poll() is None:
             try:
                 os.killpg(instance.process.pid, signal.SIGKILL)
@@ -315,6 +369,10 @@ class FakeCloud:
         found += [f"spot request {r['SpotInstanceRequestId']}"
                   for r in ec2.describe_spot_instance_requests().get("SpotInstanceRequests", [])
                   if r.get("State") in ("open", "active")]
+        found += [f"launch template {t['LaunchTemplateName']}"
+                  for t in ec2.describe_launch_templates().get("LaunchTemplates", [])]
+        found += [f"auto scaling group {g['AutoScalingGroupName']}"
+                  for g in self.client("autoscaling").describe_auto_scaling_groups().get("AutoScalingGroups", [])]
         return found
 
 

@@ -35,7 +35,9 @@ from runctl.errors import UsageError
 PREFIX = "/opt/runctl"
 AGENT_LOG = "/var/log/runctl-agent.log"
 AGENT_MODULE = "runctl.agent.resident"
+WATCHDOG_MODULE = "runctl.agent.boot_watchdog"
 COMMAND_VAR = "RUNCTL_AGENT_COMMAND"
+WATCHDOG_VAR = "RUNCTL_WATCHDOG_COMMAND"
 ENV_VAR = "RUNCTL_AGENT_ENV"
 VALUES_BEGIN = "# --- runctl: values ---"
 VALUES_END = "# --- runctl: end of values ---"
@@ -65,8 +67,9 @@ def store_url_for(bucket: str | None, explicit: str | None = None, configured: s
 
 
 def agent_command(store_url: str, *, region: str | None = None, python: str = f"{PREFIX}/venv/bin/python",
-                  spot_notices: bool | None = None, instance_id: str | None = None) -> list[str]:
-    """The resident agent's argv; the interpreter first."""
+                  spot_notices: bool | None = None, instance_id: str | None = None, job: str | None = None,
+                  idle_timeout_s: float | None = None) -> list[str]:
+    """The resident agent's argv; the interpreter first. ``job``: the agent of a job's group."""
     argv = [python, "-m", AGENT_MODULE, "--store", store_url]
     if region:
         argv += ["--region", region]
@@ -74,7 +77,18 @@ def agent_command(store_url: str, *, region: str | None = None, python: str = f"
         argv += ["--instance-id", instance_id]
     if spot_notices is not None:
         argv.append("--spot-notices" if spot_notices else "--no-spot-notices")
+    if job:
+        argv += ["--job", job]
+    if idle_timeout_s is not None:
+        argv += ["--idle-timeout", f"{idle_timeout_s:g}"]
     return argv
+
+
+def watchdog_command(store_url: str, job: str, *, region: str | None = None,
+                     python: str = f"{PREFIX}/venv/bin/python") -> list[str]:
+    """The boot watchdog's argv (``runctl.agent.boot_watchdog``); the interpreter first."""
+    argv = [python, "-m", WATCHDOG_MODULE, "--store", store_url, "--job", job]
+    return argv + (["--region", region] if region else [])
 
 
 def _check_env(env: Mapping[str, str]) -> None:
@@ -107,13 +121,18 @@ def _wheel_filename(url: str) -> str:
 def render_user_data(*, wheel_url: str, store_url: str, region: str | None = None,
                      wheel_sha256: str | None = None, wheel_filename: str | None = None,
                      spot_notices: bool | None = None, env: Mapping[str, str] | None = None,
-                     prefix: str = PREFIX, agent_log: str = AGENT_LOG, service: str = "auto") -> str:
+                     prefix: str = PREFIX, agent_log: str = AGENT_LOG, service: str = "auto",
+                     job: str | None = None, boot_timeout_s: float | None = None,
+                     idle_timeout_s: float | None = None) -> str:
     """The bash user-data script described in the module docstring. Pure.
 
     ``env``: extra environment of the agent (no credentials: refused). ``spot_notices``:
     None lets the agent find out whether it runs on spot. ``service``: how the agent is
     started: ``auto`` (systemd where it runs, else nohup), ``systemd`` or ``nohup``.
     ``prefix``, ``agent_log`` and ``service`` let tests run the script on this machine.
+    ``job``: an instance of that job's group, whose agent runs the job and ends the instance;
+    ``boot_timeout_s`` then arms the boot watchdog. ``idle_timeout_s``: an ``aws create``
+    instance's agent shuts it down after that long without a job.
     """
     if service not in ("auto", "systemd", "nohup"):
         raise UsageError(f"unknown service kind {service!r}: auto, systemd or nohup")
@@ -123,7 +142,9 @@ def render_user_data(*, wheel_url: str, store_url: str, region: str | None = Non
         raise UsageError(f"install prefix {prefix!r} must be an absolute path of letters, digits, '_', '.', '-'")
     filename = wheel_filename or _wheel_filename(wheel_url)
     python = f"{prefix.rstrip('/')}/venv/bin/python"
-    command = agent_command(store_url, region=region, python=python, spot_notices=spot_notices)
+    command = agent_command(store_url, region=region, python=python, spot_notices=spot_notices, job=job,
+                            idle_timeout_s=idle_timeout_s)
+    watchdog = watchdog_command(store_url, job, region=region, python=python) if job and boot_timeout_s else []
     values = {
         "RUNCTL_PREFIX": prefix,
         "RUNCTL_AGENT_LOG": agent_log,
@@ -132,14 +153,17 @@ def render_user_data(*, wheel_url: str, store_url: str, region: str | None = Non
         "RUNCTL_WHEEL_SHA256": wheel_sha256 or "",
         "RUNCTL_SERVICE": service,
         "RUNCTL_REGION": region or "",
+        "RUNCTL_BOOT_TIMEOUT": f"{int(boot_timeout_s)}" if watchdog else "",
     }
-    for what, value in [*values.items(), *env.items(), ("the agent command", "".join(command))]:
+    for what, value in [*values.items(), *env.items(), ("the agent command", "".join(command + watchdog))]:
         _check_value(what, value)
     lines = [VALUES_BEGIN]
     lines += [f"{name}={shlex.quote(value)}" for name, value in values.items()]
     lines.append(_array(ENV_VAR, [f"{name}={value}" for name, value in sorted(env.items())]))
     lines.append("# The resident agent's command; its first word is the interpreter.")
     lines.append(_array(COMMAND_VAR, command))
+    lines.append("# The boot watchdog's command (empty: none), run RUNCTL_BOOT_TIMEOUT s after the install.")
+    lines.append(_array(WATCHDOG_VAR, watchdog))
     lines.append(VALUES_END)
     return _HEAD + "\n".join(lines) + "\n" + _BODY.replace("__S3_FETCH__", shlex.quote(S3_FETCH), 1)
 
@@ -167,6 +191,17 @@ def agent_command_from_user_data(text: str, *, python: str | None = None) -> lis
     return argv
 
 
+def watchdog_from_user_data(text: str, *, python: str | None = None) -> tuple[list[str], float | None]:
+    """The boot watchdog's argv and its timeout in seconds; ([], None) when none is armed."""
+    argv = _parse_array(text, WATCHDOG_VAR) if f"{WATCHDOG_VAR}=(" in text else []
+    match = re.search(r"^RUNCTL_BOOT_TIMEOUT=(\d+)$", _values_block(text), re.MULTILINE)
+    if not argv or match is None:
+        return [], None
+    if python is not None:
+        argv[0] = python
+    return argv, float(match.group(1))
+
+
 def agent_env_from_user_data(text: str) -> dict[str, str]:
     """The extra environment the user data gives the agent."""
     return dict(item.split("=", 1) for item in _parse_array(text, ENV_VAR))
@@ -174,7 +209,8 @@ def agent_env_from_user_data(text: str) -> dict[str, str]:
 
 def bootstrap_user_data(store, *, region: str | None = None, spot_notices: bool | None = None,
                         env: Mapping[str, str] | None = None, presign: bool = False,
-                        expires_s: int | None = None) -> str:
+                        expires_s: int | None = None, job: str | None = None, boot_timeout_s: float | None = None,
+                        idle_timeout_s: float | None = None) -> str:
     """Publish the CLI's wheel in ``store`` (once) and render the user data that installs it
     and starts an agent on that store. An S3 store's wheel is fetched with the instance
     role unless ``presign`` (then a URL that works ``expires_s``, default 12 h); another
@@ -186,7 +222,8 @@ def bootstrap_user_data(store, *, region: str | None = None, spot_notices: bool 
     if store.url.startswith("s3://") and not presign:
         url = f"{store.url.rstrip('/')}/{wheel.key}"
     return render_user_data(wheel_url=url, wheel_sha256=wheel.sha256, wheel_filename=wheel.filename,
-                            store_url=store.url, region=region, spot_notices=spot_notices, env=env)
+                            store_url=store.url, region=region, spot_notices=spot_notices, env=env, job=job,
+                            boot_timeout_s=boot_timeout_s, idle_timeout_s=idle_timeout_s)
 
 
 #: Downloads s3://BUCKET/KEY (argv[1]) to a file (argv[2]) with the instance role.
@@ -207,6 +244,12 @@ set -euo pipefail
 _BODY = r"""
 say() { echo "runctl-bootstrap: $*" >&2; }
 S3_FETCH=__S3_FETCH__
+
+if [ -n "$RUNCTL_BOOT_TIMEOUT" ] && command -v shutdown >/dev/null 2>&1; then
+  # Should runctl never install (so no watchdog runs), the machine still goes, later than
+  # the watchdog would; the watchdog cancels this once the agent has started.
+  shutdown -h "+$(( RUNCTL_BOOT_TIMEOUT / 60 + 10 ))" "runctl: the bootstrap did not finish" || true
+fi
 
 find_python() {
   local candidate
@@ -278,8 +321,25 @@ mkdir -p "$(dirname "$RUNCTL_AGENT_LOG")"
 } > "$RUNCTL_PREFIX/run-agent"
 chmod 755 "$RUNCTL_PREFIX/run-agent"
 
+USE_SYSTEMD=no
 if [ "$RUNCTL_SERVICE" = systemd ] || { [ "$RUNCTL_SERVICE" = auto ] && [ -d /run/systemd/system ] &&
    command -v systemctl >/dev/null 2>&1; }; then
+  USE_SYSTEMD=yes
+fi
+
+if [ ${#RUNCTL_WATCHDOG_COMMAND[@]} -gt 0 ]; then
+  # The boot watchdog: when the agent has not reported by then, this machine is counted as
+  # a boot failure of the job and shut down (see runctl.agent.boot_watchdog).
+  if [ "$USE_SYSTEMD" = yes ]; then
+    systemd-run --unit=runctl-boot-watchdog --on-active="${RUNCTL_BOOT_TIMEOUT}s" "${RUNCTL_WATCHDOG_COMMAND[@]}"
+  else
+    nohup setsid sh -c 'sleep "$1"; shift; exec "$@"' sh "$RUNCTL_BOOT_TIMEOUT" "${RUNCTL_WATCHDOG_COMMAND[@]}" \
+      </dev/null >>"$RUNCTL_AGENT_LOG" 2>&1 &
+  fi
+  say "boot watchdog armed: ${RUNCTL_BOOT_TIMEOUT}s"
+fi
+
+if [ "$USE_SYSTEMD" = yes ]; then
   cat > /etc/systemd/system/runctl-agent.service <<UNIT
 [Unit]
 Description=runctl resident agent

@@ -115,7 +115,7 @@ def _profile(name_or_arn: str) -> dict[str, str]:
     return {"Arn": name_or_arn} if name_or_arn.startswith("arn:") else {"Name": name_or_arn}
 
 
-def _common(spec: LaunchSpec) -> dict[str, Any]:
+def instance_settings(spec: LaunchSpec) -> dict[str, Any]:
     """What RunInstances and a launch template share."""
     request: dict[str, Any] = {
         "ImageId": spec.image_id,
@@ -133,7 +133,7 @@ def _common(spec: LaunchSpec) -> dict[str, Any]:
 
 def launch_request(spec: LaunchSpec, instance_type: str, subnet_id: str | None = None) -> dict[str, Any]:
     """RunInstances for one instance of ``instance_type`` (in ``subnet_id`` when given)."""
-    request = _common(spec)
+    request = instance_settings(spec)
     request.update({"InstanceType": instance_type, "MinCount": 1, "MaxCount": 1})
     if spec.user_data:
         request["UserData"] = spec.user_data  # boto3 base64-encodes it for RunInstances
@@ -151,7 +151,7 @@ def launch_template_request(spec: LaunchSpec) -> dict[str, Any]:
     """CreateLaunchTemplate for a CreateFleet launch (no market options: the fleet has them).
 
     The name and token come from the spec, so a retried launch finds its own template."""
-    data = _common(spec)
+    data = instance_settings(spec)
     if spec.user_data:
         data["UserData"] = base64.b64encode(spec.user_data.encode()).decode()  # not encoded by boto3 here
     if spec.security_group_ids:

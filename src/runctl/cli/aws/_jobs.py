@@ -124,15 +124,32 @@ def send_job(app, job_store, instance_id: str, named, *, job_id: str | None = No
     from its job table, then the configuration, as for ``runctl run``. ``checkpoint_dir``:
     ``instance_checkpoint_dir``'s. ``prepared``: ``prepare_code``'s result when the code was
     uploaded already."""
-    from runctl.agent.assignment import remote_spec, write_job_spec
+    from runctl.agent.assignment import write_job_spec
     from runctl.agent.status import read_status
 
     job_id = _common.resolve_job_id(job_store, job_id, named.script, named.args)
     judged = _refuse_busy(job_store, instance_id, job_id)
     command, tree = prepared or prepare_code(app, job_store, named, sync_code, includes, checkpoint_dir)
+    spec = job_spec(app, job_store, named, job_id, command, tree, checkpoint_dir=checkpoint_dir,
+                    resume_args=resume_args, image=image)
+    previous = read_status(job_store, job_id)
+    write_job_spec(job_store, spec)
+    assignment = _claim(job_store, instance_id, job_id, judged)
+    _note_agent(app, job_store, instance_id)
+    report = {"job_id": job_id, "instance_id": instance_id, "store": job_store.url, "code_tree": tree,
+              "command": list(command), "image": image.ref if image is not None else None}
+    return SentJob(job_id, instance_id, assignment.assignment_id, len(previous.attempts) if previous else 0, report)
+
+
+def job_spec(app, job_store, named, job_id: str, command: tuple[str, ...], tree: str | None, *,
+             checkpoint_dir: str | None, resume_args: tuple[str, ...], image=None):
+    """The job's spec as an instance's agent runs it: the settings come from its job table,
+    then the configuration, as for ``runctl run``."""
+    from runctl.agent.assignment import remote_spec
+
     config = app.config
     signal_name = config.local.stop_signal.upper()
-    spec = remote_spec(
+    return remote_spec(
         job_id, command, job_store.url, code_tree=tree, checkpoint_dir=checkpoint_dir,
         resume_args=resume_args, env=dict(named.job.env),
         grace_period=config.local.grace_period,
@@ -144,13 +161,6 @@ def send_job(app, job_store, instance_id: str, named, *, job_id: str | None = No
         registry_login=image.registry_login if image is not None else "",
         gpus=config.docker.gpus,
     )
-    previous = read_status(job_store, job_id)
-    write_job_spec(job_store, spec)
-    assignment = _claim(job_store, instance_id, job_id, judged)
-    _note_agent(app, job_store, instance_id)
-    report = {"job_id": job_id, "instance_id": instance_id, "store": job_store.url, "code_tree": tree,
-              "command": list(command), "image": image.ref if image is not None else None}
-    return SentJob(job_id, instance_id, assignment.assignment_id, len(previous.attempts) if previous else 0, report)
 
 
 def wait_and_report(app, job_store, sent: SentJob, *, timeout: float | None = None) -> int:

@@ -23,7 +23,7 @@ def minimal_user_data(store: str | None, job: str) -> str:
             f"echo runctl job={shlex.quote(job)} store={shlex.quote(store or '')} > /var/log/runctl-bootstrap.log\n")
 
 
-def user_data_for(app, store, region: str, *, job: str = "") -> str:
+def user_data_for(app, store, region: str, *, job: str = "", idle_timeout_s: float | None = None) -> str:
     """The user data: the runctl bootstrap (runctl.backends.aws.bootstrap) when there is a
     store to publish the wheel in, else ``minimal_user_data``. ``store`` is an opened Store."""
     if store is None:
@@ -36,18 +36,41 @@ def user_data_for(app, store, region: str, *, job: str = "") -> str:
         if exc.name != "runctl.backends.aws.bootstrap":
             raise
         return minimal_user_data(store.url, job)
-    return bootstrap_user_data(store, region=region)
+    return bootstrap_user_data(store, region=region, idle_timeout_s=idle_timeout_s)
 
 
 def launch_instance(app, *, instance_type: str | None, spot: bool | None, fallback_types: str | None = None,
                     subnet_ids: tuple[str, ...] = (), ami: str | None = None, job: str = "", name: str = "",
                     store: str | None = None, idempotency_key: str | None = None,
                     max_price_per_hour: float | None = None, wait: bool = False, timeout: float = 600,
-                    region: str | None = None):
+                    region: str | None = None, idle_timeout_s: float | None = None):
     """Launch one instance as ``runctl aws create`` does (its options, by name); its InstanceInfo."""
+    from runctl.backends.aws.provision import Provisioner
+
+    session, spec, _ = launch_spec(
+        app, instance_type=instance_type, spot=spot, fallback_types=fallback_types, subnet_ids=subnet_ids, ami=ami,
+        job=job, name=name, store=store, idempotency_key=idempotency_key, max_price_per_hour=max_price_per_hour,
+        region=region, user_data=lambda job_store, where: user_data_for(app, job_store, where, job=job,
+                                                                         idle_timeout_s=idle_timeout_s))
+    provisioner = Provisioner(session.client("ec2"), region=session.region)
+    info = provisioner.create_instance(spec)
+    for refused in provisioner.skipped:
+        app.output.note(f"no capacity: {refused}; tried the next")
+    if wait:
+        info = provisioner.ec2.wait_running(info.instance_id, timeout=timeout)
+    return info
+
+
+def launch_spec(app, *, instance_type: str | None, spot: bool | None, fallback_types: str | None = None,
+                subnet_ids: tuple[str, ...] = (), ami: str | None = None, job: str = "", name: str = "",
+                store: str | None = None, idempotency_key: str | None = None,
+                max_price_per_hour: float | None = None, region: str | None = None, user_data=None):
+    """(session, LaunchSpec, job store) for instances of a job: its types (checked, and
+    affordable under ``max_price_per_hour``), market, AMI, subnets and tags, from the options
+    and [aws]. ``user_data(job_store, region)`` gives the user data (default: ``user_data_for``)."""
+    from runctl.backends.aws.ec2 import Ec2
     from runctl.backends.aws.instance_types import parse_types
     from runctl.backends.aws.launch import LaunchSpec
-    from runctl.backends.aws.provision import Provisioner
     from runctl.store import open_store
     from runctl.store.layout import JOB_ID_PATTERN
 
@@ -59,8 +82,7 @@ def launch_instance(app, *, instance_type: str | None, spot: bool | None, fallba
         ",".join(config.fallback_instance_types))
     all_types = tuple(dict.fromkeys(types + fallbacks))
     session = aws_session(app, region)
-    provisioner = Provisioner(session.client("ec2"), region=session.region)
-    provisioner.ec2.check_instance_types(all_types)
+    Ec2(session.client("ec2"), region=session.region).check_instance_types(all_types)
     url = store_url(app, store)
     job_store = None
     if url:
@@ -72,20 +94,16 @@ def launch_instance(app, *, instance_type: str | None, spot: bool | None, fallba
     use_spot = config.use_spot if spot is None else spot
     all_types = affordable_types(app, session, all_types, spot=use_spot, max_price=max_price_per_hour)
     image = ami or config.ami or default_image(session, all_types[0])
+    make_user_data = user_data or (lambda opened, where: user_data_for(app, opened, where, job=job))
     spec = LaunchSpec(
         image_id=image, instance_types=all_types, spot=use_spot,
         subnet_ids=tuple(subnet_ids) or config.subnet_ids, security_group_ids=config.security_group_ids,
         key_name=config.key_name, iam_instance_profile=config.iam_instance_profile,
-        user_data=user_data_for(app, job_store, session.region, job=job),
-        spot_max_price=_spot_bid(config.spot_max_price, max_price_per_hour), job=job, project=Path.cwd().name, user=session.user_name(), name=name,
-        idempotency_key=idempotency_key or uuid.uuid4().hex,
+        user_data=make_user_data(job_store, session.region),
+        spot_max_price=_spot_bid(config.spot_max_price, max_price_per_hour), job=job, project=Path.cwd().name,
+        user=session.user_name(), name=name, idempotency_key=idempotency_key or uuid.uuid4().hex,
     )
-    info = provisioner.create_instance(spec)
-    for refused in provisioner.skipped:
-        app.output.note(f"no capacity: {refused}; tried the next")
-    if wait:
-        info = provisioner.ec2.wait_running(info.instance_id, timeout=timeout)
-    return info
+    return session, spec, job_store
 
 
 def _spot_bid(configured: float | None, max_price_per_hour: float | None) -> float | None:

@@ -34,6 +34,9 @@ def _output_choice(ctx: click.Context, _param, value):
 @click.option("--idempotency-key", metavar="KEY",
               help="Same key and same request: the same launch (at most once in 24 h). Default: a fresh one.")
 @max_price_option
+@click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True), metavar="MINUTES",
+              help="Shut the instance down after MINUTES without a job (default: [aws] idle_timeout, 60).")
+@click.option("--no-idle-timeout", is_flag=True, help="Keep the instance running without a job until you stop it.")
 @click.option("--wait", is_flag=True, help="Return once the instance is running.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
               help="Seconds --wait waits.")
@@ -42,7 +45,7 @@ def _output_choice(ctx: click.Context, _param, value):
 @region_option
 @pass_app
 def create(app, instance_type, spot, fallback_types, subnet_ids, ami, job, name, store, idempotency_key,
-           max_price_per_hour, wait, timeout, output_format, region):
+           max_price_per_hour, idle_timeout, no_idle_timeout, wait, timeout, output_format, region):
     """Launch one instance for training: IMDSv2 only, tagged runctl:job/project/user/created.
 
     \b
@@ -54,8 +57,19 @@ def create(app, instance_type, spot, fallback_types, subnet_ids, ami, job, name,
     info = launch_instance(app, instance_type=instance_type, spot=spot, fallback_types=fallback_types,
                            subnet_ids=subnet_ids, ami=ami, job=job, name=name, store=store,
                            idempotency_key=idempotency_key, max_price_per_hour=max_price_per_hour, wait=wait,
-                           timeout=timeout, region=region)
+                           timeout=timeout, region=region,
+                           idle_timeout_s=_idle_seconds(app, idle_timeout, no_idle_timeout))
     if output_format == "instance-id":
         app.output.line(info.instance_id)
         return
     app.output.report(info, lambda: app.output.line(f"launched {describe_text(info)}"))
+
+
+def _idle_seconds(app, minutes: float | None, never: bool) -> float | None:
+    """The agent's idle timeout in seconds; None: none."""
+    if never:
+        if minutes is not None:
+            raise click.UsageError("give --idle-timeout or --no-idle-timeout, not both")
+        return None
+    minutes = app.config.aws.idle_timeout if minutes is None else minutes
+    return minutes * 60.0 if minutes > 0 else None

@@ -1,0 +1,1 @@
+"""The job lifecycle on AWS as a library: submit, follow, cancel (the CLI parses, calls and renders)."""

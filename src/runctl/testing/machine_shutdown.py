@@ -1,0 +1,51 @@
+"""``shutdown`` on a fake-cloud machine: what the OS command does to an EC2 instance.
+
+The fake cloud puts a ``shutdown`` that runs this on the PATH of every instance's agent,
+as a machine of its own would have one. ``shutdown -h now`` (or ``-P``, ``poweroff``) asks
+EC2, here moto, to end this instance as AWS would: terminated when its shutdown behaviour
+says so (runctl's spot instances and group instances), else stopped. A delayed shutdown
+(``+N``) and ``-c`` answer as the real command does; nothing on this machine arms one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+INSTANCE_ENV = "RUNCTL_FAKE_INSTANCE_ID"
+
+
+def shutdown_behaviour(ec2, instance_id: str) -> str:
+    """terminate or stop: group and spot instances terminate (their launch says so)."""
+    described = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    tags = {t["Key"]: t.get("Value", "") for t in described.get("Tags", ())}
+    if described.get("InstanceLifecycle") == "spot" or "aws:autoscaling:groupName" in tags:
+        return "terminate"
+    try:
+        attribute = ec2.describe_instance_attribute(InstanceId=instance_id,
+                                                    Attribute="instanceInitiatedShutdownBehavior")
+        return attribute.get("InstanceInitiatedShutdownBehavior", {}).get("Value") or "stop"
+    except Exception:  # moto may not keep the attribute: EC2's default
+        return "stop"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import boto3
+
+    args = sys.argv[1:] if argv is None else argv
+    if "-c" in args or any(a.startswith("+") for a in args):
+        return 0  # cancel / schedule: nothing is scheduled on a fake machine
+    instance_id = os.environ.get(INSTANCE_ENV)
+    if not instance_id:
+        print("shutdown: not a fake-cloud machine (no instance id)", file=sys.stderr)
+        return 1
+    ec2 = boto3.client("ec2")
+    if shutdown_behaviour(ec2, instance_id) == "terminate":
+        ec2.terminate_instances(InstanceIds=[instance_id])
+    else:
+        ec2.stop_instances(InstanceIds=[instance_id])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
