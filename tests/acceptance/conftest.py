@@ -17,11 +17,26 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def cloud(tmp_path):
+def cloud(tmp_path, request):
+    """The fake cloud; ``@pytest.mark.fake_cloud(**kwargs)`` passes FakeCloud options."""
+    marker = request.node.get_closest_marker("fake_cloud")
+    options = {"notice_deadline_s": 6.0, **(marker.kwargs if marker else {})}
     # A two-minute notice compressed to 6 s: time enough for the final snapshot on a busy machine.
-    with FakeCloud(tmp_path / "cloud", notice_deadline_s=6.0) as fake:
+    with FakeCloud(tmp_path / "cloud", **options) as fake:
         yield fake
-        assert fake.leftovers() == []
+        left = wait_until_nothing_left(fake)
+        assert left == []
+
+
+def wait_until_nothing_left(fake: FakeCloud, timeout: float = 30.0) -> list[str]:
+    """What is still left after ``timeout``: an agent that ended its job shuts its machine down
+    a moment after the job's last record is written."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (left := fake.leftovers()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
 
 
 @pytest.fixture

@@ -43,7 +43,8 @@ def check_boot(store, job_id: str, instance_id: str, groups, *, power=power_off)
                    "/var/log/cloud-init-output.log and /var/log/runctl-agent.log (e.g. in the EC2 console's "
                    "system log)")
         fail_job(store, job_id, message)
-        end_group(store, job_id, groups, "failed", message, by=f"boot watchdog on {instance_id}")
+        end_group(store, job_id, groups, "failed", message, by=f"boot watchdog on {instance_id}",
+                  leaving=instance_id)
         outcome = "failed"
     power(f"the runctl agent did not start{after}")
     return outcome

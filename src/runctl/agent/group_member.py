@@ -32,6 +32,7 @@ from typing import Protocol
 from runctl.agent import group_record as records
 from runctl.agent.cancellation import cancelled
 from runctl.agent.power import cancel_scheduled_shutdown, power_off
+from runctl.agent.restart_policy import RECOVERED_FROM
 from runctl.agent.status import read_status
 from runctl.errors import RunctlError, UsageError
 from runctl.models import JobStatus
@@ -39,8 +40,6 @@ from runctl.models import JobStatus
 log = logging.getLogger(__name__)
 
 ENDED_STATES = ("completed", "failed", "stopped")
-#: Attempt reasons that mean the machine was lost or reclaimed (a recovery followed).
-MACHINE_LOSSES = ("interrupted", "lost")
 
 
 class GroupControl(Protocol):
@@ -49,7 +48,7 @@ class GroupControl(Protocol):
 
     def detach(self, name: str, instance_id: str) -> bool: ...
 
-    def end(self, record) -> None: ...
+    def end(self, record, *, leaving: str | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ def machine_losses(status: JobStatus | None, since: float = 0.0) -> int:
     """Instances lost or reclaimed under the job's attempts started at ``since`` or later."""
     if status is None:
         return 0
-    return sum(1 for a in status.attempts if a.started >= since and a.reason in MACHINE_LOSSES)
+    return sum(1 for a in status.attempts if a.started >= since and a.reason in RECOVERED_FROM)
 
 
 def before_run(status: JobStatus | None, cancel: dict | None, settings: dict) -> Action:
@@ -73,7 +72,7 @@ def before_run(status: JobStatus | None, cancel: dict | None, settings: dict) ->
     if status is not None and status.state in ENDED_STATES:
         return Action(False, status.state, status.message or f"the job {status.state}")
     last = status.attempts[-1] if status is not None and status.attempts else None
-    reclaimed = last is not None and (last.reason in MACHINE_LOSSES or status.state in ("running", "restarting"))
+    reclaimed = last is not None and (last.reason in RECOVERED_FROM or status.state in ("running", "restarting"))
     if reclaimed and not settings.get("auto_resume", True):
         return Action(False, "interrupted", "its instance was reclaimed and auto-resume is off; resume it with "
                                             f"runctl aws run ... --job-id {status.job_id} --auto-resume")
@@ -181,7 +180,7 @@ class GroupMember:
             if found and not found[-1].get("launched") and found[-1].get("old_instance") != self.instance_id:
                 records.update_recovery(self.store, self.job_id, found[-1]["old_instance"], **mine)
             elif last is not None and last.instance_id not in (None, self.instance_id) and \
-                    last.reason in (None, *MACHINE_LOSSES) and not (found and found[-1].get("old_instance") ==
+                    last.reason in (None, *RECOVERED_FROM) and not (found and found[-1].get("old_instance") ==
                                                                     last.instance_id):
                 records.add_recovery(self.store, self.job_id, {
                     "reason": "spot notice" if last.reason == "interrupted" else "lost without a notice",
@@ -193,7 +192,10 @@ class GroupMember:
     def _after_run(self, state: str) -> None:
         if state in ENDED_STATES:
             status = read_status(self.store, self.job_id)
-            self._end_group(state, status.message if status is not None else "")
+            cancel = cancelled(self.store, self.job_id) if state == "stopped" else None
+            message = f"cancelled ({cancel.get('by', 'runctl aws cancel')})" if cancel is not None else \
+                status.message if status is not None else ""
+            self._end_group(state, message)
             self._power(f"job {self.job_id} {state}")
         elif self.detached.is_set():
             self._power(f"job {self.job_id} moved to the group's next instance")
@@ -223,19 +225,21 @@ class GroupMember:
         self._end_group("failed", message)
 
     def _end_group(self, state: str, message: str) -> None:
-        end_group(self.store, self.job_id, self._groups, state, message, by=self.instance_id, clock=self._clock)
+        end_group(self.store, self.job_id, self._groups, state, message, by=self.instance_id,
+                  leaving=self.instance_id, clock=self._clock)
 
 
 def end_group(store, job_id: str, groups: Callable[[str], GroupControl], state: str, message: str, *, by: str,
-              clock: Callable[[], float] = time.time) -> None:
-    """Delete the job's group and template and record why. Nothing more can run for the job."""
+              leaving: str | None = None, clock: Callable[[], float] = time.time) -> None:
+    """Delete the job's group and template and record why. Nothing more can run for the job.
+    ``leaving``: the instance calling, which leaves the group first (``JobGroups.end``)."""
     from runctl.backends.aws.job_group import GroupRecord
 
     settings = records.read_group(store, job_id)
     if settings is None:
         return
     record = GroupRecord.from_dict(settings["group"])
-    groups(record.region).end(record)
+    groups(record.region).end(record, leaving=leaving)
     records.mark_ended(store, job_id, state, message, by=by, clock=clock)
     log.info("job %s %s: deleted its group %s", job_id, state, record.name)
 

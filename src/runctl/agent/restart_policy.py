@@ -58,3 +58,21 @@ def decide(attempts: list[Attempt] | tuple[Attempt, ...], *, max_restarts: int, 
         return Decision(True, None, f"error {errors} of at most {max_restarts_on_errors} restarts on errors")
     suffix = f" (exit code {last.exit_code})" if last.exit_code is not None else ""
     return Decision(False, "failed", f"the script {last.reason}{suffix}")
+
+
+#: How an attempt ends when the job goes on in another: a notice or rehearsal, or a lost machine.
+RECOVERED_FROM = ("interrupted", "lost")
+
+
+def recoveries(attempts) -> int:
+    """How many times the job went on in a new attempt after an interruption or a loss."""
+    return sum(1 for previous in attempts[:-1] if previous.reason in RECOVERED_FROM)
+
+
+def time_lost(attempts) -> float:
+    """Seconds between an interrupted (or lost) attempt's end and the next attempt's start, summed."""
+    lost = 0.0
+    for previous, following in zip(attempts, attempts[1:]):
+        if previous.reason in RECOVERED_FROM and previous.ended is not None:
+            lost += max(0.0, following.started - previous.ended)
+    return lost

@@ -37,7 +37,7 @@ def status(app, job_id, store):
 
 def _render(app, job) -> None:
     from runctl.agent.status import agent_gone
-    from runctl.resume.policy import recoveries, time_lost
+    from runctl.agent.restart_policy import recoveries, time_lost
 
     state = f"{job.state} (no heartbeat since {local_time(job.heartbeat)}: the agent may be gone)" \
         if agent_gone(job, time.time()) else job.state

@@ -223,6 +223,8 @@ class FakeCloud:
         return False
 
     def _boot(self, ec2, described: dict) -> FakeInstance:
+        from runctl.testing.machine_shutdown import BEHAVIOUR_ENV, INSTANCE_ENV, shutdown_behaviour
+
         instance_id = described["InstanceId"]
         home = self.workdir / "instances" / instance_id
         home.mkdir(parents=True, exist_ok=True)
@@ -237,7 +239,7 @@ class FakeCloud:
         log_path = home / "agent.log"
         process, store_url, watchdog = None, None, None
         env = {**os.environ, **self.env, "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.endpoint,
-               "RUNCTL_HOME": str(home), "RUNCTL_FAKE_INSTANCE_ID": instance_id,
+               "RUNCTL_HOME": str(home), INSTANCE_ENV: instance_id, BEHAVIOUR_ENV: shutdown_behaviour(ec2, described),
                "PATH": os.pathsep.join([str(self._machine_bin), os.environ.get("PATH", "")])}
         env.pop("AWS_EC2_METADATA_DISABLED")
         try:

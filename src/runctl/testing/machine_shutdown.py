@@ -13,19 +13,30 @@ import os
 import sys
 
 INSTANCE_ENV = "RUNCTL_FAKE_INSTANCE_ID"
+#: terminate or stop: what EC2 does on a shutdown from inside, as the instance was launched.
+BEHAVIOUR_ENV = "RUNCTL_FAKE_SHUTDOWN_BEHAVIOUR"
 
 
-def shutdown_behaviour(ec2, instance_id: str) -> str:
-    """terminate or stop: group and spot instances terminate (their launch says so)."""
-    described = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+def shutdown_behaviour(ec2, described: dict) -> str:
+    """terminate or stop, as the instance was launched: spot and group instances terminate;
+    else its launch template's or its own InstanceInitiatedShutdownBehavior (which moto does
+    not always copy from a template), EC2's default being stop. Asked at boot, while the
+    template still exists."""
+    instance_id = described["InstanceId"]
     tags = {t["Key"]: t.get("Value", "") for t in described.get("Tags", ())}
     if described.get("InstanceLifecycle") == "spot" or "aws:autoscaling:groupName" in tags:
         return "terminate"
+    template = tags.get("aws:ec2launchtemplate:id")
     try:
+        if template:
+            versions = ec2.describe_launch_template_versions(LaunchTemplateId=template)["LaunchTemplateVersions"]
+            found = [v["LaunchTemplateData"].get("InstanceInitiatedShutdownBehavior") for v in versions]
+            if any(found):
+                return next(f for f in found if f)
         attribute = ec2.describe_instance_attribute(InstanceId=instance_id,
                                                     Attribute="instanceInitiatedShutdownBehavior")
         return attribute.get("InstanceInitiatedShutdownBehavior", {}).get("Value") or "stop"
-    except Exception:  # moto may not keep the attribute: EC2's default
+    except Exception:  # the template is gone, or moto does not keep the attribute: EC2's default
         return "stop"
 
 
@@ -40,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print("shutdown: not a fake-cloud machine (no instance id)", file=sys.stderr)
         return 1
     ec2 = boto3.client("ec2")
-    if shutdown_behaviour(ec2, instance_id) == "terminate":
+    if os.environ.get(BEHAVIOUR_ENV, "stop") == "terminate":
         ec2.terminate_instances(InstanceIds=[instance_id])
     else:
         ec2.stop_instances(InstanceIds=[instance_id])

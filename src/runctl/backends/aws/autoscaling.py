@@ -95,9 +95,10 @@ def create_group_request(spec: LaunchSpec, name: str, launch_template_id: str, s
     }
 
 
-def detach_request(name: str, instance_id: str) -> dict[str, Any]:
-    """DetachInstances that keeps the desired capacity: the group launches a replacement."""
-    return {"AutoScalingGroupName": name, "InstanceIds": [instance_id], "ShouldDecrementDesiredCapacity": False}
+def detach_request(name: str, instance_id: str, *, keep_capacity: bool = True) -> dict[str, Any]:
+    """DetachInstances; keeping the desired capacity makes the group launch a replacement."""
+    return {"AutoScalingGroupName": name, "InstanceIds": [instance_id],
+            "ShouldDecrementDesiredCapacity": not keep_capacity}
 
 
 def delete_group_request(name: str) -> dict[str, Any]:

@@ -122,8 +122,12 @@ class JobGroups:
             raise
         return True
 
-    def end(self, record: GroupRecord) -> None:
-        """Delete the group (its instances terminate) and its launch template. Idempotent."""
+    def end(self, record: GroupRecord, *, leaving: str | None = None) -> None:
+        """Delete the group (its instances terminate) and its launch template. Idempotent.
+        ``leaving``: the calling instance, which first leaves the group with its capacity, so
+        that the deletion does not terminate it before it has recorded the end."""
+        if leaving is not None:
+            self._leave(record.name, leaving)
         try:
             with translate("delete the job's Auto Scaling group", region=self.region,
                            permission="autoscaling:DeleteAutoScalingGroup"):
@@ -132,6 +136,16 @@ class JobGroups:
             if self.describe(record.name) is not None:  # ValidationError for a missing group too
                 raise
         self._delete_template(record.launch_template_id)
+
+    def _leave(self, name: str, instance_id: str) -> None:
+        """Take ``instance_id`` out of the group and lower its capacity (to a minimum of 0
+        first: Auto Scaling refuses to go below the minimum), so that nothing replaces it."""
+        if self.describe(name) is None:
+            return
+        with translate("let this instance leave its group", region=self.region,
+                       permission="autoscaling:UpdateAutoScalingGroup and autoscaling:DetachInstances"):
+            self.autoscaling.update_auto_scaling_group(AutoScalingGroupName=name, MinSize=0)
+            self.autoscaling.detach_instances(**detach_request(name, instance_id, keep_capacity=False))
 
     def _delete_template(self, template_id: str) -> None:
         try:

@@ -87,25 +87,6 @@ def instance_checkpoint_dir(app, named, flag: str | None) -> str | None:
     return rel
 
 
-def wait_and_recover(app, job_store, sent: SentJob, *, region: str | None, keep: bool,
-                     timeout: float | None = None, job=None) -> int:
-    """Follow a sent job with the recovery controller (``runctl aws watch``); its exit code.
-    ``job``: the JobConfig of a named job, whose max_restarts and fallback_instance_types
-    apply to the relaunches (default: [aws]'s)."""
-    from runctl.cli.aws._recovery import control, report_outcome
-
-    app.output.note(f"runctl: job {sent.job_id} sent to {sent.instance_id}; following its output with "
-                    "auto-resume (Ctrl-C stops following; runctl aws watch re-attaches)")
-    outcome = control(app, job_store, sent.job_id, sent.instance_id, region=region,
-                      first_attempt=sent.first_attempt, keep=keep, timeout=timeout,
-                      max_restarts=job.max_restarts if job is not None else None,
-                      fallback_types=(job.fallback_instance_types or None) if job is not None else None)
-    warnings = ended_warnings(job_store, sent.job_id, outcome.state)
-    code = report_outcome(app, outcome, {**sent.report, "warnings": list(warnings)})
-    show_warnings(app, warnings)
-    return code
-
-
 @dataclass(frozen=True)
 class SentJob:
     job_id: str
@@ -381,7 +362,7 @@ def follow_job(app, store, instance_id: str, job_id: str, assignment_id: str, fi
                             "may have failed (see /var/log/cloud-init-output.log there, e.g. with runctl aws exec)")
         if record is not None and time.time() - float(record.get("heartbeat") or 0) > AGENT_STALE_AFTER_S:
             return "lost", (f"the agent on {instance_id} stopped beating (the instance may be gone); "
-                              f"resume the job with runctl aws train NEW_INSTANCE ... --job-id {job_id}")
+                              f"resume it on a new instance with runctl aws run SCRIPT --job-id {job_id}")
         if deadline is not None and clock() >= deadline:
             return "timed-out", (f"timed out after {timeout:g}s; it goes on on {instance_id}: "
                                  f"runctl aws logs {job_id} -f")
@@ -393,6 +374,6 @@ def _final_message(store, state: str | None, job_id: str) -> str:
 
     if state == "interrupted":
         return (f"the instance is being reclaimed; resume from the latest snapshot with "
-                f"runctl aws train NEW_INSTANCE ... --job-id {job_id}")
+                f"runctl aws run SCRIPT --job-id {job_id}")
     status = read_status(store, job_id)
     return status.message if status is not None and state != "completed" else ""

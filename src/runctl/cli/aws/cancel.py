@@ -1,71 +1,67 @@
-"""runctl aws cancel JOB: stop a job for good and leave nothing of it running.
+"""runctl aws cancel JOB: stop a job for good and leave nothing of it running, from any machine.
 
-Marks the job cancelled in the store (``jobs/<id>/cancel.json``: agents stop it, controllers
-stop relaunching it, a replacement's agent does not start it), terminates every instance
-tagged ``runctl:job=JOB`` and every instance a controller launched for it (looking again for a
-few seconds, for a launch in flight), and records the job as stopped.
+Marks the job cancelled in the store (``jobs/<id>/cancel.json``): its agent stops the script
+(signal, grace, final snapshot) and deletes the job's group; a replacement that boots
+meanwhile ends the group instead of starting the job. Once that happened, or after
+``--timeout`` (no agent may run: a replacement still booting, a lost instance), the group
+and its launch template are deleted here. Last, every instance still tagged
+``runctl:job=JOB`` is terminated, and the job is recorded as stopped.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import time
 
 import click
 
 from runctl.cli import _common
 from runctl.cli._context import output_option, pass_app
 from runctl.cli.aws._shared import aws_store_url, region_option
-from runctl.errors import RunctlError
-
-SETTLE_S = 3.0  # how long to look again for instances launched while cancelling
 
 
-@click.command("cancel", short_help="Cancel a job: stop relaunching it and terminate its instances.")
+@click.command("cancel", short_help="Cancel a job: stop it, delete its group, leave nothing running.")
 @click.argument("job_id", metavar="JOB")
+@click.option("--timeout", type=click.FloatRange(min=0), default=150.0, show_default=True, metavar="S",
+              help="How long the job's agent has to stop the script and save before its group is deleted "
+                   "(its final snapshot may then be cut short).")
 @click.option("--store", metavar="URL", callback=_common.refuse_empty_store,
               help="Job store (default: an s3:// [checkpoint] store, else s3://<[aws] s3_bucket>/runctl).")
 @region_option
 @output_option
 @pass_app
-def cancel(app, job_id, store, region):
-    """Cancel JOB: its agents stop it, no controller relaunches it, its instances are terminated."""
+def cancel(app, job_id, timeout, store, region):
+    """Cancel JOB: its agent stops it and saves, its group is deleted, its instances end."""
     from runctl.agent.cancellation import mark_cancelled
+    from runctl.agent.group_record import read_group
     from runctl.agent.status import read_status
+    from runctl.cli.aws._shared import aws_session
     from runctl.cli.aws._shared import ec2 as make_ec2
-    from runctl.resume.records import read_recoveries
     from runctl.store import layout, open_store
 
     job_store = open_store(aws_store_url(app, store))
-    mark_cancelled(job_store, job_id)
-    ec2 = make_ec2(app, region)
-    terminated: list[str] = []
-    settle_until = time.monotonic() + SETTLE_S
-    while True:
-        book, _ = read_recoveries(job_store, job_id)
-        status = read_status(job_store, job_id)
-        known = set(book.get("instances", ()))
-        if status is not None:
-            known.update(a.instance_id for a in status.attempts if a.instance_id)
-        doomed = [i.instance_id for i in ec2.terminate_tagged(job=job_id)]
-        for instance_id in sorted(known - set(doomed)):
-            try:
-                info = ec2.describe(instance_id)
-                if info.state not in ("shutting-down", "terminated"):
-                    ec2.terminate(instance_id)
-                    doomed.append(instance_id)
-            except RunctlError as exc:  # not ours (no runctl tag) or gone: say so, go on
-                app.output.note(f"runctl: {instance_id}: {exc}")
-        terminated += [i for i in doomed if i not in terminated]
-        if time.monotonic() >= settle_until:
-            break
-        time.sleep(0.5)
+    settings = read_group(job_store, job_id)
+    saved = None
+    if settings is not None:
+        from runctl.backends.aws.job_group import JobGroups
+        from runctl.jobs.cancel import cancel_group_job
+
+        app.output.note(f"runctl: job {job_id} marked cancelled; waiting up to {timeout:g}s for its agent to stop "
+                        "it and save")
+        result = cancel_group_job(job_store, job_id,
+                                  lambda where: JobGroups.for_session(aws_session(app, where or region)),
+                                  timeout=timeout)
+        saved = result.by_agent
+    else:
+        mark_cancelled(job_store, job_id)
+    terminated = [i.instance_id for i in make_ec2(app, region).terminate_tagged(job=job_id)]
     status = read_status(job_store, job_id)
     if status is not None and status.state not in ("completed", "failed", "stopped"):
         stopped = dataclasses.replace(status, state="stopped", message="cancelled (runctl aws cancel)")
         job_store.write(layout.status_key(job_id), json.dumps(stopped.to_dict(), indent=1, sort_keys=True).encode())
-    report = {"job_id": job_id, "cancelled": True, "terminated": terminated}
+    report = {"job_id": job_id, "cancelled": True, "terminated": terminated, "stopped_by_agent": saved}
+    how = {True: "; its agent stopped it and saved", False: "; its group was deleted before an agent stopped it",
+           None: ""}[saved]
     app.output.report(report, lambda: app.output.line(
-        f"job {job_id} cancelled" + (f"; terminated {', '.join(terminated)}" if terminated else
-                                     "; no instance of it was running")))
+        f"job {job_id} cancelled{how}" + (f"; terminated {', '.join(terminated)}" if terminated else
+                                          "; nothing of it is running")))

@@ -14,8 +14,8 @@ from runctl.cli import _common
 from runctl.cli._args import ScriptCommand, script_args
 from runctl.cli._context import output_option, pass_app
 from runctl.cli.aws._docker import prepare_image, with_docker_options
-from runctl.cli.aws._jobs import (auto_resume_on, instance_checkpoint_dir, require_running, resolve_script, send_job,
-                                  wait_and_recover, wait_and_report, with_checkpoint_options, with_code_options)
+from runctl.cli.aws._jobs import (instance_checkpoint_dir, require_running, resolve_script, send_job, wait_and_report,
+                                  with_checkpoint_options, with_code_options)
 from runctl.cli.aws._shared import aws_store_url
 
 
@@ -34,10 +34,14 @@ def train_command(**kwargs):
 store_option = click.option("--store", metavar="URL", callback=_common.refuse_empty_store,
                             help="Job store (default: an s3:// [checkpoint] store, else s3://<[aws] s3_bucket>/runctl).")
 region_option = click.option("--region", metavar="REGION", help="AWS region (default: [aws] region / AWS_REGION).")
-auto_resume_option = click.option(
-    "--auto-resume/--no-auto-resume", default=None,
-    help="While waiting: relaunch the job on a new instance when its instance is reclaimed or lost "
-         "(default: [aws] auto_resume / RUNCTL_AUTO_RESUME).")
+
+
+def _refuse_auto_resume(_ctx, _param, value):
+    if value:
+        raise click.UsageError("--auto-resume runs a job in an Auto Scaling group of its own, which runctl aws run "
+                               "makes: use runctl aws run SCRIPT --auto-resume (aws train runs the job on an "
+                               "instance you manage, and does not replace it)")
+    return value
 
 
 @train_command(name="train", short_help="Run a script on an instance's runctl agent.")
@@ -47,14 +51,13 @@ auto_resume_option = click.option(
 @click.option("--wait", is_flag=True, help="Follow the job's output and exit with its exit code.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="With --wait: give up after S seconds (exit 1; the job goes on).")
-@auto_resume_option
-@click.option("--keep", is_flag=True, help="With --auto-resume: leave the last replacement instance running.")
+@click.option("--auto-resume", is_flag=True, hidden=True, callback=_refuse_auto_resume, expose_value=False)
 @store_option
 @region_option
 @output_option
 @pass_app
 def train(app, instance_id, script, sync_code, includes, job_id, checkpoint_dir, resume_args, no_docker, docker_image,
-          wait, timeout, auto_resume, keep, store, region):
+          wait, timeout, store, region):
     """Run SCRIPT (a file of the project, or a job NAME of .runctl.toml) on INSTANCE_ID's
     agent, with the project's code; resume it from the store.
 
@@ -73,13 +76,7 @@ def train(app, instance_id, script, sync_code, includes, job_id, checkpoint_dir,
                     resume_args=named.resume_args(resume_args),
                     sync_code=image is None if sync_code is None else sync_code, includes=includes, image=image)
     if not wait:
-        if auto_resume:
-            app.output.note(f"runctl: --auto-resume acts while runctl waits: add --wait, or run "
-                            f"runctl aws watch {sent.job_id}")
         app.output.report(sent.report, lambda: app.output.line(
-            f"job {sent.job_id} sent to {instance_id}; follow it with: runctl aws logs {sent.job_id} -f"))
+            f"job {sent.job_id} sent to {instance_id}; follow it with: runctl aws watch {sent.job_id}"))
         return
-    if auto_resume_on(app, auto_resume):
-        click.get_current_context().exit(
-            wait_and_recover(app, job_store, sent, region=region, keep=keep, timeout=timeout, job=named.job))
     click.get_current_context().exit(wait_and_report(app, job_store, sent, timeout=timeout))
