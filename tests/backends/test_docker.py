@@ -65,6 +65,7 @@ def test_repository_name(name, expected):
 @pytest.mark.parametrize("setting, instance_type, smi, expected", [
     ("auto", "g5.xlarge", False, ["--gpus", "all"]),
     ("auto", "p4d.24xlarge", False, ["--gpus", "all"]),
+    ("auto", "g4ad.xlarge", False, []),  # AMD Radeon: docker's --gpus is NVIDIA's
     ("auto", "t3.medium", False, []),
     ("auto", None, True, ["--gpus", "all"]),
     ("auto", None, False, []),

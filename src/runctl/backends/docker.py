@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from runctl.backends.aws.instance_types import has_nvidia_gpu
 from runctl.codesync.ignore import ALWAYS_EXCLUDED, dockerignore
 from runctl.errors import RegistryError, UsageError
 
@@ -33,8 +34,6 @@ log = logging.getLogger(__name__)
 
 DOCKERFILE_CANDIDATES = ("Dockerfile", "Dockerfile.train", "docker/Dockerfile", "training/Dockerfile")
 NOT_INSTALLED = "docker is not installed; install Docker or use --no-docker"
-GPU_FAMILIES = ("p2", "p3", "p4", "p4d", "p4de", "p5", "p5e", "g3", "g4dn", "g4ad", "g5", "g5g", "g6", "g6e",
-                "gr6", "g6f", "p6")
 RUNCTL_LIB_MOUNT = "/opt/runctl-lib"
 
 
@@ -102,7 +101,8 @@ def repository_name(name: str) -> str:
 
 def wants_gpus(setting: str, *, instance_type: str | None = None, has_nvidia_smi: bool = False) -> list[str]:
     """The ``--gpus`` arguments for ``docker run``: ``auto`` gives all GPUs only where the
-    machine has them (a GPU instance family, or nvidia-smi present); ``none`` never; ``all``
+    machine has NVIDIA's (an NVIDIA GPU instance type, or nvidia-smi present: ``--gpus`` is
+    NVIDIA's container toolkit); ``none`` never; ``all``
     always; indexes such as ``0,1`` those devices (quoted as docker needs: the comma would
     otherwise separate options)."""
     setting = (setting or "auto").strip()
@@ -112,8 +112,7 @@ def wants_gpus(setting: str, *, instance_type: str | None = None, has_nvidia_smi
         return ["--gpus", "all"]
     if setting != "auto":
         return ["--gpus", f'"device={setting.removeprefix("device=")}"']
-    family = (instance_type or "").split(".", 1)[0].lower()
-    if family in GPU_FAMILIES or has_nvidia_smi:
+    if has_nvidia_smi or (instance_type and has_nvidia_gpu(instance_type)):
         return ["--gpus", "all"]
     return []
 
