@@ -34,6 +34,15 @@ def local_time(epoch: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) if epoch else "-"
 
 
+def human_size(n: float) -> str:
+    """A byte count as a person reads it: binary units, one decimal ("1023 B", "5.0 GiB")."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
 class Output:
     def __init__(self, fmt: str = "text", verbose: int = 0) -> None:
         self.format = fmt
