@@ -43,7 +43,7 @@ def _snapshots(app: App, target: str | None, store_url: str | None, job: str | N
 
 def _target_options(func):
     func = click.option("--job", "job", metavar="JOB_ID", help="The job whose checkpoints to use.")(func)
-    func = _common.store_option(func)
+    func = _common.store_option()(func)
     return output_option(func)
 
 
