@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 
@@ -51,6 +51,12 @@ class Output:
     @property
     def is_json(self) -> bool:
         return self.format == "json"
+
+    @property
+    def job_output(self) -> BinaryIO:
+        """Where a followed job's own output goes, as bytes: stdout, but stderr under
+        ``--output json``, where stdout holds only the JSON report."""
+        return sys.stderr.buffer if self.is_json else sys.stdout.buffer
 
     def report(self, data: Any, render_text: Callable[[], None]) -> None:
         """Emit ``data`` as JSON, or call ``render_text`` to draw it for a person."""
