@@ -102,9 +102,8 @@ def repository_name(name: str) -> str:
 def wants_gpus(setting: str, *, instance_type: str | None = None, has_nvidia_smi: bool = False) -> list[str]:
     """The ``--gpus`` arguments for ``docker run``: ``auto`` gives all GPUs only where the
     machine has NVIDIA's (an NVIDIA GPU instance type, or nvidia-smi present: ``--gpus`` is
-    NVIDIA's container toolkit); ``none`` never; ``all``
-    always; indexes such as ``0,1`` those devices (quoted as docker needs: the comma would
-    otherwise separate options)."""
+    NVIDIA's container toolkit); ``none`` never; ``all`` always; indexes such as ``0,1``
+    those devices (quoted as docker needs: the comma would otherwise separate options)."""
     setting = (setting or "auto").strip()
     if setting == "none":
         return []
