@@ -41,6 +41,21 @@ def test_content_tag_follows_content_and_dockerignore(tmp_path):
     assert content_tag(tmp_path, tmp_path / "Dockerfile") != tag
 
 
+def test_dockerignore_is_read_as_docker_reads_it(tmp_path):
+    """Docker anchors every line at the context root, cleans it as a path, and lets a later
+    ``!`` line bring a file back from an excluded folder. The reading before pathspec let
+    ``*.log`` leave out logs in every folder, so a change to one that is in the image kept
+    the old tag."""
+    for rel in ("Dockerfile", "a.log", "sub/b.log", "deep/x/c.log", "data/big.csv", "data/keep.csv",
+                "build/out", "src/m.py", ".venv/lib.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    (tmp_path / ".dockerignore").write_text("*.log\n**/x/*.log\n/data\n!data/keep.csv\n./build/\n")
+    assert context_files(tmp_path) == [".dockerignore", "Dockerfile", "data/keep.csv", "src/m.py", "sub/b.log"]
+    (tmp_path / ".dockerignore").write_text("data/keep.csv\n!data\n")  # the last line wins, on a folder too
+    assert "data/keep.csv" in context_files(tmp_path)
+
+
 @pytest.mark.parametrize("name, expected", [("My Project", "my-project"), ("ML__Stuff!!", "ml-stuff"),
                                             ("x", "x-image"), ("--", "runctl-job"), ("a/b", "a/b")])
 def test_repository_name(name, expected):
@@ -50,6 +65,7 @@ def test_repository_name(name, expected):
 @pytest.mark.parametrize("setting, instance_type, smi, expected", [
     ("auto", "g5.xlarge", False, ["--gpus", "all"]),
     ("auto", "p4d.24xlarge", False, ["--gpus", "all"]),
+    ("auto", "g4ad.xlarge", False, []),  # AMD Radeon: docker's --gpus is NVIDIA's
     ("auto", "t3.medium", False, []),
     ("auto", None, True, ["--gpus", "all"]),
     ("auto", None, False, []),

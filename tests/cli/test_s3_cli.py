@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runctl.cli import main
-from runctl.cli.s3 import human_size, run_parallel
+from runctl.cli.s3 import run_parallel
 from runctl.store import open_store
 
 
@@ -286,7 +286,3 @@ def test_run_parallel_reports_progress_and_raises_the_first_error():
 
     with pytest.raises(ValueError, match="boom"):
         run_parallel(FakeApp(), "x", [(1, boom)] + [(1, lambda p: None)] * 20, jobs=4)
-
-
-def test_human_size():
-    assert [human_size(n) for n in (0, 1023, 1024, 5 * 1024**3)] == ["0 B", "1023 B", "1.0 KiB", "5.0 GiB"]

@@ -17,7 +17,6 @@ command line, GPU choice) are plain functions, tested without an engine.
 from __future__ import annotations
 
 import base64
-import fnmatch
 import hashlib
 import logging
 import os
@@ -27,15 +26,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from runctl.backends.aws.instance_types import has_nvidia_gpu
+from runctl.codesync.ignore import ALWAYS_EXCLUDED, dockerignore
 from runctl.errors import RegistryError, UsageError
 
 log = logging.getLogger(__name__)
 
 DOCKERFILE_CANDIDATES = ("Dockerfile", "Dockerfile.train", "docker/Dockerfile", "training/Dockerfile")
-ALWAYS_IGNORED = (".git", ".runctl", ".venv", "__pycache__")  # never part of the content hash
 NOT_INSTALLED = "docker is not installed; install Docker or use --no-docker"
-GPU_FAMILIES = ("p2", "p3", "p4", "p4d", "p4de", "p5", "p5e", "g3", "g4dn", "g4ad", "g5", "g5g", "g6", "g6e",
-                "gr6", "g6f", "p6")
 RUNCTL_LIB_MOUNT = "/opt/runctl-lib"
 
 
@@ -54,44 +52,17 @@ def find_dockerfile(root: Path, explicit: str | None = None) -> Path | None:
     return None
 
 
-def read_dockerignore(root: Path) -> list[str]:
-    try:
-        lines = (root / ".dockerignore").read_text().splitlines()
-    except OSError:
-        return []
-    return [line.strip().strip("/") for line in lines if line.strip() and not line.lstrip().startswith("#")]
-
-
-def _ignored(rel: str, patterns: Sequence[str]) -> bool:
-    """A simple reading of .dockerignore: last match wins, ``!`` re-includes, a pattern
-    matching a folder ignores everything below it."""
-    parts = rel.split("/")
-    if any(part in ALWAYS_IGNORED for part in parts):
-        return True
-    ignored = False
-    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    for pattern in patterns:
-        negate = pattern.startswith("!")
-        pat = pattern[1:] if negate else pattern
-        if pat.startswith("**/"):
-            hit = any(fnmatch.fnmatch("/".join(parts[i:]), pat[3:]) for i in range(len(parts)))
-        else:
-            hit = any(fnmatch.fnmatch(prefix, pat) for prefix in prefixes)
-        if hit:
-            ignored = not negate
-    return ignored
-
-
 def context_files(root: Path) -> list[str]:
     """The build context's files (relative, sorted) that .dockerignore keeps."""
-    patterns = read_dockerignore(root)
+    excluded = dockerignore(root)
     found = []
     for folder, dirs, files in os.walk(root):
         rel_folder = os.path.relpath(folder, root)
-        dirs[:] = sorted(d for d in dirs if d not in ALWAYS_IGNORED)
+        # An ignored folder is still entered: a later ``!`` line may bring back a file in it.
+        dirs[:] = sorted(d for d in dirs if d not in ALWAYS_EXCLUDED)
         for name in files:
             rel = name if rel_folder == "." else f"{rel_folder}/{name}"
-            if not _ignored(rel, patterns):
+            if name not in ALWAYS_EXCLUDED and not excluded.match_file(rel):
                 found.append(rel)
     return sorted(found)
 
@@ -130,9 +101,9 @@ def repository_name(name: str) -> str:
 
 def wants_gpus(setting: str, *, instance_type: str | None = None, has_nvidia_smi: bool = False) -> list[str]:
     """The ``--gpus`` arguments for ``docker run``: ``auto`` gives all GPUs only where the
-    machine has them (a GPU instance family, or nvidia-smi present); ``none`` never; ``all``
-    always; indexes such as ``0,1`` those devices (quoted as docker needs: the comma would
-    otherwise separate options)."""
+    machine has NVIDIA's (an NVIDIA GPU instance type, or nvidia-smi present: ``--gpus`` is
+    NVIDIA's container toolkit); ``none`` never; ``all`` always; indexes such as ``0,1``
+    those devices (quoted as docker needs: the comma would otherwise separate options)."""
     setting = (setting or "auto").strip()
     if setting == "none":
         return []
@@ -140,8 +111,7 @@ def wants_gpus(setting: str, *, instance_type: str | None = None, has_nvidia_smi
         return ["--gpus", "all"]
     if setting != "auto":
         return ["--gpus", f'"device={setting.removeprefix("device=")}"']
-    family = (instance_type or "").split(".", 1)[0].lower()
-    if family in GPU_FAMILIES or has_nvidia_smi:
+    if has_nvidia_smi or (instance_type and has_nvidia_gpu(instance_type)):
         return ["--gpus", "all"]
     return []
 

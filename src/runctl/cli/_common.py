@@ -45,9 +45,16 @@ def refuse_empty_store(ctx, param, value: str | None) -> str | None:
     return value
 
 
-store_option = click.option("--store", "store", metavar="URL", callback=refuse_empty_store,
-                            help="Checkpoint store: a folder, file:///path or s3://bucket/prefix "
-                                 "(default: [checkpoint] store, else .runctl/store here).")
+LOCAL_STORE = "[checkpoint] store, else .runctl/store here"  # the rule of store_url
+AWS_STORE = "an s3:// [checkpoint] store, else s3://<[aws] s3_bucket>/runctl"  # bootstrap.store_url_for's
+
+
+def store_option(default: str = LOCAL_STORE):
+    """The ``--store`` option of every command that takes one. Only the default differs
+    between commands (``LOCAL_STORE``, ``AWS_STORE``), so only it is a parameter."""
+    return click.option("--store", "store", metavar="URL", callback=refuse_empty_store,
+                        help="Job store: s3://bucket/prefix, or a folder or file:///path for jobs run here "
+                             f"(default: {default}).")
 
 
 def open_job_store(app, explicit: str | None):

@@ -44,9 +44,9 @@ def push_built(app, cli, image, region=None):
     config = app.config
     session = None
     if (config.docker.login or "ecr") != "none":
-        from runctl.backends.aws.session import AwsSession
+        from runctl.cli.aws._shared import aws_session
 
-        session = AwsSession(region or config.aws.region)
+        session = aws_session(app, region)  # the job's region: the instance pulls from there
     registry, ecr = registry_for(config.docker, session)
     pushed = push_image(cli, image, registry, ecr_client=ecr)
     if pushed.created_repository:

@@ -1,40 +1,67 @@
-"""Printing a job's output from the store: what ``runctl logs`` and ``runctl aws logs`` share."""
+"""Following a job's output in the store: the one follower behind ``runctl logs [-f]``,
+``runctl aws logs``, and the following done by ``aws train``, ``aws run`` and ``aws watch``.
+
+``LogFollower`` reads the log chunks the agent uploaded and hands over each one once, in
+order; calling it writes the new ones to its sink, ``app.output.job_output`` for every
+command that streams a job's output. ``show_logs`` is ``runctl logs``: it also knows when to
+stop following (the job ended or its agent is gone) and collects the output under
+``--output json``.
+"""
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 import click
 
 
+class LogFollower:
+    """The job's log chunks not handed over yet: attempts from ``first_attempt`` on, or only
+    ``attempt`` when given. Calling it writes the new chunks to ``sink`` (a binary stream)."""
+
+    def __init__(self, store, job_id: str, first_attempt: int = 0, sink=None, *, attempt: int | None = None) -> None:
+        self.store, self.job_id, self.first_attempt, self.sink = store, job_id, first_attempt, sink
+        self.attempt = attempt
+        self.shown: set[str] = set()
+
+    def new_chunks(self) -> list[tuple[int, bytes]]:
+        """(attempt, bytes) of every chunk uploaded since the last call, oldest first."""
+        from runctl.agent.logs import attempts_with_logs, log_chunks
+
+        found = []
+        for number in attempts_with_logs(self.store, self.job_id):
+            if number < self.first_attempt or (self.attempt is not None and number != self.attempt):
+                continue
+            for key in log_chunks(self.store, self.job_id, number):
+                if key not in self.shown:
+                    self.shown.add(key)
+                    found.append((number, self.store.read(key).data))
+        return found
+
+    def __call__(self) -> None:
+        for _, data in self.new_chunks():
+            self.sink.write(data)
+            self.sink.flush()
+
+
 def show_logs(app, job_store, job_id: str, *, follow: bool, attempt: int | None) -> None:
     """Print the job's output, attempt by attempt (only ``attempt`` when given); with
     ``follow``, keep printing new output until the job ends or its agent is gone."""
-    from runctl.agent.logs import attempts_with_logs, log_chunks
     from runctl.agent.status import FINAL_STATES, agent_gone, read_status
 
-    shown: set[str] = set()
+    follower = LogFollower(job_store, job_id, sink=app.output.job_output, attempt=attempt)
     collected: dict[int, str] = {}
     while True:
         # Read the state first: every chunk shipped before a final state is then printed.
         status = read_status(job_store, job_id)
         gone = status is not None and agent_gone(status, time.time())
         finished = not follow or status is None or status.state in FINAL_STATES or gone
-        for number in attempts_with_logs(job_store, job_id):
-            if attempt is not None and number != attempt:
-                continue
-            for key in log_chunks(job_store, job_id, number):
-                if key in shown:
-                    continue
-                shown.add(key)
-                data = job_store.read(key).data
-                if app.output.is_json:
-                    collected[number] = collected.get(number, "") + data.decode(errors="replace")
-                else:
-                    sys.stdout.buffer.write(data)
-                    sys.stdout.flush()
+        if app.output.is_json:
+            for number, data in follower.new_chunks():
+                collected[number] = collected.get(number, "") + data.decode(errors="replace")
+        else:
+            follower()
         if finished:
             if follow and gone:
                 app.output.note(f"runctl: the agent of job {job_id} stopped beating; it may be gone "

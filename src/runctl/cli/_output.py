@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 
@@ -34,6 +34,15 @@ def local_time(epoch: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) if epoch else "-"
 
 
+def human_size(n: float) -> str:
+    """A byte count as a person reads it: binary units, one decimal ("1023 B", "5.0 GiB")."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
 class Output:
     def __init__(self, fmt: str = "text", verbose: int = 0) -> None:
         self.format = fmt
@@ -42,6 +51,12 @@ class Output:
     @property
     def is_json(self) -> bool:
         return self.format == "json"
+
+    @property
+    def job_output(self) -> BinaryIO:
+        """Where a followed job's own output goes, as bytes: stdout, but stderr under
+        ``--output json``, where stdout holds only the JSON report."""
+        return sys.stderr.buffer if self.is_json else sys.stdout.buffer
 
     def report(self, data: Any, render_text: Callable[[], None]) -> None:
         """Emit ``data`` as JSON, or call ``render_text`` to draw it for a person."""

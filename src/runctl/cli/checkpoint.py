@@ -16,16 +16,8 @@ import click
 from runctl.checkpoints import latest_or, open_snapshots, restore_into
 from runctl.cli import _common
 from runctl.cli._context import App, output_option, pass_app
+from runctl.cli._output import human_size
 from runctl.errors import IntegrityError, NotFoundError, UsageError
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def _split_args(args: tuple[str, ...], *, takes_seq: bool) -> tuple[str | None, int | None]:
@@ -51,7 +43,7 @@ def _snapshots(app: App, target: str | None, store_url: str | None, job: str | N
 
 def _target_options(func):
     func = click.option("--job", "job", metavar="JOB_ID", help="The job whose checkpoints to use.")(func)
-    func = _common.store_option(func)
+    func = _common.store_option()(func)
     return output_option(func)
 
 
@@ -82,7 +74,7 @@ def list_(app: App, target: str | None, store: str | None, job: str | None) -> N
     """The complete snapshots, oldest first."""
     snaps = _snapshots(app, target, store, job)
     infos = snaps.list()
-    rows = [(i.seq, i.created, len(i.files), _size(i.total_bytes)) for i in infos]
+    rows = [(i.seq, i.created, len(i.files), human_size(i.total_bytes)) for i in infos]
 
     def text() -> None:
         if not rows:
@@ -106,7 +98,7 @@ def info(app: App, args: tuple[str, ...], store: str | None, job: str | None) ->
     def text() -> None:
         app.output.line(f"snapshot {found.seq} at {found.url}")
         app.output.line(f"created   {found.created}")
-        app.output.line(f"files     {len(found.files)}, {_size(found.total_bytes)} ({found.total_bytes} bytes)")
+        app.output.line(f"files     {len(found.files)}, {human_size(found.total_bytes)} ({found.total_bytes} bytes)")
         if found.metadata:
             app.output.line(f"metadata  {json.dumps(found.metadata, sort_keys=True)}")
         app.output.table(("path", "size", "sha256"), [(f.path, f.size, f.sha256) for f in found.files])
@@ -145,7 +137,7 @@ def verify(app: App, args: tuple[str, ...], all_: bool, store: str | None, job: 
             app.output.line(f"no complete checkpoint snapshots at {snaps.url}")
         for r in results:
             if r["ok"]:
-                app.output.line(f"snapshot {r['seq']}: ok ({r['files']} files, {_size(r['total_bytes'])})")
+                app.output.line(f"snapshot {r['seq']}: ok ({r['files']} files, {human_size(r['total_bytes'])})")
             else:
                 app.output.line(f"snapshot {r['seq']}: {len(r['problems'])} problem(s)")
                 for problem in r["problems"]:
@@ -214,7 +206,7 @@ def restore(app: App, args: tuple[str, ...], dest: str, store: str | None, job: 
               "total_bytes": found.total_bytes, "newest": str(fetched.newest) if fetched.newest else None}
 
     def text() -> None:
-        app.output.line(f"restored snapshot {fetched.seq} ({len(found.files)} files, {_size(found.total_bytes)}) "
+        app.output.line(f"restored snapshot {fetched.seq} ({len(found.files)} files, {human_size(found.total_bytes)}) "
                         f"into {fetched.folder}")
         if fetched.newest:
             app.output.line(f"newest checkpoint: {fetched.newest}")

@@ -6,6 +6,7 @@ import click
 
 from runctl.cli._context import output_option, pass_app
 from runctl.cli._images import build_or_push
+from runctl.cli.aws._shared import region_option
 
 image_options = [
     click.option("--repository", metavar="NAME", help="Repository name (default: [docker] repository, else the folder's name)."),
@@ -13,7 +14,7 @@ image_options = [
     click.option("--dockerfile", metavar="PATH", help="Dockerfile (default: [docker] dockerfile, else found in the project)."),
     click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE",
                  help="docker build argument (repeatable; adds to [docker] build_args)."),
-    click.option("--region", help="AWS region of the ECR registry (default: [aws] region)."),
+    region_option,  # of the ECR registry
     output_option,
 ]
 

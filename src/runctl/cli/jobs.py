@@ -10,7 +10,7 @@ from runctl.cli._output import local_time
 
 
 @click.command(short_help="List the jobs in the store.")
-@_common.store_option
+@_common.store_option()
 @output_option
 @pass_app
 def jobs(app, store):

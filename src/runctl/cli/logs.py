@@ -13,7 +13,7 @@ from runctl.cli._logs import show_logs
 @click.argument("job_id", metavar="JOB")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output until the job ends.")
 @click.option("--attempt", type=int, help="Only this attempt (default: all).")
-@_common.store_option
+@_common.store_option()
 @output_option
 @pass_app
 def logs(app, job_id, follow, attempt, store):

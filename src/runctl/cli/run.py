@@ -20,7 +20,7 @@ EXIT_BY_STATE = {"completed": 0, "failed": EXIT_JOB_FAILED, "stopped": EXIT_INTE
 
 
 @script_command(name="run", short_help="Run a script locally under the agent; resume it from the store.")
-@_common.store_option
+@_common.store_option()
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Local folder the script saves checkpoints in (default: .runctl/jobs/JOB/checkpoints).")
 @click.option("--job-id", help="Name of the job (default: derived from the script and its arguments).")

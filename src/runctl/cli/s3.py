@@ -14,9 +14,11 @@ from pathlib import Path
 import click
 
 from runctl.cli._context import App, output_option, pass_app
+from runctl.cli._output import human_size
 from runctl.errors import NotFoundError, UsageError
 from runctl.store import ObjectInfo, ProgressCallback, Store, open_store, parse_store_url
-from runctl.store.retention import MANIFEST_NAME, plan_retention, seq_of
+from runctl.store.manifest import MANIFEST_NAME
+from runctl.store.retention import plan_retention, seq_of
 
 DEFAULT_JOBS = 8
 
@@ -24,14 +26,6 @@ jobs_option = click.option(
     "--jobs", "-j", type=click.IntRange(1, 64), default=DEFAULT_JOBS, show_default=True,
     help="Files transferred at the same time.",
 )
-
-
-def human_size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def plural(n: int, word: str) -> str:

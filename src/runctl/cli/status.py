@@ -14,7 +14,7 @@ from runctl.errors import UsageError
 
 @click.command(short_help="Show a job's state, attempts and latest interruption notice.")
 @click.argument("job_id", required=False, metavar="[JOB]")
-@_common.store_option
+@_common.store_option()
 @output_option
 @pass_app
 def status(app, job_id, store):

@@ -1,14 +1,19 @@
-"""Which files of a project folder are its code: .gitignore, .runctlignore and --include.
+"""Which files of a project folder are its code (.gitignore, .runctlignore, --include), and
+which files of a Docker build context count (.dockerignore): one matcher, one always-excluded list.
+
+pathspec compiles every pattern (runctl has no glob matcher of its own); runctl only decides
+which line names a path, the way git does (``_Line.names``), and
+tests/codesync/test_ignore.py holds the walk to ``git ls-files`` over many ignore files.
 
 In a git work tree the list comes from ``git ls-files --cached --others --exclude-standard``
 (git's own ignore rules, nested .gitignore files and the global excludes included).
-Elsewhere a small reader of ``.gitignore`` files applies the common subset of their syntax:
-comments, ``!`` negation, a trailing ``/`` for folders, a leading or inner ``/`` anchoring
-the pattern to the file's folder, ``*``, ``?``, ``[...]`` and ``**``.
+Elsewhere runctl walks the folder and reads every ``.gitignore`` on the way: each file's
+patterns are relative to its folder, a deeper file overrides a shallower one, and an ignored
+folder is not entered (so nothing below it can be brought back), as git does.
 
 On top of either: ``.runctlignore`` in the project folder (same syntax) always applies;
 ``--include PATTERN`` brings back files that an ignore file left out; ``.git``, ``.runctl``,
-``__pycache__`` and ``.venv`` folders are never code.
+``__pycache__`` and ``.venv`` folders are never code, nor part of a Docker content hash.
 
 Symlinks: a link to a file inside the project counts as that file (its bytes are uploaded
 under the link's path); a link to a folder inside it is not followed (the folder's files are
@@ -21,13 +26,16 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
+
+from pathspec import PathSpec
+from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
 
 log = logging.getLogger(__name__)
 
@@ -35,131 +43,105 @@ ALWAYS_EXCLUDED = frozenset({".git", ".runctl", "__pycache__", ".venv"})
 RUNCTLIGNORE = ".runctlignore"
 
 
-@lru_cache(maxsize=512)
-def _regex(glob: str) -> re.Pattern:
-    """A gitignore glob (no leading '/') as a regex over a '/'-separated path."""
-    out, i, n = [], 0, len(glob)
-    while i < n:
-        c = glob[i]
-        if glob.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif glob.startswith("/**", i) and i + 3 == n:
-            out.append("/.*")
-            i += 3
-        elif glob.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif c == "*":
-            out.append("[^/]*")
-            i += 1
-        elif c == "?":
-            out.append("[^/]")
-            i += 1
-        elif c == "[":
-            end = glob.find("]", i + 2 if glob[i + 1:i + 2] in ("!", "]") else i + 1)
-            if end < 0:
-                out.append(re.escape(c))
-                i += 1
-                continue
-            body = glob[i + 1:end]
-            if body.startswith("!"):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
-            i = end + 1
-        elif c == "\\" and i + 1 < n:
-            out.append(re.escape(glob[i + 1]))
-            i += 2
-        else:
-            out.append(re.escape(c))
-            i += 1
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One line of an ignore file, relative to the folder ``base`` ('' = the project)."""
-
-    pattern: str
-    base: str = ""
-    negated: bool = False
-    dir_only: bool = False
-    anchored: bool = False
-
-    @classmethod
-    def parse(cls, line: str, base: str = "") -> Rule | None:
-        line = line.rstrip("\n").rstrip("\r")
-        if not line.strip() or line.startswith("#"):
-            return None
-        if not line.endswith("\\ "):
-            line = line.rstrip(" ")
-        negated = line.startswith("!")
-        if negated:
-            line = line[1:]
-        elif line.startswith("\\!") or line.startswith("\\#"):
-            line = line[1:]
-        dir_only = line.endswith("/")
-        line = line.rstrip("/")
-        if not line:
-            return None
-        anchored = "/" in line
-        return cls(line.lstrip("/"), base, negated, dir_only, anchored)
-
-    def matches(self, path: str, is_dir: bool) -> bool:
-        """Whether this rule names ``path`` itself (not its folders)."""
-        if self.dir_only and not is_dir:
-            return False
-        if self.base:
-            if not path.startswith(self.base + "/"):
-                return False
-            path = path[len(self.base) + 1:]
-        target = path if self.anchored else path.rsplit("/", 1)[-1]
-        return bool(_regex(self.pattern).match(target))
-
-
-def read_rules(path: Path, base: str = "") -> list[Rule]:
-    try:
-        text = path.read_text(errors="replace")
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return []
-    return [rule for line in text.splitlines() if (rule := Rule.parse(line, base)) is not None]
-
-
-def ignored(rules: Sequence[Rule], path: str, is_dir: bool) -> bool:
-    """gitignore semantics: the last matching rule wins; a file in an ignored folder stays
-    ignored (callers do not descend into ignored folders)."""
-    verdict = False
-    for rule in rules:
-        if rule.matches(path, is_dir):
-            verdict = not rule.negated
-    return verdict
-
-
-def matches_any(patterns: Sequence[str], path: str) -> bool:
-    """Whether an --include pattern names ``path`` or one of its folders."""
-    rules = [r for p in patterns if (r := Rule.parse(p)) is not None]
-    parts = path.split("/")
-    for depth in range(1, len(parts) + 1):
-        prefix = "/".join(parts[:depth])
-        is_dir = depth < len(parts)
-        if any(rule.matches(prefix, is_dir) for rule in rules):
-            return True
-    return False
-
-
-def _always_excluded(rel: str) -> bool:
+def always_excluded(rel: str) -> bool:
+    """Whether a '/'-separated relative path lies in (or is) an always-excluded folder."""
     return any(part in ALWAYS_EXCLUDED for part in rel.split("/"))
 
 
-def _walk(folder: Path, rules: list[Rule] | None, read_nested: bool) -> list[str]:
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return []
+
+
+@dataclass(frozen=True)
+class _Line:
+    """One pattern line of the ignore file in ``folder`` ('' = the project), compiled by pathspec."""
+
+    folder: str
+    anchored: bool  # git matches it against the path from ``folder``; else against the name alone
+    pattern: GitIgnoreSpecPattern
+
+    def names(self, rel: str, is_dir: bool) -> bool:
+        """Whether the line names ``rel`` itself (git's test: what is below a folder is the walk's business).
+
+        pathspec's regex for a line also matches everything below what the line names; a
+        full match on the path, or a match on the bare name, leaves exactly git's test."""
+        if self.folder:
+            if not rel.startswith(self.folder + "/"):
+                return False
+            rel = rel[len(self.folder) + 1:]
+        if not self.anchored:
+            name = rel.rsplit("/", 1)[-1]
+            return self.pattern.match_file(name + "/" if is_dir else name) is not None
+        return self.pattern.regex.fullmatch(rel + "/" if is_dir else rel) is not None
+
+
+def _lines(text_lines: list[str], folder: str) -> list[_Line]:
+    """An ignore file's pattern lines. A line with a '/' before its end is anchored (git's
+    rule). pathspec compiles an anchored ``a/**`` to "starts with a/", which names the folder
+    ``a`` itself in a full match, so it becomes ``a/**/*`` (the same paths to git); and
+    ``**``, ``/**`` or ``**/*`` name every path, as the bare ``*`` does."""
+    found = []
+    for line in text_lines:
+        if not line.strip() or line.startswith("#"):
+            continue
+        negated = "!" if line.startswith("!") else ""
+        body = line[len(negated):]
+        body = body if body.endswith("\\ ") else body.rstrip(" ")
+        if not body.strip("/"):
+            continue  # nothing left to match (``!`` or ``/`` alone): git skips it too
+        dir_mark = "/" if body.endswith("/") else ""
+        core = re.sub(r"(?:\*\*/)+\*\*", "**", body.rstrip("/"))
+        anchored = "/" in core
+        if anchored and core.lstrip("/") in ("**", "**/*"):
+            core, anchored = "*", False
+        elif anchored and core.endswith("/**"):
+            core += "/*"
+        try:
+            pattern = GitIgnoreSpecPattern(negated + core + dir_mark)
+        except (ValueError, re.error):  # a trailing '\' or a range such as [z-a]: git never matches it
+            log.debug("ignoring the pattern %r in %s", line, folder or "the project folder")
+            continue
+        if pattern.include is not None:
+            found.append(_Line(folder, anchored, pattern))
+    return found
+
+
+@dataclass(frozen=True)
+class IgnoreFiles:
+    """The ignore files that apply in one folder: their lines, shallower files first, so that
+    the last line naming a path decides, as in git (a deeper file overrides a shallower one)."""
+
+    lines: tuple[_Line, ...] = ()
+
+    def with_file(self, path: Path, folder: str = "") -> IgnoreFiles:
+        added = _lines(_read_lines(path), folder)
+        return IgnoreFiles((*self.lines, *added)) if added else self
+
+    def ignored(self, rel: str, is_dir: bool) -> bool:
+        """Whether ``rel`` itself is ignored, for a walk that does not enter ignored folders."""
+        for line in reversed(self.lines):
+            if line.names(rel, is_dir):
+                return bool(line.pattern.include)
+        return False
+
+    def ignored_with_parents(self, rel: str) -> bool:
+        """Whether ``rel`` or one of its folders is ignored: for a path found without a walk."""
+        parts = rel.split("/")
+        return any(self.ignored("/".join(parts[:depth]), depth < len(parts)) for depth in range(1, len(parts) + 1))
+
+
+def _walk(folder: Path, ignores: IgnoreFiles | None) -> list[str]:
     """Regular files and symlinks below ``folder`` (symlinked folders are not entered); with
-    ``rules``, prune what they ignore, reading nested .gitignore files if asked."""
+    ``ignores``, prune what they ignore, reading nested .gitignore files on the way."""
     found: list[str] = []
 
-    def visit(rel_dir: str, active: list[Rule] | None) -> None:
+    def visit(rel_dir: str, active: IgnoreFiles | None) -> None:
         here = folder / rel_dir if rel_dir else folder
-        if active is not None and read_nested:
-            active = active + read_rules(here / ".gitignore", rel_dir)
+        if active is not None:
+            active = active.with_file(here / ".gitignore", rel_dir)
         try:
             entries = sorted(os.scandir(here), key=lambda e: e.name)
         except OSError as exc:
@@ -170,14 +152,14 @@ def _walk(folder: Path, rules: list[Rule] | None, read_nested: bool) -> list[str
             if entry.name in ALWAYS_EXCLUDED:
                 continue
             is_dir = entry.is_dir(follow_symlinks=False)
-            if active is not None and ignored(active, rel, is_dir):
+            if active is not None and active.ignored(rel, is_dir):
                 continue
             if is_dir:
                 visit(rel, active)
             elif entry.is_file() or entry.is_symlink():
                 found.append(rel)
 
-    visit("", rules)
+    visit("", ignores)
     return found
 
 
@@ -217,11 +199,13 @@ def project_files(folder: Path, include: Iterable[str] = (), *, use_git: bool = 
     include = [p for p in include if p and p.strip()]
     listed = _git_files(folder) if use_git else None
     if listed is None:
-        listed = _walk(folder, [], read_nested=True)
-    runctl_rules = read_rules(folder / RUNCTLIGNORE)
-    chosen = {rel for rel in listed if not _always_excluded(rel) and not _ignored_with_parents(runctl_rules, rel)}
+        listed = _walk(folder, IgnoreFiles())
+    runctl_ignores = IgnoreFiles().with_file(folder / RUNCTLIGNORE)
+    chosen = {rel for rel in listed if not always_excluded(rel) and not runctl_ignores.ignored_with_parents(rel)}
     if include:
-        chosen.update(rel for rel in _walk(folder, None, read_nested=False) if matches_any(include, rel))
+        # The same matcher read the other way round: what the lines would ignore comes back.
+        wanted = IgnoreFiles(tuple(_lines(include, "")))
+        chosen.update(rel for rel in _walk(folder, None) if wanted.ignored_with_parents(rel))
     root = os.path.realpath(folder)
     files, skipped = [], []
     for rel in sorted(chosen):
@@ -235,12 +219,30 @@ def project_files(folder: Path, include: Iterable[str] = (), *, use_git: bool = 
     return ProjectFiles(files, skipped)
 
 
-def _ignored_with_parents(rules: Sequence[Rule], rel: str) -> bool:
-    """Whether ``rel`` or one of its folders is ignored by ``rules``."""
-    if not rules:
-        return False
-    parts = rel.split("/")
-    for depth in range(1, len(parts) + 1):
-        if ignored(rules, "/".join(parts[:depth]), depth < len(parts)):
-            return True
-    return False
+def dockerignore(root: Path) -> PathSpec:
+    """``root/.dockerignore`` as a spec over paths relative to ``root``: ``match_file(rel)``
+    says whether Docker leaves the file ``rel`` out of the build context.
+
+    Docker's syntax differs from git's in three ways, each translated here: every line is
+    anchored at the context root (``*.log`` is only the top folder's logs), a line is
+    cleaned as a path (``./a/``, ``a/`` and ``a`` are one line, naming a file or a folder),
+    and a ``!`` line can bring back a file below an excluded folder: Docker checks a path
+    and its folders against every line, the last matching line winning. A plain
+    ``PathSpec`` does exactly that, since pathspec's patterns match what is below what they
+    name (a ``GitIgnoreSpec`` would let a line naming the file beat a later line naming
+    its folder).
+    """
+    patterns = []
+    for line in _read_lines(root / ".dockerignore"):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        path = posixpath.normpath(line[1:].strip() if negated else line).lstrip("/")
+        if path in ("", "."):
+            continue
+        try:
+            patterns.append(GitIgnoreSpecPattern(("!/" if negated else "/") + path))
+        except (ValueError, re.error):
+            log.debug("ignoring the .dockerignore line %r", line)
+    return PathSpec(patterns)

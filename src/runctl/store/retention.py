@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from runctl.errors import UsageError
 
-MANIFEST_NAME = "MANIFEST.json"
 _SEQ_NAME = re.compile(r"^[0-9]{1,12}\Z")
 
 

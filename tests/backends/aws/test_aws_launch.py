@@ -129,4 +129,8 @@ def test_valid_types_and_ami_parameters():
     assert gpu[0] == ("/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/"
                       "latest/ami-id") and gpu[-1].endswith("x86_64")
     assert "/arm64/" in instance_types.ami_parameters("g5g.xlarge")[0]
+    assert instance_types.ami_parameters("g4ad.xlarge") == [  # AMD GPUs: the NVIDIA AMI is no use
+        "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"]
+    assert [t for t in ("p5.48xlarge", "gr6.4xlarge", "G6E.xlarge", "inf2.xlarge", "trn1.2xlarge", "g4ad.xlarge")
+            if instance_types.has_nvidia_gpu(t)] == ["p5.48xlarge", "gr6.4xlarge", "G6E.xlarge"]
     assert instance_types.suggest("t9.large") == "; did you mean 't3.large'?"

@@ -65,9 +65,14 @@ def architecture(instance_type: str) -> str:
     return "arm64" if found and "g" in found.group(3) else "x86_64"
 
 
+AMD_GPU_FAMILIES = frozenset({"g4ad"})  # Radeon GPUs: no NVIDIA driver, no ``docker run --gpus``
+
+
 def has_nvidia_gpu(instance_type: str) -> bool:
-    found = _FAMILY.match(instance_type)
-    return bool(found) and found.group(1) in ("g", "gr", "p")
+    """Whether the type's GPUs are NVIDIA's: the g, gr and p families (g5g too), but AMD's g4ad."""
+    family = instance_type.partition(".")[0].lower()
+    found = _FAMILY.match(family)
+    return bool(found) and found.group(1) in ("g", "gr", "p") and family not in AMD_GPU_FAMILIES
 
 
 def ami_parameters(instance_type: str) -> list[str]:

@@ -46,8 +46,7 @@ def _money(value: float | None) -> str:
 
 @click.command("cost")
 @click.argument("job_id", metavar="JOB")
-@click.option("--store", metavar="URL", callback=_common.refuse_empty_store,
-              help="Job store (default: s3://<[aws] s3_bucket>/runctl, else the local one).")
+@_common.store_option(f"{_common.AWS_STORE}, else {_common.LOCAL_STORE}")
 @click.option("--instance-type", metavar="TYPE", help="Type to assume for attempts whose status names none.")
 @click.option("--on-demand-price", type=click.FloatRange(min=0), metavar="USD",
               help="On-demand USD/hour to compare with (default: a built-in us-east-1 list price).")

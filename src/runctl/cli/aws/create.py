@@ -29,8 +29,7 @@ def _output_choice(ctx: click.Context, _param, value):
 @click.option("--ami", metavar="AMI", help="Image (default: [aws] ami, else a current Deep Learning / AL2023 AMI).")
 @click.option("--job", default="", metavar="JOB", help="The job the instance is for (its runctl:job tag).")
 @click.option("--name", default="", help="The Name tag (default: runctl-JOB or runctl-PROJECT).")
-@click.option("--store", metavar="URL", callback=_common.refuse_empty_store,
-              help="Job store for the agent (default: s3://<[aws] s3_bucket>/runctl).")
+@_common.store_option(_common.AWS_STORE)
 @click.option("--idempotency-key", metavar="KEY",
               help="Same key and same request: the same launch (at most once in 24 h). Default: a fresh one.")
 @max_price_option

@@ -23,8 +23,7 @@ INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?\Z")
 @click.argument("target", metavar="INSTANCE_ID|JOB")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output until the job ends.")
 @click.option("--attempt", type=int, help="Only this attempt (default: all).")
-@click.option("--store", metavar="URL", callback=_common.refuse_empty_store,
-              help="Job store (default: an s3:// [checkpoint] store, else s3://<[aws] s3_bucket>/runctl).")
+@_common.store_option(_common.AWS_STORE)
 @output_option
 @pass_app
 def logs(app, target, follow, attempt, store):
