@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from runctl.agent.cancellation import cancelled
-from runctl.errors import CloudError, PreconditionFailed, RunctlError
+from runctl.errors import CloudError, CloudNotFound, PreconditionFailed, RunctlError
 from runctl.resume.policy import MACHINE_GONE, Done, GiveUp, Relaunch, Wait, launch_backoff, recovery_decision
 from runctl.resume.records import read_recoveries, write_recoveries
 from runctl.store import layout
@@ -113,11 +113,10 @@ class RecoveryController:
     def _instance_state(self) -> str | None:
         try:
             self._state = self.ec2.describe(self.current).state
-        except CloudError as exc:
-            if "not found" in str(exc):
-                self._state = None
-            else:  # a passing error: keep what we knew
-                log.warning("cannot describe %s: %s", self.current, exc)
+        except CloudNotFound:
+            self._state = None
+        except CloudError as exc:  # a passing error: keep what we knew
+            log.warning("cannot describe %s: %s", self.current, exc)
         return self._state
 
     def _prepare_spec(self) -> None:
