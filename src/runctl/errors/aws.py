@@ -46,9 +46,9 @@ _THROTTLED = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingExcepti
 _PRECONDITION = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
 _NOT_FOUND = frozenset({"404", "InvocationDoesNotExist", "InvalidInstanceID.Malformed"})
 _NO_INSTANCE = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
-#: Errors that say "not here, try another instance type or subnet" (RunInstances error codes
-#: and CreateFleet per-pool error codes alike).
-CAPACITY_CODES = frozenset({
+# Errors that say "not here, try another instance type or subnet" (RunInstances error codes
+# and CreateFleet per-pool error codes alike).
+_CAPACITY = frozenset({
     "InsufficientInstanceCapacity",
     "InsufficientCapacity",
     "InsufficientHostCapacity",
@@ -78,23 +78,16 @@ def error_class(code: str, status: int | None = None) -> type[CloudError]:
         return AccessDenied
     if code in _THROTTLED:
         return Throttled
-    if code in CAPACITY_CODES:
+    if code in _CAPACITY:
         return NoCapacity
     return CloudError
 
 
 def error_code(exc) -> str:
-    """The AWS error code of a botocore ClientError or a translated error ('' for anything else)."""
-    if isinstance(exc, CloudError):
-        return exc.code
+    """The AWS error code of a botocore ClientError ('' for anything else): for the few
+    adapters that need AWS's own message too, before translation."""
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
-
-
-def profile_not_found(exc) -> str:
-    """One line for botocore's ProfileNotFound."""
-    return (f"AWS profile {exc.kwargs.get('profile')!r} not found; fix AWS_PROFILE "
-            "(aws configure list-profiles shows the profiles there are)")
 
 
 def transport_errors() -> tuple[type[BaseException], ...]:
@@ -145,7 +138,7 @@ def cloud_error(exc: BaseException, action: str, *, permission: str | None = Non
     if isinstance(exc, NoCredentialsError):
         return CredentialsError(NO_CREDENTIALS)
     if isinstance(exc, ProfileNotFound):
-        return CredentialsError(profile_not_found(exc))
+        return CredentialsError(_profile_not_found(exc))
     if isinstance(exc, (PartialCredentialsError, CredentialRetrievalError)):
         return CredentialsError(f"cannot load AWS credentials: {exc}")
     if isinstance(exc, NoRegionError):
@@ -229,8 +222,15 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 
 def _endpoint(url: str) -> str:
-    """The endpoint of a request URL: its path, which names the bucket and key, left out."""
+    """scheme://host[:port] of a request URL whose path names a bucket and key (botocore
+    reports the whole request URL); a URL without a path as it is."""
     parts = urlsplit(url)
     if not (parts.scheme and parts.netloc) or parts.path in ("", "/"):
         return url
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def _profile_not_found(exc) -> str:
+    """One line for botocore's ProfileNotFound."""
+    return (f"AWS profile {exc.kwargs.get('profile')!r} not found; fix AWS_PROFILE "
+            "(aws configure list-profiles shows the profiles there are)")

@@ -20,6 +20,7 @@ import re
 from runctl.errors import CloudError, CredentialsError, UsageError
 from runctl.errors.aws import cloud_error, error_code, translate
 
+# translate, cloud_error and error_code are re-exported: the AWS backends take them from here.
 __all__ = ["AwsSession", "check_instance_id", "check_region", "cloud_error", "error_code", "known_regions",
            "translate"]
 
