@@ -47,3 +47,45 @@ def test_cleanup_stops_on_a_permission_problem(code, raised):
 
 def test_cleanup_keeps_a_fleet_it_could_not_delete():
     assert _delete_fleet(DeleteFleets("InvalidFleetId.Malformed"), "us-east-1", "fleet-1") is False
+
+
+def test_ecr_tells_a_missing_repository_or_tag_by_its_code():
+    import boto3
+    from botocore.stub import Stubber
+
+    from runctl.backends.docker import Registry, ensure_ecr_repository, tag_in_registry
+
+    ecr = boto3.session.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret",
+                                region_name="us-east-1").client("ecr")
+    registry = Registry("123456789012.dkr.ecr.us-east-1.amazonaws.com")
+    with Stubber(ecr) as stub:
+        stub.add_client_error("describe_repositories", "RepositoryNotFoundException", "no such repository")
+        stub.add_response("create_repository", {})
+        stub.add_client_error("describe_images", "ImageNotFoundException", "no such image")
+        stub.add_client_error("describe_images", "AccessDeniedException", "not allowed")
+        assert ensure_ecr_repository(ecr, "runctl/job") is True
+        assert tag_in_registry(registry, "runctl/job", "abc", ecr_client=ecr) is False
+        with pytest.raises(AccessDenied) as denied:
+            tag_in_registry(registry, "runctl/job", "abc", ecr_client=ecr)
+    assert (denied.value.code, denied.value.operation) == ("AccessDeniedException", "DescribeImages")
+
+
+def test_setup_tells_a_bucket_taken_by_another_account_from_one_of_ours():
+    import boto3
+    from botocore.stub import Stubber
+
+    from runctl.backends.aws.setup import ensure_bucket
+    from runctl.errors import CloudConflict
+
+    s3 = boto3.session.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret",
+                               region_name="us-east-1").client("s3")
+    with Stubber(s3) as stub:
+        stub.add_client_error("head_bucket", "404", "", 404)
+        stub.add_client_error("create_bucket", "BucketAlreadyOwnedByYou", "yours already", 409)
+        stub.add_response("put_public_access_block", {})
+        stub.add_client_error("head_bucket", "404", "", 404)
+        stub.add_client_error("create_bucket", "BucketAlreadyExists", "taken", 409)
+        assert [s.action for s in ensure_bucket(s3, "mine", "us-east-1")] == ["create"]
+        with pytest.raises(CloudConflict, match="^bucket name 'theirs' is taken by another account") as info:
+            ensure_bucket(s3, "theirs", "us-east-1")
+    assert (info.value.code, info.value.operation) == ("BucketAlreadyExists", "CreateBucket")
