@@ -28,7 +28,7 @@ from pathlib import Path
 
 from runctl.backends.aws.instance_types import has_nvidia_gpu
 from runctl.codesync.ignore import ALWAYS_EXCLUDED, dockerignore
-from runctl.errors import RegistryError, UsageError
+from runctl.errors import CloudNotFound, RegistryError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -282,14 +282,14 @@ def ecr_registry(ecr_client, configured_host: str | None = None) -> Registry:
 
 def ensure_ecr_repository(ecr_client, name: str) -> bool:
     """Create the repository when missing; True when it was created."""
-    from runctl.backends.aws.session import error_code, translate
+    from runctl.backends.aws.session import translate
 
     try:
         with translate("ecr:DescribeRepositories"):
             ecr_client.describe_repositories(repositoryNames=[name])
         return False
-    except Exception as exc:  # CloudError from translate: look at the botocore cause
-        if error_code(exc.__cause__ or exc) != "RepositoryNotFoundException":
+    except CloudNotFound as exc:
+        if exc.code != "RepositoryNotFoundException":
             raise
     with translate("ecr:CreateRepository"):
         ecr_client.create_repository(repositoryName=name)
@@ -300,14 +300,14 @@ def tag_in_registry(registry: Registry, repository: str, tag: str, *, ecr_client
     """Whether ``repository:tag`` is in the registry: ECR's DescribeImages for ECR, else a
     HEAD on the registry API (``/v2/<repo>/manifests/<tag>``) with the login's credentials."""
     if registry.is_ecr and ecr_client is not None:
-        from runctl.backends.aws.session import error_code, translate
+        from runctl.backends.aws.session import translate
 
         try:
             with translate("ecr:DescribeImages"):
                 ecr_client.describe_images(repositoryName=repository, imageIds=[{"imageTag": tag}])
             return True
-        except Exception as exc:
-            if error_code(exc.__cause__ or exc) in ("ImageNotFoundException", "RepositoryNotFoundException"):
+        except CloudNotFound as exc:
+            if exc.code in ("ImageNotFoundException", "RepositoryNotFoundException"):
                 return False
             raise
     import urllib.error

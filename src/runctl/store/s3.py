@@ -5,7 +5,8 @@ standard credential chain applies; botocore itself honours ``AWS_ENDPOINT_URL`` 
 MinIO, LocalStack); an explicit ``endpoint_url`` overrides it. One client is created on
 first use and shared by every thread (botocore clients are thread-safe).
 
-Every botocore error is translated to a runctl error in ``_translate`` and nowhere else.
+Every AWS error is translated in ``_translate`` and nowhere else in the store: by
+``runctl.errors.aws`` (the one translation of runctl), then in the store's terms.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
+from runctl.errors import AccessDenied, IntegrityError, NotFoundError, PreconditionFailed, StoreError
+from runctl.errors.aws import aws_exceptions, cloud_error, error_class, store_error, transport_errors
 from runctl.models import FileEntry
 from runctl.store.base import Blob, ObjectInfo, ProgressCallback, content_mismatch, download_temp
 from runctl.store.s3_create_only import CreateOnlyWrites
@@ -35,31 +37,6 @@ TRANSFER_CONCURRENCY = 8
 MAX_POOL_CONNECTIONS = 64  # parallel files (8) x parts per file (8)
 DELETE_BATCH = 1000  # the most DeleteObjects accepts in one request
 
-_NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
-_DENIED_CODES = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "AccountProblem"}
-_BAD_CREDENTIAL_CODES = {
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "ExpiredTokenException",
-    "InvalidToken",
-    "TokenRefreshRequired",
-}
-# 412: the condition failed; 409 ConditionalRequestConflict: a concurrent conditional write won.
-_PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """What the HTTP layer raises, unwrapped, when a connection drops, resets or times out:
-    botocore wraps most of these, but not on every path (transfer manager threads, response
-    streams), and a foreign exception would escape the agent's retries."""
-    import http.client
-
-    from urllib3.exceptions import HTTPError
-
-    return (HTTPError, http.client.HTTPException, ConnectionError, TimeoutError)
-
-
 def _check_key(key: str) -> str:
     """The same rule as LocalStore: relative, '/'-separated, no empty, '.' or '..' parts."""
     if not key or key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
@@ -71,34 +48,18 @@ def new_session(**kwargs):
     """A boto3 Session (standard credential chain), its errors translated: a missing
     AWS_PROFILE fails here already."""
     import boto3
-    from botocore.exceptions import BotoCoreError, ProfileNotFound
+    from botocore.exceptions import BotoCoreError
 
     try:
         return boto3.session.Session(**kwargs)
-    except ProfileNotFound as exc:
-        raise StoreError(profile_not_found(exc)) from exc
     except BotoCoreError as exc:
-        raise StoreError(f"cannot load the AWS configuration: {exc}") from exc
-
-
-def profile_not_found(exc) -> str:
-    """One line for botocore's ProfileNotFound (the S3 store's and the AWS backend's)."""
-    return (f"AWS profile {exc.kwargs.get('profile')!r} not found; fix AWS_PROFILE "
-            "(aws configure list-profiles shows the profiles there are)")
+        raise store_error(cloud_error(exc, "load the AWS configuration")) from exc
 
 
 def _is_transport(exc: OSError) -> bool:
     from botocore.exceptions import BotoCoreError
 
-    return isinstance(exc, (BotoCoreError, *_transport_errors()))
-
-
-def _origin(url: str) -> str:
-    """scheme://host[:port] of a request URL (botocore reports the whole request URL)."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else url
+    return isinstance(exc, (BotoCoreError, *transport_errors()))
 
 
 class S3Store(CreateOnlyWrites):
@@ -178,77 +139,27 @@ class S3Store(CreateOnlyWrites):
 
     @contextlib.contextmanager
     def _translate(self, action: str, key: str | None = None, *, permission: str | None = None):
-        """Turn botocore/boto3 errors into one-line runctl errors naming what failed.
+        """Turn AWS errors into one-line store errors naming what failed (``runctl.errors.aws``).
 
-        ``action`` says what was attempted ("read", "upload ..."), ``permission`` the IAM
-        action it needs, for the access-denied message.
+        ``action`` says what was attempted ("read", "upload to" ...), ``permission`` the IAM
+        action it needs, for the access-denied message. That message names no policy to
+        print: the store runs on the user's machine and, with the instance role, on instances.
         """
-        from boto3.exceptions import RetriesExceededError, S3UploadFailedError
-        from botocore.exceptions import (
-            BotoCoreError,
-            ClientError,
-            CredentialRetrievalError,
-            HTTPClientError,
-            NoCredentialsError,
-            PartialCredentialsError,
-            ProfileNotFound,
-        )
-        from botocore.exceptions import ConnectionError as UnreachableError
-
-        transport = _transport_errors()
         where = self._where(key)
         try:
             yield
-            return
-        except S3UploadFailedError as exc:
-            # boto3 flattens the error into a string; the original is the context.
-            context = exc.__context__
-            cause = context if isinstance(context, (ClientError, BotoCoreError, *transport)) else exc
-        except RetriesExceededError as exc:
-            cause = exc.last_exception or exc
-        except (ClientError, BotoCoreError, *transport) as exc:
-            cause = exc
-        if isinstance(cause, ClientError):
-            raise self._client_error(cause, action, key, permission) from cause
-        if isinstance(cause, NoCredentialsError):
-            raise StoreError(
-                "no AWS credentials found; configure them (aws configure, AWS_PROFILE or environment variables)"
-            ) from cause
-        if isinstance(cause, (PartialCredentialsError, CredentialRetrievalError, ProfileNotFound)):
-            raise StoreError(f"cannot load AWS credentials: {cause}") from cause
-        if isinstance(cause, UnreachableError):
-            endpoint = _origin(getattr(cause, "kwargs", {}).get("endpoint_url") or self._endpoint_desc())
-            raise StoreError(f"cannot reach the S3 endpoint {endpoint} to {action} {where}") from cause
-        if isinstance(cause, (HTTPClientError, *transport)):
-            raise StoreError(f"connection to S3 failed while trying to {action} {where}: {cause}") from cause
-        raise StoreError(f"cannot {action} {where}: {cause}") from cause
+        except aws_exceptions() as exc:
+            error = cloud_error(exc, f"{action} {where}", permission=permission, service="S3",
+                                subject=where if key is not None else None, endpoint=self._endpoint_desc(),
+                                policy_hint=None)
+            if error.code == "NoSuchBucket":
+                raise self._no_bucket() from exc
+            raise store_error(error) from exc
 
     def _endpoint_desc(self) -> str:
         if self._client is not None:
             return self._client.meta.endpoint_url
         return self._endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "(default AWS endpoint)"
-
-    def _client_error(self, exc, action: str, key: str | None, permission: str | None) -> StoreError:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        where = self._where(key)
-        if code == "NoSuchBucket":
-            return self._no_bucket()
-        if code in _PRECONDITION_CODES or status == 412:
-            return PreconditionFailed(f"{where} changed or already exists (conditional {action} refused)")
-        if code in _NOT_FOUND_CODES or status == 404:
-            if key is not None:
-                return NotFoundError(f"{where} does not exist")
-            return NotFoundError(f"{where} not found while trying to {action}")
-        if code in _BAD_CREDENTIAL_CODES:
-            return StoreError(f"AWS rejected the credentials ({code}) while trying to {action} {where}; "
-                              "check AWS_PROFILE / the access key and its session token")
-        if code in _DENIED_CODES or status == 403:
-            needs = f"; the credentials need {permission}" if permission else ""
-            return StoreError(f"access denied: cannot {action} {where}{needs}")
-        message = error.get("Message") or f"HTTP {status}"
-        return StoreError(f"cannot {action} {where}: {code or status}: {message}")
 
     def _no_bucket(self) -> StoreError:
         return StoreError(
@@ -260,15 +171,11 @@ class S3Store(CreateOnlyWrites):
         """HEAD requests answer a bare 404 for a missing bucket too: tell the two apart once."""
         if self._bucket_seen:
             return
-        from botocore.exceptions import ClientError
-
-        with self._translate("check", permission="s3:ListBucket"):
-            try:
+        try:
+            with self._translate("check", permission="s3:ListBucket"):
                 self.client.head_bucket(Bucket=self.bucket)
-            except ClientError as exc:
-                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
-                    raise self._no_bucket() from exc
-                raise
+        except NotFoundError as exc:
+            raise self._no_bucket() from exc
         self._bucket_seen = True
 
     # -- the protocol ----------------------------------------------------------------
@@ -459,10 +366,12 @@ class S3Store(CreateOnlyWrites):
         if errors:
             first = errors[0]
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            key = self._relative(first.get("Key", ""))
-            if first.get("Code") == "AccessDenied":
-                raise StoreError(f"access denied to delete {self._where(key)}; the credentials lack s3:DeleteObject{more}")
-            raise StoreError(f"cannot delete {self._where(key)}: {first.get('Code')}: {first.get('Message')}{more}")
+            key, code = self._relative(first.get("Key", "")), str(first.get("Code", ""))
+            if error_class(code) is AccessDenied:
+                raise StoreError(f"access denied to delete {self._where(key)}; the credentials lack s3:DeleteObject{more}",
+                                 code=code, operation="DeleteObjects")
+            raise StoreError(f"cannot delete {self._where(key)}: {code}: {first.get('Message')}{more}", code=code,
+                             operation="DeleteObjects")
 
     def presign(self, key: str, expires_s: int = 3600) -> str:
         _check_key(key)

@@ -17,7 +17,7 @@ from typing import Any
 from runctl.backends.aws import instance_types as types
 from runctl.backends.aws.launch import TAG_CREATED, TAG_JOB, has_runctl_tags
 from runctl.backends.aws.session import check_instance_id, error_code, translate
-from runctl.errors import CloudError, UsageError
+from runctl.errors import AccessDenied, CloudError, CloudNotFound, UsageError
 from runctl.models import InstanceInfo
 
 log = logging.getLogger(__name__)
@@ -72,25 +72,22 @@ class Ec2:
     def describe(self, instance_id: str, *, not_found_grace: float = 0.0) -> InstanceInfo:
         """The instance now. ``not_found_grace``: seconds to keep asking while EC2 does not
         list a just-launched instance yet (its API is eventually consistent)."""
-        from botocore.exceptions import ClientError
-
         check_instance_id(instance_id)
         give_up = self._clock() + not_found_grace
         while True:
-            response = None
-            with translate(f"describe {instance_id}", instance_id=instance_id, region=self.region,
-                           permission="ec2:DescribeInstances"):
-                try:
+            try:
+                with translate(f"describe {instance_id}", instance_id=instance_id, region=self.region,
+                               permission="ec2:DescribeInstances"):
                     response = self.client.describe_instances(InstanceIds=[instance_id])
-                except ClientError as exc:
-                    if error_code(exc) != "InvalidInstanceID.NotFound" or self._clock() >= give_up:
-                        raise
-            if response is None:
+            except CloudNotFound as exc:
+                if exc.code != "InvalidInstanceID.NotFound" or self._clock() >= give_up:
+                    raise
                 self._sleep(1.0)
                 continue
             found = [i for r in response.get("Reservations", ()) for i in r.get("Instances", ())]
             if not found:
-                raise CloudError(f"instance {instance_id} not found in {self.region or 'this region'}")
+                raise CloudNotFound(f"instance {instance_id} not found in {self.region or 'this region'}",
+                                    operation="DescribeInstances")
             return instance_info(found[0], self.region)
 
     def require_running(self, instance_id: str) -> InstanceInfo:
@@ -217,16 +214,14 @@ class Ec2:
             with translate("check the instance types", region=self.region):
                 try:
                     self.client.describe_instance_types(InstanceTypes=list(dict.fromkeys(names)))
-                except ClientError as exc:
+                except ClientError as exc:  # here for AWS's message, which names the unknown type
                     if error_code(exc) != "InvalidInstanceType":
                         raise
                     message = exc.response.get("Error", {}).get("Message", "")
                     bad = next((n for n in names if n in message), names[0])
                     raise UsageError(f"unknown instance type {bad!r} in {self.region or 'this region'}"
                                      f"{types.suggest(bad)}") from None
-        except CloudError as exc:
-            if "access denied" not in str(exc):
-                raise
+        except AccessDenied as exc:
             log.info("cannot check the instance types (%s); launching as asked", exc)
 
     def spot_price_history(self, instance_type: str, start: float, end: float,

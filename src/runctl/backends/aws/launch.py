@@ -34,21 +34,6 @@ ALLOCATION_STRATEGY = "price-capacity-optimized"
 TOKEN_PREFIX = "runctl-"
 TOKEN_LENGTH = 64  # the most AWS accepts
 
-# Errors that say "not here, try another instance type or subnet" (RunInstances error codes
-# and CreateFleet per-pool error codes alike).
-CAPACITY_ERROR_CODES = frozenset({
-    "InsufficientInstanceCapacity",
-    "InsufficientCapacity",
-    "InsufficientHostCapacity",
-    "InsufficientReservedInstanceCapacity",
-    "InsufficientFreeAddressesInSubnet",
-    "UnfulfillableCapacity",
-    "SpotMaxPriceTooLow",
-    "MaxSpotInstanceCountExceeded",
-    "Unsupported",  # the type is not offered in that availability zone
-})
-
-
 def utc_now_iso() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from runctl.backends.aws.cost import ON_DEMAND_USD_PER_HOUR
+from runctl.backends.aws.session import translate
 from runctl.errors import CloudError
 from runctl.models import Record
 
@@ -92,14 +93,14 @@ def current_spot(records: Iterable[tuple[str, float, float]]) -> tuple[float, st
 
 def on_demand_price(pricing_client, instance_type: str, region: str) -> float | None:
     """The Price List's on-demand price; CloudError when the service cannot be read."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
+    action = f"read the Price List for {instance_type}"
+    with translate(action, permission="pricing:GetProducts"):
         answer = pricing_client.get_products(ServiceCode="AmazonEC2", MaxResults=10,
                                              Filters=price_list_filters(instance_type, region))
+    try:
         return parse_on_demand(answer.get("PriceList", ()))
-    except (ClientError, BotoCoreError, ValueError) as exc:
-        raise CloudError(f"cannot read the Price List for {instance_type}: {exc}") from exc
+    except ValueError as exc:
+        raise CloudError(f"cannot {action}: {exc}", operation="GetProducts") from exc
 
 
 def hourly_prices(ec2, pricing_client, instance_types: Sequence[str], region: str, *,

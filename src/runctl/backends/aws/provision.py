@@ -3,7 +3,7 @@
 Spot: one launch template (tagged, made for this launch, deleted after it), then one
 CreateFleet ``Type=instant`` per instance type in the order of preference, each across
 every subnet given (price-capacity-optimized picks the pool within a type). A fleet that
-reports only capacity-class errors for its pools (``launch.CAPACITY_ERROR_CODES``) moves on
+reports only capacity-class errors for its pools (``NoCapacity`` codes) moves on
 to the next type; any other error stops. One fleet per type rather than one for all types:
 a single fleet would pick the cheapest pool and might skip the type asked for first.
 When the credentials may not create fleets or launch templates, spot falls back to
@@ -25,20 +25,18 @@ from collections.abc import Callable, Iterator
 
 from runctl.backends.aws.ec2 import Ec2, instance_info
 from runctl.backends.aws.launch import (
-    CAPACITY_ERROR_CODES,
     LaunchSpec,
     fleet_request,
     launch_request,
     launch_template_request,
     utc_now_iso,
 )
-from runctl.backends.aws.session import error_code, translate
-from runctl.errors import CloudError
+from runctl.backends.aws.session import translate
+from runctl.errors import AccessDenied, CloudConflict, CloudError, NoCapacity
+from runctl.errors.aws import error_class
 from runctl.models import InstanceInfo
 
 log = logging.getLogger(__name__)
-
-_NOT_ALLOWED = {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,29 +92,26 @@ class Provisioner:
 
     @contextlib.contextmanager
     def _launch_template(self, spec: LaunchSpec) -> Iterator[tuple[str, str]]:
-        from botocore.exceptions import ClientError
-
         request = launch_template_request(spec)
         name = request["LaunchTemplateName"]
-        with translate("create a launch template", region=self.region, permission="ec2:CreateLaunchTemplate"):
-            try:
+        action, permission = "create a launch template", "ec2:CreateLaunchTemplate"
+        try:
+            with translate(action, region=self.region, permission=permission):
                 made = self.client.create_launch_template(**request)["LaunchTemplate"]
-            except ClientError as exc:
-                code = error_code(exc)
-                if code in _NOT_ALLOWED:
-                    raise _FleetNotAllowed(code) from exc
-                if code != "InvalidLaunchTemplateName.AlreadyExistsException":
-                    raise
-                # The same launch, retried: its template is there already.
+        except AccessDenied as exc:
+            raise _FleetNotAllowed(exc.code) from exc
+        except CloudConflict as exc:
+            if exc.code != "InvalidLaunchTemplateName.AlreadyExistsException":
+                raise
+            # The same launch, retried: its template is there already.
+            with translate(action, region=self.region, permission=permission):
                 made = self.client.describe_launch_templates(
                     Filters=[{"Name": "launch-template-name", "Values": [name]}])["LaunchTemplates"][0]
         template_id = made["LaunchTemplateId"]
         try:
             yield template_id, str(made.get("LatestVersionNumber", 1))
-        except CloudError as exc:
-            if any(code in str(exc) for code in _NOT_ALLOWED) or "access denied" in str(exc):
-                raise _FleetNotAllowed(str(exc)) from exc
-            raise
+        except AccessDenied as exc:
+            raise _FleetNotAllowed(str(exc)) from exc
         finally:
             # An instant fleet's instances do not need their template once launched.
             try:
@@ -127,23 +122,17 @@ class Provisioner:
 
     # -- RunInstances ----------------------------------------------------------------
     def _create_with_run_instances(self, spec: LaunchSpec) -> InstanceInfo:
-        from botocore.exceptions import ClientError
-
         market = "spot" if spec.spot else "on-demand"
         for instance_type in spec.instance_types:
             for subnet in spec.subnet_ids or (None,):
                 request = launch_request(spec, instance_type, subnet)
-                with translate(f"launch an {market} {instance_type}", region=self.region,
-                               permission="ec2:RunInstances"):
-                    try:
+                try:
+                    with translate(f"launch an {market} {instance_type}", region=self.region,
+                                   permission="ec2:RunInstances"):
                         response = self.client.run_instances(**request)
-                    except ClientError as exc:
-                        code = error_code(exc)
-                        if code not in CAPACITY_ERROR_CODES:
-                            raise
-                        message = exc.response.get("Error", {}).get("Message", "")
-                        self._note_refusals([PoolError(instance_type, subnet, code, message)], instance_type)
-                        continue
+                except NoCapacity as exc:
+                    self._note_refusals([PoolError(instance_type, subnet, exc.code, str(exc))], instance_type)
+                    continue
                 return instance_info(response["Instances"][0], self.region)
         raise self._no_capacity(spec)
 
@@ -151,10 +140,11 @@ class Provisioner:
     def _note_refusals(self, errors: list[PoolError], instance_type: str) -> None:
         if not errors:
             errors = [PoolError(instance_type, None, "NoInstance", "the fleet launched nothing and said why not")]
-        fatal = [e for e in errors if e.code not in CAPACITY_ERROR_CODES]
+        fatal = [e for e in errors if error_class(e.code) is not NoCapacity]
         if fatal:
             first = fatal[0]
-            raise CloudError(f"cannot launch {first.instance_type}: {first.code}: {first.message}")
+            raise error_class(first.code)(f"cannot launch {first.instance_type}: {first.code}: {first.message}",
+                                          code=first.code, operation="CreateFleet")
         self.skipped.extend(errors)
         log.info("no capacity: %s; trying the next instance type", "; ".join(map(str, errors)))
 

@@ -105,14 +105,14 @@ def cleanup(client, region: str, resources: list[Resource], *, dry_run: bool = F
 
 
 def _delete_fleet(client, region: str, fleet_id: str) -> bool:
-    from runctl.errors import CloudError
+    from runctl.errors import AccessDenied, CloudError, CredentialsError
 
     try:
         with translate(f"delete fleet {fleet_id}", region=region, permission="ec2:DeleteFleets"):
             response = client.delete_fleets(FleetIds=[fleet_id], TerminateInstances=True)
+    except (AccessDenied, CredentialsError):
+        raise
     except CloudError as exc:
-        if "access denied" in str(exc) or "credentials" in str(exc):
-            raise
         log.warning("keeping fleet %s: %s", fleet_id, exc)
         return False
     failed = response.get("UnsuccessfulFleetDeletions", ())

@@ -15,8 +15,8 @@ from typing import Any
 
 from runctl.backends.aws import iam as policies
 from runctl.backends.aws.launch import TAG_CREATED, utc_now_iso
-from runctl.backends.aws.session import error_code, translate
-from runctl.errors import CloudError, ConfigError
+from runctl.backends.aws.session import translate
+from runctl.errors import AccessDenied, CloudConflict, CloudNotFound, ConfigError
 from runctl.models import Record
 
 log = logging.getLogger(__name__)
@@ -39,31 +39,29 @@ class Step(Record):
 
 
 def ensure_bucket(s3, bucket: str, region: str, *, dry_run: bool = False) -> list[Step]:
-    from botocore.exceptions import ClientError
-
-    with translate(f"check bucket {bucket}", permission="s3:ListBucket"):
-        try:
+    try:
+        with translate(f"check bucket {bucket}", permission="s3:ListBucket"):
             s3.head_bucket(Bucket=bucket)
-            return [Step("s3 bucket", bucket, "exists", True)]
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status == 403:
-                raise CloudError(f"bucket {bucket!r} exists but this account cannot use it (it may belong to "
-                                 "another account; bucket names are global): choose another --bucket") from exc
-            if status != 404:
-                raise
+        return [Step("s3 bucket", bucket, "exists", True)]
+    except AccessDenied as exc:
+        raise AccessDenied(f"bucket {bucket!r} exists but this account cannot use it (it may belong to another "
+                           "account; bucket names are global): choose another --bucket", code=exc.code,
+                           operation=exc.operation) from exc
+    except CloudNotFound:
+        pass
     if dry_run:
         return [Step("s3 bucket", bucket, "create", False)]
-    with translate(f"create bucket {bucket}", permission="s3:CreateBucket"):
-        kwargs = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
-        try:
+    kwargs = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    try:
+        with translate(f"create bucket {bucket}", permission="s3:CreateBucket"):
             s3.create_bucket(Bucket=bucket, **kwargs)
-        except ClientError as exc:
-            if error_code(exc) == "BucketAlreadyExists":
-                raise CloudError(f"bucket name {bucket!r} is taken by another account; choose another --bucket") \
-                    from exc
-            if error_code(exc) != "BucketAlreadyOwnedByYou":
-                raise
+    except CloudConflict as exc:
+        if exc.code == "BucketAlreadyExists":
+            raise CloudConflict(f"bucket name {bucket!r} is taken by another account; choose another --bucket",
+                                code=exc.code, operation=exc.operation) from exc
+        if exc.code != "BucketAlreadyOwnedByYou":
+            raise
+    with translate(f"block public access to bucket {bucket}", permission="s3:PutBucketPublicAccessBlock"):
         s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
             "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
             "RestrictPublicBuckets": True})
@@ -73,22 +71,20 @@ def ensure_bucket(s3, bucket: str, region: str, *, dry_run: bool = False) -> lis
 def ensure_instance_role(iam, *, role: str, bucket: str, account: str, partition: str = "aws",
                          dry_run: bool = False) -> list[Step]:
     """The role EC2 instances run with (profile of the same name): job bucket, ECR pull, SSM."""
-    from botocore.exceptions import ClientError
-
     steps: list[Step] = []
     done = not dry_run
+    action = f"set up the instance role {role}"
+    permission = "the IAM actions of runctl aws iam-policy --for setup"
 
     def missing(call, **kwargs) -> bool:
         try:
-            call(**kwargs)
+            with translate(action, permission=permission):
+                call(**kwargs)
             return False
-        except ClientError as exc:
-            if error_code(exc) in ("NoSuchEntity", "NoSuchEntityException"):
-                return True
-            raise
+        except CloudNotFound:
+            return True
 
-    with translate(f"set up the instance role {role}", permission="the IAM actions of runctl aws iam-policy "
-                                                                  "--for setup"):
+    with translate(action, permission=permission):
         if missing(iam.get_role, RoleName=role):
             if done:
                 iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(policies.trust_policy()),

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from runctl.backends.aws.session import error_code, translate
-from runctl.errors import CloudError
+from runctl.backends.aws.session import translate
+from runctl.errors import CloudError, CloudNotFound
 from runctl.models import Record
 
 log = logging.getLogger(__name__)
@@ -86,18 +86,16 @@ class Ssm:
         return self.wait(instance_id, command_id, timeout=timeout, poll=poll)
 
     def wait(self, instance_id: str, command_id: str, *, timeout: float = 600, poll: float = 1.0) -> CommandResult:
-        from botocore.exceptions import ClientError
-
         deadline = self._clock() + timeout
         while True:
             invocation = None
-            with translate(f"read the command's output on {instance_id}", instance_id=instance_id,
-                           region=self.region, permission="ssm:GetCommandInvocation"):
-                try:
+            try:
+                with translate(f"read the command's output on {instance_id}", instance_id=instance_id,
+                               region=self.region, permission="ssm:GetCommandInvocation"):
                     invocation = self.client.get_command_invocation(CommandId=command_id, InstanceId=instance_id)
-                except ClientError as exc:  # asked too soon after sending
-                    if error_code(exc) != "InvocationDoesNotExist":
-                        raise
+            except CloudNotFound as exc:  # asked too soon after sending
+                if exc.code != "InvocationDoesNotExist":
+                    raise
             status = (invocation or {}).get("Status", "Pending")
             if invocation is not None and status in FINAL:
                 code = invocation.get("ResponseCode")

@@ -195,12 +195,13 @@ def _describe_running(instance_id: str, region: str) -> None:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from runctl.errors import CloudError
+    from runctl.errors.aws import cloud_error
 
     try:
         response = boto3.session.Session(region_name=region).client("ec2").describe_instances(
             InstanceIds=[instance_id])
     except (BotoCoreError, ClientError) as exc:
-        raise CloudError(f"cannot describe {instance_id} in {region}: {exc}") from exc
+        raise cloud_error(exc, f"describe {instance_id}", instance_id=instance_id, region=region) from exc
     found = [i for r in response.get("Reservations", ()) for i in r.get("Instances", ())]
     if not found:
         raise CloudError(f"instance {instance_id} not found in {region}")

@@ -7,17 +7,29 @@ line on stderr and the exit code the class carries::
     ├── JobFailed                   exit 1   the user's job failed
     ├── UsageError                  exit 2   bad arguments or input
     │   └── ConfigError             exit 2   .runctl.toml or RUNCTL_* is wrong
-    └── ExternalError               exit 3   something outside runctl refused
+    └── ExternalError               exit 3   something outside runctl refused (.code, .operation)
         ├── StoreError              exit 3   checkpoint store (local folder or S3)
         │   ├── NotFoundError       exit 3   a key or snapshot that does not exist
         │   ├── PreconditionFailed  exit 3   a conditional write lost the race
         │   │   └── LeaseLost       exit 3   another agent holds the job's lease now
         │   └── IntegrityError      exit 3   a manifest or file that does not verify
         ├── CloudError              exit 3   AWS API
+        │   ├── CloudNotFound       exit 3   the instance, parameter, repository ... does not exist
+        │   ├── CloudConflict       exit 3   a conditional request refused, or it exists already
+        │   ├── AccessDenied        exit 3   the credentials lack a permission
+        │   ├── CredentialsError    exit 3   no credentials, unloadable, or refused by AWS
+        │   ├── Throttled           exit 3   AWS asks to slow down: retry later
+        │   └── NoCapacity          exit 3   no capacity for that type there: try another
         └── RegistryError           exit 3   Docker / container registry
 
 Adapters translate foreign exceptions at the boundary (``raise StoreError(...) from exc``)
-so that nothing else needs to know about botocore or OSError details.
+so that nothing else needs to know about botocore or OSError details. Every botocore error
+is translated in one place, ``runctl.errors.aws``: the class says what kind of refusal it
+was, ``code`` and ``operation`` carry the AWS error code and the API operation (as httpx's
+``HTTPStatusError`` carries the response), so that callers decide by class or code, never
+by the message. The S3 store raises the same errors as ``StoreError`` subclasses (a missing
+key is a ``NotFoundError``, a lost conditional write a ``PreconditionFailed``), code and
+operation kept.
 """
 
 from __future__ import annotations
@@ -56,7 +68,15 @@ class ConfigError(UsageError):
 
 
 class ExternalError(RunctlError):
+    """``code``: the outside service's error code ('' when it gave none, e.g. no answer at
+    all); ``operation``: the API operation refused ('' when not one call's)."""
+
     exit_code = EXIT_EXTERNAL
+
+    def __init__(self, message: str, *, hint: str | None = None, code: str = "", operation: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+        self.operation = operation
 
 
 class StoreError(ExternalError):
@@ -81,6 +101,30 @@ class IntegrityError(StoreError):
 
 
 class CloudError(ExternalError):
+    pass
+
+
+class CloudNotFound(CloudError):
+    pass
+
+
+class CloudConflict(CloudError):
+    pass
+
+
+class AccessDenied(CloudError):
+    pass
+
+
+class CredentialsError(CloudError):
+    pass
+
+
+class Throttled(CloudError):
+    pass
+
+
+class NoCapacity(CloudError):
     pass
 
 
