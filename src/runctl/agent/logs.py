@@ -41,3 +41,30 @@ def log_chunks(store, job_id: str, attempt: int) -> list[str]:
 
 def attempts_with_logs(store, job_id: str) -> list[int]:
     return sorted(int(name) for name in store.list_dirs(f"{layout.job_prefix(job_id)}logs/") if name.isdigit())
+
+
+class LogFollower:
+    """The job's log chunks not handed over yet: attempts from ``first_attempt`` on, or only
+    ``attempt`` when given. Calling it writes the new chunks to ``sink`` (a binary stream)."""
+
+    def __init__(self, store, job_id: str, first_attempt: int = 0, sink=None, *, attempt: int | None = None) -> None:
+        self.store, self.job_id, self.first_attempt, self.sink = store, job_id, first_attempt, sink
+        self.attempt = attempt
+        self.shown: set[str] = set()
+
+    def new_chunks(self) -> list[tuple[int, bytes]]:
+        """(attempt, bytes) of every chunk uploaded since the last call, oldest first."""
+        found = []
+        for number in attempts_with_logs(self.store, self.job_id):
+            if number < self.first_attempt or (self.attempt is not None and number != self.attempt):
+                continue
+            for key in log_chunks(self.store, self.job_id, number):
+                if key not in self.shown:
+                    self.shown.add(key)
+                    found.append((number, self.store.read(key).data))
+        return found
+
+    def __call__(self) -> None:
+        for _, data in self.new_chunks():
+            self.sink.write(data)
+            self.sink.flush()

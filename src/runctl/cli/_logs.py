@@ -1,7 +1,7 @@
 """Following a job's output in the store: the one follower behind ``runctl logs [-f]``,
 ``runctl aws logs``, and the following done by ``aws train``, ``aws run`` and ``aws watch``.
 
-``LogFollower`` reads the log chunks the agent uploaded and hands over each one once, in
+``runctl.agent.logs.LogFollower`` reads the log chunks the agent uploaded and hands over each one once, in
 order; calling it writes the new ones to its sink, ``app.output.job_output`` for every
 command that streams a job's output. ``show_logs`` is ``runctl logs``: it also knows when to
 stop following (the job ended or its agent is gone) and collects the output under
@@ -16,39 +16,12 @@ import time
 import click
 
 
-class LogFollower:
-    """The job's log chunks not handed over yet: attempts from ``first_attempt`` on, or only
-    ``attempt`` when given. Calling it writes the new chunks to ``sink`` (a binary stream)."""
-
-    def __init__(self, store, job_id: str, first_attempt: int = 0, sink=None, *, attempt: int | None = None) -> None:
-        self.store, self.job_id, self.first_attempt, self.sink = store, job_id, first_attempt, sink
-        self.attempt = attempt
-        self.shown: set[str] = set()
-
-    def new_chunks(self) -> list[tuple[int, bytes]]:
-        """(attempt, bytes) of every chunk uploaded since the last call, oldest first."""
-        from runctl.agent.logs import attempts_with_logs, log_chunks
-
-        found = []
-        for number in attempts_with_logs(self.store, self.job_id):
-            if number < self.first_attempt or (self.attempt is not None and number != self.attempt):
-                continue
-            for key in log_chunks(self.store, self.job_id, number):
-                if key not in self.shown:
-                    self.shown.add(key)
-                    found.append((number, self.store.read(key).data))
-        return found
-
-    def __call__(self) -> None:
-        for _, data in self.new_chunks():
-            self.sink.write(data)
-            self.sink.flush()
-
-
 def show_logs(app, job_store, job_id: str, *, follow: bool, attempt: int | None) -> None:
     """Print the job's output, attempt by attempt (only ``attempt`` when given); with
     ``follow``, keep printing new output until the job ends or its agent is gone."""
     from runctl.agent.status import FINAL_STATES, agent_gone, read_status
+
+    from runctl.agent.logs import LogFollower
 
     follower = LogFollower(job_store, job_id, sink=app.output.job_output, attempt=attempt)
     collected: dict[int, str] = {}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from runctl.agent import group_record as records
-from runctl.agent.logs import attempts_with_logs, log_chunks
+from runctl.agent.logs import LogFollower
 from runctl.agent.status import read_status
 
 #: How long the job may go without any agent reporting before the follower says so.
@@ -36,7 +36,6 @@ class _Shown:
     """What was shown already, so a line is never shown twice."""
 
     def __init__(self) -> None:
-        self.chunks: set[str] = set()
         self.recoveries = 0
         self.noted_quiet = False
 
@@ -45,10 +44,11 @@ def follow_group_job(store, job_id: str, *, first_attempt: int, sink: BinaryIO, 
                      timeout: float | None = None, poll: float = 1.0, clock: Callable[[], float] = time.monotonic,
                      sleep: Callable[[float], None] = time.sleep) -> FollowResult:
     shown = _Shown()
+    show_logs = LogFollower(store, job_id, first_attempt, sink)
     started = clock()
     while True:
         settings = records.read_group(store, job_id) or {}  # before the logs: nothing is missed at the end
-        _show_logs(store, job_id, first_attempt, sink, shown)
+        show_logs()
         _show_recoveries(store, job_id, note, shown)
         status = read_status(store, job_id)
         ended = settings.get("ended")
@@ -64,17 +64,6 @@ def follow_group_job(store, job_id: str, *, first_attempt: int, sink: BinaryIO, 
             return FollowResult("timed-out", f"stopped following after {timeout:g}s; the job goes on: "
                                              f"runctl aws watch {job_id}", shown.recoveries, None)
         sleep(poll)
-
-
-def _show_logs(store, job_id: str, first_attempt: int, sink: BinaryIO, shown: _Shown) -> None:
-    for number in attempts_with_logs(store, job_id):
-        if number < first_attempt:
-            continue
-        for key in log_chunks(store, job_id, number):
-            if key not in shown.chunks:
-                shown.chunks.add(key)
-                sink.write(store.read(key).data)
-                sink.flush()
 
 
 def _show_recoveries(store, job_id: str, note: Callable[[str], None], shown: _Shown) -> None:

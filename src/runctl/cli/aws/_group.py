@@ -5,7 +5,6 @@ so Ctrl-C, SIGTERM or a closed laptop stop the following, never the job."""
 from __future__ import annotations
 
 import signal
-import sys
 
 from runctl.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED
 
@@ -63,10 +62,9 @@ def follow(app, job_store, job_id: str, *, first_attempt: int, timeout: float | 
 
     app.output.note(f"runctl: following job {job_id} (Ctrl-C stops following, not the job; "
                     f"runctl aws watch {job_id} follows again, runctl aws cancel {job_id} stops it)")
-    sink = sys.stderr.buffer if app.output.is_json else sys.stdout.buffer
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        result = follow_group_job(job_store, job_id, first_attempt=first_attempt, sink=sink,
+        result = follow_group_job(job_store, job_id, first_attempt=first_attempt, sink=app.output.job_output,
                                   note=app.output.note, timeout=timeout)
     except KeyboardInterrupt:
         app.output.note(f"runctl: stopped following job {job_id}; it goes on on AWS: runctl aws watch {job_id}")

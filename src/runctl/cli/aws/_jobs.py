@@ -5,7 +5,6 @@ the instance's assignment go to the store, where the agent picks them up."""
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import click
 
 from runctl.cli import _common
+from runctl.cli._output import human_size
 from runctl.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, UsageError
 
 EXIT_BY_STATE = {"completed": 0, "stopped": EXIT_INTERRUPTED}
@@ -289,7 +289,7 @@ def prepare_code(app, store, named, sync_code: bool, includes: tuple[str, ...],
         raise UsageError(f"{rel} is ignored (.gitignore or .runctlignore), so it would not reach the instance; "
                          f"add --include {rel}")
     app.output.note(f"runctl: code: uploaded {result.uploaded_count} of {result.file_count} files "
-                    f"({_size(result.uploaded_bytes)} of {_size(result.total_bytes)})")
+                    f"({human_size(result.uploaded_bytes)} of {human_size(result.total_bytes)})")
     if result.skipped_links:
         links = result.skipped_links
         app.output.note(f"runctl: code: skipped {len(links)} symlink{'s' if len(links) > 1 else ''} that lead"
@@ -299,12 +299,6 @@ def prepare_code(app, store, named, sync_code: bool, includes: tuple[str, ...],
     else:
         head = (rel if "/" in rel else f"./{rel}",)
     return (*head, *args), result.tree_id
-
-
-def _size(n: int) -> str:
-    if n < 1000:
-        return f"{n} B"
-    return f"{n / 1e3:.1f} kB" if n < 1e6 else f"{n / 1e6:.1f} MB"
 
 
 def _note_agent(app, store, instance_id: str) -> None:
@@ -330,22 +324,11 @@ def follow_job(app, store, instance_id: str, job_id: str, assignment_id: str, fi
     beating or never reported within ``boot_timeout`` seconds, "timed-out" after ``timeout``.
     """
     from runctl.agent.assignment import read_agent_record, read_assignment
-    from runctl.agent.logs import attempts_with_logs, log_chunks
+    from runctl.agent.logs import LogFollower
 
-    sink = sys.stderr.buffer if app.output.is_json else sys.stdout.buffer
-    shown: set[str] = set()
+    show_new = LogFollower(store, job_id, first_attempt, app.output.job_output)
     started = clock()
     deadline = started + timeout if timeout else None
-
-    def show_new() -> None:
-        for number in attempts_with_logs(store, job_id):
-            if number < first_attempt:
-                continue
-            for key in log_chunks(store, job_id, number):
-                if key not in shown:
-                    shown.add(key)
-                    sink.write(store.read(key).data)
-                    sink.flush()
 
     while True:
         found = read_assignment(store, instance_id)  # read before the logs: nothing is missed at the end
