@@ -102,6 +102,7 @@ class GroupMember:
         self._power = power
         self._clock = clock
         self.detached = threading.Event()
+        self._detaching: threading.Thread | None = None
         self.settings: dict = {}
         self._script_ran = False
 
@@ -141,8 +142,10 @@ class GroupMember:
         if event.kind == "notice" and is_reclaim(event.data.get("notice") or {}):
             if self.settings.get("auto_resume", True) and not self.detached.is_set():
                 self.detached.set()
-                threading.Thread(target=self._detach, args=(event.data["notice"],), daemon=True,
-                                 name="group-detach").start()
+                # Off the supervising thread: the script's grace period runs meanwhile.
+                self._detaching = threading.Thread(target=self._detach, args=(event.data["notice"],), daemon=True,
+                                                   name="group-detach")
+                self._detaching.start()
 
     def _detach(self, notice: dict) -> None:
         """Leave the group at once: it launches the replacement while we save. The recovery
@@ -190,6 +193,8 @@ class GroupMember:
 
     # -- the end -----------------------------------------------------------------------
     def _after_run(self, state: str) -> None:
+        if self._detaching is not None:
+            self._detaching.join(timeout=60.0)  # the replacement requested and recorded before we go
         if state in ENDED_STATES:
             status = read_status(self.store, self.job_id)
             cancel = cancelled(self.store, self.job_id) if state == "stopped" else None

@@ -6,6 +6,8 @@
   (``python -m runctl.testing.imds --notice-in 5``).
 - ``runctl.testing.faulty_store``: ``FaultyStore`` wraps any store and makes chosen calls
   fail before reaching it, or land and then fail as if the response were lost.
+- ``runctl.testing.fake_groups``: ``FakeGroups``, a job's Auto Scaling groups in memory,
+  for testing the job lifecycle without any server.
 - ``runctl.testing.s3_proxy``: a fault-injecting HTTP proxy to put in front of S3 or moto
   (``S3FaultProxy``): connection resets before and after forwarding, truncated answers and
   stalls, scripted or drawn by a seeded ``FaultPlan``.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Fault", "FaultPlan", "FaultyStore", "ImdsEmulator", "Rule", "S3FaultProxy"]
+__all__ = ["FakeGroups", "Fault", "FaultPlan", "FaultyStore", "ImdsEmulator", "Rule", "S3FaultProxy"]
 
 
 def __getattr__(name: str) -> Any:
@@ -29,6 +31,10 @@ def __getattr__(name: str) -> Any:
         from runctl.testing.faulty_store import FaultyStore
 
         return FaultyStore
+    if name == "FakeGroups":
+        from runctl.testing.fake_groups import FakeGroups
+
+        return FakeGroups
     if name in ("Fault", "FaultPlan", "Rule", "S3FaultProxy"):
         from runctl.testing import s3_proxy
 

@@ -1,10 +1,12 @@
 """Least-privilege IAM policies for runctl. Pure: each function returns a policy document.
 
 - ``instance_policy``: what the instance role needs beside AmazonSSMManagedInstanceCore:
-  the job bucket (list, read, write, delete) and pulling images from ECR.
-- ``cli_policy``: what the person running runctl needs day to day: launch tagged instances
-  and fleets, change only instances tagged ``runctl:created``, pass the instance role to
-  EC2, run commands through SSM, use the job bucket.
+  the job bucket (list, read, write, delete), pulling images from ECR, and ending a job's
+  Auto Scaling group from inside (leave it, lower it, delete it and its launch template),
+  only for groups and templates tagged ``runctl:created``.
+- ``cli_policy``: what the person running runctl needs day to day: launch tagged instances,
+  fleets and job groups, change only resources tagged ``runctl:created``, pass the instance
+  role to EC2, run commands through SSM, use the job bucket.
 - ``setup_policy``: what ``runctl aws setup`` needs once (create the bucket, role, profile).
 """
 
@@ -43,9 +45,27 @@ def _bucket_statements(bucket: str, partition: str) -> list[dict[str, Any]]:
     ]
 
 
+#: What an agent does to its job's group: leave it at a notice (the group replaces it), and
+#: at the job's end lower it, leave it and delete it. Auto Scaling has no condition key for
+#: the calling instance, so the scope is runctl's groups (tagged), not one job's.
+GROUP_ACTIONS = ("autoscaling:DetachInstances", "autoscaling:UpdateAutoScalingGroup",
+                 "autoscaling:DeleteAutoScalingGroup")
+
+
+def _runctl_tagged(prefix: str) -> dict[str, Any]:
+    """The resource carries the ``runctl:created`` tag."""
+    return {"Null": {f"{prefix}:ResourceTag/{TAG_CREATED}": "false"}}
+
+
 def instance_policy(bucket: str, account: str = "*", partition: str = "aws") -> dict[str, Any]:
     return {"Version": VERSION, "Statement": [
         *_bucket_statements(bucket, partition),
+        {"Sid": "EndRunctlJobGroups", "Effect": "Allow", "Action": list(GROUP_ACTIONS),
+         "Resource": f"arn:{partition}:autoscaling:*:{account}:autoScalingGroup:*:autoScalingGroupName/runctl-*",
+         "Condition": _runctl_tagged("autoscaling")},
+        {"Sid": "DeleteRunctlLaunchTemplates", "Effect": "Allow", "Action": "ec2:DeleteLaunchTemplate",
+         "Resource": f"arn:{partition}:ec2:*:{account}:launch-template/*", "Condition": _runctl_tagged("aws")},
+        {"Sid": "ReadGroups", "Effect": "Allow", "Action": "autoscaling:DescribeAutoScalingGroups", "Resource": "*"},
         {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
         {"Sid": "EcrPull", "Effect": "Allow",
          "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
@@ -54,10 +74,17 @@ def instance_policy(bucket: str, account: str = "*", partition: str = "aws") -> 
 
 
 def cli_policy(bucket: str, account: str = "*", role: str = DEFAULT_ROLE, partition: str = "aws") -> dict[str, Any]:
-    tagged = {"Null": {f"aws:ResourceTag/{TAG_CREATED}": "false"}}
+    tagged = _runctl_tagged("aws")
     return {"Version": VERSION, "Statement": [
         {"Sid": "Launch", "Effect": "Allow", "Resource": "*",
          "Action": ["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"]},
+        {"Sid": "CreateJobGroups", "Effect": "Allow", "Resource": "*",
+         "Action": ["autoscaling:CreateAutoScalingGroup", "autoscaling:CreateOrUpdateTags"],
+         "Condition": {"Null": {f"aws:RequestTag/{TAG_CREATED}": "false"}}},
+        {"Sid": "ChangeOnlyRunctlGroups", "Effect": "Allow", "Resource": "*", "Action": list(GROUP_ACTIONS),
+         "Condition": _runctl_tagged("autoscaling")},
+        {"Sid": "ReadGroups", "Effect": "Allow", "Resource": "*",
+         "Action": ["autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeScalingActivities"]},
         {"Sid": "TagOnLaunch", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": "*",
          "Condition": {"StringEquals": {"ec2:CreateAction": ["RunInstances", "CreateFleet", "CreateLaunchTemplate"]}}},
         {"Sid": "ChangeOnlyRunctlResources", "Effect": "Allow", "Resource": "*", "Condition": tagged,
@@ -79,7 +106,8 @@ def cli_policy(bucket: str, account: str = "*", role: str = DEFAULT_ROLE, partit
          "Resource": f"arn:{partition}:iam::{account}:role/{role}",
          "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
         {"Sid": "FleetServiceRoles", "Effect": "Allow", "Action": "iam:CreateServiceLinkedRole", "Resource": "*",
-         "Condition": {"StringEquals": {"iam:AWSServiceName": ["spot.amazonaws.com", "ec2fleet.amazonaws.com"]}}},
+         "Condition": {"StringEquals": {"iam:AWSServiceName": ["spot.amazonaws.com", "ec2fleet.amazonaws.com",
+                                                               "autoscaling.amazonaws.com"]}}},
         *_bucket_statements(bucket, partition),
     ]}
 
