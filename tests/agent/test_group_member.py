@@ -71,8 +71,23 @@ def groups(store):
     return fake
 
 
+class RecordingMachine:
+    """Stands in for agent.power.Machine: records what it was asked."""
+
+    def __init__(self, powered: list[str]) -> None:
+        self.powered = powered
+        self.fallback_cancelled = False
+
+    def power_off(self, why: str) -> bool:
+        self.powered.append(why)
+        return True
+
+    def cancel_fallback_shutdown(self) -> None:
+        self.fallback_cancelled = True
+
+
 def member(store, groups, resident, powered):
-    return GroupMember(resident, JOB, groups, power=lambda why: powered.append(why) or True, clock=lambda: 123.0)
+    return GroupMember(resident, JOB, groups, machine=RecordingMachine(powered), clock=lambda: 123.0)
 
 
 def test_the_job_completed_the_agent_leaves_and_deletes_the_group_and_ends_its_machine(store, groups):
@@ -187,7 +202,7 @@ def test_the_boot_watchdog_does_nothing_when_the_agent_started(store, groups):
     (first,) = groups.groups["runctl-job-1"].members
     store.write(layout.instance_agent_key(first), b"{}")
     powered: list[str] = []
-    assert check_boot(store, JOB, first, groups, power=powered.append) == "started"
+    assert check_boot(store, JOB, first, groups, machine=RecordingMachine(powered)) == "started"
     assert powered == [] and records.boot_failures(store, JOB) == []
 
 
@@ -195,11 +210,24 @@ def test_the_boot_watchdog_counts_and_fails_the_job_at_the_limit(store, groups):
     group = groups.groups["runctl-job-1"]
     powered: list[str] = []
     (first,) = group.members
-    assert check_boot(store, JOB, first, groups, power=powered.append) == "counted"
+    assert check_boot(store, JOB, first, groups, machine=RecordingMachine(powered)) == "counted"
     groups.lose("runctl-job-1", first)
     (second,) = group.members
-    assert check_boot(store, JOB, second, groups, power=powered.append) == "failed"
+    assert check_boot(store, JOB, second, groups, machine=RecordingMachine(powered)) == "failed"
     assert len(powered) == 2 and group.ended
     status = read_status(store, JOB)
     assert status.state == "failed" and "did not start within 900s on 2 instances in a row" in status.message
     assert records.read_group(store, JOB)["ended"]["by"] == f"boot watchdog on {second}"
+
+
+def test_an_agent_never_shuts_down_a_machine_the_metadata_service_did_not_confirm(monkeypatch):
+    import subprocess
+
+    from runctl.agent.power import Machine
+
+    ran = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: ran.append(a))
+    machine = Machine("i-0123456789abcdef0", confirmed=False)
+    assert machine.power_off("the job ended") is False
+    machine.cancel_fallback_shutdown()
+    assert ran == []

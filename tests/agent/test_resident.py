@@ -189,7 +189,8 @@ def test_a_checkpoint_folder_of_the_job_is_inside_its_code_folder(tmp_path):
 
 def test_identity_comes_from_the_metadata_service(imds):
     identity = discover_identity()
-    assert identity == InstanceIdentity(imds.instance_id, imds.region, imds.instance_type, imds.availability_zone)
+    assert identity == InstanceIdentity(imds.instance_id, imds.region, imds.instance_type, imds.availability_zone,
+                                        confirmed=True)
     assert identity.attempt_labels() == {"instance_id": imds.instance_id, "instance_type": imds.instance_type,
                                          "az": imds.availability_zone}
     given = discover_identity("i-given", "eu-west-1")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from runctl.cli._logs import LogFollower
+from runctl.agent.logs import LogFollower
 from runctl.cli._output import Output
 from runctl.store import layout
 

@@ -16,19 +16,19 @@ import logging
 import sys
 
 from runctl.agent import group_record as records
-from runctl.agent.power import cancel_scheduled_shutdown, power_off
 from runctl.errors import RunctlError
 from runctl.store import layout
 
 log = logging.getLogger(__name__)
 
 
-def check_boot(store, job_id: str, instance_id: str, groups, *, power=power_off) -> str:
-    """What the watchdog found and did: "started", "counted" or "failed"."""
+def check_boot(store, job_id: str, instance_id: str, groups, *, machine) -> str:
+    """What the watchdog found and did: "started", "counted" or "failed". ``machine``: an
+    ``agent.power.Machine``."""
     from runctl.agent.group_member import end_group, fail_job
 
     if store.exists(layout.instance_agent_key(instance_id)):
-        cancel_scheduled_shutdown()
+        machine.cancel_fallback_shutdown()
         return "started"
     settings = records.read_group(store, job_id) or {}
     limit = int(settings.get("max_boot_failures", 3))
@@ -46,7 +46,7 @@ def check_boot(store, job_id: str, instance_id: str, groups, *, power=power_off)
         end_group(store, job_id, groups, "failed", message, by=f"boot watchdog on {instance_id}",
                   leaving=instance_id)
         outcome = "failed"
-    power(f"the runctl agent did not start{after}")
+    machine.power_off(f"the runctl agent did not start{after}")
     return outcome
 
 
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instance-id")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        from runctl.agent.power import Machine
         from runctl.agent.resident import discover_identity
         from runctl.backends.aws.job_group import JobGroups
         from runctl.backends.aws.session import AwsSession
@@ -66,12 +67,13 @@ def main(argv: list[str] | None = None) -> int:
 
         identity = discover_identity(args.instance_id, args.region)
         outcome = check_boot(open_store(args.store), args.job, identity.instance_id,
-                             lambda region: JobGroups.for_session(AwsSession(region or identity.region)))
+                             lambda region: JobGroups.for_session(AwsSession(region or identity.region)),
+                             machine=Machine(identity.instance_id, identity.confirmed))
         log.info("boot watchdog: %s", outcome)
         return 0
     except RunctlError as exc:
-        log.error("%s", exc)
-        power_off("the boot watchdog failed")  # never leave an agentless machine running
+        # The bootstrap's fallback shutdown, still armed, ends this machine later.
+        log.error("the boot watchdog failed: %s", exc)
         return exc.exit_code
 
 

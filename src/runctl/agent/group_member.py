@@ -31,7 +31,6 @@ from typing import Protocol
 
 from runctl.agent import group_record as records
 from runctl.agent.cancellation import cancelled
-from runctl.agent.power import cancel_scheduled_shutdown, power_off
 from runctl.agent.restart_policy import RECOVERED_FROM
 from runctl.agent.status import read_status
 from runctl.errors import RunctlError, UsageError
@@ -92,14 +91,14 @@ def is_reclaim(notice: dict) -> bool:
 
 
 class GroupMember:
-    def __init__(self, resident, job_id: str, groups: Callable[[str], GroupControl], *,
-                 power: Callable[[str], bool] = power_off, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, resident, job_id: str, groups: Callable[[str], GroupControl], *, machine,
+                 clock: Callable[[], float] = time.time) -> None:
         self.resident = resident
         self.store = resident.store
         self.job_id = job_id
         self.instance_id = resident.identity.instance_id
         self._groups = groups
-        self._power = power
+        self.machine = machine  # agent.power.Machine
         self._clock = clock
         self.detached = threading.Event()
         self._detaching: threading.Thread | None = None
@@ -110,7 +109,7 @@ class GroupMember:
         """Run the job (or end it), then end this machine. Returns 0 (the agent's exit code)."""
         from runctl.backends.aws.job_group import GroupRecord
 
-        cancel_scheduled_shutdown()
+        self.machine.cancel_fallback_shutdown()
         self.settings = records.read_group(self.store, self.job_id) or {}
         if not self.settings:
             raise UsageError(f"job {self.job_id} has no group.json in {self.store.url}: was it submitted with "
@@ -121,7 +120,7 @@ class GroupMember:
         if not action.run:
             log.info("job %s: not running it: %s", self.job_id, action.message)
             self._end_group(action.state, action.message)
-            self._power(f"job {self.job_id} ended")
+            self.machine.power_off(f"job {self.job_id} ended")
             return 0
         self._note_replacement(status)
         self.resident.on_event = self._on_event
@@ -201,19 +200,19 @@ class GroupMember:
             message = f"cancelled ({cancel.get('by', 'runctl aws cancel')})" if cancel is not None else \
                 status.message if status is not None else ""
             self._end_group(state, message)
-            self._power(f"job {self.job_id} {state}")
+            self.machine.power_off(f"job {self.job_id} {state}")
         elif self.detached.is_set():
-            self._power(f"job {self.job_id} moved to the group's next instance")
+            self.machine.power_off(f"job {self.job_id} moved to the group's next instance")
         elif state == "interrupted" and not self.settings.get("auto_resume", True):
             self._end_group("interrupted", "its instance was reclaimed and auto-resume is off")
-            self._power(f"job {self.job_id} interrupted")
+            self.machine.power_off(f"job {self.job_id} interrupted")
         # else the machine is going away by itself (SIGTERM): the group replaces it
 
     def _after_failure(self, why: str) -> None:
         """The agent could not run the job (a store that fails, a lease another agent holds):
         the group's next instance tries again, up to ``max_boot_failures`` in a row."""
         if self._script_ran:
-            self._power(f"job {self.job_id} could not go on here: {why}")
+            self.machine.power_off(f"job {self.job_id} could not go on here: {why}")
             return
         limit = int(self.settings.get("max_boot_failures", 3))
         try:
@@ -223,7 +222,7 @@ class GroupMember:
             count = 0
         if count >= limit:
             self._fail_job(f"{count} instances in a row could not start it; the last said: {why}")
-        self._power(f"job {self.job_id} could not start here: {why}")
+        self.machine.power_off(f"job {self.job_id} could not start here: {why}")
 
     def _fail_job(self, message: str) -> None:
         fail_job(self.store, self.job_id, message, clock=self._clock)

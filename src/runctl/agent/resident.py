@@ -77,6 +77,9 @@ class InstanceIdentity:
     region: str | None = None
     instance_type: str | None = None
     az: str | None = None
+    #: The metadata service said this is the instance: only then may the agent shut the
+    #: machine down (an agent started by hand with --instance-id on a laptop never does).
+    confirmed: bool = False
 
     def attempt_labels(self) -> dict[str, str]:
         """Attempt fields for every attempt run here."""
@@ -106,13 +109,14 @@ def discover_identity(instance_id: str | None = None, region: str | None = None,
 
     if ask_imds is None:
         ask_imds = instance_id is None or bool(endpoint or os.environ.get(ENDPOINT_ENV)) or running_on_ec2()
-    found: dict[str, str | None] = {"instance_id": instance_id, "region": region, "instance_type": None, "az": None}
+    found: dict[str, str | None] = {"instance_id": None, "region": region, "instance_type": None, "az": None}
     if ask_imds:
         client = ImdsClient(endpoint, timeout=2.0, token_ttl=300)
         for name, path in _IMDS_PATHS.items():
             if found[name]:
                 continue
-            tries = attempts if name == "instance_id" else 1  # at boot IMDS may answer late
+            # At boot IMDS may answer late; a given id is only confirmed, once.
+            tries = attempts if name == "instance_id" and instance_id is None else 1
             for attempt in range(tries):
                 try:
                     status, body = client.get(path)
@@ -124,10 +128,12 @@ def discover_identity(instance_id: str | None = None, region: str | None = None,
                 log.debug("IMDS %s: HTTP %s", path, status)
                 if attempt + 1 < tries:
                     sleep(delay)
-    if not found["instance_id"]:
+    answered = found["instance_id"]
+    if not (instance_id or answered):
         raise UsageError("cannot find this instance's id: the EC2 metadata service does not answer; "
                          "give --instance-id")
-    return InstanceIdentity(found["instance_id"], found["region"], found["instance_type"], found["az"])
+    return InstanceIdentity(instance_id or answered, found["region"], found["instance_type"], found["az"],
+                            confirmed=answered is not None and answered == (instance_id or answered))
 
 
 def local_spec(spec: JobSpec, *, workdir: Path, home: Path, store_url: str, python: str = sys.executable) -> JobSpec:
@@ -173,7 +179,7 @@ class _ResidentSignals(SignalSource):
 class ResidentAgent:
     def __init__(self, store, identity: InstanceIdentity, home: Path, *, spot_notices: bool | None = None,
                  heartbeat_interval: float = 5.0, poll_interval: float = 1.0, python: str = sys.executable,
-                 idle_timeout: float | None = None, power: Callable[[str], bool] | None = None,
+                 idle_timeout: float | None = None, machine=None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.identity = identity
@@ -190,7 +196,9 @@ class ResidentAgent:
         self._write_failed_at = 0.0
         self.jobs_run = 0
         self.idle_timeout = idle_timeout  # seconds without a job before the machine shuts down
-        self._power = power
+        from runctl.agent.power import Machine
+
+        self.machine = machine or Machine(identity.instance_id, identity.confirmed)
         self.on_event: Callable[[object], None] = lambda event: None
         self.machine_signals = False  # see _ResidentSignals
 
@@ -258,10 +266,8 @@ class ResidentAgent:
             self.stop.wait(self.poll_interval)
 
     def _idle_off(self, idle_s: float) -> None:
-        from runctl.agent.power import power_off
-
         log.info("no job for %.0fs (idle timeout %.0fs): shutting this instance down", idle_s, self.idle_timeout)
-        (self._power or power_off)(f"idle for {idle_s:.0f}s with no job")
+        self.machine.power_off(f"idle for {idle_s:.0f}s with no job")
 
     def poll_once(self) -> bool:
         """Run the instance's assignment if there is a runnable one. Returns whether it ran one."""
@@ -464,7 +470,8 @@ def _group_member(agent: ResidentAgent, job_id: str):
     from runctl.backends.aws.session import AwsSession
 
     agent.machine_signals = True
-    return GroupMember(agent, job_id, lambda region: JobGroups.for_session(AwsSession(region)))
+    return GroupMember(agent, job_id, lambda region: JobGroups.for_session(AwsSession(region)),
+                       machine=agent.machine)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,7 @@ COMMANDS = {
     "aws": ("runctl.cli.aws:aws", "Run training on EC2 instances, spot or on-demand."),
     "docker": ("runctl.cli.docker:docker", "Build the project's image and push it (ECR or [docker] registry)."),
     "s3": ("runctl.cli.s3:s3", "Upload, download, sync, list and clean up S3 objects."),
-    "workflow": ("runctl.cli.workflow:workflow", "Multi-step recipes: workflow train launches, trains, terminates."),
+    "workflow": ("runctl.cli.workflow:workflow", "Multi-step recipes: workflow train runs a job on AWS to its end."),
     "resources": ("runctl.cli.resources:resources", "List or clean up what runctl launched on AWS (tagged)."),
 }
 

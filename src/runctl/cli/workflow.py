@@ -1,5 +1,5 @@
-"""runctl workflow ...: multi-step recipes. ``workflow train`` is ``runctl aws run``:
-launch an instance, train on it, terminate it."""
+"""runctl workflow ...: multi-step recipes. ``workflow train`` is ``runctl aws run``: the job
+runs on AWS in a group of its own, which resumes it and is deleted when it ends."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import click
 from runctl.cli._lazy import LazyGroup
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("runctl.cli.aws.run:run", "Launch an instance, train a script on it, terminate it."),
+    "train": ("runctl.cli.aws.run:run", "Run a script on AWS in a group of its own (runctl aws run)."),
 }
 
 
 @click.group(cls=LazyGroup, lazy_subcommands=COMMANDS)
 def workflow() -> None:
-    """Multi-step recipes (launch, train, clean up)."""
+    """Multi-step recipes (train on AWS from submission to clean-up)."""

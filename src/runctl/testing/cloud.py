@@ -263,8 +263,12 @@ class FakeCloud:
     def _arm_watchdog(self, instance_id: str, user_data: str, env: dict, log_path: Path) -> threading.Timer | None:
         """The bootstrap's boot watchdog (a systemd timer on EC2), after its timeout or ours."""
         from runctl.backends.aws.bootstrap import watchdog_from_user_data
+        from runctl.errors import UsageError
 
-        argv, timeout = watchdog_from_user_data(user_data, python=self.agent_python)
+        try:
+            argv, timeout = watchdog_from_user_data(user_data, python=self.agent_python)
+        except UsageError:  # not a runctl bootstrap: nothing armed
+            return None
         if not argv:
             return None
 
@@ -348,14 +352,10 @@ class FakeCloud:
     def _reclaim(self, instance_id: str) -> None:
         """AWS takes the instance back; its one-time spot request closes with it (moto's
         nearest state: cancelled), as it does on EC2."""
+        from runctl.testing.machine_shutdown import terminate
+
         try:
-            ec2 = self.client("ec2")
-            found = ec2.describe_spot_instance_requests(
-                Filters=[{"Name": "instance-id", "Values": [instance_id]}])["SpotInstanceRequests"]
-            requests = [r["SpotInstanceRequestId"] for r in found if r.get("State") in ("open", "active")]
-            if requests:
-                ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=requests)
-            ec2.terminate_instances(InstanceIds=[instance_id])
+            terminate(self.client("ec2"), instance_id)
         except Exception as exc:
             log.warning("could not terminate %s at its deadline: %s", instance_id, exc)
 

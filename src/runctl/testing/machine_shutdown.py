@@ -40,6 +40,17 @@ def shutdown_behaviour(ec2, described: dict) -> str:
         return "stop"
 
 
+def terminate(ec2, instance_id: str) -> None:
+    """Terminate the instance as EC2 does, its one-time spot request closing with it (moto's
+    nearest state: cancelled; moto leaves it active)."""
+    found = ec2.describe_spot_instance_requests(
+        Filters=[{"Name": "instance-id", "Values": [instance_id]}])["SpotInstanceRequests"]
+    requests = [r["SpotInstanceRequestId"] for r in found if r.get("State") in ("open", "active")]
+    if requests:
+        ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=requests)
+    ec2.terminate_instances(InstanceIds=[instance_id])
+
+
 def main(argv: list[str] | None = None) -> int:
     import boto3
 
@@ -52,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     ec2 = boto3.client("ec2")
     if os.environ.get(BEHAVIOUR_ENV, "stop") == "terminate":
-        ec2.terminate_instances(InstanceIds=[instance_id])
+        terminate(ec2, instance_id)
     else:
         ec2.stop_instances(InstanceIds=[instance_id])
     return 0

@@ -132,7 +132,7 @@ def test_train_refusals(aws_env, project, instance, s3_bucket):
     sent = runctl(aws_env, project, "aws", "train", instance, "secret.py", "--include", "secret.py",
                   "--job-id", "sent")
     assert sent.returncode == 0, sent.stderr
-    assert "has not reported yet" in sent.stderr and "runctl aws logs sent -f" in sent.stdout
+    assert "has not reported yet" in sent.stderr and "runctl aws watch sent" in sent.stdout
     assert read_assignment(store(s3_bucket), instance)[0].job_id == "sent"
 
     boto3.client("ec2", region_name="us-east-1").stop_instances(InstanceIds=[instance])
@@ -160,9 +160,10 @@ def test_train_does_not_follow_links_out_of_the_project_and_names_them(aws_env, 
         assert secret.encode() not in job_store.read(info.key).data, info.key
 
 
-def test_aws_run_launches_trains_and_terminates(aws_env, project, s3_bucket, tmp_path, straight_weights):
-    """aws run against moto, with this test playing the fake cloud: it starts a resident agent
-    for the instance aws run launches (found by its runctl:job tag)."""
+def test_aws_run_runs_the_job_in_its_group_and_the_agent_deletes_the_group(aws_env, project, s3_bucket, tmp_path,
+                                                                            straight_weights):
+    """aws run against moto, with this test playing the fake cloud: it starts the agent of
+    the instance the job's group launches (found by its runctl:job tag)."""
     import boto3
 
     text = (project / ".runctl.toml").read_text().replace('region = "us-east-1"\n',
@@ -202,9 +203,15 @@ def test_aws_run_launches_trains_and_terminates(aws_env, project, s3_bucket, tmp
     assert cli.returncode == 0, err
     final = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
     assert final["weights_sha256"] == straight_weights(200)
-    assert f"launched {instance} for job wf" in err and f"terminated {instance}" in err
+    assert "job wf submitted: Auto Scaling group runctl-wf (on-demand" in err and "job wf completed" in err
+    assert boto3.client("autoscaling", region_name="us-east-1").describe_auto_scaling_groups()[
+        "AutoScalingGroups"] == []
+    assert ec2.describe_launch_templates()["LaunchTemplates"] == []
+    # The agent left the group before deleting it, and did not shut down this machine, which
+    # no metadata service confirmed to be the instance.
     state = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["State"]["Name"]
-    assert state in ("shutting-down", "terminated")
+    assert state == "running"
+    ec2.terminate_instances(InstanceIds=[instance])
 
 
 def test_following_gives_up_on_an_agent_that_never_reports_stops_beating_or_is_reassigned(local_store):
