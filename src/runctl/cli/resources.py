@@ -17,15 +17,21 @@ job_option = click.option("--job", metavar="JOB", help="Only the resources of th
 
 
 def _regions(app, region: str | None, all_regions: bool):
-    """(region, ec2 client) pairs to look in."""
+    """(region, AwsSession) pairs to look in."""
     from runctl.backends.aws.session import AwsSession, translate
 
     home = aws_session(app, region)
     if not all_regions:
-        return [(home.region, home.client("ec2"))]
+        return [(home.region, home)]
     with translate("list the account's regions", region=home.region, permission="ec2:DescribeRegions"):
         names = sorted(r["RegionName"] for r in home.client("ec2").describe_regions()["Regions"])
-    return [(name, AwsSession(name, session=home.session, known=names).client("ec2")) for name in names]
+    return [(name, AwsSession(name, session=home.session, known=names)) for name in names]
+
+
+def _listed(session, name: str, job: str | None):
+    from runctl.backends.aws.resources import list_resources
+
+    return list_resources(session.client("ec2"), name, job=job, autoscaling=session.client("autoscaling"))
 
 
 def _rows(found) -> list[tuple]:
@@ -47,10 +53,8 @@ def resources() -> None:
 @output_option
 @pass_app
 def list_(app, region, all_regions, job):
-    """List runctl's live instances, launch templates and fleets."""
-    from runctl.backends.aws.resources import list_resources
-
-    found = [r for name, client in _regions(app, region, all_regions) for r in list_resources(client, name, job=job)]
+    """List runctl's job groups, live instances, launch templates and fleets."""
+    found = [r for name, session in _regions(app, region, all_regions) for r in _listed(session, name, job)]
 
     def text() -> None:
         if not found:
@@ -70,24 +74,25 @@ def list_(app, region, all_regions, job):
 @output_option
 @pass_app
 def cleanup(app, dry_run, yes, region, all_regions, job):
-    """Terminate runctl's instances and delete its launch templates and fleets.
+    """Delete runctl's job groups, terminate its instances, delete its launch templates and fleets.
 
     Nothing without the runctl:created tag is touched. It lists what it will remove and
     asks first (--yes skips the question); --job limits it to one job's resources and
     --dry-run only lists.
     """
     from runctl.backends.aws.resources import cleanup as remove
-    from runctl.backends.aws.resources import list_resources
 
-    found = [(name, client, list_resources(client, name, job=job)) for name, client in _regions(app, region, all_regions)]
+    found = [(name, session, _listed(session, name, job)) for name, session in _regions(app, region, all_regions)]
     if dry_run or not yes:
-        planned = [r for name, client, listed in found for r in remove(client, name, listed, dry_run=True)]
+        planned = [r for name, session, listed in found for r in remove(session.client("ec2"), name, listed,
+                                                                         dry_run=True)]
         if dry_run:
             removed = planned
         elif planned:
             _confirm(app, planned)
     if not dry_run:
-        removed = [r for name, client, listed in found for r in remove(client, name, listed)]
+        removed = [r for name, session, listed in found
+                   for r in remove(session.client("ec2"), name, listed, autoscaling=session.client("autoscaling"))]
 
     def text() -> None:
         if not removed:

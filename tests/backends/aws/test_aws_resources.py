@@ -58,3 +58,28 @@ def test_cleanup_of_a_spot_instance_cancels_its_request(ec2_client, spec):
     cleanup(ec2_client, "us-east-1", instances)  # the instance alone, as when its fleet is gone
     assert state(ec2_client, spot.instance_id) == "terminated"
     assert live_requests() == []  # an open request would be left behind (or relaunch, if persistent)
+
+
+def test_job_groups_are_listed_and_removed_first_and_a_foreign_group_is_kept(aws, ec2_client, spec, image_id):
+    from runctl.backends.aws.autoscaling import group_name
+    from runctl.backends.aws.job_group import JobGroups
+
+    autoscaling = aws.client("autoscaling")
+    template = ec2_client.create_launch_template(LaunchTemplateName="web", LaunchTemplateData={
+        "ImageId": image_id, "InstanceType": "t3.micro"})["LaunchTemplate"]["LaunchTemplateId"]
+    subnet = ec2_client.describe_subnets()["Subnets"][0]["SubnetId"]
+    autoscaling.create_auto_scaling_group(AutoScalingGroupName="web-tier", MinSize=1, MaxSize=1, DesiredCapacity=1,
+                                          LaunchTemplate={"LaunchTemplateId": template}, VPCZoneIdentifier=subnet)
+    job_spec = dataclasses.replace(spec, image_id=image_id, job="grouped")
+    record = JobGroups(autoscaling, ec2_client, region="us-east-1").create(job_spec, group_name("grouped"), ())
+
+    found = list_resources(ec2_client, "us-east-1", autoscaling=autoscaling)
+    groups = [r for r in found if r.kind == "auto-scaling-group"]
+    assert [(g.id, g.job) for g in groups] == [(record.name, "grouped")]
+    assert [r.kind for r in found if r.job == "grouped"][:1] == ["auto-scaling-group"]
+
+    removed = cleanup(ec2_client, "us-east-1", found, autoscaling=autoscaling)
+    assert [r.kind for r in removed][:1] == ["auto-scaling-group"]
+    names = [g["AutoScalingGroupName"] for g in autoscaling.describe_auto_scaling_groups()["AutoScalingGroups"]]
+    assert names == ["web-tier"]
+    assert [t["LaunchTemplateName"] for t in ec2_client.describe_launch_templates()["LaunchTemplates"]] == ["web"]

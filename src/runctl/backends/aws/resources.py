@@ -1,4 +1,5 @@
-"""Everything runctl launched in a region, and its removal: instances, launch templates, fleets.
+"""Everything runctl launched in a region, and its removal: job groups (Auto Scaling),
+instances, launch templates, fleets.
 
 Only resources tagged ``runctl:created`` are listed or removed, checked again here even
 after a tag filter. A fleet is deleted only when every instance it lists is runctl's
@@ -22,7 +23,7 @@ FLEET_GONE = ("deleted", "deleted_running", "deleted_terminating", "failed")
 
 @dataclass(frozen=True)
 class Resource(Record):
-    kind: str  # "instance", "launch-template", "fleet"
+    kind: str  # "auto-scaling-group", "instance", "launch-template", "fleet"
     id: str
     region: str
     state: str = ""
@@ -37,9 +38,19 @@ def _tags(items) -> dict[str, str]:
     return {t["Key"]: t.get("Value", "") for t in items or ()}
 
 
-def list_resources(client, region: str, *, job: str | None = None) -> list[Resource]:
-    """runctl's live instances, launch templates and fleets in ``region``."""
+def list_resources(client, region: str, *, job: str | None = None, autoscaling=None) -> list[Resource]:
+    """runctl's job groups (with an ``autoscaling`` client), live instances, launch templates
+    and fleets in ``region``."""
     found: list[Resource] = []
+    if autoscaling is not None:
+        from runctl.backends.aws.job_group import JobGroups
+
+        for group in JobGroups(autoscaling, client, region=region).list_tagged():
+            tags = group["tags"]
+            if job is None or tags.get(TAG_JOB) == job:
+                found.append(Resource("auto-scaling-group", group["name"], region, "", tags.get(TAG_CREATED, ""),
+                                      tags.get(TAG_JOB, ""), f"instances: {', '.join(group['instances']) or 'none'}",
+                                      tags, tuple(group["instances"])))
     for info in Ec2(client, region=region).list_tagged(job=job):
         found.append(Resource("instance", info.instance_id, region, info.state, info.tags.get(TAG_CREATED, ""),
                               info.job_id, f"{info.instance_type} {info.lifecycle} {info.az}", info.tags))
@@ -72,14 +83,24 @@ def list_resources(client, region: str, *, job: str | None = None) -> list[Resou
     return found
 
 
-def cleanup(client, region: str, resources: list[Resource], *, dry_run: bool = False) -> list[Resource]:
+def cleanup(client, region: str, resources: list[Resource], *, dry_run: bool = False,
+            autoscaling=None) -> list[Resource]:
     """Remove ``resources`` (from ``list_resources``); returns what was (would be) removed.
 
-    Fleets go first (deleting an instant fleet terminates its instances, so only fleets
-    whose instances are all runctl's), then the instances, then the launch templates. A
-    fleet that cannot be deleted is logged and kept; the rest goes on."""
+    Job groups go first (so that nothing launches a replacement; deleting one terminates its
+    instances), then fleets (deleting an instant fleet terminates its instances, so only
+    fleets whose instances are all runctl's), then the instances, then the launch templates.
+    A fleet that cannot be deleted is logged and kept; the rest goes on."""
     ours = [r for r in resources if r.region == region and has_runctl_tags(r.tags)]
     removed: list[Resource] = []
+    for group in (r for r in ours if r.kind == "auto-scaling-group"):
+        if not dry_run:
+            from runctl.backends.aws.autoscaling import delete_group_request
+
+            with translate(f"delete Auto Scaling group {group.id}", region=region,
+                           permission="autoscaling:DeleteAutoScalingGroup"):
+                autoscaling.delete_auto_scaling_group(**delete_group_request(group.id))
+        removed.append(group)
     fleets = [r for r in ours if r.kind == "fleet"]
     if fleets:
         runctl_ids = {i.instance_id for i in Ec2(client, region=region).list_tagged(states=())}
