@@ -95,8 +95,12 @@ def test_a_detached_job_survives_its_submitter_two_notices_and_a_lost_machine(cl
     shown = runctl("status", job_id, "--output", "json")
     assert shown.returncode == 0, shown.stderr
     assert len(json.loads(shown.stdout)["attempts"]) == 4
+    assert [r["launched"] for r in json.loads(shown.stdout)["recovery_records"]] == [a.instance_id
+                                                                                    for a in attempts[1:]]
     text = runctl("status", job_id)
     assert "recoveries: 3" in text.stdout and "time lost" in text.stdout, text.stdout
+    assert f"group: runctl-{job_id}, deleted when the job completed" in text.stdout, text.stdout
+    assert f"recovery 3: {third} lost without a notice -> {attempts[3].instance_id}" in text.stdout, text.stdout
     logs = runctl("logs", job_id)
     assert logs.returncode == 0, logs.stderr
     assert final_result(logs.stdout) == {"final_step": 9000, "weights_sha256": straight_weights(9000)}

@@ -25,17 +25,30 @@ def status(app, job_id, store):
     from runctl.agent.status import list_job_ids, read_status
 
     if job_id is not None:
-        _, job = _common.find_job(app, store, job_id)
+        job_store, job = _common.find_job(app, store, job_id)
     else:
         job_store = _common.open_job_store(app, store)
         statuses = [s for s in (read_status(job_store, j) for j in list_job_ids(job_store)) if s]
         if not statuses:
             raise UsageError(f"no jobs in {job_store.url}; start one with runctl run SCRIPT")
         job = max(statuses, key=lambda s: s.heartbeat or 0)
-    app.output.report(job, lambda: _render(app, job))
+    group = _group_view(job_store, job.job_id)
+    report = job if group is None else {**job.to_dict(), **group}
+    app.output.report(report, lambda: _render(app, job, group))
 
 
-def _render(app, job) -> None:
+def _group_view(job_store, job_id: str) -> dict | None:
+    """A job on AWS: its group and its recoveries as the agents recorded them."""
+    from runctl.agent.group_record import boot_failures, read_group, read_recovery_list
+
+    settings = read_group(job_store, job_id)
+    if settings is None:
+        return None
+    return {"group": settings, "recovery_records": read_recovery_list(job_store, job_id),
+            "boot_failures": boot_failures(job_store, job_id)}
+
+
+def _render(app, job, group: dict | None = None) -> None:
     from runctl.agent.status import agent_gone
     from runctl.agent.restart_policy import recoveries, time_lost
 
@@ -50,6 +63,8 @@ def _render(app, job) -> None:
     if placed:
         app.output.line("  instances: " + ", ".join(
             f"{a.instance_id} ({a.instance_type or '?'}, {a.az or '?'})" for a in placed))
+    if group is not None:
+        _render_group(app, group)
     if job.notice:
         deadline = job.notice.get("deadline")
         app.output.line(f"  last notice: {job.notice.get('source')} {job.notice.get('action')} at "
@@ -58,3 +73,25 @@ def _render(app, job) -> None:
              "fresh" if a.resumed_from is None else a.resumed_from, a.final_snapshot,
              a.last_step if a.last_step is not None else "-") for a in job.attempts]
     app.output.table(("attempt", "started", "ended", "reason", "exit", "resumed from", "final snapshot", "step"), rows)
+
+
+def _render_group(app, group: dict) -> None:
+    settings = group["group"]
+    name = settings.get("group", {}).get("name", "?")
+    ended = settings.get("ended")
+    where = (f"deleted when the job {ended['state']} (by {ended.get('by', '?')})" if ended else
+             "running; it resumes the job on AWS" + ("" if settings.get("auto_resume", True) else " (auto-resume off)"))
+    app.output.line(f"  group: {name}, {where}")
+    for n, record in enumerate(group["recovery_records"], 1):
+        seen = record.get("notice_seen")
+        requested = (f", replacement requested {record['launch_requested'] - seen:.1f}s after the notice"
+                     if seen and record.get("launch_requested") else "")
+        started = (f", its agent started {record['agent_started'] - seen:.1f}s after"
+                   if seen and record.get("agent_started") else "")
+        app.output.line(f"  recovery {n}: {record.get('old_instance')} {record.get('reason', 'lost')}{requested}"
+                        f"{started} -> {record.get('launched') or 'not yet'}"
+                        + (f" ({record.get('instance_type')}, {record.get('az')})" if record.get("launched") else ""))
+    failures = group["boot_failures"]
+    if failures:
+        app.output.line(f"  boot failures in a row: {len(failures)} ({', '.join(failures)}): their agent never "
+                        "started")
