@@ -231,3 +231,12 @@ def test_an_agent_never_shuts_down_a_machine_the_metadata_service_did_not_confir
     assert machine.power_off("the job ended") is False
     machine.cancel_fallback_shutdown()
     assert ran == []
+
+
+def test_an_agent_that_crashes_still_counts_and_ends_its_machine(store, groups):
+    (first,) = groups.groups["runctl-job-1"].members
+    powered: list[str] = []
+    member(store, groups, ScriptedResident(store, first, error=ModuleNotFoundError("No module named 'x'")),
+           powered).serve()
+    assert records.boot_failures(store, JOB) == [first]
+    assert len(powered) == 1 and "No module named 'x'" in powered[0]

@@ -72,11 +72,13 @@ def test_auto_resume_after_a_fis_interruption_completes_on_a_second_instance(
     assert resumed["last_step"] == steps
 
     # What the user sees: the recovery in the command's last line and in runctl status.
-    assert f"(1 recovery, last on {resumed['instance_id']})" in run.stderr, run.stderr[-3000:]
+    assert f"job {job} completed (1 recovery)" in run.stderr, run.stderr[-3000:]
+    assert f"job {job} resumes on {resumed['instance_id']}" in run.stderr, run.stderr[-3000:]
     shown = project.runctl("status", job, "--store", project.store).stdout
     assert "recoveries: 1" in shown and first_instance in shown and resumed["instance_id"] in shown, shown
 
-    # FIS did reclaim the first instance; runctl terminated the replacement; nothing is left.
+    # FIS did reclaim the first instance; the replacement's agent deleted the job's group and
+    # shut its machine down; nothing is left.
     project.runctl("aws", "wait", first_instance, "--state", "terminated", "--timeout", "600", timeout=700)
     done = fis.wait_done(experiment["id"])
     assert done["status"] == "completed", done

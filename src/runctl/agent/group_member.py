@@ -107,9 +107,21 @@ class GroupMember:
 
     def serve(self) -> int:
         """Run the job (or end it), then end this machine. Returns 0 (the agent's exit code)."""
+        self.machine.cancel_fallback_shutdown()
+        try:
+            self._serve()
+        except Exception as exc:  # a bug, a store that fails: never a machine left without its agent
+            log.exception("job %s: the agent failed", self.job_id)
+            try:
+                self._after_failure(f"{type(exc).__name__}: {exc}")
+            except Exception:
+                log.exception("job %s: could not record the failure", self.job_id)
+                self.machine.power_off(f"the agent of job {self.job_id} failed")
+        return 0
+
+    def _serve(self) -> None:
         from runctl.backends.aws.job_group import GroupRecord
 
-        self.machine.cancel_fallback_shutdown()
         self.settings = records.read_group(self.store, self.job_id) or {}
         if not self.settings:
             raise UsageError(f"job {self.job_id} has no group.json in {self.store.url}: was it submitted with "
@@ -121,7 +133,7 @@ class GroupMember:
             log.info("job %s: not running it: %s", self.job_id, action.message)
             self._end_group(action.state, action.message)
             self.machine.power_off(f"job {self.job_id} ended")
-            return 0
+            return
         self._note_replacement(status)
         self.resident.on_event = self._on_event
         try:
@@ -129,9 +141,8 @@ class GroupMember:
         except RunctlError as exc:
             log.error("job %s: %s", self.job_id, exc)
             self._after_failure(str(exc))
-            return 0
+            return
         self._after_run(state)
-        return 0
 
     # -- during the run ------------------------------------------------------------------
     def _on_event(self, event) -> None:
