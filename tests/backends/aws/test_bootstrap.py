@@ -23,6 +23,7 @@ from runctl.backends.aws.bootstrap import (
     bootstrap_user_data,
     render_user_data,
     store_url_for,
+    watchdog_from_user_data,
 )
 from runctl.errors import UsageError
 from runctl.testing.imds import imds  # noqa: F401 (the IMDS emulator fixture)
@@ -72,6 +73,30 @@ def test_every_value_survives_quoting_byte_exact(store, region, url_part, value,
     assert agent_command_from_user_data(text) == command
     assert agent_command_from_user_data(text, python="/usr/bin/python3")[0] == "/usr/bin/python3"
     assert agent_env_from_user_data(text) == {"RUNCTL_HOME": value, "X_1": store}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(store=text_values, job=text_values)
+def test_a_group_instance_runs_its_job_and_arms_the_boot_watchdog_byte_exact(store, job):
+    text = render_user_data(wheel_url=WHEEL_URL, wheel_filename="runctl-0.1.0-py3-none-any.whl", store_url=store,
+                            region="eu-west-1", job=job, boot_timeout_s=600)
+    script = values_block(text) + '\nprintf "%s\\0" "$RUNCTL_BOOT_TIMEOUT" "${RUNCTL_WATCHDOG_COMMAND[@]}"\n'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, check=True).stdout
+    timeout, *watchdog = out.decode("utf-8", "surrogateescape").split("\0")[:-1]
+    assert timeout == "600"
+    assert watchdog == ["/opt/runctl/venv/bin/python", "-m", "runctl.agent.boot_watchdog", "--store", store,
+                        "--job", job, "--region", "eu-west-1"]
+    assert watchdog_from_user_data(text) == (watchdog, 600.0)
+    assert agent_command_from_user_data(text)[-2:] == ["--job", job]
+
+
+def test_no_watchdog_without_a_job_and_the_idle_timeout_reaches_the_agent():
+    plain = render_user_data(wheel_url=WHEEL_URL, store_url="s3://b/runctl", idle_timeout_s=3600)
+    assert watchdog_from_user_data(plain) == ([], None)
+    assert agent_command_from_user_data(plain)[-2:] == ["--idle-timeout", "3600"]
+    kept = render_user_data(wheel_url=WHEEL_URL, store_url="s3://b/runctl")
+    assert "--idle-timeout" not in agent_command_from_user_data(kept)
+    assert "shutdown -h" in plain  # the fallback shutdown is in the script, armed only with a boot timeout
 
 
 def test_the_script_is_valid_bash_and_its_values_are_the_only_interpolations():
