@@ -40,10 +40,16 @@ def running_with_progress(store, job_id: str, attempt: int):
         return None
     current = status.attempts[-1]
     latest = Snapshots(store, layout.checkpoints_prefix(job_id)).latest()
-    if latest is None or latest.metadata.get("attempt") != attempt or current.ended is not None \
-            or current.last_step is None:
+    if latest is None or latest.metadata.get("attempt") != attempt or current.ended is not None:
         return None
     return current.instance_id
+
+
+def reporting_progress(store, job_id: str, attempt: int):
+    """As ``running_with_progress``, once the script reported a step too (train.py does)."""
+    instance_id = running_with_progress(store, job_id, attempt)
+    status = read_status(store, job_id) if instance_id else None
+    return instance_id if status is not None and status.attempts[-1].last_step is not None else None
 
 
 def final_result(out: str) -> dict:
@@ -60,15 +66,15 @@ def test_a_detached_job_survives_its_submitter_two_notices_and_a_lost_machine(cl
                      "--", "--steps", "9000", "--checkpoint-every", "500", **FAST_SYNC)
     store = job_store(cloud)
     job_id = wait_for("the job", lambda: the_job(store), proc)
-    first = wait_for("attempt 0 to make progress", lambda: running_with_progress(store, job_id, 0), proc,
+    first = wait_for("attempt 0 to make progress", lambda: reporting_progress(store, job_id, 0), proc,
                      timeout=90)
     proc.send_signal(signal.SIGKILL)  # the laptop is closed: nothing of runctl runs outside AWS now
     proc.communicate()
 
     notices = [cloud.interrupt(first)]
-    second = wait_for("attempt 1 to make progress", lambda: running_with_progress(store, job_id, 1), timeout=90)
+    second = wait_for("attempt 1 to make progress", lambda: reporting_progress(store, job_id, 1), timeout=90)
     notices.append(cloud.interrupt(second))
-    third = wait_for("attempt 2 to make progress", lambda: running_with_progress(store, job_id, 2), timeout=90)
+    third = wait_for("attempt 2 to make progress", lambda: reporting_progress(store, job_id, 2), timeout=90)
     cloud.lose(third)
     wait_for("the job to end", lambda: ended(store, job_id), timeout=150)
 
