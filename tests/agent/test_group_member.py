@@ -240,3 +240,16 @@ def test_an_agent_that_crashes_still_counts_and_ends_its_machine(store, groups):
            powered).serve()
     assert records.boot_failures(store, JOB) == [first]
     assert len(powered) == 1 and "No module named 'x'" in powered[0]
+
+
+def test_giving_up_after_max_restarts_fails_the_job_in_its_status_too(store, groups):
+    (instance,) = groups.groups["runctl-job-1"].members
+    lost = JobStatus(JOB, "running", tuple(Attempt(n, float(n), reason="lost", instance_id=f"i-{n}") for n in range(3)))
+    write = json.dumps(lost.to_dict()).encode()
+    store.write(layout.status_key(JOB), write)
+    resident = ScriptedResident(store, instance)
+    member(store, groups, resident, []).serve()
+    assert not resident.ran
+    status = read_status(store, JOB)
+    assert status.state == "failed" and status.message.startswith("gave up after 3 lost or reclaimed instances")
+    assert records.read_group(store, JOB)["ended"]["state"] == "failed"

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 def check_boot(store, job_id: str, instance_id: str, groups, *, machine) -> str:
     """What the watchdog found and did: "started", "counted" or "failed". ``machine``: an
     ``agent.power.Machine``."""
-    from runctl.agent.group_member import end_group, fail_job
+    from runctl.agent.group_member import end_group, settle_status
 
     if store.exists(layout.instance_agent_key(instance_id)):
         machine.cancel_fallback_shutdown()
@@ -42,7 +42,7 @@ def check_boot(store, job_id: str, instance_id: str, groups, *, machine) -> str:
         message = (f"the runctl agent did not start{after} on {count} instances in a row; see the instance's "
                    "/var/log/cloud-init-output.log and /var/log/runctl-agent.log (e.g. in the EC2 console's "
                    "system log)")
-        fail_job(store, job_id, message)
+        settle_status(store, job_id, "failed", message)
         end_group(store, job_id, groups, "failed", message, by=f"boot watchdog on {instance_id}",
                   leaving=instance_id)
         outcome = "failed"

@@ -131,6 +131,8 @@ class GroupMember:
         action = before_run(status, cancelled(self.store, self.job_id), self.settings)
         if not action.run:
             log.info("job %s: not running it: %s", self.job_id, action.message)
+            if action.state in ENDED_STATES:
+                settle_status(self.store, self.job_id, action.state, action.message, clock=self._clock)
             self._end_group(action.state, action.message)
             self.machine.power_off(f"job {self.job_id} ended")
             return
@@ -236,7 +238,7 @@ class GroupMember:
         self.machine.power_off(f"job {self.job_id} could not start here: {why}")
 
     def _fail_job(self, message: str) -> None:
-        fail_job(self.store, self.job_id, message, clock=self._clock)
+        settle_status(self.store, self.job_id, "failed", message, clock=self._clock)
         self._end_group("failed", message)
 
     def _end_group(self, state: str, message: str) -> None:
@@ -259,13 +261,16 @@ def end_group(store, job_id: str, groups: Callable[[str], GroupControl], state: 
     log.info("job %s %s: deleted its group %s", job_id, state, record.name)
 
 
-def fail_job(store, job_id: str, message: str, *, clock: Callable[[], float] = time.time) -> None:
-    """status.json says failed, with why (the job may never have started)."""
+def settle_status(store, job_id: str, state: str, message: str, *, clock: Callable[[], float] = time.time) -> None:
+    """status.json says the job's final ``state``, with why (the job may never have started);
+    a state already final is kept."""
     import dataclasses
     import json
 
     from runctl.store import layout
 
     status = read_status(store, job_id) or JobStatus(job_id, "pending")
-    failed = dataclasses.replace(status, state="failed", message=message, heartbeat=clock())
-    store.write(layout.status_key(job_id), json.dumps(failed.to_dict(), indent=1, sort_keys=True).encode())
+    if status.state in ENDED_STATES:
+        return
+    settled = dataclasses.replace(status, state=state, message=message, heartbeat=clock())
+    store.write(layout.status_key(job_id), json.dumps(settled.to_dict(), indent=1, sort_keys=True).encode())
