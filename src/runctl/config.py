@@ -98,8 +98,8 @@ class AwsConfig:
     security_group_ids: tuple[str, ...] = _key((), "Security groups of the instances.", example=("sg-0abc",))
     key_name: str | None = _key(None, "EC2 key pair for SSH access.", example="my-key")
     ami: str | None = _key(None, "AMI id; unset picks a current Deep Learning AMI.", example="ami-0abc")
-    auto_resume: bool = _key(False, "Relaunch and resume a job whose instance was interrupted.")
-    max_restarts: int = _key(3, "How many times a job is relaunched before giving up.", ge=0)
+    auto_resume: bool = _key(False, "Resume a job on its group's next instance when its instance is reclaimed or lost.")
+    max_restarts: int = _key(3, "How many lost or reclaimed instances a job survives before it fails.", ge=0)
     max_boot_failures: int = _key(
         3, "How many instances in a row may fail to start the job's agent before the job fails.", ge=1)
     boot_timeout: float = _key(900.0, "Seconds an instance of a job's group has to start its agent.", gt=0)

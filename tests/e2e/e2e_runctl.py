@@ -166,7 +166,7 @@ def network_config(settings: Settings) -> list[str]:
 # -- cleanup --------------------------------------------------------------------------------
 class Cleanup:
     """What a test launched, removed at its end (``run``): background runctl processes are
-    interrupted (runctl terminates what it launched), jobs cancelled and their resources
+    interrupted (the job's group ends it on AWS), jobs cancelled and their resources
     removed through runctl, then anything still alive terminated with boto3; the jobs'
     folders in the store and the ECR repositories are deleted."""
 

@@ -49,7 +49,7 @@ def decide(attempts: list[Attempt] | tuple[Attempt, ...], *, max_restarts: int, 
                         "store; run the same command again to resume from the latest complete snapshot")
     if last.reason == "interrupted" and _machine_goes(last):
         return Decision(False, "interrupted", "the machine is being reclaimed; the job resumes from its latest "
-                        "snapshot on another machine (runctl run again, or runctl aws watch)")
+                        "snapshot on another machine (its group's next instance on AWS; runctl run again here)")
     if last.reason == "interrupted":
         if interrupted <= max_restarts:
             return Decision(True, None, f"interruption {interrupted} of at most {max_restarts} restarts")

@@ -59,7 +59,8 @@ def follow_group_job(store, job_id: str, *, first_attempt: int, sink: BinaryIO, 
         if not shown.noted_quiet and status is None and clock() - started > QUIET_NOTE_S:
             shown.noted_quiet = True
             note(f"runctl: no agent has started job {job_id} in {QUIET_NOTE_S:.0f}s; the group's boot watchdog "
-                 "ends an instance whose agent never starts (runctl aws status shows the group's instances)")
+                 f"ends an instance whose agent never starts (runctl resources list --job {job_id} shows the "
+                 "group and its instances)")
         if timeout is not None and clock() - started >= timeout:
             return FollowResult("timed-out", f"stopped following after {timeout:g}s; the job goes on: "
                                              f"runctl aws watch {job_id}", shown.recoveries, None)
