@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import urllib.request
@@ -116,6 +117,28 @@ def test_the_command_line_runs_a_command_in_the_fake_cloud(tmp_path):
                              sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.returncode == 7, result.stderr
     assert result.stdout.strip() == "runctl-fake-cloud"
+
+
+def test_aws_setup_in_the_fake_cloud_leaves_the_users_config_as_it_was(tmp_path):
+    import shlex
+    import subprocess
+
+    project = tmp_path / "project"
+    project.mkdir()
+    original = b'# my settings\n[aws]\nregion = "us-east-1"  # keep\n'
+    (project / ".runctl.toml").write_bytes(original)
+    runctl = f"{shlex.quote(sys.executable)} -m runctl"
+    script = f"{runctl} aws setup >/dev/null && {runctl} config show --output json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNCTL_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "runctl.testing.cloud", "--workdir", str(tmp_path / "cloud"), "--", "sh", "-c", script],
+        cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (project / ".runctl.toml").read_bytes() == original
+    copy = tmp_path / "cloud" / "config" / ".runctl.toml"
+    assert json.loads(result.stdout)["source"] == str(copy)  # what every command there reads
+    recorded = copy.read_text()
+    assert recorded.startswith("# my settings") and 's3_bucket = "runctl-fake-cloud"' in recorded
 
 
 def test_a_call_the_emulator_lacks_gives_one_line_and_no_server_traceback(tmp_path):

@@ -427,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.time()
         # The command finds the runctl installed beside this interpreter first.
         path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-        proc = subprocess.Popen(command, env={**os.environ, **cloud.env, "PATH": path})
+        proc = subprocess.Popen(command, env={**os.environ, **cloud.env, "PATH": path,
+                                              **_config_of_the_fake_cloud(workdir)})
         for at in parse_rehearse_at(args.interrupt_after) if args.interrupt_after else []:
             timer = threading.Timer(max(0.0, started + at - time.time()), lambda: _report(cloud.interrupt()))
             timer.daemon = True
@@ -446,6 +447,21 @@ def main(argv: list[str] | None = None) -> int:
         if left:
             print("fake-cloud: left running: " + ", ".join(left), file=sys.stderr)
     return code
+
+
+def _config_of_the_fake_cloud(workdir: Path) -> dict[str, str]:
+    """RUNCTL_CONFIG for the command: a copy of the project's configuration (or an empty
+    one), so that what ``runctl aws setup`` records there (the fake bucket, the fake role)
+    never reaches the user's own .runctl.toml. Nothing when the user chose a file."""
+    from runctl.config import CONFIG_FILENAME, ENV_CONFIG, find_config_file
+
+    if os.environ.get(ENV_CONFIG):
+        return {}
+    copy = workdir / "config" / CONFIG_FILENAME
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    found = find_config_file()
+    copy.write_bytes(found.read_bytes() if found is not None and found.name == CONFIG_FILENAME else b"")
+    return {ENV_CONFIG: str(copy)}
 
 
 def _log_to_terminal_and_file(path: Path) -> None:
