@@ -39,6 +39,9 @@ from runctl.models import JobStatus
 log = logging.getLogger(__name__)
 
 ENDED_STATES = ("completed", "failed", "stopped")
+#: How long a group's instance waits for the job's lease held by another live agent of the
+#: job: Capacity Rebalancing launches the next instance before it ends the current one.
+GROUP_LEASE_WAIT_S = 6 * 3600.0
 
 
 class GroupControl(Protocol):
@@ -138,6 +141,7 @@ class GroupMember:
             return
         self._note_replacement(status)
         self.resident.on_event = self._on_event
+        self.resident.lease_wait_s = GROUP_LEASE_WAIT_S
         try:
             state = self.resident.run_job(self.job_id)
         except RunctlError as exc:

@@ -201,6 +201,7 @@ class ResidentAgent:
         self.machine = machine or Machine(identity.instance_id, identity.confirmed)
         self.on_event: Callable[[object], None] = lambda event: None
         self.machine_signals = False  # see _ResidentSignals
+        self.lease_wait_s = LEASE_WAIT_S
 
     # -- heartbeat --------------------------------------------------------------------
     def _set(self, state: str, job_id: str | None = None) -> None:
@@ -402,7 +403,7 @@ class ResidentAgent:
                 return "the agent is stopping"
             return "the job was cancelled" if cancelled(self.store, job_id) else None
 
-        waited = lease.wait_acquire(LEASE_WAIT_S, poll=0.5, may_take_over=deadline_passed, give_up=give_up)
+        waited = lease.wait_acquire(self.lease_wait_s, poll=0.5, may_take_over=deadline_passed, give_up=give_up)
         if waited > 0.5:
             log.info("job %s: took its lease after waiting %.1fs for the previous agent", job_id, waited)
         return lease
