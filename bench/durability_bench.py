@@ -118,7 +118,9 @@ def run_once(src: Path, store_url: str, env: dict, work: Path, args, label: str)
     upload_s = sum(s for _t, _sha, s in held.values())
     for path in sorted(run_dir.rglob("*"), reverse=True):  # 100 MB files: do not keep them
         path.unlink() if path.is_file() else path.rmdir()
-    return {"lags": lags, "uploads": uploads, "versions": len(versions), "upload_s": upload_s, "elapsed": elapsed}
+    durations = [s for _t, _sha, s in held.values()]
+    return {"lags": lags, "uploads": uploads, "versions": len(versions), "upload_s": upload_s, "elapsed": elapsed,
+            "durations": durations}
 
 
 def summary(values: list[float]) -> str:
@@ -159,7 +161,8 @@ def main() -> int:
                 results.setdefault((store_name, code), []).append(result)
                 print(f"  round {n + 1}, {store_name}, {code}: median lag "
                       f"{statistics.median(x for x in result['lags'] if x == x):.1f} s, "
-                      f"{result['uploads']} of {result['versions']} versions uploaded", file=sys.stderr, flush=True)
+                      f"{result['uploads']} of {result['versions']} versions uploaded, snapshots took "
+                      f"{' '.join(f'{d:.1f}' for d in result['durations'])} s", file=sys.stderr, flush=True)
 
     if not args.no_local:
         rounds("local", str(work / "store"), env)
@@ -174,14 +177,17 @@ def main() -> int:
 
     print(f"\n{args.size_mib} MiB last.pt rewritten every {args.period:g} s, {args.rewrites} times a run, "
           f"{args.rounds} runs per row, interleaved\n")
-    print("| store | code | lag min / median / p90 / max (s) | versions uploaded | time spent uploading |")
-    print("| --- | --- | --- | ---: | ---: |")
+    print("| store | code | lag min / median / p90 / max (s) | versions uploaded | time spent uploading "
+          "| one snapshot, median / max (s) |")
+    print("| --- | --- | --- | ---: | ---: | ---: |")
     for (store_name, code), runs in results.items():
         lags = [lag for r in runs for lag in r["lags"]]
         uploaded = sum(r["uploads"] for r in runs)
         versions = sum(r["versions"] for r in runs)
         share = sum(r["upload_s"] for r in runs) / sum(r["elapsed"] for r in runs)
-        print(f"| {store_name} | {code} | {summary(lags)} | {uploaded} of {versions} | {100 * share:.0f}% |")
+        durations = [d for r in runs for d in r["durations"]]
+        print(f"| {store_name} | {code} | {summary(lags)} | {uploaded} of {versions} | {100 * share:.0f}% "
+              f"| {statistics.median(durations):.2f} / {max(durations):.2f} |")
     if args.before_src:
         print("\n| store | median lag, before / after, per round: min / median / max |")
         print("| --- | --- |")
