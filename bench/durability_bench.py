@@ -75,10 +75,13 @@ def run_once(src: Path, store_url: str, env: dict, work: Path, args, label: str)
     log = run_dir / "versions.jsonl"
     snapshots = Snapshots(open_store(store_url), layout.checkpoints_prefix(job))
     held: dict[int, tuple[float, str | None, float]] = {}  # seq -> (durable at, sha256 of last.pt, seconds)
+    started = time.time()
 
     def watch(stream) -> None:
         for line in stream:
             tail[:] = [*tail[-5:], line]
+            if "warning" in line:
+                warnings.append(f"{time.time() - started:.1f}s {line.strip()}")
             found = DURABLE.search(line)
             if not found:
                 continue
@@ -95,10 +98,10 @@ def run_once(src: Path, store_url: str, env: dict, work: Path, args, label: str)
     command = [sys.executable, "-m", "runctl", "-v", "run", "--store", store_url, "--job-id", job,
                "--checkpoint-dir", "checkpoints", "writer.py", "--",
                str(args.period), str(args.rewrites), str(size), str(log)]
-    started = time.time()
     proc = subprocess.Popen(command, cwd=run_dir, env={**env, "PYTHONPATH": str(src)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     tail: list[str] = []
+    warnings: list[str] = []
     reader = threading.Thread(target=watch, args=(proc.stderr,))
     reader.start()
     code = proc.wait()
@@ -119,8 +122,10 @@ def run_once(src: Path, store_url: str, env: dict, work: Path, args, label: str)
     for path in sorted(run_dir.rglob("*"), reverse=True):  # 100 MB files: do not keep them
         path.unlink() if path.is_file() else path.rmdir()
     durations = [s for _t, _sha, s in held.values()]
+    for line in warnings:  # a failed snapshot (e.g. the file changed while being uploaded) is retried
+        print(f"  {label}: {line}", file=sys.stderr)
     return {"lags": lags, "uploads": uploads, "versions": len(versions), "upload_s": upload_s, "elapsed": elapsed,
-            "durations": durations}
+            "durations": durations, "warnings": len(warnings)}
 
 
 def summary(values: list[float]) -> str:

@@ -507,3 +507,33 @@ def test_a_restored_checkpoint_keeps_the_step_of_its_snapshot(folder, clock):
     put(folder, "notes.txt", b"ab", clock, age=25.0)  # an older file changed; last.pt is as restored
     assert sync.final() is not None
     assert snaps.metadata[-1]["step"] == 300
+
+
+def test_a_version_about_to_be_rewritten_is_skipped_for_the_next(folder, clock):
+    # Uploads take 2 s, rewrites come every 5 s whatever the agent does, and a floor of 5.5 s
+    # between uploads puts the due time of some versions late in their life: an upload begun
+    # then would still run when the script rewrites the file (the store refuses such a
+    # snapshot, after spending the upload's time). Such a version is skipped for the next one.
+    snaps = TimedSnapshots(clock, seconds=2.0)
+    sync, _, _ = make_sync(folder, clock, snaps=snaps, sync_interval=5.5, max_upload_share=1.0)
+    writes = [T0 + 5.0 * n for n in range(12)]
+    done = 0
+    while clock.now < writes[-1] + 5.0:
+        while done < len(writes) and writes[done] <= clock.now:
+            put(folder, "last.pt", f"step {(done + 1) * 100}".encode(), clock, age=clock.now - writes[done])
+            done += 1
+        sync.tick()
+        clock.advance(0.5)
+    assert len(snaps.spans) >= 4
+    # No upload ran across a rewrite.
+    assert not [(b, e) for b, e in snaps.spans for w in writes if b < w < e], (snaps.spans, writes)
+
+
+def test_the_last_version_is_uploaded_once_rewrites_stop(folder, clock):
+    snaps = TimedSnapshots(clock, seconds=3.0)
+    sync, _, _ = make_sync(folder, clock, snaps=snaps, sync_interval=0.0, max_upload_share=1.0)
+    rewrite_every(sync, folder, clock, period=5.0, count=4)
+    for _ in range(30):  # no more rewrites: 15 s
+        sync.tick()
+        clock.advance(0.5)
+    assert snaps.commits[-1]["last.pt"] == b"step 400"

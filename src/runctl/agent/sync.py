@@ -8,8 +8,11 @@ N steps) is snapshotted as soon as it settles too, unless uploads would then tak
 rewrites waits until U / max_upload_share seconds after that upload began (``rewrite_due``),
 and never less than ``sync_interval`` (0 by default) after it ended. So a script that
 rewrites its checkpoint every R seconds has every rewrite uploaded as it settles while
-U <= max_upload_share * R, and a share of its rewrites otherwise. After the process exits,
-``final`` captures everything.
+U <= max_upload_share * R, and a share of its rewrites otherwise. A version whose upload
+would likely still be running when the script rewrites the file again (its age plus U
+reaches the interval between the last two rewrites) is skipped for the next one: the store
+would refuse a file that changed while it was uploaded. After the process exits, ``final``
+captures everything.
 
 Each snapshot records ``step``: the step the newest file it holds was saved at, as the
 script reported it (``step_of``, see ``runctl.agent.steps``), not the step reached by the
@@ -44,6 +47,10 @@ FileState = dict[str, tuple[int, int]]  # relative path -> (size, mtime_ns)
 FINAL_TRIES = 4
 FINAL_BACKOFF_S = 0.5
 _NOT_ON_DISK = -1  # an mtime no file has: the entry differs from whatever the folder holds
+#: A rewrite is expected this share of its interval early; one this many intervals late is
+#: not coming (the script stopped rewriting the file): its last version is uploaded anyway.
+REWRITE_MARGIN = 0.1
+OVERDUE = 1.5
 
 
 def scan_folder(folder: Path) -> FileState:
@@ -152,6 +159,7 @@ class CheckpointSync:
         self._restored_step = restored_step
         self._steps: dict[tuple[str, tuple[int, int]], int | None] = {}
         self._last_seconds = 0.0  # how long the last commit took
+        self._versions: dict[str, tuple[float, float | None]] = {}  # rel -> (mtime, seconds since the one before)
         self.keep_last_n = keep_last_n
         self._writers = writers
         self._metadata = metadata
@@ -206,6 +214,7 @@ class CheckpointSync:
                 log.debug("observe failed", exc_info=True)
         current = scan_folder(self.folder)
         previous, self._previous = self._previous or {}, current
+        self._learn_rewrites(current)
         changed = {rel for rel, st in current.items() if self._committed.get(rel) != st}
         deleted = set(self._committed) - set(current)
         if not changed and not deleted:
@@ -220,6 +229,7 @@ class CheckpointSync:
             if previous.get(rel) != current[rel]
             or now - current[rel][1] / 1e9 < self.quiet_period
             or str(self.folder / rel) in open_for_writing
+            or not self._asked and rel in self._committed and self._rewrite_imminent(rel, current[rel][1] / 1e9, now)
         }
         # A checkpoint is a top-level entry (a file, or a folder of files): one still being
         # written is held back whole, as the store has it, never captured in part.
@@ -233,6 +243,26 @@ class CheckpointSync:
         except (RunctlError, OSError) as exc:
             self._report(exc)
             return None
+
+    def _learn_rewrites(self, current: FileState) -> None:
+        """How often each file is rewritten in place: the time between its last two versions."""
+        versions = {}
+        for rel, (_size, mtime_ns) in current.items():
+            mtime = mtime_ns / 1e9
+            seen = self._versions.get(rel)
+            versions[rel] = (mtime, None) if seen is None else (mtime, mtime - seen[0]) if mtime > seen[0] else seen
+        self._versions = versions
+
+    def _rewrite_imminent(self, rel: str, mtime: float, now: float) -> bool:
+        """Whether an upload of this version of ``rel`` begun now would likely still run when
+        the script rewrites it next (the store would refuse that snapshot, and its time would
+        be lost): then wait for the next version, unless the rewrite is long overdue (the
+        script stopped rewriting it)."""
+        interval = self._versions.get(rel, (0.0, None))[1]
+        if interval is None:
+            return False
+        next_rewrite = mtime + interval
+        return now + self._last_seconds >= next_rewrite - REWRITE_MARGIN * interval and now < mtime + OVERDUE * interval
 
     def rewrites_due(self) -> float:
         """When files rewritten in place may next be snapshotted (see ``rewrite_due``)."""
