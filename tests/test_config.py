@@ -60,7 +60,8 @@ def test_defaults_without_any_file(project, environ):
     assert cfg == Config()
     assert cfg.source_path is None
     assert cfg.aws.region == "us-east-1" and cfg.aws.use_spot is True and cfg.aws.spot_max_price is None
-    assert cfg.checkpoint.keep_last_n == 5 and cfg.checkpoint.sync_interval == 60.0
+    assert cfg.checkpoint.keep_last_n == 5 and cfg.checkpoint.sync_interval == 0.0
+    assert cfg.checkpoint.max_upload_share == 0.25
     assert cfg.docker.enabled is None and cfg.docker.gpus == "auto"
     assert cfg.local.stop_signal == "SIGTERM" and cfg.local.grace_period == 90.0
     assert set(cfg.origins) == set(cfg.values()) and set(cfg.origins.values()) == {"default"}
@@ -207,6 +208,7 @@ def test_user_config_defaults_to_home_dot_config(project, tmp_path):
     ("RUNCTL_AWS_REGION", "eu-central-1", "aws.region", "eu-central-1"),
     ("RUNCTL_CHECKPOINT_KEEP_LAST_N", "9", "checkpoint.keep_last_n", 9),
     ("RUNCTL_CHECKPOINT_SYNC_INTERVAL", "2.5", "checkpoint.sync_interval", 2.5),
+    ("RUNCTL_CHECKPOINT_MAX_UPLOAD_SHARE", "0.5", "checkpoint.max_upload_share", 0.5),
     ("RUNCTL_AWS_SPOT_MAX_PRICE", "0.3", "aws.spot_max_price", 0.3),
     ("RUNCTL_AWS_SUBNET_IDS", "subnet-a, subnet-b,", "aws.subnet_ids", ("subnet-a", "subnet-b")),
     ("RUNCTL_AWS_USE_SPOT", "no", "aws.use_spot", False),
@@ -335,11 +337,15 @@ def test_section_that_is_not_a_table(project, environ):
 
 @pytest.mark.parametrize(("text", "message"), [
     ("[checkpoint]\nkeep_last_n = 0", "checkpoint.keep_last_n in {}:2 must be >= 1, got 0"),
-    ("[checkpoint]\nsync_interval = 0", "checkpoint.sync_interval in {}:2 must be > 0, got 0.0"),
+    ("[checkpoint]\nsync_interval = -1", "checkpoint.sync_interval in {}:2 must be >= 0, got -1.0"),
+    ("[checkpoint]\nmax_upload_share = 0", "checkpoint.max_upload_share in {}:2 must be > 0, got 0.0"),
+    ("[checkpoint]\nmax_upload_share = 1.5",
+     "checkpoint.max_upload_share in {}:2 must be at most 1 (a share of the time), got 1.5"),
+    ("[checkpoint]\nmax_upload_share = nan", "checkpoint.max_upload_share in {}:2 must be > 0, got nan"),
     ("[local]\ngrace_period = -1", "local.grace_period in {}:2 must be >= 0, got -1.0"),
     ("[local]\nmax_restarts_on_errors = -2", "local.max_restarts_on_errors in {}:2 must be >= 0, got -2"),
     ("[aws]\nspot_max_price = 0.0", "aws.spot_max_price in {}:2 must be > 0, got 0.0"),
-    ("[checkpoint]\nsync_interval = nan", "checkpoint.sync_interval in {}:2 must be > 0, got nan"),
+    ("[checkpoint]\nsync_interval = nan", "checkpoint.sync_interval in {}:2 must be >= 0, got nan"),
 ])
 def test_out_of_range_values(project, environ, text, message):
     assert error(project, environ, text + "\n") == message.format(project / ".runctl.toml")

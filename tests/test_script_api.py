@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,45 @@ def test_import_runctl_loads_only_the_standard_library():
     loaded = {name.split(".")[0] for name in out.split()}
     foreign = sorted(loaded - set(sys.stdlib_module_names) - {"runctl"})
     assert foreign == [], f"import runctl loaded {foreign}"
+
+
+# -- the step a checkpoint holds, for the agent (runctl.agent.steps) ---------------------------
+
+def test_save_atomic_records_the_step_its_checkpoint_holds(tmp_path, monkeypatch, fresh_progress):
+    target, folder = tmp_path / "progress.json", tmp_path / "ckpt"
+    monkeypatch.setenv("RUNCTL_PROGRESS_FILE", str(target))
+    monkeypatch.setenv("RUNCTL_CHECKPOINT_DIR", str(folder))
+    runctl.progress(step=300)
+    runctl.save_atomic(folder / "last.pt", b"step 300")
+    for step in range(301, 340):
+        runctl.progress(step=step)  # later steps: throttled, not written yet
+    runctl.save_atomic(folder / "sub" / "best.pt", b"step 320", step=320)  # an explicit step wins
+    runctl.save_atomic(tmp_path / "elsewhere.pt", b"not watched")  # outside the folder: nothing to tell
+    record = json.loads(target.read_text())
+    assert [(rel, step) for rel, step, _when in record["saves"]] == [("last.pt", 300), ("sub/best.pt", 320)]
+    when = record["saves"][0][2]
+    assert (folder / "last.pt").stat().st_mtime <= when  # taken once the file was in place
+    assert record["step"] == 339  # written with the save: the newest report
+    assert leftovers(tmp_path) == []
+
+
+def test_save_atomic_outside_runctl_records_nothing(tmp_path, monkeypatch, fresh_progress):
+    monkeypatch.chdir(tmp_path)
+    runctl.progress(step=3)
+    runctl.save_atomic(tmp_path / "checkpoints" / "last.pt", b"x")
+    assert fresh_progress.saves == deque() and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints"]
+
+
+def test_progress_records_when_each_step_was_reported(tmp_path, monkeypatch, fresh_progress):
+    target = tmp_path / "progress.json"
+    monkeypatch.setenv("RUNCTL_PROGRESS_FILE", str(target))
+    now = [1000.0]
+    monkeypatch.setattr(_script.time, "time", lambda: now[0])
+    for step in range(1, 6):
+        runctl.progress(step=step)
+        runctl.progress(step=step, loss=0.1)  # the same step again: no new entry
+        now[0] += 0.5
+    fresh_progress.flush()
+    fresh_progress.written_at = float("-inf")
+    runctl.progress(step=6)
+    assert json.loads(target.read_text())["recent"] == [[1000.0 + 0.5 * n, n + 1] for n in range(6)]

@@ -75,6 +75,12 @@ def _store_url(value: str) -> str:
     return value
 
 
+def _share(value: float) -> float:
+    if not value <= 1:
+        raise ValueError("at most 1 (a share of the time)")
+    return value
+
+
 def _key(default: Any, help: str, *, example: Any = None, ge: float | None = None,
          gt: float | None = None, check: Callable[[Any], Any] | None = None) -> Any:
     """A config key: its default, a one-line help and the constraints on its value."""
@@ -113,7 +119,12 @@ class CheckpointConfig:
         None, "Local folder the script writes checkpoints into; unset: one per job under .runctl/jobs/.",
         example="checkpoints")
     keep_last_n: int = _key(5, "How many complete snapshots the store keeps.", ge=1)
-    sync_interval: float = _key(60.0, "Seconds between periodic checkpoint uploads.", gt=0)
+    sync_interval: float = _key(
+        0.0, "Least seconds between uploads of a checkpoint rewritten in place (0: as soon as it settles, "
+             "within max_upload_share).", example=60.0, ge=0)
+    max_upload_share: float = _key(
+        0.25, "Largest share of the time spent uploading checkpoints rewritten in place; rewrites that "
+              "come faster are uploaded less often.", gt=0, check=_share)
     store: str | None = _key(
         None, "Store URL (a folder, file:///path or s3://bucket/prefix); unset: .runctl/store in the project.",
         example="s3://my-training-bucket/runctl", check=_store_url)

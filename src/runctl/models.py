@@ -126,7 +126,8 @@ class JobSpec(Record):
     max_restarts: int = 3  # restarts after interruptions
     max_restarts_on_errors: int = 0  # restarts after the script failed
     resume_args: tuple[str, ...] = ()  # appended on resume, "{checkpoint}" replaced
-    sync_interval: float = 60.0
+    sync_interval: float = 0.0  # least seconds between uploads of rewritten checkpoints
+    max_upload_share: float = 0.25  # of the time, spent uploading rewritten checkpoints at most
     keep_last_n: int = 5
     env: dict[str, str] = field(default_factory=dict)
     code_tree: str | None = None  # id of the project's code tree in the store (runctl aws train)

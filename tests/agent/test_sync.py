@@ -1,5 +1,5 @@
-"""CheckpointSync: only stable files are captured; new files at once, rewrites at the
-interval, everything at the end. A fake snapshots object and an injected clock."""
+"""CheckpointSync: only stable files are captured; new files at once, rewrites as they settle (uploads
+within their share of the time), everything at the end. A fake snapshots object and an injected clock."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runctl.agent.sync import CheckpointSync, committed_state, newest_entry, scan_folder
+from runctl.agent.sync import CheckpointSync, committed_state, newest_entry, rewrite_due, scan_folder
 from runctl.errors import StoreError
 from runctl.models import CheckpointInfo, FileEntry
 
@@ -398,3 +398,142 @@ def test_final_retries_never_sleep_past_the_deadline(folder, clock):
     with pytest.raises(StoreError):
         sync.final(deadline=deadline)
     assert clock.now <= deadline
+
+
+# -- rewrites in place: uploaded as they settle, within max_upload_share of the time ----------
+
+class TimedSnapshots(FakeSnapshots):
+    """Each commit takes ``seconds`` on the injected clock; records when each began and ended."""
+
+    def __init__(self, clock: Clock, seconds: float) -> None:
+        super().__init__()
+        self.clock, self.seconds = clock, seconds
+        self.spans: list[tuple[float, float]] = []
+
+    def commit(self, source, **kwargs):
+        began = self.clock.now
+        self.clock.advance(self.seconds)
+        self.spans.append((began, self.clock.now))
+        return super().commit(source, **kwargs)
+
+
+def test_rewrite_due():
+    assert rewrite_due(100.0, 2.0, 0.0, 0.25) == 106.0  # began at 98: next at 98 + 2 / 0.25
+    assert rewrite_due(100.0, 2.0, 30.0, 0.25) == 130.0  # the floor, when longer
+    assert rewrite_due(100.0, 2.0, 0.0, 1.0) == 100.0  # a share of 1: uploads back to back
+
+
+def rewrite_every(sync, folder, clock, period: float, count: int, steps: int = 100):
+    """The script rewrites last.pt every ``period`` s (its step inside); the sync ticks every 0.5 s."""
+    for n in range(1, count + 1):
+        written = clock.now
+        put(folder, "last.pt", f"step {n * steps}".encode(), clock, age=0.0)
+        while clock.now < written + period:
+            sync.tick()
+            clock.advance(0.5)
+
+
+def test_a_rewrite_is_uploaded_as_soon_as_it_settles(folder, clock):
+    snaps = TimedSnapshots(clock, seconds=0.5)  # uploads take 10% of a 5 s rewrite period
+    sync, _, seen = make_sync(folder, clock, snaps=snaps, sync_interval=0.0, max_upload_share=0.25)
+    rewrite_every(sync, folder, clock, period=5.0, count=6)
+    assert [c["last.pt"] for c in snaps.commits] == [f"step {n * 100}".encode() for n in range(1, 7)]
+    assert len(seen) == 6
+    # Each began once the file had been quiet for the quiet period, well before the next rewrite.
+    assert all(began % 5.0 < 5.0 - 0.5 for began, _ in snaps.spans)
+
+
+def test_rewrites_faster_than_their_uploads_get_at_most_their_share_of_the_time(folder, clock):
+    snaps = TimedSnapshots(clock, seconds=3.0)  # uploads would take 60% of a 5 s rewrite period
+    sync, _, _ = make_sync(folder, clock, snaps=snaps, sync_interval=0.0, max_upload_share=0.25)
+    start = clock.now
+    rewrite_every(sync, folder, clock, period=5.0, count=24)
+    starts = [began for began, _ in snaps.spans]
+    assert 3 <= len(starts) < 24  # not every rewrite, but some
+    assert all(b - a >= 3.0 / 0.25 for a, b in zip(starts, starts[1:]))  # upload time <= 25%
+    assert len(starts) * 3.0 <= 0.25 * (clock.now - start) + 3.0
+    # What was uploaded is always a whole version the script wrote, never a mix.
+    assert all(c["last.pt"].startswith(b"step ") for c in snaps.commits)
+
+
+def test_a_larger_share_uploads_more_rewrites(folder, clock, tmp_path):
+    counts = []
+    for share in (0.25, 1.0):
+        clock.now = T0
+        path = tmp_path / f"share-{share}"
+        path.mkdir()
+        snaps = TimedSnapshots(clock, seconds=3.0)
+        sync, _, _ = make_sync(path, clock, snaps=snaps, sync_interval=0.0, max_upload_share=share)
+        rewrite_every(sync, path, clock, period=5.0, count=12)
+        counts.append(len(snaps.commits))
+    assert counts[0] < counts[1] == 12
+
+
+def test_max_upload_share_must_be_a_share():
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="max_upload_share"):
+            CheckpointSync(FakeSnapshots(), Path("."), sync_interval=0.0, keep_last_n=1, max_upload_share=bad)
+
+
+# -- the step recorded is the step of the checkpoint held, not the step at upload time -----------
+
+def test_a_snapshot_records_the_step_its_newest_file_was_saved_at(folder, clock):
+    saved_at: dict[float, int] = {}  # mtime -> step, as the script reported them
+    sync, snaps, _ = make_sync(folder, clock, sync_interval=0.0, metadata=lambda: {"attempt": 0, "step": 999},
+                               step_of=lambda rel, mtime: saved_at.get(mtime))
+    path = put(folder, "last.pt", b"step 100", clock, age=3.0)
+    saved_at[path.stat().st_mtime_ns / 1e9] = 100
+    assert settle(sync) is not None
+    assert snaps.metadata[-1] == {"newest": "last.pt", "attempt": 0, "step": 100}  # not 999, the step now
+    clock.advance(5)
+    old = put(folder, "best.pt", b"step 100 best", clock, age=2.0)
+    saved_at[old.stat().st_mtime_ns / 1e9] = 100
+    new = put(folder, "last.pt", b"step 200", clock, age=0.0)  # still moving: carried as the store has it
+    saved_at[new.stat().st_mtime_ns / 1e9] = 200
+    assert settle(sync) is not None
+    assert snaps.commits[-1] == {"best.pt": b"step 100 best", "last.pt": b"step 100"}
+    assert snaps.metadata[-1]["step"] == 100  # the carried last.pt still holds step 100
+    clock.advance(2)
+    assert settle(sync) is not None
+    assert snaps.commits[-1]["last.pt"] == b"step 200" and snaps.metadata[-1]["step"] == 200
+
+
+def test_a_restored_checkpoint_keeps_the_step_of_its_snapshot(folder, clock):
+    put(folder, "last.pt", b"step 300", clock, age=20.0)
+    put(folder, "notes.txt", b"a", clock, age=30.0)
+    committed = committed_state(snapshot_of(folder), scan_folder(folder))
+    sync, snaps, _ = make_sync(folder, clock, committed=committed, restored_step=300,
+                               step_of=lambda rel, mtime: None)
+    put(folder, "notes.txt", b"ab", clock, age=25.0)  # an older file changed; last.pt is as restored
+    assert sync.final() is not None
+    assert snaps.metadata[-1]["step"] == 300
+
+
+def test_a_version_about_to_be_rewritten_is_skipped_for_the_next(folder, clock):
+    # Uploads take 2 s, rewrites come every 5 s whatever the agent does, and a floor of 5.5 s
+    # between uploads puts the due time of some versions late in their life: an upload begun
+    # then would still run when the script rewrites the file (the store refuses such a
+    # snapshot, after spending the upload's time). Such a version is skipped for the next one.
+    snaps = TimedSnapshots(clock, seconds=2.0)
+    sync, _, _ = make_sync(folder, clock, snaps=snaps, sync_interval=5.5, max_upload_share=1.0)
+    writes = [T0 + 5.0 * n for n in range(12)]
+    done = 0
+    while clock.now < writes[-1] + 5.0:
+        while done < len(writes) and writes[done] <= clock.now:
+            put(folder, "last.pt", f"step {(done + 1) * 100}".encode(), clock, age=clock.now - writes[done])
+            done += 1
+        sync.tick()
+        clock.advance(0.5)
+    assert len(snaps.spans) >= 4
+    # No upload ran across a rewrite.
+    assert not [(b, e) for b, e in snaps.spans for w in writes if b < w < e], (snaps.spans, writes)
+
+
+def test_the_last_version_is_uploaded_once_rewrites_stop(folder, clock):
+    snaps = TimedSnapshots(clock, seconds=3.0)
+    sync, _, _ = make_sync(folder, clock, snaps=snaps, sync_interval=0.0, max_upload_share=1.0)
+    rewrite_every(sync, folder, clock, period=5.0, count=4)
+    for _ in range(30):  # no more rewrites: 15 s
+        sync.tick()
+        clock.advance(0.5)
+    assert snaps.commits[-1]["last.pt"] == b"step 400"

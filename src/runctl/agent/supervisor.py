@@ -34,6 +34,7 @@ from runctl.agent.logs import LogShipper
 from runctl.agent.process import ProcessTree, become_subreaper, describe_exit
 from runctl.agent.protection import job_end_warnings
 from runctl.agent.restart_policy import classify, decide
+from runctl.agent.steps import StepLog
 from runctl.agent.status import FINAL_STATES, StatusBook, read_status
 from runctl.agent.sync import CheckpointSync, SyncResult, committed_state, scan_folder
 from runctl.errors import LeaseLost, PreconditionFailed, RunctlError, StoreError, UsageError
@@ -248,11 +249,15 @@ class Agent:
             progress = _ProgressReader(progress_file)
             sync = CheckpointSync(
                 self.snapshots, self.folder, sync_interval=self.spec.sync_interval,
+                max_upload_share=self.spec.max_upload_share,
                 keep_last_n=self.spec.keep_last_n, writers=tree.files_open_for_writing,
-                metadata=lambda: {"attempt": number, "step": progress.last_step},
+                metadata=lambda: {"attempt": number},
                 on_snapshot=self._on_snapshot, on_error=self._on_sync_error,
                 quiet_period=self.options.quiet_period, committed=committed, clock=self._clock,
                 fence=self.lease.fence,
+                # The step each checkpoint was saved at, as the script reported it then.
+                step_of=progress.step_at, observe=progress.read,
+                restored_step=restored.metadata.get("step") if restored else None,
             )
             sync.start()
             housekeeping = _Periodic(self.options.heartbeat_interval, lambda: self._housekeep(shipper, progress))
@@ -450,18 +455,31 @@ class Agent:
 
 
 class _ProgressReader:
-    """The steps the script reported through ``runctl.progress``."""
+    """The steps the script reported through ``runctl.progress`` (and ``save_atomic``).
+    Read by the housekeeping and the checkpoint sync threads."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self.first_step: int | None = None
         self.last_step: int | None = None
+        self.steps = StepLog()
+        self._lock = threading.Lock()
+
+    def step_at(self, rel: str, mtime: float) -> int | None:
+        """The step the checkpoint file ``rel`` modified at ``mtime`` holds (see StepLog)."""
+        self.read()
+        with self._lock:
+            return self.steps.step_at(rel, mtime)
 
     def read(self) -> None:
         try:
             record = json.loads(self._path.read_bytes())
         except (OSError, ValueError):
             return
+        if not isinstance(record, dict):
+            return
+        with self._lock:
+            self.steps.add(record)
         step, first = record.get("step"), record.get("first_step")
         if isinstance(step, int):
             self.last_step = step

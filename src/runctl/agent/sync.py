@@ -2,8 +2,21 @@
 
 A file is captured only once it is *stable*: no process of the tree holds it open for
 writing, and its size and modification time have not moved for ``quiet_period``. A new
-stable file triggers a snapshot at once; files rewritten in place are snapshotted at most
-every ``sync_interval``. After the process exits, ``final`` captures everything.
+stable file triggers a snapshot at once. A file rewritten in place (``last.pt`` saved every
+N steps) is snapshotted as soon as it settles too, unless uploads would then take more than
+``max_upload_share`` of the time: after an upload that took U seconds, the next snapshot of
+rewrites waits until U / max_upload_share seconds after that upload began (``rewrite_due``),
+and never less than ``sync_interval`` (0 by default) after it ended. So a script that
+rewrites its checkpoint every R seconds has every rewrite uploaded as it settles while
+U <= max_upload_share * R, and a share of its rewrites otherwise. A version whose upload
+would likely still be running when the script rewrites the file again (its age plus U
+reaches the interval between the last two rewrites) is skipped for the next one: the store
+would refuse a file that changed while it was uploaded. After the process exits, ``final``
+captures everything.
+
+Each snapshot records ``step``: the step the newest file it holds was saved at, as the
+script reported it (``step_of``, see ``runctl.agent.steps``), not the step reached by the
+time of the upload.
 
 What counts as already in the store is the store's latest manifest (``committed_state``),
 never what the folder held when the sync first looked: a script may save a checkpoint
@@ -34,6 +47,10 @@ FileState = dict[str, tuple[int, int]]  # relative path -> (size, mtime_ns)
 FINAL_TRIES = 4
 FINAL_BACKOFF_S = 0.5
 _NOT_ON_DISK = -1  # an mtime no file has: the entry differs from whatever the folder holds
+#: A rewrite is expected this share of its interval early; one this many intervals late is
+#: not coming (the script stopped rewriting the file): its last version is uploaded anyway.
+REWRITE_MARGIN = 0.1
+OVERDUE = 1.5
 
 
 def scan_folder(folder: Path) -> FileState:
@@ -86,6 +103,13 @@ def committed_state(snapshot: CheckpointInfo | None, folder_state: FileState) ->
     return state
 
 
+def rewrite_due(last_end: float, last_seconds: float, floor: float, share: float) -> float:
+    """When files rewritten in place may next be uploaded, after an upload that ended at
+    ``last_end`` and took ``last_seconds``: uploads take at most ``share`` of the time, and
+    are at least ``floor`` seconds apart. Pure."""
+    return last_end + max(floor, last_seconds * (1.0 / share - 1.0))
+
+
 @dataclass
 class SyncResult:
     snapshot: CheckpointInfo
@@ -110,13 +134,32 @@ class CheckpointSync:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         fence: Callable[[], int] | None = None,
+        max_upload_share: float = 0.25,
+        step_of: Callable[[str, float], int | None] | None = None,
+        restored_step: int | None = None,
+        observe: Callable[[], None] | None = None,
     ) -> None:
         """``committed``: what the store already holds (``committed_state``); None means
         nothing, so every file of the folder is snapshotted (a commit of files the store's
-        latest snapshot holds as they are writes nothing)."""
+        latest snapshot holds as they are writes nothing).
+
+        ``step_of(rel, mtime)``: the step the file ``rel`` modified at ``mtime`` holds (None:
+        unknown); recorded as the snapshot's ``step`` when given. ``restored_step``: the step
+        of the files as ``committed`` has them (the restored snapshot's). ``observe``: called
+        on every tick, before anything else (the agent reads the script's progress there)."""
         self.snapshots = snapshots
         self.folder = folder
+        if not 0 < max_upload_share <= 1:
+            raise ValueError(f"max_upload_share must be > 0 and <= 1, got {max_upload_share}")
         self.sync_interval = sync_interval
+        self.max_upload_share = max_upload_share
+        self._step_of = step_of
+        self._observe = observe
+        self._restored: FileState = dict(committed or {})
+        self._restored_step = restored_step
+        self._steps: dict[tuple[str, tuple[int, int]], int | None] = {}
+        self._last_seconds = 0.0  # how long the last commit took
+        self._versions: dict[str, tuple[float, float | None]] = {}  # rel -> (mtime, seconds since the one before)
         self.keep_last_n = keep_last_n
         self._writers = writers
         self._metadata = metadata
@@ -164,22 +207,29 @@ class CheckpointSync:
         Files still moving are carried over as the store already has them, so one file
         that never settles (a log appended every step) does not hold back the others.
         """
+        if self._observe is not None:
+            try:
+                self._observe()
+            except Exception:  # advisory: never stop the snapshots
+                log.debug("observe failed", exc_info=True)
         current = scan_folder(self.folder)
         previous, self._previous = self._previous or {}, current
+        self._learn_rewrites(current)
         changed = {rel for rel, st in current.items() if self._committed.get(rel) != st}
         deleted = set(self._committed) - set(current)
         if not changed and not deleted:
             return None
         now = self._clock()
         new_files = changed - set(self._committed)
-        if not new_files and not self._asked and now - self._last_commit < self.sync_interval:
-            return None  # rewrites in place: wait for the interval
+        if not new_files and not self._asked and now < self.rewrites_due():
+            return None  # rewrites in place: uploads would take more than their share of the time
         open_for_writing = self._writers()
         moving = {
             _top(rel) for rel in changed
             if previous.get(rel) != current[rel]
             or now - current[rel][1] / 1e9 < self.quiet_period
             or str(self.folder / rel) in open_for_writing
+            or not self._asked and rel in self._committed and self._rewrite_imminent(rel, current[rel][1] / 1e9, now)
         }
         # A checkpoint is a top-level entry (a file, or a folder of files): one still being
         # written is held back whole, as the store has it, never captured in part.
@@ -193,6 +243,30 @@ class CheckpointSync:
         except (RunctlError, OSError) as exc:
             self._report(exc)
             return None
+
+    def _learn_rewrites(self, current: FileState) -> None:
+        """How often each file is rewritten in place: the time between its last two versions."""
+        versions = {}
+        for rel, (_size, mtime_ns) in current.items():
+            mtime = mtime_ns / 1e9
+            seen = self._versions.get(rel)
+            versions[rel] = (mtime, None) if seen is None else (mtime, mtime - seen[0]) if mtime > seen[0] else seen
+        self._versions = versions
+
+    def _rewrite_imminent(self, rel: str, mtime: float, now: float) -> bool:
+        """Whether an upload of this version of ``rel`` begun now would likely still run when
+        the script rewrites it next (the store would refuse that snapshot, and its time would
+        be lost): then wait for the next version, unless the rewrite is long overdue (the
+        script stopped rewriting it)."""
+        interval = self._versions.get(rel, (0.0, None))[1]
+        if interval is None:
+            return False
+        next_rewrite = mtime + interval
+        return now + self._last_seconds >= next_rewrite - REWRITE_MARGIN * interval and now < mtime + OVERDUE * interval
+
+    def rewrites_due(self) -> float:
+        """When files rewritten in place may next be snapshotted (see ``rewrite_due``)."""
+        return rewrite_due(self._last_commit, self._last_seconds, self.sync_interval, self.max_upload_share)
 
     def expected_final_bytes(self) -> int:
         """What the final snapshot will likely upload: what is pending now, or as much as
@@ -248,19 +322,42 @@ class CheckpointSync:
         else:
             log.warning("checkpoint snapshot failed, will retry: %s", exc)
 
+    def _step_held(self, state: FileState) -> int | None:
+        """The step the newest file of ``state`` holds; remembered per file version, so that a
+        version carried into later snapshots keeps the step it was first recorded with."""
+        if not state:
+            return None
+        rel = max(state, key=lambda r: (state[r][1], r))
+        key = (rel, state[rel])
+        if key not in self._steps:
+            if self._restored.get(rel) == state[rel]:
+                self._steps[key] = self._restored_step
+            else:
+                try:
+                    self._steps[key] = self._step_of(rel, state[rel][1] / 1e9)
+                except Exception:  # advisory: an unknown step never stops a snapshot
+                    log.debug("step lookup failed", exc_info=True)
+                    self._steps[key] = None
+        return self._steps[key]
+
     def _commit(self, state: FileState, carry: set[str] = frozenset()) -> SyncResult | None:
         """Commit ``state`` (and ``carry`` as the store holds it); errors are the caller's."""
         with self._lock:
             started = self._clock()
             metadata = {"newest": newest_entry(self.folder, state), **self._metadata()}
+            # What the store will hold: the settled files, and the old versions carried.
+            after = {**{rel: self._committed[rel] for rel in carry if rel in self._committed}, **state}
+            if self._step_of is not None:
+                metadata["step"] = self._step_held(after)
             uploading = self.snapshots.pending_bytes(self.folder, sorted(state))
             info = self.snapshots.commit(self.folder, files=sorted(state), carry=sorted(carry),
                                          metadata=metadata, fence=self._fence)
             if info is not None:
                 self._prune()
-            # What the store holds now: the settled files, and the old versions carried.
-            self._committed = {**{rel: self._committed[rel] for rel in carry if rel in self._committed}, **state}
+            self._committed = after
+            self._steps = {key: step for key, step in self._steps.items() if after.get(key[0]) == key[1]}
             self._last_commit = self._clock()
+            self._last_seconds = self._last_commit - started
             self._last_upload_bytes = uploading
             self.throughput.record(uploading, self._last_commit - started)
             if info is None:

@@ -29,7 +29,9 @@ EXIT_BY_STATE = {"completed": 0, "failed": EXIT_JOB_FAILED, "stopped": EXIT_INTE
 @click.option("--max-restarts", type=click.IntRange(min=0), help="Restarts after interruptions (default 3).")
 @click.option("--max-restarts-on-errors", type=click.IntRange(min=0), help="Restarts after the script fails (default 0).")
 @click.option("--resume-args", help='Arguments added when resuming, e.g. "--resume {checkpoint}".')
-@click.option("--sync-interval", type=click.FloatRange(min=0.1), help="Seconds between periodic snapshots (default 60).")
+@click.option("--sync-interval", type=click.FloatRange(min=0),
+              help="Least seconds between uploads of a checkpoint rewritten in place (default 0: as soon as it "
+                   "settles, unless uploads would take more than [checkpoint] max_upload_share of the time).")
 @click.option("--keep-last-n", type=click.IntRange(min=1), help="Complete snapshots kept in the store (default 5).")
 @click.option("--rehearse", type=click.IntRange(min=0), default=0,
               help="Preemption rehearsal: inject N interruptions, then report what they cost.")
@@ -94,6 +96,7 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
         resume_args=named.resume_args(resume_args),
         env=dict(named.job.env),
         sync_interval=config.checkpoint.sync_interval if sync_interval is None else sync_interval,
+        max_upload_share=config.checkpoint.max_upload_share,
         keep_last_n=config.checkpoint.keep_last_n if keep_last_n is None else keep_last_n,
     )
     # Here, before any note: a bad folder is one line on stderr. The agent checks again.
