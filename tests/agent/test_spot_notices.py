@@ -400,17 +400,11 @@ from runctl.agent.supervisor import Agent, AgentOptions
 from runctl.errors import StoreError
 from runctl.models import InterruptionNotice, JobSpec
 from runctl.store.local import LocalStore
+from runctl.testing import FaultyStore
 
 work, kind = Path(sys.argv[1]), sys.argv[2]
-failures = [0]
-
-
-class FlakyStore(LocalStore):  # every try of the first status.json write after the notice fails
-    def write(self, key, data, **kw):
-        if key.endswith("status.json") and failures[0]:
-            failures[0] -= 1
-            raise StoreError("injected: 503 SlowDown")
-        return super().write(key, data, **kw)
+# A folder store, not a MemoryStore: the test reads it from its own process afterwards.
+store = FaultyStore(LocalStore(work / "store"))
 
 
 class OneNotice:
@@ -423,7 +417,9 @@ class OneNotice:
         if self.started is None or self.sent or now - self.started < 1.0:
             return None
         self.sent = now
-        failures[0] = 3  # StatusBook retries a write three times
+        # Every try of the first status.json write after the notice fails (StatusBook
+        # retries a write three times).
+        store.inject("write", key="status.json", when="before", times=3, error=StoreError("injected: 503 SlowDown"))
         if kind == "spot":
             return InterruptionNotice("spot", "terminate", now, now + 120, "spot instance-action terminate")
         return InterruptionNotice("rebalance", "rebalance", now, None, "rebalance recommendation")
@@ -442,7 +438,7 @@ script.write_text(
     "    time.sleep(0.02)\n")
 spec = JobSpec("flaky", (sys.executable, str(script)), str(work / "store"), str(work / "ckpt"), str(work))
 events = []
-agent = Agent(spec, FlakyStore(work / "store"), [OneNotice()], AgentOptions(run_dir=work / "run"),
+agent = Agent(spec, store, [OneNotice()], AgentOptions(run_dir=work / "run"),
               events=lambda e: events.append(e.kind + ": " + e.message))
 status = agent.run()
 print(json.dumps({"state": status.state, "events": events}))
