@@ -9,6 +9,8 @@ isolation from the developer's own configuration.
 - ``s3_bucket``: a fresh, empty bucket (unique name); returns its name.
 - ``local_store`` / ``s3_store``: a LocalStore in tmp_path / an S3Store on a fresh bucket
   under a prefix. ``any_store``: each of the two in turn (parametrized "local", "s3").
+  ``memory_store``: a fresh ``runctl.testing.MemoryStore`` (tests/store/test_store.py runs
+  the protocol suite against it as well).
 - autouse ``_isolate_config``: XDG_CONFIG_HOME is a temporary folder and no RUNCTL_* /
   TRAINCTL_* variable leaks in from the environment.
 - ``cli_env`` / ``runctl_cli``: the clean environment of, and a runner for, ``python -m
@@ -106,6 +108,13 @@ def s3_store(s3_bucket):
 
     # No endpoint_url: the store must find moto through AWS_ENDPOINT_URL like any user would.
     return S3Store(s3_bucket, "team/runs")
+
+
+@pytest.fixture
+def memory_store():
+    from runctl.testing import MemoryStore
+
+    return MemoryStore()
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -5,12 +5,17 @@
   repository, with this interpreter's runctl first on PATH, and must exit 0. A block marked
   ``bash runnable fake-cloud`` runs inside ``python -m runctl.testing.cloud``: moto for
   EC2/S3, a metadata emulator and an agent process per instance; nothing may be left running.
+- A block runs only where what it needs is here, and is skipped with the reason otherwise:
+  ``needs=serve,curl`` in its info string names extras of pyproject.toml (``NEEDS_EXTRA``:
+  the modules each must make importable) and programs (``NEEDS_PROGRAM``: on PATH);
+  ``fake-cloud`` needs the fake-cloud extra. An unknown marker or need fails the test.
 - Every ``runctl ...`` command in any bash block, runnable or not, names a command that
   exists and passes only options it has, with valid values.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -30,6 +35,15 @@ DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md")),
 FENCE = re.compile(r"^(?P<fence>```+|~~~+)\s*(?P<info>.*)$")
 SHELLS = {"bash", "sh", "shell", "console"}
 BLOCK_TIMEOUT_S = 300
+#: What ``needs=EXTRA`` asks for: the top-level modules the extra of pyproject.toml installs.
+NEEDS_EXTRA = {
+    "fake-cloud": ("moto", "flask", "flask_cors"),  # moto[server]
+    "serve": ("fastapi", "uvicorn"),
+    "torch": ("torch",),
+    "examples": ("torch", "fastapi", "uvicorn", "pytorch_lightning", "transformers", "accelerate"),
+}
+#: What ``needs=PROGRAM`` may name: a program that must be on PATH.
+NEEDS_PROGRAM = {"curl", "docker", "git"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,26 @@ class Block:
     @property
     def fake_cloud(self) -> bool:
         return "fake-cloud" in self.info[2:]
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The extras and programs it needs: its ``needs=`` markers, the fake cloud's extra."""
+        listed = [need for marker in self.info[2:] if marker.startswith("needs=")
+                  for need in marker.removeprefix("needs=").split(",")]
+        return (*(["fake-cloud"] if self.fake_cloud else []), *listed)
+
+
+def missing_needs(needs: tuple[str, ...]) -> list[str]:
+    """Why each of ``needs`` is not met here (none: the block can run)."""
+    missing = []
+    for need in needs:
+        if need in NEEDS_EXTRA:
+            absent = [m for m in NEEDS_EXTRA[need] if importlib.util.find_spec(m) is None]
+            if absent:
+                missing.append(f"the {need} extra ({', '.join(absent)} not installed; pip install -e '.[{need}]')")
+        elif shutil.which(need) is None:
+            missing.append(f"{need} (not on PATH)")
+    return missing
 
 
 def fenced_blocks(path: Path) -> list[Block]:
@@ -78,7 +112,21 @@ SHELL_BLOCKS = [block for block in ALL_BLOCKS if block.info[:1] and block.info[0
 def test_the_docs_have_runnable_blocks_and_every_marker_is_known():
     assert len(RUNNABLE) >= 5, [b.name for b in RUNNABLE]
     for block in RUNNABLE:
-        assert set(block.info[2:]) <= {"fake-cloud"}, f"{block.name}: unknown marker in {' '.join(block.info)}"
+        for marker in block.info[2:]:
+            assert marker == "fake-cloud" or marker.startswith("needs="), \
+                f"{block.name}: unknown marker {marker!r} in {' '.join(block.info)}"
+        for need in block.needs:
+            assert need in NEEDS_EXTRA or need in NEEDS_PROGRAM, \
+                f"{block.name}: unknown need {need!r}; an extra of {sorted(NEEDS_EXTRA)} or a program of {sorted(NEEDS_PROGRAM)}"
+
+
+def test_a_need_missing_here_is_named_with_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(NEEDS_EXTRA, "serve", ("json", "no_such_module_for_runctl_tests"))
+    monkeypatch.setenv("PATH", "")
+    assert missing_needs(("serve", "curl")) == [
+        "the serve extra (no_such_module_for_runctl_tests not installed; pip install -e '.[serve]')",
+        "curl (not on PATH)"]
+    assert missing_needs(()) == []
 
 
 # -- runnable blocks -----------------------------------------------------------------------------
@@ -97,6 +145,8 @@ def copy_of_repository(dest: Path) -> Path:
 
 @pytest.mark.parametrize("block", RUNNABLE, ids=[b.name for b in RUNNABLE])
 def test_runnable_block(block: Block, tmp_path: Path, cli_env: dict[str, str]):
+    if missing := missing_needs(block.needs):
+        pytest.skip(f"{block.name} needs {'; '.join(missing)}")
     workdir = copy_of_repository(tmp_path / "repo")
     env = {k: v for k, v in cli_env.items() if not k.startswith("AWS_")}
     env.update(PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),

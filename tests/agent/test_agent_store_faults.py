@@ -30,19 +30,19 @@ from pathlib import Path
 from runctl.agent.supervisor import Agent, AgentOptions
 from runctl.models import JobSpec
 from runctl.store.local import LocalStore
+from runctl.testing import FaultyStore
 
 work, kind = Path(sys.argv[1]), sys.argv[2]
 
-
-class BreakingStore(LocalStore):  # checkpoint uploads break the way the test asks
-    def upload(self, path, key, **kw):
-        raise KeyboardInterrupt() if kind == "KeyboardInterrupt" else RuntimeError("injected: the client broke")
-
-
+# Every checkpoint upload breaks the way the test asks. (A folder store, not a MemoryStore:
+# the test reads status.json from its own process afterwards.)
+store = FaultyStore(LocalStore(work / "store"))
+store.inject("upload", when="before", times=None,
+             error=KeyboardInterrupt() if kind == "KeyboardInterrupt" else RuntimeError("injected: the client broke"))
 script = work / "s.py"
 script.write_text("import runctl\nrunctl.save_atomic(runctl.checkpoint_dir() / 'ckpt', 'x')\n")
 spec = JobSpec("breaks", (sys.executable, str(script)), str(work / "store"), str(work / "ckpt"), str(work))
-agent = Agent(spec, BreakingStore(work / "store"), [], AgentOptions(run_dir=work / "run", quiet_period=0.1))
+agent = Agent(spec, store, [], AgentOptions(run_dir=work / "run", quiet_period=0.1))
 try:
     agent.run()
     print(json.dumps({"raised": None}))

@@ -18,6 +18,7 @@ from runctl.agent.status import read_status
 from runctl.store import layout
 from runctl.store.local import LocalStore
 from runctl.store.snapshots import Snapshots
+from waiting import wait_for
 
 STEPS, EVERY = 4000, 1000  # ~1.5 ms a step: a checkpoint every ~1.5 s, durable ~1.5 s later
 JOB = "chaos"
@@ -34,16 +35,11 @@ def kill_moments(rng: random.Random) -> list[tuple[bool, float]]:
     return moments
 
 
-def gone(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.02)
-    return False
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def test_sigkill_the_agent_at_random_moments(tmp_path, cli_env, train_here, straight_weights):
@@ -54,14 +50,9 @@ def test_sigkill_the_agent_at_random_moments(tmp_path, cli_env, train_here, stra
     rng = random.Random(SEED)
     kills, resumed, final = 0, [], None
 
-    def wait_for_snapshot_past(seq: int | None, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while proc.poll() is None:
-            latest = snaps.latest()
-            if latest is not None and (seq is None or latest.seq > seq):
-                return
-            assert time.monotonic() < deadline, f"no new snapshot after {timeout}s of training"
-            time.sleep(0.05)
+    def snapshot_past(seq: int | None) -> bool:
+        latest = snaps.latest()
+        return latest is not None and (seq is None or latest.seq > seq)
 
     def run(moment: tuple[bool, float] | None, n: int):
         """Start the command and SIGKILL it at ``moment`` unless it ended first.
@@ -77,7 +68,9 @@ def test_sigkill_the_agent_at_random_moments(tmp_path, cli_env, train_here, stra
                 if moment is not None:
                     after_snapshot, delay = moment
                     if after_snapshot:
-                        wait_for_snapshot_past(expected, proc)
+                        # A run that ends first (its job done) ends the wait as well.
+                        wait_for(f"a snapshot after {expected} within 30 s of training",
+                                 lambda: proc.poll() is not None or snapshot_past(expected), timeout=30, interval=0.05)
                 proc.wait(timeout=None if moment is None else delay)
                 killed = False
             except subprocess.TimeoutExpired:
@@ -98,7 +91,8 @@ def test_sigkill_the_agent_at_random_moments(tmp_path, cli_env, train_here, stra
         if killed:
             assert len(new) <= 1 and all(a.ended is None for a in new)
             for attempt in new:  # the training process dies with its agent
-                assert gone(attempt.pid), f"run {n}: attempt {attempt.number} (pid {attempt.pid}) outlived its agent"
+                wait_for(f"run {n}: attempt {attempt.number} (pid {attempt.pid}) to die with its agent",
+                         lambda: gone(attempt.pid), timeout=5, interval=0.02)
             latest = snaps.latest()
             if latest is not None:
                 assert snaps.verify(latest) == []

@@ -18,18 +18,11 @@ from runctl.agent.status import read_status
 from runctl.store import layout
 from runctl.store.local import LocalStore
 from runctl.store.snapshots import Snapshots
+from waiting import wait_for
 
 
 def store_of(tmp_path: Path) -> LocalStore:
     return LocalStore(tmp_path / ".runctl" / "store")
-
-
-def wait_for(paths: list[Path], proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not all(p.exists() for p in paths):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"timed out waiting for {[str(p) for p in paths]}"
-        time.sleep(0.02)
 
 
 def gone(pid: int) -> bool:
@@ -123,7 +116,7 @@ def test_children_get_the_stop_signal_in_and_outside_the_group(tmp_path, cli_env
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready = [marks / "parent.ready", marks / "same-group.ready", marks / "own-session.ready"]
-        wait_for(ready, proc)
+        wait_for(f"{[str(p) for p in ready]}", lambda: all(p.exists() for p in ready), proc, timeout=20, interval=0.02)
         proc.send_signal(signal.SIGTERM)  # the machine or a supervisor stops runctl
         _out, err = proc.communicate(timeout=30)
     finally:

@@ -26,21 +26,10 @@ from runctl.errors import UsageError
 from runctl.store import layout
 from runctl.store.snapshots import Snapshots
 from runctl.testing.imds import imds  # noqa: F401 (the IMDS emulator fixture)
+from waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 INSTANCE = "i-test"
-
-
-def wait_for(what, predicate, timeout=60.0, interval=0.1, proc=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the resident agent exited ({proc.returncode}) while waiting for {what}")
-        time.sleep(interval)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def job_output(store, job_id) -> str:

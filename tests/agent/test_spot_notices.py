@@ -32,6 +32,7 @@ from runctl.interruptions.ec2 import parse_imds_time
 from runctl.store import layout, open_store
 from runctl.store.snapshots import Snapshots
 from runctl.testing.imds import ImdsEmulator
+from waiting import wait_for
 
 SCRIPT = r'''
 import hashlib, json, os, signal, sys, time
@@ -141,18 +142,12 @@ class Run:
             self.proc.kill()
         self.wait(10)
 
-
-def wait_until(condition, run: Run, timeout: float, what: str, interval: float = 0.02):
-    """Poll ``condition`` until it returns something truthy; fail if the run ended first or at the timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (value := condition()):
-            return value
-        if run.proc.poll() is not None:
-            run.wait(5)
-            raise AssertionError(f"runctl run ended (code {run.proc.returncode}) before {what}:\n{run.stderr}")
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}:\n{run.stderr}")
+    def output(self) -> str:
+        """What a failed wait shows (``wait_for(..., output=run.output)``): the stderr read so
+        far; all of it once the run has ended (its pipes drained)."""
+        if self.proc.poll() is not None:
+            self.wait(5)
+        return self.stderr
 
 
 @pytest.fixture
@@ -186,7 +181,8 @@ def job(tmp_path, cli_env, emulator):
 
 def marker(run: Run, name: str, timeout: float = 20.0) -> str:
     path = run.comm / name
-    wait_until(path.exists, run, timeout, f"the script's {name!r} marker")
+    wait_for(f"the script's {name!r} marker", path.exists,
+             run.proc, timeout=timeout, interval=0.02, output=run.output)
     return path.read_text()
 
 
@@ -250,16 +246,19 @@ def test_the_notice_arrives_after_the_token_expired(tmp_path, cli_env):
         run = _start_with(imds, tmp_path, cli_env)
         try:
             marker(run, "ready")
-            wait_until(lambda: imds.count("spot/instance-action", "GET", 404) >= 1, run, 10, "a first poll")
+            wait_for("a first poll", lambda: imds.count("spot/instance-action", "GET", 404) >= 1,
+                     run.proc, timeout=10, interval=0.02, output=run.output)
             # Six hours and a second later (emulator clock): the agent's token has expired by its TTL.
             skew[0] = 21601.0
-            wait_until(lambda: imds.count("spot/instance-action", status=401) >= 1
-                       and imds.count("/latest/api/token", "PUT", 200) >= 2, run, 10, "a 401, then a new token")
+            wait_for("a 401, then a new token", lambda: imds.count("spot/instance-action", status=401) >= 1
+                     and imds.count("/latest/api/token", "PUT", 200) >= 2,
+                     run.proc, timeout=10, interval=0.02, output=run.output)
             skew[0] = 0.0
             # And the emulator forgetting every token (as after an IMDS restart).
             imds.expire_tokens()
-            wait_until(lambda: imds.count(status=401) >= 2 and imds.count("/latest/api/token", "PUT", 200) >= 3,
-                       run, 10, "another 401, then another token")
+            wait_for("another 401, then another token",
+                     lambda: imds.count(status=401) >= 2 and imds.count("/latest/api/token", "PUT", 200) >= 3,
+                     run.proc, timeout=10, interval=0.02, output=run.output)
             imds.schedule_notice(0.0, deadline_in=120)
             assert_acted_on(run, imds, within=2.0)
         finally:
@@ -280,7 +279,8 @@ def _start_with(imds: ImdsEmulator, tmp_path: Path, cli_env: dict) -> Run:
 def test_an_outage_is_reported_and_the_notice_after_it_acted_on(job, emulator):
     run = job("wait")
     marker(run, "ready")
-    wait_until(lambda: emulator.count("spot/instance-action", "GET", 404) >= 1, run, 10, "a first poll")
+    wait_for("a first poll", lambda: emulator.count("spot/instance-action", "GET", 404) >= 1,
+             run.proc, timeout=10, interval=0.02, output=run.output)
     emulator.refuse()
     down_since = time.monotonic()
 
@@ -289,7 +289,8 @@ def test_an_outage_is_reported_and_the_notice_after_it_acted_on(job, emulator):
         return message if "metadata service unreachable" in message else None
 
     # The agent's heartbeat (every 5 s) carries the source's health into status.json.
-    message = wait_until(reported, run, 9, "status.json to say the metadata service is unreachable", interval=0.3)
+    message = wait_for("status.json to say the metadata service is unreachable", reported,
+                       run.proc, timeout=9, interval=0.3, output=run.output)
     assert "connection refused" in message
     assert time.monotonic() - down_since < 9
     emulator.accept()
@@ -308,8 +309,8 @@ def test_malformed_answers_then_a_valid_notice(job, emulator):
     run = job("wait")
     emulator.malformed_next(3)
     marker(run, "ready")
-    wait_until(lambda: emulator.count("spot/instance-action", "GET", 200) >= 3, run, 15,
-               "the malformed answers to be served")
+    wait_for("the malformed answers to be served", lambda: emulator.count("spot/instance-action", "GET", 200) >= 3,
+             run.proc, timeout=15, interval=0.02, output=run.output)
     assert not (run.comm / "sigterm.json").exists()  # a broken answer is not a notice
     emulator.schedule_notice(0.0, deadline_in=120)
     assert_acted_on(run, emulator, within=2.0)
@@ -324,14 +325,16 @@ def test_a_rebalance_recommendation_snapshots_at_once_and_signals_nothing(job, e
     run = job("rebalance", "--sync-interval", 600)
     snaps = Snapshots(open_store(run.url), layout.checkpoints_prefix(run.job_id))
     marker(run, "ready")
-    first = wait_until(snaps.latest, run, 10, "the first snapshot (a new file)")
+    first = wait_for("the first snapshot (a new file)", snaps.latest,
+                     run.proc, timeout=10, interval=0.02, output=run.output)
     (run.comm / "rewrite").write_text("")
     rewritten = marker(run, "rewritten")
     time.sleep(1.5)  # settled by now, but a rewrite in place waits for --sync-interval 600
     assert snaps.latest().seq == first.seq
     sent = emulator.send_rebalance()
-    second = wait_until(lambda: (s := snaps.latest()) is not None and s.seq > first.seq and s, run, 5,
-                        "a snapshot after the rebalance recommendation")
+    second = wait_for("a snapshot after the rebalance recommendation",
+                      lambda: (s := snaps.latest()) is not None and s.seq > first.seq and s,
+                      run.proc, timeout=5, interval=0.02, output=run.output)
     assert time.time() - sent.visible_at < 3.0
     assert {f.path: f.sha256 for f in second.files} == {"ckpt.bin": rewritten}
 
@@ -362,7 +365,7 @@ def test_the_final_snapshot_is_durable_before_the_deadline(request, job, emulato
     run = job(mode, store=url, extra_env=aws)
     snaps = Snapshots(open_store(url), layout.checkpoints_prefix(run.job_id))
     marker(run, "ready")
-    wait_until(snaps.latest, run, 20, "the snapshot of the first 50 MB")
+    wait_for("the snapshot of the first 50 MB", snaps.latest, run.proc, timeout=20, interval=0.02, output=run.output)
     emulator.schedule_notice(0.0, deadline_in=10)
     deadline = served_deadline(emulator)  # up to 1 s earlier than the exact one: the stricter
     saved = marker(run, "saved", timeout=12)
@@ -400,17 +403,11 @@ from runctl.agent.supervisor import Agent, AgentOptions
 from runctl.errors import StoreError
 from runctl.models import InterruptionNotice, JobSpec
 from runctl.store.local import LocalStore
+from runctl.testing import FaultyStore
 
 work, kind = Path(sys.argv[1]), sys.argv[2]
-failures = [0]
-
-
-class FlakyStore(LocalStore):  # every try of the first status.json write after the notice fails
-    def write(self, key, data, **kw):
-        if key.endswith("status.json") and failures[0]:
-            failures[0] -= 1
-            raise StoreError("injected: 503 SlowDown")
-        return super().write(key, data, **kw)
+# A folder store, not a MemoryStore: the test reads it from its own process afterwards.
+store = FaultyStore(LocalStore(work / "store"))
 
 
 class OneNotice:
@@ -423,7 +420,9 @@ class OneNotice:
         if self.started is None or self.sent or now - self.started < 1.0:
             return None
         self.sent = now
-        failures[0] = 3  # StatusBook retries a write three times
+        # Every try of the first status.json write after the notice fails (StatusBook
+        # retries a write three times).
+        store.inject("write", key="status.json", when="before", times=3, error=StoreError("injected: 503 SlowDown"))
         if kind == "spot":
             return InterruptionNotice("spot", "terminate", now, now + 120, "spot instance-action terminate")
         return InterruptionNotice("rebalance", "rebalance", now, None, "rebalance recommendation")
@@ -442,7 +441,7 @@ script.write_text(
     "    time.sleep(0.02)\n")
 spec = JobSpec("flaky", (sys.executable, str(script)), str(work / "store"), str(work / "ckpt"), str(work))
 events = []
-agent = Agent(spec, FlakyStore(work / "store"), [OneNotice()], AgentOptions(run_dir=work / "run"),
+agent = Agent(spec, store, [OneNotice()], AgentOptions(run_dir=work / "run"),
               events=lambda e: events.append(e.kind + ": " + e.message))
 status = agent.run()
 print(json.dumps({"state": status.state, "events": events}))

@@ -34,20 +34,15 @@ def test_logs_follow_ends_when_the_agent_is_gone(tmp_path, runctl_cli):
     assert "the agent may be gone" in status.stdout
 
 
-def test_a_passing_store_error_on_status_write_is_retried(tmp_path):
+def test_a_passing_store_error_on_status_write_is_retried():
     from runctl.agent.status import StatusBook, read_status
     from runctl.errors import StoreError
+    from runctl.testing import FaultyStore, MemoryStore
 
-    class FlakyStore(LocalStore):
-        failures = 2
-
-        def write(self, key, data, **kwargs):
-            if self.failures:
-                self.failures -= 1
-                raise StoreError("503 slow down")
-            return super().write(key, data, **kwargs)
-
-    store = FlakyStore(tmp_path / "store")
+    store = FaultyStore(MemoryStore())
+    store.inject("write", when="before", error=StoreError("503 slow down"), times=2)
     book = StatusBook(store, JobStatus("j", "running"))
     book._save(backoff_s=0.01)
     assert read_status(store, "j").state == "running"
+    assert [outcome for method, _, outcome in store.calls if method == "write"] == [
+        "failed before", "failed before", "ok"]

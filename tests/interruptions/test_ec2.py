@@ -19,6 +19,7 @@ from runctl.interruptions.ec2 import (
     resolve_endpoint,
 )
 from runctl.testing.imds import INSTANCE_ACTION_PATH, TOKEN_PATH, ImdsEmulator, format_time
+from waiting import wait_for
 
 LOGGER = "runctl.interruptions.ec2"
 
@@ -55,18 +56,13 @@ class Gate:
         self._semaphore.release()
 
 
-def wait_until(condition, timeout: float = 3.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+#: How these tests wait (``wait_for(what, predicate, **QUICK)``): the sources poll every few
+#: milliseconds, so look often and give up soon.
+QUICK = {"timeout": 3.0, "interval": 0.01}
 
 
 def next_notice(source: Ec2MetadataSource, timeout: float = 3.0):
-    return wait_until(lambda: source.poll(time.time()), timeout, "a notice from poll()")
+    return wait_for("a notice from poll()", lambda: source.poll(time.time()), timeout=timeout, interval=0.01)
 
 
 @pytest.fixture
@@ -110,7 +106,7 @@ def test_each_distinct_notice_is_reported_once(imds, make_source):
     imds.schedule_notice(deadline_in=60)
     first = next_notice(source)
     served = imds.count(INSTANCE_ACTION_PATH, status=200)
-    wait_until(lambda: imds.count(INSTANCE_ACTION_PATH, status=200) >= served + 5, what="more rounds")
+    wait_for("more rounds", lambda: imds.count(INSTANCE_ACTION_PATH, status=200) >= served + 5, **QUICK)
     assert source.poll(time.time()) is None  # the same notice, served again and again, is not news
     imds.schedule_notice(action="stop", deadline_in=30)  # a different notice is
     second = next_notice(source)
@@ -137,7 +133,7 @@ def test_a_spot_notice_is_handed_over_before_a_rebalance_found_with_it(imds, mak
     imds.schedule_notice()
     source = make_source(imds.endpoint)
     source.start()
-    wait_until(lambda: len(source.notices) == 2, what="both notices")
+    wait_for("both notices", lambda: len(source.notices) == 2, **QUICK)
     assert [source.poll(time.time()).source for _ in range(2)] == ["spot", "rebalance"]
 
 
@@ -148,16 +144,16 @@ def test_a_short_lived_token_is_renewed_before_it_expires():
         source = Ec2MetadataSource(emulator.endpoint, token_ttl=2, clock=clock, sleep=gate.sleep)
         source.start()
         try:
-            wait_until(lambda: source.health.checks == 1, what="the first round")
+            wait_for("the first round", lambda: source.health.checks == 1, **QUICK)
             for round_number in range(2, 10):  # 4 emulated seconds, half a second a round
                 clock.advance(0.5)
                 gate.step()
-                wait_until(lambda: source.health.checks == round_number, what=f"round {round_number}")
+                wait_for(f"round {round_number}", lambda: source.health.checks == round_number, **QUICK)
             emulator.schedule_notice(deadline_in=10)
             clock.advance(0.5)
             gate.step()
             notice = next_notice(source)
-            wait_until(lambda: source.health.checks == 10, what="round 10")
+            wait_for("round 10", lambda: source.health.checks == 10, **QUICK)
             health = source.health
         finally:
             gate.release_all()
@@ -173,9 +169,9 @@ def test_a_token_expired_on_the_server_side_is_replaced_after_401(make_source):
     with ImdsEmulator(clock=clock) as emulator:
         source = make_source(emulator.endpoint)  # the source's own clock: it cannot know
         source.start()
-        wait_until(lambda: emulator.count(INSTANCE_ACTION_PATH, status=404) >= 2, what="rounds")
+        wait_for("rounds", lambda: emulator.count(INSTANCE_ACTION_PATH, status=404) >= 2, **QUICK)
         clock.advance(21_600)  # the emulator's token TTL is over
-        wait_until(lambda: emulator.count(status=401) >= 1, what="a 401")  # on either path
+        wait_for("a 401", lambda: emulator.count(status=401) >= 1, **QUICK)  # on either path
         emulator.schedule_notice()
         assert next_notice(source).source == "spot"
     assert emulator.count(TOKEN_PATH, method="PUT", status=200) >= 2
@@ -185,14 +181,14 @@ def test_a_token_expired_on_the_server_side_is_replaced_after_401(make_source):
 def test_expire_tokens_makes_the_source_take_a_new_token_and_go_on(imds, make_source):
     source = make_source(imds.endpoint)
     source.start()
-    wait_until(lambda: source.health.reachable, what="reachable")
+    wait_for("reachable", lambda: source.health.reachable, **QUICK)
     assert imds.count(TOKEN_PATH, method="PUT") == 1
     imds.expire_tokens()
-    wait_until(lambda: imds.count(TOKEN_PATH, method="PUT") == 2, what="a second token")
+    wait_for("a second token", lambda: imds.count(TOKEN_PATH, method="PUT") == 2, **QUICK)
     imds.schedule_notice()
     assert next_notice(source).source == "spot"
     assert imds.count(status=401) >= 1
-    wait_until(lambda: source.health.checks >= 3 and source.health.reachable, what="the round's end")
+    wait_for("the round's end", lambda: source.health.checks >= 3 and source.health.reachable, **QUICK)
     assert source.health.consecutive_errors == 0  # a 401 retried at once is no error
 
 
@@ -210,10 +206,10 @@ def test_an_outage_shows_in_health_and_a_notice_sent_during_it_comes_after(imds,
     caplog.set_level(logging.WARNING, logger=LOGGER)
     source = make_source(imds.endpoint)
     source.start()
-    wait_until(lambda: source.health.reachable, what="reachable")
+    wait_for("reachable", lambda: source.health.reachable, **QUICK)
     before = time.time()
     imds.refuse()
-    wait_until(lambda: source.health.consecutive_errors >= 3, what="errors")
+    wait_for("errors", lambda: source.health.consecutive_errors >= 3, **QUICK)
     health = source.health
     assert not health.reachable
     assert health.last_ok is not None and health.last_ok <= before + 0.2
@@ -226,7 +222,7 @@ def test_an_outage_shows_in_health_and_a_notice_sent_during_it_comes_after(imds,
     imds.accept()
     notice = next_notice(source, timeout=2)
     assert notice.source == "spot"
-    wait_until(lambda: source.health.reachable, what="reachable again")  # the round ends after the notice
+    wait_for("reachable again", lambda: source.health.reachable, **QUICK)  # the round ends after the notice
     assert source.health.consecutive_errors == 0
     messages = [r.getMessage() for r in caplog.records]
     assert any("retrying with backoff" in m for m in messages)  # refused, or reset if a request was in flight
@@ -246,13 +242,13 @@ def test_malformed_json_is_retried_and_logged_and_a_later_notice_reported(imds, 
     imds.malformed_next(3)
     source = make_source(imds.endpoint)
     source.start()
-    wait_until(lambda: imds.count(INSTANCE_ACTION_PATH, status=404) >= 1, what="past the malformed answers")
+    wait_for("past the malformed answers", lambda: imds.count(INSTANCE_ACTION_PATH, status=404) >= 1, **QUICK)
     assert source.poll(time.time()) is None
     imds.schedule_notice(deadline_in=50)
     notice = next_notice(source)
     assert notice.action == "terminate"
     assert any("malformed answer" in r.getMessage() for r in caplog.records)
-    wait_until(lambda: source.health.reachable, what="reachable")
+    wait_for("reachable", lambda: source.health.reachable, **QUICK)
     assert source._thread is not None and source._thread.is_alive()
 
 
@@ -263,7 +259,7 @@ def test_backoff_doubles_to_its_cap_and_a_long_outage_is_logged_once(imds, caplo
     source = Ec2MetadataSource(imds.endpoint, sleep=lambda seconds: (delays.append(seconds), time.sleep(0.002)))
     try:
         source.start()
-        wait_until(lambda: len(delays) >= 9, what="nine rounds")
+        wait_for("nine rounds", lambda: len(delays) >= 9, **QUICK)
     finally:
         source.close()
     assert delays[:9] == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0]
@@ -276,9 +272,9 @@ def test_a_slow_service_times_out_and_close_does_not_wait_for_it(imds, make_sour
     imds.delay(5)
     source = make_source(imds.endpoint, timeout=0.2)
     source.start()
-    wait_until(lambda: source.health.consecutive_errors >= 1, what="a timeout")
+    wait_for("a timeout", lambda: source.health.consecutive_errors >= 1, **QUICK)
     assert "timed out" in source.health.last_error
-    wait_until(lambda: imds.count() >= 2, what="a request in flight")
+    wait_for("a request in flight", lambda: imds.count() >= 2, **QUICK)
     started = time.monotonic()
     source.close()
     assert time.monotonic() - started < 0.5
@@ -288,7 +284,7 @@ def test_close_cuts_a_request_in_flight_short(imds):
     imds.delay(5)
     source = Ec2MetadataSource(imds.endpoint)  # timeout 2 s
     source.start()
-    wait_until(lambda: imds.count() >= 1, what="a request in flight")
+    wait_for("a request in flight", lambda: imds.count() >= 1, **QUICK)
     time.sleep(0.05)
     started = time.monotonic()
     source.close()
@@ -391,7 +387,7 @@ def test_a_notice_with_an_unreadable_time_is_reported_without_deadline(make_sour
 # -- hostile answers: a warning at most once a minute, never a traceback, the watch goes on ----------
 def rounds_done(source: Ec2MetadataSource, n: int) -> None:
     done = source.health.checks
-    wait_until(lambda: source.health.checks >= done + n, timeout=10, what=f"{n} more rounds")
+    wait_for(f"{n} more rounds", lambda: source.health.checks >= done + n, timeout=10, interval=0.01)
 
 
 def assert_no_traceback(caplog) -> None:

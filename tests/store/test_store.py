@@ -1,5 +1,6 @@
-"""One suite for the Store protocol, run against both implementations (``any_store``),
-then the few things only S3 has (pagination, missing bucket, credentials, endpoints)."""
+"""One suite for the Store protocol, run against both implementations and the shipped
+in-memory double (``any_store``: local, s3, memory), then the few things only S3 has
+(pagination, missing bucket, credentials, endpoints)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,13 @@ def keys(store: Store, prefix: str = "") -> list[str]:
     return [o.key for o in store.list(prefix)]
 
 
-# -- both implementations ------------------------------------------------------------
+@pytest.fixture(params=["local", "s3", "memory"])
+def any_store(request):
+    """Here (the protocol's contract) ``runctl.testing.MemoryStore`` is held to it too."""
+    return request.getfixturevalue(f"{request.param}_store")
+
+
+# -- every implementation ----------------------------------------------------------------
 def test_is_a_store(any_store):
     assert isinstance(any_store, Store)
 

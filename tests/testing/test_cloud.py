@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from runctl.testing.cloud import FakeCloud
+from waiting import wait_for
 
 # A stand-in agent: records its environment, then polls its own metadata service.
 AGENT = """
@@ -33,16 +34,6 @@ def stand_in(script: Path):
     return agent_command
 
 
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
 @pytest.fixture
 def cloud(tmp_path):
     script = tmp_path / "agent.py"
@@ -61,8 +52,9 @@ def launch(cloud: FakeCloud, user_data: str = "#!/bin/bash\n# runctl-test-agent\
 
 def test_a_running_instance_runs_its_agent_with_the_fake_endpoints(cloud):
     instance_id = launch(cloud, InstanceMarketOptions={"MarketType": "spot"})
-    instance = wait_for(lambda: cloud.instances.get(instance_id))
-    env = json.loads(wait_for(lambda: (instance.home / "env.json").exists() and (instance.home / "env.json").read_text()))
+    instance = wait_for("the instance", lambda: cloud.instances.get(instance_id), timeout=10, interval=0.05)
+    env = json.loads(wait_for("the agent's env.json", lambda: (instance.home / "env.json").exists()
+                              and (instance.home / "env.json").read_text(), timeout=10, interval=0.05))
     assert env["AWS_ENDPOINT_URL"] == cloud.endpoint
     assert env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] == instance.imds.endpoint
     with urllib.request.urlopen(urllib.request.Request(instance.imds.endpoint + "/latest/api/token", method="PUT",
@@ -76,27 +68,28 @@ def test_a_running_instance_runs_its_agent_with_the_fake_endpoints(cloud):
 
 def test_terminating_the_instance_kills_its_processes(cloud):
     instance_id = launch(cloud)
-    instance = wait_for(lambda: cloud.instances.get(instance_id))
+    instance = wait_for("the instance", lambda: cloud.instances.get(instance_id), timeout=10, interval=0.05)
     pid = instance.process.pid
     cloud.client("ec2").terminate_instances(InstanceIds=[instance_id])
-    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    wait_for(f"the agent (pid {pid}) to die", lambda: not psutil.pid_exists(pid)
+             or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout=10, interval=0.05)
     assert cloud.leftovers() == []
 
 
 def test_an_instance_without_a_runctl_agent_runs_nothing(cloud):
     instance_id = launch(cloud, user_data="#!/bin/bash\necho hello\n")
-    instance = wait_for(lambda: cloud.instances.get(instance_id))
+    instance = wait_for("the instance", lambda: cloud.instances.get(instance_id), timeout=10, interval=0.05)
     assert instance.process is None
     cloud.client("ec2").terminate_instances(InstanceIds=[instance_id])
 
 
 def test_interrupt_serves_a_notice_then_terminates_at_the_deadline(cloud):
     instance_id = launch(cloud, InstanceMarketOptions={"MarketType": "spot"})
-    instance = wait_for(lambda: cloud.instances.get(instance_id))
+    instance = wait_for("the instance", lambda: cloud.instances.get(instance_id), timeout=10, interval=0.05)
     record = cloud.interrupt()
     assert record["instance_id"] == instance_id
     assert instance.imds.notice is not None and instance.imds.deadline_epoch == record["deadline"]
-    wait_for(lambda: instance.killed, timeout=10)
+    wait_for("the instance to be killed at the deadline", lambda: instance.killed, timeout=10, interval=0.05)
     assert time.time() >= record["deadline"]
     state = cloud.client("ec2").describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
     assert state["State"]["Name"] == "terminated"
@@ -176,8 +169,11 @@ def test_sigterm_to_the_command_line_leaves_no_agent_running(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "runctl.testing.cloud", "--workdir", str(tmp_path / "cloud"),
                              "--", "sh", "-c", script], cwd=project, stdout=output, stderr=output)
     try:
-        agent_log = wait_for(lambda: next((tmp_path / "cloud" / "instances").glob("*/agent.log"), None), timeout=60)
-        wait_for(lambda: "resident agent on" in agent_log.read_text(), timeout=60)
+        agent_log = wait_for("an instance's agent.log",
+                             lambda: next((tmp_path / "cloud" / "instances").glob("*/agent.log"), None),
+                             timeout=60, interval=0.05)
+        wait_for("the resident agent to start", lambda: "resident agent on" in agent_log.read_text(),
+                 timeout=60, interval=0.05)
         agents = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path / "cloud") in " ".join(
             p.info["cmdline"] or ())]
         assert agents, "the instance's agent should be running"

@@ -6,6 +6,8 @@
   (``python -m runctl.testing.imds --notice-in 5``).
 - ``runctl.testing.faulty_store``: ``FaultyStore`` wraps any store and makes chosen calls
   fail before reaching it, or land and then fail as if the response were lost.
+- ``runctl.testing.memory_store``: ``MemoryStore``, the Store protocol in memory (as
+  ``LocalStore`` behaves, in this process only), for tests that need a store but no disk.
 - ``runctl.testing.fake_groups``: ``FakeGroups``, a job's Auto Scaling groups in memory,
   for testing the job lifecycle without any server.
 - ``runctl.testing.s3_proxy``: a fault-injecting HTTP proxy to put in front of S3 or moto
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["FakeGroups", "Fault", "FaultPlan", "FaultyStore", "ImdsEmulator", "Rule", "S3FaultProxy"]
+__all__ = ["FakeGroups", "Fault", "FaultPlan", "FaultyStore", "ImdsEmulator", "MemoryStore", "Rule", "S3FaultProxy"]
 
 
 def __getattr__(name: str) -> Any:
@@ -31,6 +33,10 @@ def __getattr__(name: str) -> Any:
         from runctl.testing.faulty_store import FaultyStore
 
         return FaultyStore
+    if name == "MemoryStore":
+        from runctl.testing.memory_store import MemoryStore
+
+        return MemoryStore
     if name == "FakeGroups":
         from runctl.testing.fake_groups import FakeGroups
 
