@@ -76,8 +76,12 @@ def test_policies_are_least_privilege():
     instance = iam.instance_policy("b", account="1")
     resources = {json.dumps(s["Resource"]) for s in instance["Statement"] if s["Action"][0].startswith("s3:")}
     assert resources == {'"arn:aws:s3:::b"', '"arn:aws:s3:::b/*"'}
-    assert not any(a.startswith(("ec2:", "iam:")) for s in instance["Statement"]
-                   for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))
+    instance_actions = [(a, s) for s in instance["Statement"]
+                        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+    assert not any(a.startswith("iam:") for a, _ in instance_actions)
+    # EC2: only deleting its job's launch template at the job's end, and only a runctl-tagged one.
+    assert [(a, s["Condition"]) for a, s in instance_actions if a.startswith("ec2:")] == [
+        ("ec2:DeleteLaunchTemplate", {"Null": {"aws:ResourceTag/runctl:created": "false"}})]
     cli = iam.cli_policy("b", account="1")
     by_sid = {s["Sid"]: s for s in cli["Statement"]}
     assert by_sid["ChangeOnlyRunctlResources"]["Condition"] == {"Null": {"aws:ResourceTag/runctl:created": "false"}}
