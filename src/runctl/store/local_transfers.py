@@ -11,14 +11,16 @@ hashed that very inode since its last change.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import stat
 import threading
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
-from runctl.fsutil import fsync_path, temp_name_beside
+from runctl.fsutil import TEMP_MARKER, fsync_path
 from runctl.models import FileEntry
 from runctl.store.base import ProgressCallback, content_mismatch
 from runctl.store.hashing import sha256_file
@@ -117,26 +119,40 @@ class LocalTransfers:
     def __init__(self, store: LocalStore) -> None:
         self._store = store
         self._lock = threading.Lock()
-        self._made: set[Path] = set()  # folders known to exist
-        self._unsynced: list[Path] = []  # files written, data not yet fsynced
-        self._folders: set[Path] = set()  # folders that gained names since the last flush
+        self._root = str(store.root)
+        # Plain strings on the per-file path (pathlib costs more than the syscalls here).
+        self._made: set[str] = set()  # folders known to exist
+        self._unsynced: list[str] = []  # files written, data not yet fsynced
+        self._folders: set[str] = set()  # folders that gained names since the last flush
+        self._temp_prefix = f"{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}-"
+        self._count = itertools.count()
 
-    def _folder_of(self, path: Path) -> None:
-        folder = path.parent
+    def _target(self, key: str) -> str:
+        self._store._path(key) if not _plain_key(key) else None  # raises StoreError for a bad key
+        return os.path.join(self._root, key)
+
+    def _temp_beside(self, path: str) -> str:
+        folder, name = os.path.split(path)
+        return os.path.join(folder, f".{name}{self._temp_prefix}{next(self._count)}")
+
+    def _folder_of(self, path: str) -> None:
+        folder = os.path.dirname(path)
         if folder in self._made:
             return
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create {folder}: {exc.strerror}") from exc
         with self._lock:
             self._made.add(folder)
             # A new folder is a new name in its parent: fsynced with the rest.
-            self._folders.update(p for p in (folder, *folder.parents) if p.is_relative_to(self._store.root))
+            while folder.startswith(self._root) and folder not in self._folders:
+                self._folders.add(folder)
+                folder = os.path.dirname(folder)
 
-    def _created(self, path: Path, *, synced: bool) -> None:
+    def _created(self, path: str, *, synced: bool) -> None:
         with self._lock:
-            self._folders.add(path.parent)
+            self._folders.add(os.path.dirname(path))
             if not synced:
                 self._unsynced.append(path)
 
@@ -146,9 +162,9 @@ class LocalTransfers:
         snapshot's objects are never replaced). ``expect``: the content the caller hashed
         the file as; remembered as the object's, so a later copy of it need not read it."""
         store = self._store
-        target = store._path(key)
+        target = self._target(key)
         self._folder_of(target)
-        temp = temp_name_beside(target)
+        temp = self._temp_beside(target)
         try:
             src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError as exc:
@@ -172,7 +188,8 @@ class LocalTransfers:
             if expect is not None and size == expect.size:
                 store._verified.remember(os.fstat(dst), expect.sha256)
         except OSError as exc:
-            temp.unlink(missing_ok=True)
+            if dst >= 0:
+                _unlink_quietly(temp)
             raise StoreError(f"cannot upload {path} to {store.url}/{key}: {exc.strerror}") from exc
         finally:
             os.close(src)
@@ -187,7 +204,7 @@ class LocalTransfers:
         only when this store has not written or hashed that very inode since its last change.
         Where a hard link cannot be made, the store's own (synced) copy."""
         store = self._store
-        source, target = store._path(src_key), store._path(dst_key)
+        source, target = self._target(src_key), self._target(dst_key)
         self._folder_of(target)
         try:
             before = os.stat(source)
@@ -238,8 +255,8 @@ class LocalTransfers:
         nothing left at ``path``. Not synced (a restore is done again after a crash).
         Returns the written file's stat."""
         store = self._store
-        source = store._path(key)
-        self._folder_of(path)
+        source = self._target(key)
+        self._folder_of(str(path))
         try:
             src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
@@ -295,10 +312,23 @@ class LocalTransfers:
                 for path in files:
                     fsync_path(path)
             # Deepest first; after a syncfs these find nothing left to write.
-            for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+            for folder in sorted(folders, key=lambda p: p.count(os.sep), reverse=True):
                 fsync_path(folder)
         except OSError as exc:
             raise StoreError(f"cannot make the snapshot durable in {self._store.url}: {exc.strerror}") from exc
+
+
+def _plain_key(key: str) -> bool:
+    """A key with nothing for ``LocalStore._path`` to refuse (the common case, checked fast)."""
+    return bool(key) and key[0] != "/" and "//" not in key and key[-1] != "/" and "/." not in key \
+        and not key.startswith(".")
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _same_state(a: os.stat_result, b: os.stat_result) -> bool:

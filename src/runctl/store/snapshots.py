@@ -483,8 +483,12 @@ class Snapshots:
         items = list(items)
         if len(items) <= 1 or self.workers == 1:
             return [fn(i) for i in items]
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(items)), thread_name_prefix="runctl-snap") as pool:
-            futures = [pool.submit(fn, i) for i in items]
+        # Thousands of small files: a task per run of up to 64 items, about four per worker,
+        # so that the pool's own cost per task does not outweigh the work.
+        size = max(1, min(64, len(items) // (self.workers * 4)))
+        chunks = [items[i:i + size] for i in range(0, len(items), size)]
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(chunks)), thread_name_prefix="runctl-snap") as pool:
+            futures = [pool.submit(lambda chunk: [fn(i) for i in chunk], chunk) for chunk in chunks]
             try:
                 for future in as_completed(futures):
                     future.result()
@@ -492,7 +496,7 @@ class Snapshots:
                 for future in futures:
                     future.cancel()
                 raise
-            return [future.result() for future in futures]
+            return [r for future in futures for r in future.result()]
 
 
 def _transfers_of(store: Store):
