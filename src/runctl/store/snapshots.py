@@ -23,6 +23,7 @@ against a ``Store``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import stat
@@ -36,7 +37,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
-from runctl.fsutil import temp_name_beside
+from runctl.fsutil import TEMP_MARKER
 from runctl.models import CheckpointInfo, FileEntry
 from runctl.store.base import ProgressCallback, Store, file_mismatch
 from runctl.store.fencing import GENERATION_KEY, Fence, generation_of, without_stale
@@ -345,11 +346,13 @@ class Snapshots:
         """
         info = self._resolve(snapshot)
         target = Path(target)
-        checked = [(f, _safe_destination(target, f.path)) for f in info.files]
+        resolved: dict[str, str] = {}  # each folder resolved once, not once per file
+        checked = [(f, _safe_destination(target, f.path, resolved)) for f in info.files]
         target.mkdir(parents=True, exist_ok=True)
         prefix = snapshot_prefix(self.prefix, info.seq)
         temps: list[Path] = []
         lock = threading.Lock()
+        temp_prefix, count = f"{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}-", itertools.count()
         # A folder store checks each file as it copies it (one read); others are hashed after.
         batch = _transfers_of(self.store)
 
@@ -359,7 +362,7 @@ class Snapshots:
                 if progress:
                     progress(f.size)
                 return None
-            temp = temp_name_beside(dest)
+            temp = dest.with_name(f".{dest.name}{temp_prefix}{next(count)}")  # unique, cheaper than a uuid each
             with lock:
                 temps.append(temp)
             try:
@@ -535,11 +538,14 @@ def _check_unchanged(item: SourceFile) -> None:
         raise StoreError(f"{item.path} changed while being snapshotted")
 
 
-def _safe_destination(target: Path, rel: str) -> Path:
-    """``target/rel``, after checking that its folder resolves inside ``target``."""
-    root = os.path.realpath(target)
+def _safe_destination(target: Path, rel: str, resolved: dict[str, str] | None = None) -> Path:
+    """``target/rel``, after checking that its folder resolves inside ``target``.
+    ``resolved``: the real paths found so far (folder -> real path), filled in."""
+    resolved = {} if resolved is None else resolved
+    root = resolved.get("") or resolved.setdefault("", os.path.realpath(target))
     dest = Path(target, *rel.split("/"))
-    parent = os.path.realpath(dest.parent)
+    folder = rel.rpartition("/")[0]
+    parent = resolved.get(folder) or resolved.setdefault(folder, os.path.realpath(dest.parent))
     if parent != root and not parent.startswith(root.rstrip(os.sep) + os.sep):
         raise IntegrityError(f"refusing to restore {rel!r}: it would be written outside {target} "
                              f"(to {parent}, through a symlink)")
