@@ -349,6 +349,8 @@ class Snapshots:
         resolved: dict[str, str] = {}  # each folder resolved once, not once per file
         checked = [(f, _safe_destination(target, f.path, resolved)) for f in info.files]
         target.mkdir(parents=True, exist_ok=True)
+        with os.scandir(target) as entries:
+            empty = next(entries, None) is None  # then nothing can be there already: no lstat each
         prefix = snapshot_prefix(self.prefix, info.seq)
         temps: list[Path] = []
         lock = threading.Lock()
@@ -358,7 +360,7 @@ class Snapshots:
 
         def fetch(item: tuple[FileEntry, Path]) -> tuple[FileEntry, Path, Path, FileState] | None:
             f, dest = item
-            if self._already_there(dest, f):
+            if not empty and self._already_there(dest, f):
                 if progress:
                     progress(f.size)
                 return None
