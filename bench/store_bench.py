@@ -1,6 +1,8 @@
 """Checkpoint store throughput: runctl snapshots beside cp -r and the AWS CLI.
 
     python bench/store_bench.py [--size-mib 1024] [--files 8] [--workdir DIR] [--no-s3] [--no-local]
+    python bench/store_bench.py --small-files 10000 [--small-kib 4] [--rounds 5]
+    python bench/store_bench.py --incremental [--size-mib 1024] [--files 8] [--rounds 5]
 
 Writes --files files of random data (--size-mib in all) into a work folder once (kept for
 the next run), then times, on a local-folder store and on a moto S3 server this script
@@ -11,6 +13,17 @@ starts itself:
 beside `cp -r` of the same files (local) and `aws s3 cp --recursive` up and down against
 the same moto server (run in a child process, so that it does not share this process's
 GIL; --moto-in-process to compare). Prints a markdown table. Run by hand; not part of the test suite.
+
+--small-files N: N files of --small-kib KiB in 100 folders, local store only. Each round
+(interleaved, so that the machine's load hits both sides alike): a first commit into an empty
+store beside `cp -r` + `sync` of the same folder, a restore into an empty folder beside
+`cp -r` of the snapshot folder + `sync`. Every timed step starts after an untimed `sync`.
+Prints each round and the ratios' min / median / max.
+
+--incremental: the --files x --size-mib data, local store only. Each round: a first commit
+into an empty store, then one file changed and committed again by the same instance (hash
+cache warm) and by a new instance (cold cache: a restarted agent), beside `cp -r` + `sync`.
+Also prints the bytes this process read (/proc/self/io rchar) during each commit.
 """
 
 from __future__ import annotations
@@ -67,13 +80,19 @@ def fresh(path: Path) -> Path:
     return path
 
 
-def touch_one(source: Path) -> None:
-    """Change the first shard's content (same size) so that one file must be uploaded."""
+def touch_one(source: Path, at: int = 0) -> None:
+    """Change the first shard's content (same size) so that one file must be uploaded: the
+    byte at offset ``at`` flipped (twice: the original content again)."""
     path = sorted(source.iterdir())[0]
     with open(path, "r+b") as f:
+        f.seek(at)
         first = f.read(1)
-        f.seek(0)
+        f.seek(at)
         f.write(bytes([first[0] ^ 0xFF]))
+    # Dated an hour back (the hash cache trusts only files not modified lately), each time a
+    # different time: the other files keep theirs, so their cached hashes hold.
+    then = time.time() - 3600
+    os.utime(path, (then, then))
 
 
 def snapshot_rows(label: str, store, source: Path, restore_dir: Path, total: int, workers: int) -> list[tuple]:
@@ -173,6 +192,122 @@ def s3_rows(work: Path, source: Path, total: int, workers: int, *, in_process: b
         return rows
 
 
+def synced(fn) -> float:
+    """Time ``fn`` after an untimed sync, so that earlier steps' dirty pages are not its cost."""
+    os.sync()
+    return timed(fn)
+
+
+def read_bytes() -> int:
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("rchar:")).split()[1])
+
+
+def cp_sync(src: Path, dst: Path) -> None:
+    subprocess.run(["cp", "-r", str(src), str(dst)], check=True)
+    os.sync()
+
+
+def make_small(folder: Path, count: int, kib: int) -> None:
+    """``count`` files of ``kib`` KiB of random data in 100 sub-folders (kept for the next run)."""
+    marker = folder.parent / f".{folder.name}.made"
+    if marker.exists():
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    rng = random.Random(7)
+    for i in range(count):
+        path = folder / f"d{i % 100:02d}" / f"f{i:06d}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rng.randbytes(kib * 1024))
+    then = time.time() - 3600
+    for path in folder.rglob("*"):
+        os.utime(path, (then, then))
+    marker.touch()
+
+
+def spread(values: list[float]) -> str:
+    values = sorted(values)
+    return f"{values[0]:.2f} / {values[len(values) // 2]:.2f} / {values[-1]:.2f}"
+
+
+def small_files_case(work: Path, count: int, kib: int, rounds: int, workers: int) -> None:
+    from runctl.store.local import LocalStore
+    from runctl.store.snapshots import Snapshots
+
+    source = work / f"small-{count}x{kib}k"
+    make_small(source, count, kib)
+    print(f"{count} files of {kib} KiB in {source}; {os.cpu_count()} CPUs; {rounds} rounds, "
+          f"workers={workers}", file=sys.stderr)
+    print("| round | commit s | cp -r+sync s | ratio | restore s | cp -r+sync s | ratio | restore vs cp -r (no sync) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    commit_ratios, restore_ratios, nosync_ratios = [], [], []
+    for r in range(rounds):
+        store_root = fresh(work / "small-store")
+        snaps = Snapshots(LocalStore(store_root), "jobs/bench/checkpoints/", workers=workers)
+        commit = synced(lambda: snaps.commit(source))
+        copy = fresh(work / "small-cp")  # removed before the clock starts, and synced
+        cp_commit = synced(lambda: cp_sync(source, copy))
+        snapshot_dir = store_root / "jobs/bench/checkpoints/00000001"
+        restored = fresh(work / "small-restored")
+        restore = synced(lambda: snaps.restore(1, restored))
+        copy = fresh(work / "small-cp")
+        cp_restore = synced(lambda: cp_sync(snapshot_dir, copy))
+        copy = fresh(work / "small-cp")
+        cp_nosync = synced(lambda: subprocess.run(["cp", "-r", str(snapshot_dir), str(copy)], check=True))
+        fresh(work / "small-cp")
+        fresh(work / "small-restored")
+        commit_ratios.append(commit / cp_commit)
+        restore_ratios.append(restore / cp_restore)
+        nosync_ratios.append(restore / cp_nosync)
+        print(f"| {r + 1} | {commit:.2f} | {cp_commit:.2f} | {commit_ratios[-1]:.2f} | {restore:.2f} | "
+              f"{cp_restore:.2f} | {restore_ratios[-1]:.2f} | {nosync_ratios[-1]:.2f} |", flush=True)
+    print(f"\nratio min / median / max over {rounds} rounds: commit vs cp -r + sync {spread(commit_ratios)}; "
+          f"restore vs cp -r + sync {spread(restore_ratios)}; restore vs cp -r (no sync) {spread(nosync_ratios)}")
+    for leftover in ("small-store", "small-cp", "small-restored"):
+        shutil.rmtree(work / leftover, ignore_errors=True)
+
+
+def incremental_case(work: Path, size_mib: int, files: int, rounds: int, workers: int) -> None:
+    from runctl.store.local import LocalStore
+    from runctl.store.snapshots import Snapshots
+
+    source = work / "source"
+    total = make_data(source, size_mib, files)
+    one = total // files
+    print(f"{files} files x {one / MIB:.0f} MiB in {source}; {rounds} rounds, workers={workers}", file=sys.stderr)
+    print("| round | full commit s | cp -r+sync s | 1 changed, warm cache s | ratio to full | MiB read | "
+          "1 changed, new instance s | ratio to full | MiB read |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    warm_ratios, cold_ratios, full_vs_cp = [], [], []
+    for r in range(rounds):
+        store = LocalStore(fresh(work / "inc-store"))
+        snaps = Snapshots(store, "jobs/bench/checkpoints/", workers=workers)
+        full = synced(lambda: snaps.commit(source))
+        copy = fresh(work / "inc-cp")
+        cp = synced(lambda: cp_sync(source, copy))
+        shutil.rmtree(work / "inc-cp", ignore_errors=True)
+        touch_one(source)  # content no snapshot holds
+        before = read_bytes()
+        warm = synced(lambda: snaps.commit(source))
+        warm_read = read_bytes() - before
+        # A restarted agent: new store and Snapshots instances, nothing cached.
+        restarted = Snapshots(LocalStore(store.root), "jobs/bench/checkpoints/", workers=workers)
+        touch_one(source, at=1)  # again content no snapshot holds
+        before = read_bytes()
+        cold = synced(lambda: restarted.commit(source))
+        cold_read = read_bytes() - before
+        touch_one(source)  # back to the original bytes
+        touch_one(source, at=1)
+        warm_ratios.append(warm / full)
+        cold_ratios.append(cold / full)
+        full_vs_cp.append(full / cp)
+        print(f"| {r + 1} | {full:.2f} | {cp:.2f} | {warm:.3f} | {warm / full:.3f} | {warm_read / MIB:.0f} | "
+              f"{cold:.2f} | {cold / full:.2f} | {cold_read / MIB:.0f} |", flush=True)
+    print(f"\nratio min / median / max over {rounds} rounds: full commit vs cp -r + sync {spread(full_vs_cp)}; "
+          f"1 changed (warm) vs full {spread(warm_ratios)}; 1 changed (new instance) vs full {spread(cold_ratios)}")
+    shutil.rmtree(work / "inc-store", ignore_errors=True)
+
+
 def hash_row(source: Path, total: int) -> tuple:
     def run() -> None:
         for path in sorted(source.iterdir()):
@@ -192,7 +327,19 @@ def main() -> int:
     parser.add_argument("--no-local", action="store_true", help="skip the local-folder runs")
     parser.add_argument("--moto-in-process", action="store_true",
                         help="run moto in this process (shares the GIL with the client; slower)")
+    parser.add_argument("--small-files", type=int, default=0, metavar="N",
+                        help="run only the many-small-files case with N files (local store)")
+    parser.add_argument("--small-kib", type=int, default=4, help="size of each small file (default 4 KiB)")
+    parser.add_argument("--incremental", action="store_true",
+                        help="run only the one-file-changed case (local store)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of --small-files/--incremental")
     args = parser.parse_args()
+    if args.small_files:
+        small_files_case(args.workdir, args.small_files, args.small_kib, args.rounds, args.workers)
+        return 0
+    if args.incremental:
+        incremental_case(args.workdir, args.size_mib, args.files, args.rounds, args.workers)
+        return 0
 
     source = args.workdir / "source"
     start = time.perf_counter()

@@ -23,6 +23,7 @@ against a ``Store``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import stat
@@ -36,7 +37,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
-from runctl.fsutil import temp_name_beside
+from runctl.fsutil import TEMP_MARKER
 from runctl.models import CheckpointInfo, FileEntry
 from runctl.store.base import ProgressCallback, Store, file_mismatch
 from runctl.store.fencing import GENERATION_KEY, Fence, generation_of, without_stale
@@ -59,6 +60,9 @@ from runctl.store.manifest import (
 log = logging.getLogger(__name__)
 
 __all__ = ["Snapshots"]
+
+#: Bytes to hash or copy per worker thread (see ``Snapshots._parallel``).
+PARALLEL_BYTES = 64 << 20
 
 
 def _utc_now() -> datetime:
@@ -191,7 +195,8 @@ class Snapshots:
             log.info("nothing to snapshot in %s", source)
             return None
         created = self._clock().astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        entries = [*self._parallel(self._entry, scanned), *carried]
+        # Only files whose hash is not cached are read.
+        entries = [*self._parallel(self._entry, scanned, size=self._unhashed_bytes), *carried]
 
         if previous is not None and same_files(entries, previous.files):
             if fence is not None:  # "durable" only to a writer that still holds the lease
@@ -206,18 +211,25 @@ class Snapshots:
         by_rel = {s.rel: s for s in scanned}
         written: list[str] = []  # the objects this commit created (create-only: its own)
         lock = threading.Lock()
+        # A folder store writes without a sync per file and makes them durable at once
+        # (flush, below) before the manifest; other stores' writes are durable when done.
+        batch = _transfers_of(self.store)
+        writer = batch or self.store
 
         def transfer(t: Transfer) -> FileEntry | None:
             """Put one file into the snapshot, create-only; returns its entry when it was uploaded."""
             key = new_prefix + t.entry.path
             try:
-                if t.source_key is not None and self._copied(t, key, seq, local=by_rel.get(t.entry.path)):
+                if t.source_key is not None and self._copied(writer, t, key, seq, local=by_rel.get(t.entry.path)):
                     with lock:
                         written.append(key)
                     return None
                 item = by_rel[t.entry.path]
                 try:
-                    self.store.upload(item.path, key, progress=progress, if_none_match=True)
+                    if batch is not None:  # remembers the object's content: a later copy need not read it
+                        batch.upload(item.path, key, progress=progress, if_none_match=True, expect=t.entry)
+                    else:
+                        self.store.upload(item.path, key, progress=progress, if_none_match=True)
                 except NotFoundError as exc:
                     raise StoreError(f"{item.path} vanished while being snapshotted") from exc
                 with lock:
@@ -225,14 +237,18 @@ class Snapshots:
             except PreconditionFailed as exc:
                 raise PreconditionFailed(f"another writer is committing snapshot {seq} at {self.url}: "
                                          f"{t.entry.path} is there already; the next commit takes a new seq") from exc
-            _check_unchanged(item)
-            return t.entry
+            return t.entry  # every source file's state is checked once, after all transfers
 
         try:
-            done = [*self._parallel(transfer, [t for t in plan if not t.after_uploads]),
-                    *self._parallel(transfer, [t for t in plan if t.after_uploads])]
+            # A folder store's writes are bound by this machine (threads by bytes moved);
+            # a remote store's by round trips (every worker thread).
+            moved = (lambda t: t.entry.size) if batch is not None else None  # a link may hash its source
+            done = [*self._parallel(transfer, [t for t in plan if not t.after_uploads], size=moved),
+                    *self._parallel(transfer, [t for t in plan if t.after_uploads], size=moved)]
             for item in scanned:
                 _check_unchanged(item)
+            if batch is not None:
+                batch.flush()  # every file durable before anything (the manifest) names it
             if fence is not None:
                 metadata = {**(metadata or {}), GENERATION_KEY: self._fenced_generation(fence, previous)}
                 manifest = build_manifest(seq, created, entries, metadata)
@@ -269,12 +285,12 @@ class Snapshots:
         except StoreError as exc:
             log.warning("snapshot %d: could not delete the %d object(s) of a refused commit: %s", seq, len(keys), exc)
 
-    def _copied(self, t: Transfer, key: str, seq: int, *, local: SourceFile | None) -> bool:
+    def _copied(self, writer, t: Transfer, key: str, seq: int, *, local: SourceFile | None) -> bool:
         """Copy ``t``'s content inside the store, checked against its entry. False when the
         source object is bad or gone and ``local`` (the same content, by its hash) is to be
         uploaded instead: copying would spread the damage into every later snapshot."""
         try:
-            self.store.copy(t.source_key, key, expect=t.entry, if_none_match=True)
+            writer.copy(t.source_key, key, expect=t.entry, if_none_match=True)
             return True
         except (IntegrityError, NotFoundError) as exc:
             if local is None:  # a carried file: still being written, nothing local to trust
@@ -290,6 +306,9 @@ class Snapshots:
                                      f"snapshot {previous.seq} is of generation {generation_of(previous)}, "
                                      "another agent runs the job now")
         return generation
+
+    def _unhashed_bytes(self, item: SourceFile) -> int:
+        return 0 if self._hashes.lookup(item.path, item.state) is not None else item.state.size
 
     def _entry(self, item: SourceFile) -> FileEntry:
         return FileEntry(item.rel, item.state.size, self._hashes.digest(item.path, item.state))
@@ -327,45 +346,59 @@ class Snapshots:
         """
         info = self._resolve(snapshot)
         target = Path(target)
-        checked = [(f, _safe_destination(target, f.path)) for f in info.files]
+        resolved: dict[str, str] = {}  # each folder resolved once, not once per file
+        checked = [(f, _safe_destination(target, f.path, resolved)) for f in info.files]
         target.mkdir(parents=True, exist_ok=True)
+        with os.scandir(target) as entries:
+            empty = next(entries, None) is None  # then nothing can be there already: no lstat each
         prefix = snapshot_prefix(self.prefix, info.seq)
         temps: list[Path] = []
         lock = threading.Lock()
+        temp_prefix, count = f"{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}-", itertools.count()
+        # A folder store checks each file as it copies it (one read); others are hashed after.
+        batch = _transfers_of(self.store)
 
-        def fetch(item: tuple[FileEntry, Path]) -> tuple[FileEntry, Path, Path] | None:
+        def fetch(item: tuple[FileEntry, Path]) -> tuple[FileEntry, Path, Path, FileState] | None:
             f, dest = item
-            if self._already_there(dest, f):
+            if not empty and self._already_there(dest, f):
                 if progress:
                     progress(f.size)
                 return None
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            temp = temp_name_beside(dest)
+            temp = dest.with_name(f".{dest.name}{temp_prefix}{next(count)}")  # unique, cheaper than a uuid each
             with lock:
                 temps.append(temp)
             try:
+                if batch is not None:
+                    try:
+                        return f, temp, dest, FileState.of(batch.download(prefix + f.path, temp, progress=progress,
+                                                                          expect=f))
+                    except IntegrityError as exc:
+                        raise IntegrityError(f"{f.path} of snapshot {info.seq} does not match its manifest: "
+                                             f"{exc}") from exc
+                dest.parent.mkdir(parents=True, exist_ok=True)
                 self.store.download(prefix + f.path, temp, progress=progress)
             except NotFoundError as exc:
                 raise IntegrityError(f"{f.path} of snapshot {info.seq} is missing from {info.url}") from exc
             problem = file_mismatch(temp, f)
             if problem:
                 raise IntegrityError(f"{f.path} of snapshot {info.seq} does not match its manifest: {problem}")
-            return f, temp, dest
+            return f, temp, dest, FileState.of(os.stat(temp))
 
         try:
-            fetched = [r for r in self._parallel(fetch, checked) if r is not None]
+            moved = (lambda item: item[0].size) if batch is not None else None
+            fetched = [r for r in self._parallel(fetch, checked, size=moved) if r is not None]
         except BaseException:
             for temp in temps:
                 temp.unlink(missing_ok=True)
             raise
-        for f, temp, dest in fetched:
+        for f, temp, dest, state in fetched:
             try:
-                os.replace(temp, dest)
+                os.replace(temp, dest)  # the same inode, size and mtime under its own name
             except OSError as exc:
                 temp.unlink(missing_ok=True)
                 raise StoreError(f"cannot restore {dest}: {exc.strerror}") from exc
             # Just verified, and nothing runs in target yet: trust it despite its fresh mtime.
-            self._hashes.remember(dest, FileState.of(os.stat(dest)), f.sha256, recent_ok=True)
+            self._hashes.remember(dest, state, f.sha256, recent_ok=True)
         log.info("restored snapshot %d into %s: %d files, %d downloaded", info.seq, target,
                  len(info.files), len(fetched))
         return info
@@ -460,14 +493,26 @@ class Snapshots:
         return sorted(problems)
 
     # -- helpers -------------------------------------------------------------------------
-    def _parallel(self, fn, items):
+    def _parallel(self, fn, items, size: Callable[[object], int] | None = None):
         """``[fn(i) for i in items]`` on the worker threads; the first error cancels the
-        rest and is raised once the running calls have finished."""
+        rest and is raised once the running calls have finished.
+
+        ``size``: the bytes an item moves. Threads pay where bytes are hashed or copied (the
+        GIL is released meanwhile); for small files they cost more than they save (10,000
+        files of 4 KiB on 2 busy cores: a commit took 2.2 s on one thread, 6.1 s on eight),
+        so one thread per PARALLEL_BYTES moved, up to ``workers``."""
         items = list(items)
-        if len(items) <= 1 or self.workers == 1:
+        workers = self.workers
+        if size is not None:
+            workers = min(workers, 1 + sum(map(size, items)) // PARALLEL_BYTES)
+        if len(items) <= 1 or workers == 1:
             return [fn(i) for i in items]
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(items)), thread_name_prefix="runctl-snap") as pool:
-            futures = [pool.submit(fn, i) for i in items]
+        # Thousands of small files: a task per run of up to 64 items, about four per worker,
+        # so that the pool's own cost per task does not outweigh the work.
+        run = max(1, min(64, len(items) // (workers * 4)))
+        chunks = [items[i:i + run] for i in range(0, len(items), run)]
+        with ThreadPoolExecutor(max_workers=min(workers, len(chunks)), thread_name_prefix="runctl-snap") as pool:
+            futures = [pool.submit(lambda chunk: [fn(i) for i in chunk], chunk) for chunk in chunks]
             try:
                 for future in as_completed(futures):
                     future.result()
@@ -475,7 +520,15 @@ class Snapshots:
                 for future in futures:
                     future.cancel()
                 raise
-            return [future.result() for future in futures]
+            return [r for future in futures for r in future.result()]
+
+
+def _transfers_of(store: Store):
+    """The store's batched snapshot transfers (``LocalStore.transfers``), or None: looked up
+    on its class, so a wrapper that forwards other calls (a test's counting or faulty store)
+    is not bypassed."""
+    transfers = getattr(type(store), "transfers", None)
+    return transfers(store) if callable(transfers) else None
 
 
 def _check_unchanged(item: SourceFile) -> None:
@@ -487,11 +540,14 @@ def _check_unchanged(item: SourceFile) -> None:
         raise StoreError(f"{item.path} changed while being snapshotted")
 
 
-def _safe_destination(target: Path, rel: str) -> Path:
-    """``target/rel``, after checking that its folder resolves inside ``target``."""
-    root = os.path.realpath(target)
+def _safe_destination(target: Path, rel: str, resolved: dict[str, str] | None = None) -> Path:
+    """``target/rel``, after checking that its folder resolves inside ``target``.
+    ``resolved``: the real paths found so far (folder -> real path), filled in."""
+    resolved = {} if resolved is None else resolved
+    root = resolved.get("") or resolved.setdefault("", os.path.realpath(target))
     dest = Path(target, *rel.split("/"))
-    parent = os.path.realpath(dest.parent)
+    folder = rel.rpartition("/")[0]
+    parent = resolved.get(folder) or resolved.setdefault(folder, os.path.realpath(dest.parent))
     if parent != root and not parent.startswith(root.rstrip(os.sep) + os.sep):
         raise IntegrityError(f"refusing to restore {rel!r}: it would be written outside {target} "
                              f"(to {parent}, through a symlink)")
