@@ -63,7 +63,7 @@ def ended(store, job_id: str) -> dict | None:
 def test_a_detached_job_survives_its_submitter_two_notices_and_a_lost_machine(cloud, runctl, runctl_bg,
                                                                              straight_weights):
     proc = runctl_bg("aws", "run", "training/train.py", "--spot", "-t", "t3.micro", "--auto-resume",
-                     "--", "--steps", "9000", "--checkpoint-every", "500", **FAST_SYNC)
+                     "--", "--steps", "14000", "--checkpoint-every", "500", **FAST_SYNC)
     store = job_store(cloud)
     job_id = wait_for("the job", lambda: the_job(store), proc)
     first = wait_for("attempt 0 to make progress", lambda: reporting_progress(store, job_id, 0), proc,
@@ -75,6 +75,7 @@ def test_a_detached_job_survives_its_submitter_two_notices_and_a_lost_machine(cl
     second = wait_for("attempt 1 to make progress", lambda: reporting_progress(store, job_id, 1), timeout=90)
     notices.append(cloud.interrupt(second))
     third = wait_for("attempt 2 to make progress", lambda: reporting_progress(store, job_id, 2), timeout=90)
+    assert not ended(store, job_id), "the job ended before its machine could be lost: give it more steps"
     cloud.lose(third)
     wait_for("the job to end", lambda: ended(store, job_id), timeout=150)
 
@@ -86,7 +87,7 @@ def test_a_detached_job_survives_its_submitter_two_notices_and_a_lost_machine(cl
     assert [a.instance_id for a in attempts[:2]] == [n["instance_id"] for n in notices]
     for previous, following in zip(attempts[:2], attempts[1:3]):
         assert following.first_step == previous.last_step + 1, attempts  # no step lost: saved on SIGTERM
-    assert attempts[-1].last_step == 9000
+    assert attempts[-1].last_step == 14000
 
     records = read_recovery_list(store, job_id)
     assert [r["old_instance"] for r in records] == [first, second, third]
@@ -109,7 +110,7 @@ def test_a_detached_job_survives_its_submitter_two_notices_and_a_lost_machine(cl
     assert f"recovery 3: {third} lost without a notice -> {attempts[3].instance_id}" in text.stdout, text.stdout
     logs = runctl("logs", job_id)
     assert logs.returncode == 0, logs.stderr
-    assert final_result(logs.stdout) == {"final_step": 9000, "weights_sha256": straight_weights(9000)}
+    assert final_result(logs.stdout) == {"final_step": 14000, "weights_sha256": straight_weights(14000)}
     watched = runctl("aws", "watch", job_id)
     assert watched.returncode == 0, watched.stderr
     assert "completed (3 recoveries)" in watched.stderr

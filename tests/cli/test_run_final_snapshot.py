@@ -28,15 +28,20 @@ import time
 
 from runctl.errors import StoreError
 from runctl.store.local import LocalStore
+from runctl.store.local_transfers import LocalTransfers
 
 fault, name = sys.argv.pop(1).split(":", 1)
 real_upload, real_write = LocalStore.upload, LocalStore.write
+real_batched_upload = LocalTransfers.upload  # a snapshot's files go through a commit's batch
 
 
-def upload(self, path, key, **options):
-    if fault == "full" and key.endswith(name):
-        raise StoreError(f"cannot upload {path} to {self.url}/{key}: No space left on device")
-    return real_upload(self, path, key, **options)
+def failing(real):
+    def upload(self, path, key, **options):
+        if fault == "full" and key.endswith(name):
+            raise StoreError(f"cannot upload {path} to {key}: No space left on device")
+        return real(self, path, key, **options)
+
+    return upload
 
 
 def write(self, key, data, **conditions):
@@ -45,7 +50,8 @@ def write(self, key, data, **conditions):
     return real_write(self, key, data, **conditions)
 
 
-LocalStore.upload, LocalStore.write = upload, write
+LocalStore.upload, LocalStore.write = failing(real_upload), write
+LocalTransfers.upload = failing(real_batched_upload)
 from runctl.cli import main
 
 main(sys.argv[1:])
