@@ -22,28 +22,16 @@ from runctl.errors import NotFoundError, PreconditionFailed
 from runctl.store import layout
 
 
-def group_key(job_id: str) -> str:
-    return f"{layout.job_prefix(job_id)}group.json"
-
-
-def boot_failures_key(job_id: str) -> str:
-    return f"{layout.job_prefix(job_id)}boot-failures.json"
-
-
-def recoveries_key(job_id: str) -> str:
-    return f"{layout.job_prefix(job_id)}recoveries.json"
-
-
 def read_group(store, job_id: str) -> dict | None:
     """The job's group.json, or None for a job that runs in no group."""
     try:
-        return json.loads(store.read(group_key(job_id)).data)
+        return json.loads(store.read(layout.group_key(job_id)).data)
     except NotFoundError:
         return None
 
 
 def write_group(store, job_id: str, record: dict) -> None:
-    store.write(group_key(job_id), json.dumps(record, indent=1, sort_keys=True).encode())
+    store.write(layout.group_key(job_id), json.dumps(record, indent=1, sort_keys=True).encode())
 
 
 def mark_ended(store, job_id: str, state: str, message: str, *, by: str, clock=time.time) -> dict | None:
@@ -83,17 +71,17 @@ def add_boot_failure(store, job_id: str, instance_id: str) -> int:
         if instance_id not in data["instances"]:
             data["instances"].append(instance_id)
 
-    return len(_update(store, boot_failures_key(job_id), change, {"instances": []})["instances"])
+    return len(_update(store, layout.boot_failures_key(job_id), change, {"instances": []})["instances"])
 
 
 def clear_boot_failures(store, job_id: str) -> None:
     """An agent started: the failures before it are no longer "in a row"."""
-    store.delete([boot_failures_key(job_id)])
+    store.delete([layout.boot_failures_key(job_id)])
 
 
 def boot_failures(store, job_id: str) -> list[str]:
     try:
-        return list(json.loads(store.read(boot_failures_key(job_id)).data).get("instances", ()))
+        return list(json.loads(store.read(layout.boot_failures_key(job_id)).data).get("instances", ()))
     except NotFoundError:
         return []
 
@@ -102,7 +90,7 @@ def add_recovery(store, job_id: str, entry: dict) -> None:
     def change(data: dict) -> None:
         data["recoveries"].append(entry)
 
-    _update(store, recoveries_key(job_id), change, {"recoveries": []})
+    _update(store, layout.recoveries_key(job_id), change, {"recoveries": []})
 
 
 def update_recovery(store, job_id: str, old_instance: str, **fields) -> None:
@@ -113,11 +101,11 @@ def update_recovery(store, job_id: str, old_instance: str, **fields) -> None:
                 record.update(fields)
                 return
 
-    _update(store, recoveries_key(job_id), change, {"recoveries": []})
+    _update(store, layout.recoveries_key(job_id), change, {"recoveries": []})
 
 
 def read_recovery_list(store, job_id: str) -> list[dict]:
     try:
-        return list(json.loads(store.read(recoveries_key(job_id)).data).get("recoveries", ()))
+        return list(json.loads(store.read(layout.recoveries_key(job_id)).data).get("recoveries", ()))
     except NotFoundError:
         return []

@@ -64,7 +64,7 @@ def submit_group_job(store, groups, spec: JobSpec, launch, rules: GroupRules, *,
         raise UsageError(f"job {job_id} runs already (group {running}); follow it with runctl aws watch {job_id}, "
                          f"cancel it with runctl aws cancel {job_id}, or give another --job-id")
     # A new run of the job: an old cancel marker or count of boot failures does not apply.
-    store.delete([cancel_key(job_id), records.boot_failures_key(job_id)])
+    store.delete([cancel_key(job_id), layout.boot_failures_key(job_id)])
     previous = read_status(store, job_id)
     if previous is not None and previous.state in _RESUBMITTABLE:
         again = dataclasses.replace(previous, state="pending", message="submitted again: resumes from its latest "

@@ -23,6 +23,21 @@ def lease_key(job_id: str) -> str:
     return f"jobs/{job_id}/lease.json"
 
 
+def group_key(job_id: str) -> str:
+    """The job's Auto Scaling group and its rules (runctl.agent.group_record)."""
+    return f"jobs/{job_id}/group.json"
+
+
+def boot_failures_key(job_id: str) -> str:
+    """The group's instances, in a row, whose agent never started."""
+    return f"jobs/{job_id}/boot-failures.json"
+
+
+def recoveries_key(job_id: str) -> str:
+    """One record per replacement of the job's instance."""
+    return f"jobs/{job_id}/recoveries.json"
+
+
 def checkpoints_prefix(job_id: str) -> str:
     return f"jobs/{job_id}/checkpoints/"
 
