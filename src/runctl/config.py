@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from runctl.errors import ConfigError
+from runctl.job_env import check_references
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -176,6 +177,10 @@ class JobConfig:
     env: dict[str, str] = field(default_factory=dict, metadata={
         "help": "Environment variables of the script ([jobs.NAME.env] table).", "example": None, "ge": None,
         "gt": None, "check": _env_table})
+    secrets: dict[str, str] = field(default_factory=dict, metadata={
+        "help": "Secrets of the script's environment, by reference ([jobs.NAME.secrets] table: NAME = "
+                "\"ssm:/path\" or \"secretsmanager:ID\"), read where the job runs.", "example": None, "ge": None,
+        "gt": None, "check": check_references})
     instance_type: str | None = _key(None, "Instance type on AWS.", example="g5.xlarge")
     fallback_instance_types: tuple[str, ...] = _key((), "Instance types to try next on AWS.", example=("g6.xlarge",))
     spot: bool | None = _key(None, "Spot (true) or on-demand (false) on AWS; unset: [aws] use_spot.", example=True)
@@ -535,7 +540,9 @@ def render_template() -> str:
     lines += ["", "# Named jobs: `runctl run NAME` and `runctl aws run NAME` run them; options on the",
               "# command line override their keys. For example:", "#", "#   [jobs.train]"]
     for spec in _specs(JOBS).values():
-        if spec.name != "env":
+        if spec.name not in ("env", "secrets"):
             lines.append(f"#   {spec.name} = {toml_value(spec.meta['example'])}  # {spec.meta['help']}")
     lines += ["#", "#   [jobs.train.env]  # the script's environment variables", '#   WANDB_PROJECT = "demo"']
+    lines += ["#", "#   [jobs.train.secrets]  # read where the job runs, never stored",
+              '#   WANDB_API_KEY = "ssm:/runctl/wandb-api-key"']
     return "\n".join(lines) + "\n"

@@ -130,6 +130,9 @@ class JobSpec(Record):
     max_upload_share: float = 0.25  # of the time, spent uploading rewritten checkpoints at most
     keep_last_n: int = 5
     env: dict[str, str] = field(default_factory=dict)
+    # NAME -> secret reference ("ssm:/path", "secretsmanager:ID"; runctl.job_env): the agent reads
+    # the values before each attempt, into the script's environment only; never stored.
+    secrets: dict[str, str] = field(default_factory=dict)
     code_tree: str | None = None  # id of the project's code tree in the store (runctl aws train)
     image: str | None = None  # run each attempt in this Docker image (runctl.agent.container)
     docker_args: tuple[str, ...] = ()  # extra `docker run` arguments (e.g. --gpus, --network)

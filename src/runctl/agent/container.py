@@ -42,7 +42,7 @@ class ContainerAttempt:
         image_env = self.cli.image_env(self.spec.image)
         image_path = image_env.get("PYTHONPATH")
         env["PYTHONPATH"] = RUNCTL_LIB_MOUNT + (f":{image_path}" if image_path else "")
-        names = sorted({*self.spec.env, "PYTHONPATH", "PYTHONUNBUFFERED",
+        names = sorted({*self.spec.env, *self.spec.secrets, "PYTHONPATH", "PYTHONUNBUFFERED",
                         *(k for k in env if k.startswith(PASSED_PREFIXES))})
         args = list(self.spec.docker_args)
         has_nvidia_smi = shutil.which("nvidia-smi") is not None

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from runctl.agent import workspace
+from runctl.agent import secrets, workspace
 from runctl.agent.deadline import kill_time
 from runctl.agent.lease import Lease, must_kill_at, must_stop_at
 from runctl.agent.logs import LogShipper
@@ -214,6 +214,9 @@ class Agent:
         """Run one attempt; return it, and the error of its final snapshot when that failed."""
         assert self.book is not None
         number = len(self.book.status.attempts)
+        # Read before the restore, so that a secret that cannot be read costs no download;
+        # with this agent's credentials, into the script's environment only.
+        secret_values = secrets.resolve(self.spec.secrets)
         restored = self._prepare_folder(first_in_run)
         self._prove_lease(number)
         # Before the script starts: a file it writes at once must not pass for one restored.
@@ -225,6 +228,7 @@ class Agent:
             stale.unlink(missing_ok=True)
         env = workspace.attempt_environment(os.environ, self.spec, attempt=number, resume=resume,
                                             interrupt_file=interrupt_file, progress_file=progress_file)
+        env.update(secret_values)
         argv = workspace.command_for(self.spec, resume)
         container = None
         if self.spec.image:  # the attempt runs in the job's image, supervised the same way

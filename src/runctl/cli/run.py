@@ -13,6 +13,7 @@ import click
 from runctl.cli import _common
 from runctl.cli._args import script_args, script_command
 from runctl.cli._context import output_option, pass_app
+from runctl.cli._env import with_env_options, with_environment
 from runctl.cli._named import invocation, not_found_hint
 from runctl.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, JobFailed, UsageError
 
@@ -42,10 +43,11 @@ EXIT_BY_STATE = {"completed": 0, "failed": EXIT_JOB_FAILED, "stopped": EXIT_INTE
 @click.option("--docker", "docker", is_flag=True,
               help="Run in the project's Docker image (built first when its content changed).")
 @click.option("--docker-image", metavar="IMAGE", help="Run in this prebuilt Docker image.")
+@with_env_options
 @output_option
 @pass_app
 def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_restarts, max_restarts_on_errors,
-        resume_args, sync_interval, keep_last_n, rehearse, rehearse_at, spot_notices, detach, docker, docker_image):
+        resume_args, sync_interval, keep_last_n, rehearse, rehearse_at, spot_notices, detach, docker, docker_image, env, secret):
     """Run SCRIPT (a .py file, any command, or a job NAME of .runctl.toml) under the agent.
 
     \b
@@ -64,7 +66,7 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
     from runctl.models import JobSpec
 
     config = app.config
-    named = invocation(config, script, script_args())
+    named = with_environment(invocation(config, script, script_args()), env, secret)
     if named.shadows:
         app.output.note(f"runctl: {script} is a file here: running it, not [jobs.{named.shadows}]")
     try:
@@ -95,6 +97,7 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
                                 else max_restarts_on_errors),
         resume_args=named.resume_args(resume_args),
         env=dict(named.job.env),
+        secrets=dict(named.job.secrets),
         sync_interval=config.checkpoint.sync_interval if sync_interval is None else sync_interval,
         max_upload_share=config.checkpoint.max_upload_share,
         keep_last_n=config.checkpoint.keep_last_n if keep_last_n is None else keep_last_n,

@@ -132,7 +132,7 @@ def job_spec(app, job_store, named, job_id: str, command: tuple[str, ...], tree:
     signal_name = config.local.stop_signal.upper()
     return remote_spec(
         job_id, command, job_store.url, code_tree=tree, checkpoint_dir=checkpoint_dir,
-        resume_args=resume_args, env=dict(named.job.env),
+        resume_args=resume_args, env=dict(named.job.env), secrets=dict(named.job.secrets),
         grace_period=config.local.grace_period,
         stop_signal=signal_name if signal_name.startswith("SIG") else f"SIG{signal_name}",
         max_restarts=config.local.max_restarts if named.job.max_restarts is None else named.job.max_restarts,

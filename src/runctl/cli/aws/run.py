@@ -16,6 +16,7 @@ import click
 from runctl.cli import _common
 from runctl.cli._args import script_args, script_command
 from runctl.cli._context import output_option, pass_app
+from runctl.cli._env import with_env_options, with_environment
 from runctl.cli.aws._docker import prepare_image, with_docker_options
 from runctl.cli.aws._jobs import (auto_resume_on, instance_checkpoint_dir, job_spec, prepare_code, resolve_script,
                                   with_checkpoint_options, with_code_options)
@@ -30,6 +31,7 @@ from runctl.cli.aws._shared import aws_store_url
 @with_code_options
 @with_checkpoint_options
 @with_docker_options
+@with_env_options
 @click.option("--detach", is_flag=True, help="Submit the job and return at once, printing its id.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="Stop following after S seconds (exit 1; the job goes on).")
@@ -43,7 +45,7 @@ from runctl.cli.aws._shared import aws_store_url
 @pass_app
 @click.pass_context
 def run(ctx, app, script, instance_type, spot, max_price_per_hour, sync_code, includes, job_id, checkpoint_dir,
-        resume_args, no_docker, docker_image, detach, timeout, auto_resume, store, region):
+        resume_args, no_docker, docker_image, detach, timeout, auto_resume, store, region, env, secret):
     """Run SCRIPT (a file of the project, or a job NAME of .runctl.toml) on AWS with the
     project's code, in an Auto Scaling group of its own that keeps it running: a reclaimed
     or lost instance is replaced and the job resumed, and the group is deleted when the job
@@ -57,7 +59,7 @@ def run(ctx, app, script, instance_type, spot, max_price_per_hour, sync_code, in
     from runctl.cli.aws._group import follow, submit
     from runctl.store import open_store
 
-    named = resolve_script(app, script, script_args())
+    named = with_environment(resolve_script(app, script, script_args()), env, secret)
     folder = instance_checkpoint_dir(app, named, checkpoint_dir)
     job_store = open_store(aws_store_url(app, store))
     job_id = _common.resolve_job_id(job_store, job_id, named.script, named.args)

@@ -13,6 +13,7 @@ import click
 from runctl.cli import _common
 from runctl.cli._args import ScriptCommand, script_args
 from runctl.cli._context import output_option, pass_app
+from runctl.cli._env import with_env_options, with_environment
 from runctl.cli.aws._docker import prepare_image, with_docker_options
 from runctl.cli.aws._jobs import (instance_checkpoint_dir, require_running, resolve_script, send_job, wait_and_report,
                                   with_checkpoint_options, with_code_options)
@@ -48,6 +49,7 @@ def _refuse_auto_resume(_ctx, _param, value):
 @with_code_options
 @with_checkpoint_options
 @with_docker_options
+@with_env_options
 @click.option("--wait", is_flag=True, help="Follow the job's output and exit with its exit code.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="With --wait: give up after S seconds (exit 1; the job goes on).")
@@ -57,7 +59,7 @@ def _refuse_auto_resume(_ctx, _param, value):
 @output_option
 @pass_app
 def train(app, instance_id, script, sync_code, includes, job_id, checkpoint_dir, resume_args, no_docker, docker_image,
-          wait, timeout, store, region):
+          wait, timeout, store, region, env, secret):
     """Run SCRIPT (a file of the project, or a job NAME of .runctl.toml) on INSTANCE_ID's
     agent, with the project's code; resume it from the store.
 
@@ -67,7 +69,7 @@ def train(app, instance_id, script, sync_code, includes, job_id, checkpoint_dir,
     """
     from runctl.store import open_store
 
-    named = resolve_script(app, script, script_args())
+    named = with_environment(resolve_script(app, script, script_args()), env, secret)
     folder = instance_checkpoint_dir(app, named, checkpoint_dir)
     job_store = open_store(aws_store_url(app, store))
     require_running(app, instance_id, region)
