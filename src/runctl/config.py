@@ -180,7 +180,7 @@ class JobConfig:
     secrets: dict[str, str] = field(default_factory=dict, metadata={
         "help": "Secrets of the script's environment, by reference ([jobs.NAME.secrets] table: NAME = "
                 "\"ssm:/path\" or \"secretsmanager:ID\"), read where the job runs.", "example": None, "ge": None,
-        "gt": None, "check": check_references})
+        "gt": None, "check": check_references, "hide_value": True})
     instance_type: str | None = _key(None, "Instance type on AWS.", example="g5.xlarge")
     fallback_instance_types: tuple[str, ...] = _key((), "Instance types to try next on AWS.", example=("g6.xlarge",))
     spot: bool | None = _key(None, "Spot (true) or on-demand (false) on AWS; unset: [aws] use_spot.", example=True)
@@ -335,7 +335,8 @@ def _check(spec: _Spec, value: Any, subject: str) -> Any:
         try:
             value = meta["check"](value)
         except ValueError as exc:
-            raise ConfigError(f"{subject} must be {exc}, got {toml_value(value)}") from None
+            got = "" if meta.get("hide_value") else f", got {toml_value(value)}"  # it may hold a secret
+            raise ConfigError(f"{subject} must be {exc}{got}") from None
     return value
 
 

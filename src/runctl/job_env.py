@@ -47,16 +47,17 @@ class SecretRef:
 
 
 def parse_reference(text: str) -> SecretRef:
-    """``text`` as a SecretRef, or ``ValueError`` saying why it is none (never a value)."""
+    """``text`` as a SecretRef, or ``ValueError`` saying why it is none. The message never
+    holds ``text``: what a user gives where a reference belongs may be the secret itself."""
     kind, sep, ident = text.partition(":")
     if not sep or kind not in KINDS:
-        raise ValueError(f"{text!r} is not a secret reference ({REFERENCE_FORMS})")
+        raise ValueError(f"not a secret reference ({REFERENCE_FORMS})")
     if not ident.strip() or ident != ident.strip():
-        raise ValueError(f"{text!r} names no {kind} {'parameter' if kind == 'ssm' else 'secret'} after '{kind}:' "
-                         f"(e.g. {REFERENCE_FORMS})")
+        raise ValueError(f"'{kind}:' is followed by no {'parameter' if kind == 'ssm' else 'secret'} name "
+                         f"({REFERENCE_FORMS})")
     found = _ARN.fullmatch(ident)
     if ident.startswith("arn:") and (found is None or found.group(1) != kind):
-        raise ValueError(f"{text!r}: the ARN after '{kind}:' must be one of {kind}")
+        raise ValueError(f"the ARN after '{kind}:' is not one of {kind}")
     return SecretRef(kind, ident)
 
 
@@ -70,21 +71,20 @@ def check_name(name: str) -> str:
 def parse_pairs(pairs: Iterable[str], option: str, *, references: bool = False) -> dict[str, str]:
     """``KEY=VALUE`` items of a repeatable ``option`` as a dict (the last of a name wins);
     with ``references``, every value must be a secret reference. ``UsageError`` (exit 2) on
-    the first bad item, naming it and the fix. An ``--env`` value may be anything, so only
-    its name is shown; a ``--secret`` item holds no secret, so it is shown whole."""
+    the first bad item, naming it and the fix; never showing a value, nor an item without
+    '=' (it may be a value given alone)."""
     found: dict[str, str] = {}
     form = "NAME=ssm:/path/to/parameter or NAME=secretsmanager:SECRET_ID" if references else "KEY=VALUE"
     for item in pairs:
         name, sep, value = item.partition("=")
-        shown = item if references or not sep else f"{name}=..."
+        if not sep:
+            raise UsageError(f"{option}: an item has no '=' (not shown: it may be a value); give {form}")
         try:
-            if not sep:
-                raise ValueError("has no '='")
             check_name(name)
             if references:
                 parse_reference(value)
         except ValueError as exc:
-            raise UsageError(f"{option} {shown!r}: {exc}; give {form}") from None
+            raise UsageError(f"{option} {name}=...: {exc}; give {form}") from None
         found[name] = value
     return found
 
@@ -98,7 +98,7 @@ def check_references(table: Mapping[str, str]) -> dict[str, str]:
             parse_reference(value)
         except ValueError as exc:
             raise ValueError(f"a table of secret references (NAME = \"ssm:/path\" or \"secretsmanager:ID\"); "
-                             f"{exc}") from None
+                             f"{name}: {exc}") from None
     return dict(table)
 
 
