@@ -3,7 +3,9 @@
 - ``instance_policy``: what the instance role needs beside AmazonSSMManagedInstanceCore:
   the job bucket (list, read, write, delete), pulling images from ECR, and ending a job's
   Auto Scaling group from inside (leave it, lower it, delete it and its launch template),
-  only for groups and templates tagged ``runctl:created``.
+  only for groups and templates tagged ``runctl:created``; and reading a job's secrets
+  (``--secret``) from SSM parameters under ``/runctl/`` and Secrets Manager secrets named
+  ``runctl/...`` (see ``SECRET_PARAMETERS`` and ``SECRET_NAMES``).
 - ``cli_policy``: what the person running runctl needs day to day: launch tagged instances,
   fleets and job groups, change only resources tagged ``runctl:created``, pass the instance
   role to EC2, run commands through SSM, use the job bucket.
@@ -57,6 +59,24 @@ def _runctl_tagged(prefix: str) -> dict[str, Any]:
     return {"Null": {f"{prefix}:ResourceTag/{TAG_CREATED}": "false"}}
 
 
+#: The secrets an instance may read for its jobs' ``--secret NAME=REF``, by a naming convention
+#: (as the role's groups are ``runctl-*``): SSM parameters under /runctl/ and Secrets Manager
+#: secrets whose names start with runctl/. No kms:Decrypt: the AWS managed keys (aws/ssm,
+#: aws/secretsmanager) let every principal of the account decrypt through their service; a
+#: secret under a customer managed key needs kms:Decrypt on that key, granted by its owner.
+SECRET_PARAMETERS = "/runctl/*"
+SECRET_NAMES = "runctl/*"
+
+
+def _secret_statements(account: str, partition: str) -> list[dict[str, Any]]:
+    return [
+        {"Sid": "ReadRunctlParameters", "Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:GetParameters"],
+         "Resource": f"arn:{partition}:ssm:*:{account}:parameter{SECRET_PARAMETERS}"},
+        {"Sid": "ReadRunctlSecrets", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+         "Resource": f"arn:{partition}:secretsmanager:*:{account}:secret:{SECRET_NAMES}"},
+    ]
+
+
 def instance_policy(bucket: str, account: str = "*", partition: str = "aws") -> dict[str, Any]:
     return {"Version": VERSION, "Statement": [
         *_bucket_statements(bucket, partition),
@@ -70,6 +90,7 @@ def instance_policy(bucket: str, account: str = "*", partition: str = "aws") -> 
         {"Sid": "EcrPull", "Effect": "Allow",
          "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
          "Resource": f"arn:{partition}:ecr:*:{account}:repository/*"},
+        *_secret_statements(account, partition),
     ]}
 
 
