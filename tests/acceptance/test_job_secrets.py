@@ -122,11 +122,15 @@ def test_a_secret_by_reference_reaches_the_script_and_runctl_writes_it_nowhere(c
     assert VALUE not in out and VALUE not in err
 
 
+def job_name(text: str) -> str:
+    return text.split("runctl: job ", 1)[1].split()[0]
+
+
 def test_a_secret_that_cannot_be_read_fails_the_job_naming_it(cloud, project, runctl):
     (project / "show.py").write_text(SHOW)
     (project / ".runctl.toml").write_text(CONFIG)  # no such parameter in SSM
     done = runctl("aws", "run", "show", "--no-docker")
     assert done.returncode == 1, done.stderr
     line = f"cannot read secret WANDB_API_KEY (ssm:{PARAMETER}): ParameterNotFound"
-    assert line in done.stderr and "Traceback" not in done.stderr
+    assert f"runctl: job {job_name(done.stderr)} failed: {line}" in done.stderr and "Traceback" not in done.stderr
     assert "token_sha256" not in done.stdout + done.stderr  # the script never ran

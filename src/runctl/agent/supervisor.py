@@ -214,9 +214,7 @@ class Agent:
         """Run one attempt; return it, and the error of its final snapshot when that failed."""
         assert self.book is not None
         number = len(self.book.status.attempts)
-        # Read before the restore, so that a secret that cannot be read costs no download;
-        # with this agent's credentials, into the script's environment only.
-        secret_values = secrets.resolve(self.spec.secrets)
+        secret_values = self._read_secrets()  # before the restore: a secret that cannot be read costs no download
         restored = self._prepare_folder(first_in_run)
         self._prove_lease(number)
         # Before the script starts: a file it writes at once must not pass for one restored.
@@ -310,6 +308,17 @@ class Agent:
         self._emit("exit", f"attempt {number} {reason} ({describe_exit(exit_code)}){outcome}",
                    attempt=number, reason=reason, exit_code=exit_code)
         return attempt, unsaved
+
+    def _read_secrets(self) -> dict[str, str]:
+        """The values of the job's secret references, read with this agent's credentials, for
+        the script's environment only. One that cannot be read ends the job as failed, with
+        the error's line (it names the variable and its reference, never a value)."""
+        try:
+            return secrets.resolve(self.spec.secrets)
+        except RunctlError as exc:
+            assert self.book is not None
+            self.book.update(state="failed", message=str(exc))
+            raise
 
     def _prove_lease(self, attempt: int) -> None:
         """Renew the lease before starting a script: another agent may have taken the job
