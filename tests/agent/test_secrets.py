@@ -107,7 +107,8 @@ def test_the_call_shapes_are_those_of_aws():
 
 def test_no_region_and_no_credentials_are_one_line_each(monkeypatch):
     no_region = _StubbedSession()
-    no_region.region_name = None  # no AWS_REGION, no profile region
+    no_region.region_name = None  # no AWS_DEFAULT_REGION, no profile region
+    monkeypatch.delenv("AWS_REGION", raising=False)
     with pytest.raises(CloudError, match=r"^cannot read secret T \(ssm:/p\): no AWS region set; set AWS_REGION"):
         SecretResolver(no_region).resolve({"T": "ssm:/p"})
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):

@@ -13,6 +13,7 @@ environment variable's value and is refused).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -76,7 +77,8 @@ class SecretResolver:
 
             self.session = boto3.session.Session()
         session = self.session
-        region = ref.region or session.region_name
+        # AWS_REGION too, as runctl's other AWS commands read it (botocore reads AWS_DEFAULT_REGION).
+        region = ref.region or session.region_name or os.environ.get("AWS_REGION") or None
         if region is None:
             raise CloudError(f"cannot {action}: no AWS region set; set AWS_REGION, or give the "
                              f"{'parameter' if ref.kind == 'ssm' else 'secret'}'s ARN (it names its region)")
