@@ -134,3 +134,26 @@ def test_a_secret_that_cannot_be_read_fails_the_job_naming_it(cloud, project, ru
     line = f"cannot read secret WANDB_API_KEY (ssm:{PARAMETER}): ParameterNotFound"
     assert f"runctl: job {job_name(done.stderr)} failed: {line}" in done.stderr and "Traceback" not in done.stderr
     assert "token_sha256" not in done.stdout + done.stderr  # the script never ran
+
+
+def test_aws_train_reads_a_secrets_manager_secret_on_the_instance(cloud, project, runctl):
+    cloud.client("secretsmanager").create_secret(Name="runctl/wandb-api-key", SecretString=VALUE)
+    (project / "show.py").write_text(SHOW)
+    created = runctl("aws", "create", "--spot", "--instance-type", "t3.micro", "--wait", "--output", "instance-id")
+    assert created.returncode == 0, created.stderr
+    instance_id = created.stdout.strip()
+
+    trained = runctl("aws", "train", instance_id, "show.py", "--wait", "--output", "json",
+                     "--env", "GREETING=hi", "--secret", "WANDB_API_KEY=secretsmanager:runctl/wandb-api-key")
+    assert trained.returncode == 0, trained.stderr + cloud.instances[instance_id].log_path.read_text()
+    proof = {"greeting": "hi", "plain": None, "token_sha256": hashlib.sha256(VALUE.encode()).hexdigest()}
+    assert json.dumps(proof) in trained.stderr
+    assert json.loads(trained.stdout)["state"] == "completed"
+
+    secret = VALUE.encode()
+    assert not [text for text in instances_user_data(cloud) if VALUE in text]
+    assert bucket_objects_holding(cloud, secret)[1] == []
+    assert holding(cloud.workdir / "instances", secret) == []
+    assert VALUE not in trained.stdout + trained.stderr
+    terminated = runctl("aws", "terminate", instance_id)
+    assert terminated.returncode == 0, terminated.stderr
