@@ -544,6 +544,6 @@ def render_template() -> str:
         if spec.name not in ("env", "secrets"):
             lines.append(f"#   {spec.name} = {toml_value(spec.meta['example'])}  # {spec.meta['help']}")
     lines += ["#", "#   [jobs.train.env]  # the script's environment variables", '#   WANDB_PROJECT = "demo"']
-    lines += ["#", "#   [jobs.train.secrets]  # read where the job runs, never stored",
+    lines += ["#", "#   [jobs.train.secrets]  # read where the job runs; only the reference is stored",
               '#   WANDB_API_KEY = "ssm:/runctl/wandb-api-key"']
     return "\n".join(lines) + "\n"
