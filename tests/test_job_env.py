@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from runctl.errors import UsageError
 from runctl.job_env import check_references, parse_pairs, parse_reference
@@ -61,3 +63,16 @@ def test_a_secrets_table_is_checked_whole():
     assert "hunter2" not in str(caught.value)
     with pytest.raises(ValueError, match="'bad name' is no variable name"):
         check_references({"bad name": "ssm:/x"})
+
+
+@given(name=st.from_regex(r"[A-Z_][A-Z0-9_]{0,10}", fullmatch=True), value=st.text(min_size=6))
+def test_no_error_about_an_item_shows_its_value(name, value):
+    template = ("--secret: an item has no '=' (not shown: it may be a value); give NAME=ssm:/path/to/parameter or "
+                "NAME=secretsmanager:SECRET_ID ... not a secret reference 'ssm:' 'secretsmanager:' is followed by no "
+                "parameter secret name the ARN after is not one of")
+    assume(value not in template and value not in name)
+    for item, references in ((f"{name}={value}", True), (value, True), (value, False)):
+        try:
+            parse_pairs([item], "--secret" if references else "--env", references=references)
+        except UsageError as exc:
+            assert value not in str(exc)
