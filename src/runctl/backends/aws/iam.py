@@ -61,7 +61,9 @@ def _runctl_tagged(prefix: str) -> dict[str, Any]:
 
 #: The secrets an instance may read for its jobs' ``--secret NAME=REF``, by a naming convention
 #: (as the role's groups are ``runctl-*``): SSM parameters under /runctl/ and Secrets Manager
-#: secrets whose names start with runctl/. No kms:Decrypt: the AWS managed keys (aws/ssm,
+#: secrets whose names start with runctl/. (AmazonSSMManagedInstanceCore, also on the role,
+#: allows GetParameter on every parameter: the SSM scope documents intent, the Secrets
+#: Manager one limits; see docs/ENVIRONMENTS.md.) No kms:Decrypt: the AWS managed keys (aws/ssm,
 #: aws/secretsmanager) let every principal of the account decrypt through their service; a
 #: secret under a customer managed key needs kms:Decrypt on that key, granted by its owner.
 SECRET_PARAMETERS = "/runctl/*"
