@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["FakeCompute", "FakeGroups", "Fault", "FaultPlan", "FaultyStore", "ImdsEmulator", "MemoryStore", "Rule", "S3FaultProxy"]
+__all__ = ["FakeCompute", "FakeGroups", "Fault", "FaultPlan", "FaultyStore", "ImdsEmulator", "MemoryStore", "Rule",
+           "S3FaultProxy"]
 
 
 def __getattr__(name: str) -> Any:

@@ -89,8 +89,9 @@ class FakeCompute:
             spot: bool = False, subnet_id: str | None = None, image_id: str = "ami-fake") -> InstanceInfo:
         """An instance that is there (``tags={}``: one runctl did not launch)."""
         n = next(self._launches)  # launch times one second apart, in order
+        launched = f"2026-01-01T{n // 3600:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z"
         instance = InstanceInfo(next(self._ids), instance_type, state, "spot" if spot else "on-demand",
-                                az=f"{self.region}a", launched=f"2026-01-01T{n // 3600:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z",
+                                az=f"{self.region}a", launched=launched,
                                 tags=dict(tags or {}), region=self.region, image_id=image_id, subnet_id=subnet_id)
         self.instances[instance.instance_id] = instance
         return instance

@@ -126,7 +126,8 @@ class Provisioner:
     # -- outcomes --------------------------------------------------------------------
     def _note_refusals(self, errors: list[Skipped], instance_type: str) -> None:
         if not errors:
-            errors = [Skipped(instance_type, CAPACITY, None, "NoInstance", "the fleet launched nothing and said why not")]
+            errors = [Skipped(instance_type, CAPACITY, None, "NoInstance",
+                              "the fleet launched nothing and said why not")]
         fatal = [e for e in errors if error_class(e.code) is not NoCapacity]
         if fatal:
             first = fatal[0]
