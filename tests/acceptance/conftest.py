@@ -3,7 +3,7 @@ the test left running), a user's project, and the real CLI run in it.
 
 Each test has a harness of its own (agents, metadata emulators, folders, the leftovers
 check) over the session's moto server (``moto_server``, reset by the harness at its start)
-and the session's instance interpreter (``fake_cloud_agent_python``)."""
+with the session's instance interpreter and image (``fake_cloud_options``)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def cloud(tmp_path, request, moto_server, fake_cloud_agent_python):
+def cloud(tmp_path, request, fake_cloud_options):
     """The fake cloud; ``@pytest.mark.fake_cloud(**kwargs)`` passes FakeCloud options (a
     harness of the test's own either way; ``endpoint=None`` gives it a server of its own too)."""
     marker = request.node.get_closest_marker("fake_cloud")
-    options = {"notice_deadline_s": 6.0, "endpoint": moto_server, "agent_python": fake_cloud_agent_python,
-               **(marker.kwargs if marker else {})}
+    options = {"notice_deadline_s": 6.0, **fake_cloud_options, **(marker.kwargs if marker else {})}
     # A two-minute notice compressed to 6 s: time enough for the final snapshot on a busy machine.
     with FakeCloud(tmp_path / "cloud", **options) as fake:
         yield fake

@@ -21,13 +21,12 @@ STEPS = 600
 
 
 @pytest.fixture
-def cloud(tmp_path, docker_host, monkeypatch, moto_server, fake_cloud_agent_python):
+def cloud(tmp_path, docker_host, monkeypatch, fake_cloud_options):
     # The agents' own docker login (not the CLI's): their DOCKER_CONFIG comes from this environment.
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "agent-docker-config"))
     # A two-minute notice compressed to 6 s: time enough for the final snapshot on a busy machine.
     # A harness of the test's own over the session's moto server (reset at its start).
-    with FakeCloud(tmp_path / "cloud", notice_deadline_s=6.0, endpoint=moto_server,
-                   agent_python=fake_cloud_agent_python) as fake:
+    with FakeCloud(tmp_path / "cloud", notice_deadline_s=6.0, **fake_cloud_options) as fake:
         yield fake
         assert fake.leftovers() == []
 

@@ -15,9 +15,10 @@ From Python or pytest::
         subprocess.run(["runctl", "aws", "create", ...], env={**os.environ, **cloud.env})
 
 Many harnesses may take turns on one moto server (a test session's): ``FakeCloud(tmp_path,
-endpoint=URL, agent_python=PY)`` resets that server's state at start instead of starting one,
-leaves it running at stop, and gives its instances an interpreter made once
-(``runctl.testing.agent_env.runctl_only_env``). The server must be in this process
+endpoint=URL, agent_python=PY, image_id=AMI)`` resets that server's state at start instead of
+starting one, leaves it running at stop, gives its instances an interpreter made once
+(``runctl.testing.agent_env.runctl_only_env``) and names the image found once (moto's
+images are the same after every reset; listing them is one of its slowest calls). The server must be in this process
 (``ThreadedMotoServer``) or be one nobody else uses meanwhile: resetting it clears everything.
 
 From a shell (exits with COMMAND's exit code)::
@@ -63,6 +64,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def first_image(ec2) -> str:
+    """The image the fake cloud's instances boot (moto's first)."""
+    return ec2.describe_images()["Images"][0]["ImageId"]
+
+
 def default_agent_command(user_data: str) -> list[str]:
     """The agent command of a runctl bootstrap script (see runctl.backends.aws.bootstrap)."""
     from runctl.backends.aws.bootstrap import agent_command_from_user_data
@@ -90,7 +96,7 @@ class FakeCloud:
                  notice_deadline_s: float = 5.0, poll_interval: float = 0.2,
                  agent_command: Callable[[str], list[str]] = default_agent_command,
                  boot_timeout_s: float | None = None, endpoint: str | None = None,
-                 agent_python: str | None = None) -> None:
+                 agent_python: str | None = None, image_id: str | None = None) -> None:
         self.workdir = Path(workdir)
         self.region = region
         self.bucket = bucket
@@ -106,7 +112,7 @@ class FakeCloud:
         self._watcher: threading.Thread | None = None
         self._timers: list[threading.Timer] = []
         self.endpoint = endpoint or ""  # given: a running moto server to share, not one of our own
-        self.image_id = ""
+        self.image_id = image_id or ""
         self.agent_python = agent_python or ""
 
     # -- life cycle ------------------------------------------------------------------
@@ -133,7 +139,7 @@ class FakeCloud:
         urllib.request.urlopen(urllib.request.Request(self.endpoint + "/moto-api/reset", method="POST")).close()
         self.client("s3").create_bucket(Bucket=self.bucket)
         # moto's AMIs are not the public ones runctl looks up by SSM parameter: name one.
-        self.image_id = self.client("ec2").describe_images()["Images"][0]["ImageId"]
+        self.image_id = self.image_id or first_image(self.client("ec2"))
         self._watcher = threading.Thread(target=self._watch, name="fake-cloud-watcher", daemon=True)
         self._watcher.start()
         return self
