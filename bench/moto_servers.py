@@ -5,16 +5,20 @@
 Collects the suite (``pytest --collect-only``: nothing runs) and sorts every test by what
 emulates AWS for it:
 
-- ``own server``: the test starts a moto server of its own. A FakeCloud made in the test (the
-  acceptance ``cloud`` fixture when it has no shared server, ``FakeCloud(`` in the test's
-  source) or ``python -m runctl.testing.cloud`` run by the test (the command line always
+- ``own server``: the test starts a moto server of its own: a FakeCloud made in the test or
+  its ``cloud`` fixture without the session's server (``moto_server`` not among its
+  fixtures), ``python -m runctl.testing.cloud`` run by the test (the command line always
   starts its own), or a fake-cloud block of the docs.
 - ``in-process moto``: ``mock_aws`` (a fresh in-process backend per test, no server).
 - ``session server``: the test uses ``moto_server`` (one ThreadedMotoServer per pytest
-  session, per xdist worker), directly or through a fixture, and starts nothing itself.
+  session, per xdist worker), directly or through a fixture (a FakeCloud harness of its own
+  over that server, too), and starts no server itself.
 - the rest use no moto at all.
 
-Prints one line per file with counts, then the totals, as markdown. Run by hand.
+Fixtures asked for at run time (``request.getfixturevalue``: ``any_store[s3]``, the EC2 side
+of tests/backends/aws/test_aws_compute.py) are not seen by a collection: such tests count as
+``no moto`` although they use the session's server. A test starting a server of its own is
+always seen. Prints one line per file with counts, then the totals, as markdown. Run by hand.
 """
 
 from __future__ import annotations
@@ -36,10 +40,10 @@ def kind_of(item) -> str:
     block = getattr(item, "callspec", None) and item.callspec.params.get("block")
     if block is not None and hasattr(block, "fake_cloud"):  # tests/test_docs.py: a block of the docs
         return "own server" if block.fake_cloud else "no moto"
-    if "FakeCloud(" in source or "runctl.testing.cloud" in source:
-        return "own server"
-    if _fake_cloud_fixture(item) and "moto_server" not in fixtures:
-        return "own server"  # the acceptance fixture, before it shared the session's server
+    if "runctl.testing.cloud" in source:
+        return "own server"  # the command line always starts one
+    if ("FakeCloud(" in source or _fake_cloud_fixture(item)) and "moto_server" not in fixtures:
+        return "own server"  # a harness with a server of its own (all of them, before they shared)
     if "mock_aws" in source:
         return "in-process moto"
     if "moto_server" in fixtures:
