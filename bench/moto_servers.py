@@ -39,7 +39,9 @@ def kind_of(item) -> str:
     source = _source(item)
     block = getattr(item, "callspec", None) and item.callspec.params.get("block")
     if block is not None and hasattr(block, "fake_cloud"):  # tests/test_docs.py: a block of the docs
-        return "own server" if block.fake_cloud else "no moto"
+        runs = getattr(item, "originalname", "") == "test_runnable_block"
+        # run in the fake cloud's command line, or running it itself
+        return "own server" if runs and (block.fake_cloud or "runctl.testing.cloud" in block.text) else "no moto"
     if "runctl.testing.cloud" in source:
         return "own server"  # the command line always starts one
     if ("FakeCloud(" in source or _fake_cloud_fixture(item)) and "moto_server" not in fixtures:
