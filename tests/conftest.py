@@ -5,6 +5,9 @@ isolation from the developer's own configuration.
   AWS_ENDPOINT_URL points at it and fake credentials are set, so every boto3 client made
   by the code under test talks to it without being told.
 - ``moto_reset``: clears moto's state (all services) before the test.
+- ``fake_cloud_options`` (session): the FakeCloud options that make a harness take its turn
+  on ``moto_server``: its endpoint, the instance interpreter (runctl and its dependencies
+  only) and the image, each made or found once.
 - ``s3_client``: a boto3 S3 client on the emulator.
 - ``s3_bucket``: a fresh, empty bucket (unique name); returns its name.
 - ``local_store`` / ``s3_store``: a LocalStore in tmp_path / an S3Store on a fresh bucket
@@ -79,6 +82,18 @@ def moto_reset(moto_server):
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
     return moto_server
+
+
+@pytest.fixture(scope="session")
+def fake_cloud_options(tmp_path_factory, moto_server) -> dict[str, str]:
+    import boto3
+
+    from runctl.testing.agent_env import runctl_only_env
+    from runctl.testing.cloud import first_image
+
+    python = str(runctl_only_env(tmp_path_factory.mktemp("agent-env") / "venv"))
+    image = first_image(boto3.client("ec2", endpoint_url=moto_server, region_name="us-east-1"))
+    return {"endpoint": moto_server, "agent_python": python, "image_id": image}
 
 
 @pytest.fixture

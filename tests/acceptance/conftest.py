@@ -1,5 +1,9 @@
 """Fixtures of the fake-cloud acceptance tests: the cloud (which must end with nothing of
-the test left running), a user's project, and the real CLI run in it."""
+the test left running), a user's project, and the real CLI run in it.
+
+Each test has a harness of its own (agents, metadata emulators, folders, the leftovers
+check) over the session's moto server (``moto_server``, reset by the harness at its start)
+with the session's instance interpreter and image (``fake_cloud_options``)."""
 
 from __future__ import annotations
 
@@ -17,10 +21,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def cloud(tmp_path, request):
-    """The fake cloud; ``@pytest.mark.fake_cloud(**kwargs)`` passes FakeCloud options."""
+def cloud(tmp_path, request, fake_cloud_options):
+    """The fake cloud; ``@pytest.mark.fake_cloud(**kwargs)`` passes FakeCloud options (a
+    harness of the test's own either way; ``endpoint=None`` gives it a server of its own too)."""
     marker = request.node.get_closest_marker("fake_cloud")
-    options = {"notice_deadline_s": 6.0, **(marker.kwargs if marker else {})}
+    options = {"notice_deadline_s": 6.0, **fake_cloud_options, **(marker.kwargs if marker else {})}
     # A two-minute notice compressed to 6 s: time enough for the final snapshot on a busy machine.
     with FakeCloud(tmp_path / "cloud", **options) as fake:
         yield fake
@@ -49,9 +54,9 @@ def project(tmp_path):
 
 
 def cli_env(cloud: FakeCloud, project: Path, **extra: str) -> dict[str, str]:
-    ami = cloud.client("ec2").describe_images()["Images"][0]["ImageId"]
+    # cloud.image_id: the image FakeCloud looked up at its start (moto's first), asked once.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCTL_", "TRAINCTL_", "AWS_"))}
-    env.update(cloud.env, XDG_CONFIG_HOME=str(project.parent / "xdg"), RUNCTL_AWS_AMI=ami, **extra)
+    env.update(cloud.env, XDG_CONFIG_HOME=str(project.parent / "xdg"), RUNCTL_AWS_AMI=cloud.image_id, **extra)
     return env
 
 

@@ -21,21 +21,21 @@ STEPS = 600
 
 
 @pytest.fixture
-def cloud(tmp_path, docker_host, monkeypatch):
+def cloud(tmp_path, docker_host, monkeypatch, fake_cloud_options):
     # The agents' own docker login (not the CLI's): their DOCKER_CONFIG comes from this environment.
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "agent-docker-config"))
     # A two-minute notice compressed to 6 s: time enough for the final snapshot on a busy machine.
-    with FakeCloud(tmp_path / "cloud", notice_deadline_s=6.0) as fake:
+    # A harness of the test's own over the session's moto server (reset at its start).
+    with FakeCloud(tmp_path / "cloud", notice_deadline_s=6.0, **fake_cloud_options) as fake:
         yield fake
         assert fake.leftovers() == []
 
 
 @pytest.fixture
 def aws_runctl(cloud, docker_project, docker_host, tmp_path):
-    ami = cloud.client("ec2").describe_images()["Images"][0]["ImageId"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNCTL_", "TRAINCTL_", "AWS_", "DOCKER_"))}
-    env.update(cloud.env, XDG_CONFIG_HOME=str(tmp_path / "xdg"), RUNCTL_AWS_AMI=ami, DOCKER_HOST=docker_host,
-               DOCKER_CONFIG=str(tmp_path / "cli-docker-config"))
+    env.update(cloud.env, XDG_CONFIG_HOME=str(tmp_path / "xdg"), RUNCTL_AWS_AMI=cloud.image_id,
+               DOCKER_HOST=docker_host, DOCKER_CONFIG=str(tmp_path / "cli-docker-config"))
 
     started: list[subprocess.Popen] = []
 

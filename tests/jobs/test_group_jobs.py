@@ -1,5 +1,6 @@
-"""The job lifecycle library (``runctl.jobs``) against ``FakeGroups`` and a local store:
-submitting, following and cancelling a job that lives in its group, in milliseconds."""
+"""The job lifecycle library (``runctl.jobs``) against ``FakeGroups``, ``FakeCompute`` and a
+local store: submitting, following and cancelling a job that lives in its group (or on an
+instance), in milliseconds."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from runctl.agent.cancellation import cancelled
 from runctl.agent.status import read_status
 from runctl.backends.aws.launch import LaunchSpec
 from runctl.errors import UsageError
-from runctl.jobs.cancel import cancel_group_job
+from runctl.jobs.cancel import cancel_group_job, cancel_job
 from runctl.jobs.follow import follow_group_job
 from runctl.jobs.submit import GroupRules, submit_group_job
 from runctl.models import Attempt, JobSpec, JobStatus
 from runctl.store import layout
 from runctl.store.local import LocalStore
-from runctl.testing import FakeGroups
+from runctl.testing import FakeCompute, FakeGroups
 
 JOB = "job-1"
 LAUNCH = LaunchSpec(image_id="ami-1", instance_types=("g5.xlarge", "g4dn.xlarge"), job=JOB)
@@ -142,3 +143,33 @@ def test_cancel_returns_once_the_agent_stopped_the_job_and_ended_the_group(store
 
     result = cancel_group_job(store, JOB, groups, timeout=150, clock=clock, sleep=agent_reacts)
     assert result.by_agent and clock.now < 1010
+
+
+def test_cancel_job_ends_the_group_then_terminates_only_the_jobs_instances(store):
+    groups, compute = FakeGroups(), FakeCompute()
+    submit_group_job(store, groups, spec(), LAUNCH, GroupRules())
+    left = compute.launch(LAUNCH).instance  # e.g. a replacement the group launched as it went
+    other = compute.launch(LaunchSpec(image_id="ami-1", instance_types=("t3.micro",), job="job-2")).instance
+    stranger = compute.add(tags={})
+    clock, waited = FakeClock(), []
+    write_status(store, JobStatus(JOB, "running", (Attempt(0, 1.0),), heartbeat=clock.now))
+    result = cancel_job(store, JOB, groups, compute, timeout=20, waiting=lambda: waited.append(clock.now),
+                        clock=clock, sleep=clock.sleep)
+    assert (result.stopped_by_agent, result.terminated, result.state) == (False, (left.instance_id,), "stopped")
+    assert waited == [1000.0]
+    assert records.read_group(store, JOB)["ended"]["state"] == "stopped"
+    assert compute.describe(left.instance_id).state == "terminated"
+    assert compute.describe(other.instance_id).state == compute.describe(stranger.instance_id).state == "running"
+    assert read_status(store, JOB).state == "stopped"
+
+
+def test_cancel_job_of_a_job_on_an_instance_marks_it_and_terminates_its_instance(store):
+    compute = FakeCompute()
+    write_status(store, JobStatus(JOB, "running", (Attempt(0, 1.0, instance_id="i-1"),)))
+    mine = compute.launch(LAUNCH).instance
+    result = cancel_job(store, JOB, FakeGroups(), compute, waiting=lambda: pytest.fail("no group to wait for"))
+    assert (result.stopped_by_agent, result.terminated, result.state) == (None, (mine.instance_id,), "stopped")
+    assert cancelled(store, JOB) is not None
+    status = read_status(store, JOB)
+    assert (status.state, status.message) == ("stopped", "cancelled (runctl aws cancel)")
+    assert cancel_job(store, JOB, FakeGroups(), compute).terminated == ()  # nothing left: nothing asked

@@ -35,17 +35,35 @@ def stand_in(script: Path):
 
 
 @pytest.fixture
-def cloud(tmp_path):
+def cloud(tmp_path, fake_cloud_options):
+    """A harness of the test's own over the session's moto server (the command-line tests
+    below start servers of their own)."""
     script = tmp_path / "agent.py"
     script.write_text(AGENT)
-    with FakeCloud(tmp_path / "cloud", agent_command=stand_in(script), notice_deadline_s=1.5) as fake:
+    with FakeCloud(tmp_path / "cloud", agent_command=stand_in(script), notice_deadline_s=1.5,
+                   **fake_cloud_options) as fake:
         yield fake
+
+
+def test_a_harness_on_a_shared_server_starts_from_an_empty_cloud_and_leaves_the_server_running(
+        tmp_path, moto_server, fake_cloud_options):
+    import boto3
+
+    ec2 = boto3.client("ec2", endpoint_url=moto_server, region_name="us-east-1")
+    image = fake_cloud_options["image_id"]
+    earlier = ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1)["Instances"][0]
+    with FakeCloud(tmp_path / "cloud", **fake_cloud_options) as fake:
+        assert (fake.endpoint, fake.agent_python, fake.image_id) == (
+            moto_server, fake_cloud_options["agent_python"], image)
+        assert fake.leftovers() == []  # the earlier instance went with the reset
+        assert not (tmp_path / "cloud" / "agent-env").exists()
+    found = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    assert earlier["InstanceId"] not in found  # and the server still answers
 
 
 def launch(cloud: FakeCloud, user_data: str = "#!/bin/bash\n# runctl-test-agent\n", **extra) -> str:
     ec2 = cloud.client("ec2")
-    image = ec2.describe_images()["Images"][0]["ImageId"]
-    reply = ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1,
+    reply = ec2.run_instances(ImageId=cloud.image_id, InstanceType="t3.micro", MinCount=1, MaxCount=1,
                               UserData=user_data, **extra)
     return reply["Instances"][0]["InstanceId"]
 

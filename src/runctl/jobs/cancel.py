@@ -6,6 +6,11 @@ sees the marker and ends the group instead of starting. ``cancel_group_job`` wai
 up to ``timeout``; then it deletes the group itself (no agent may be running: a replacement
 still booting, or an instance lost) and records the job as stopped. Nothing is left running
 either way.
+
+``cancel_job`` is the whole of ``runctl aws cancel``: the above when the job has a group (only
+the marker otherwise, for a job ``aws train`` sent to an instance), then every instance still
+tagged with the job is terminated through the compute contract, and the job is recorded as
+stopped.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from runctl.agent import group_record as records
 from runctl.agent.cancellation import mark_cancelled
 from runctl.agent.group_member import end_group
 from runctl.agent.status import FINAL_STATES, STALE_AFTER_S, read_status
+from runctl.backends.instances import terminate_tagged
 from runctl.store import layout
 
 CANCELLED = "cancelled (runctl aws cancel)"
@@ -51,9 +57,39 @@ def cancel_group_job(store, job_id: str, groups, *, timeout: float = 150.0, poll
             break
         sleep(poll)
     end_group(store, job_id, groups, "stopped", CANCELLED, by="runctl aws cancel", clock=clock)
+    return CancelResult(job_id, by_agent, _record_stopped(store, job_id))
+
+
+def _record_stopped(store, job_id: str) -> str:
+    """Record a job that has not ended yet as stopped; its state now."""
     status = read_status(store, job_id)
     if status is not None and status.state not in ("completed", "failed", "stopped"):
         stopped = dataclasses.replace(status, state="stopped", message=CANCELLED)
         store.write(layout.status_key(job_id), json.dumps(stopped.to_dict(), indent=1, sort_keys=True).encode())
         status = stopped
-    return CancelResult(job_id, by_agent, status.state if status is not None else "stopped")
+    return status.state if status is not None else "stopped"
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    job_id: str
+    stopped_by_agent: bool | None  # None: the job had no group (``aws train``), no agent was waited for
+    terminated: tuple[str, ...]  # the instances still tagged with the job, terminated here
+    state: str
+
+
+def cancel_job(store, job_id: str, groups, compute, *, timeout: float = 150.0, poll: float = 0.5,
+               waiting: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.time,
+               sleep: Callable[[float], None] = time.sleep) -> Cancelled:
+    """Cancel ``job_id`` and leave nothing of it running. ``groups``: ``region -> JobGroups``;
+    ``compute``: the compute contract of the job's region; ``waiting()`` is called before
+    waiting for the job's agent (when it has a group)."""
+    by_agent = None
+    if records.read_group(store, job_id) is not None:
+        waiting()
+        by_agent = cancel_group_job(store, job_id, groups, timeout=timeout, poll=poll, clock=clock,
+                                    sleep=sleep).by_agent
+    else:
+        mark_cancelled(store, job_id, clock=clock)
+    terminated = tuple(i.instance_id for i in terminate_tagged(compute, job=job_id))
+    return Cancelled(job_id, by_agent, terminated, _record_stopped(store, job_id))

@@ -10,6 +10,8 @@
   ``LocalStore`` behaves, in this process only), for tests that need a store but no disk.
 - ``runctl.testing.fake_groups``: ``FakeGroups``, a job's Auto Scaling groups in memory,
   for testing the job lifecycle without any server.
+- ``runctl.testing.fake_compute``: ``FakeCompute``, the compute contract (launch, describe,
+  terminate, list tagged) in memory, with capacity shortages and scripted instance states.
 - ``runctl.testing.s3_proxy``: a fault-injecting HTTP proxy to put in front of S3 or moto
   (``S3FaultProxy``): connection resets before and after forwarding, truncated answers and
   stalls, scripted or drawn by a seeded ``FaultPlan``.
@@ -21,7 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["FakeGroups", "Fault", "FaultPlan", "FaultyStore", "ImdsEmulator", "MemoryStore", "Rule", "S3FaultProxy"]
+__all__ = ["FakeCompute", "FakeGroups", "Fault", "FaultPlan", "FaultyStore", "ImdsEmulator", "MemoryStore", "Rule",
+           "S3FaultProxy"]
 
 
 def __getattr__(name: str) -> Any:
@@ -37,6 +40,10 @@ def __getattr__(name: str) -> Any:
         from runctl.testing.memory_store import MemoryStore
 
         return MemoryStore
+    if name == "FakeCompute":
+        from runctl.testing.fake_compute import FakeCompute
+
+        return FakeCompute
     if name == "FakeGroups":
         from runctl.testing.fake_groups import FakeGroups
 

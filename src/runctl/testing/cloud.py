@@ -14,6 +14,13 @@ From Python or pytest::
     with FakeCloud(tmp_path) as cloud:
         subprocess.run(["runctl", "aws", "create", ...], env={**os.environ, **cloud.env})
 
+Many harnesses may take turns on one moto server (a test session's): ``FakeCloud(tmp_path,
+endpoint=URL, agent_python=PY, image_id=AMI)`` resets that server's state at start instead of
+starting one, leaves it running at stop, gives its instances an interpreter made once
+(``runctl.testing.agent_env.runctl_only_env``) and names the image found once (moto's
+images are the same after every reset; listing them is one of its slowest calls). The server must be in this process
+(``ThreadedMotoServer``) or be one nobody else uses meanwhile: resetting it clears everything.
+
 From a shell (exits with COMMAND's exit code)::
 
     python -m runctl.testing.cloud --interrupt-after 30s,70s -- sh -c 'runctl aws run training/train.py'
@@ -57,6 +64,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def first_image(ec2) -> str:
+    """The image the fake cloud's instances boot (moto's first)."""
+    return ec2.describe_images()["Images"][0]["ImageId"]
+
+
 def default_agent_command(user_data: str) -> list[str]:
     """The agent command of a runctl bootstrap script (see runctl.backends.aws.bootstrap)."""
     from runctl.backends.aws.bootstrap import agent_command_from_user_data
@@ -83,7 +95,8 @@ class FakeCloud:
     def __init__(self, workdir: Path, *, region: str = REGION, bucket: str = BUCKET,
                  notice_deadline_s: float = 5.0, poll_interval: float = 0.2,
                  agent_command: Callable[[str], list[str]] = default_agent_command,
-                 boot_timeout_s: float | None = None) -> None:
+                 boot_timeout_s: float | None = None, endpoint: str | None = None,
+                 agent_python: str | None = None, image_id: str | None = None) -> None:
         self.workdir = Path(workdir)
         self.region = region
         self.bucket = bucket
@@ -98,9 +111,9 @@ class FakeCloud:
         self._server = None
         self._watcher: threading.Thread | None = None
         self._timers: list[threading.Timer] = []
-        self.endpoint = ""
-        self.image_id = ""
-        self.agent_python = ""
+        self.endpoint = endpoint or ""  # given: a running moto server to share, not one of our own
+        self.image_id = image_id or ""
+        self.agent_python = agent_python or ""
 
     # -- life cycle ------------------------------------------------------------------
     def start(self) -> FakeCloud:
@@ -109,22 +122,24 @@ class FakeCloud:
         from runctl.testing.agent_env import runctl_only_env
 
         # An instance has runctl and nothing of the user's project, as on EC2.
-        self.agent_python = str(runctl_only_env(self.workdir / "agent-env"))
+        self.agent_python = self.agent_python or str(runctl_only_env(self.workdir / "agent-env"))
         self._machine_bin = self._write_machine_commands()
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
         # AWS's managed policies (AmazonSSMManagedInstanceCore, which `aws setup` attaches)
         # exist in every account; moto, in this process, loads them only when asked.
         os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
-        port = _free_port()
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        self._server.start()
-        self.endpoint = f"http://127.0.0.1:{port}"
-        # moto keeps its state per process: start from an empty cloud.
+        if not self.endpoint:
+            port = _free_port()
+            self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            self._server.start()
+            self.endpoint = f"http://127.0.0.1:{port}"
+        # moto keeps its state per process (and a shared server, the last harness's): start
+        # from an empty cloud.
         urllib.request.urlopen(urllib.request.Request(self.endpoint + "/moto-api/reset", method="POST")).close()
         self.client("s3").create_bucket(Bucket=self.bucket)
         # moto's AMIs are not the public ones runctl looks up by SSM parameter: name one.
-        self.image_id = self.client("ec2").describe_images()["Images"][0]["ImageId"]
+        self.image_id = self.image_id or first_image(self.client("ec2"))
         self._watcher = threading.Thread(target=self._watch, name="fake-cloud-watcher", daemon=True)
         self._watcher.start()
         return self

@@ -1,4 +1,6 @@
-"""The EC2 adapter against moto: describe, wait, stop/start/terminate, tagged listing, types."""
+"""The EC2 adapter against moto: describe, stop/start/terminate, tagged listing, types; and the
+instance lifecycle (runctl.backends.instances) over EC2. Waiting is tested over FakeCompute
+(tests/backends/test_instances.py); the contract itself in test_aws_compute.py."""
 
 from __future__ import annotations
 
@@ -6,20 +8,11 @@ import dataclasses
 
 import pytest
 
+from runctl.backends.aws.compute import Ec2Compute
 from runctl.backends.aws.ec2 import Ec2
 from runctl.backends.aws.provision import Provisioner
+from runctl.backends.instances import require_running, terminate_one, terminate_tagged
 from runctl.errors import CloudError, UsageError
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def launch(client, spec, **changes):
@@ -37,30 +30,32 @@ def test_list_and_terminate_tagged_never_touch_an_untagged_instance(ec2_client, 
     spot = launch(ec2_client, spec)
     on_demand = launch(ec2_client, spec, spot=False, job="job-2")
     ec2 = Ec2(ec2_client, region="us-east-1")
+    compute = Ec2Compute(ec2_client, region="us-east-1")
     assert {i.instance_id for i in ec2.list_tagged()} == {spot.instance_id, on_demand.instance_id}
     assert [i.instance_id for i in ec2.list_tagged(spot=True)] == [spot.instance_id]  # filtered here, not by moto
     assert [i.instance_id for i in ec2.list_tagged(job="job-2")] == [on_demand.instance_id]
 
-    assert [i.instance_id for i in ec2.terminate_tagged(job="job-2", dry_run=True)] == [on_demand.instance_id]
+    assert [i.instance_id for i in terminate_tagged(compute, job="job-2", dry_run=True)] == [on_demand.instance_id]
     assert ec2.describe(on_demand.instance_id).state == "running"
-    gone = ec2.terminate_tagged()
+    gone = terminate_tagged(compute)
     assert {i.instance_id for i in gone} == {spot.instance_id, on_demand.instance_id}
     assert ec2.describe(stranger).state == "running"
     assert ec2.describe(spot.instance_id).state == "terminated"
     with pytest.raises(UsageError, match=f"instance {stranger} was not launched by runctl"):
-        ec2.terminate(stranger)
+        terminate_one(compute, stranger)
     assert ec2.describe(stranger).state == "running"
 
 
 def test_stop_start_and_the_states_that_refuse(ec2_client, spec):
     ec2 = Ec2(ec2_client, region="us-east-1")
+    compute = Ec2Compute(ec2_client, region="us-east-1")
     server = launch(ec2_client, spec, spot=False)
     assert ec2.stop(server.instance_id).state in ("stopping", "stopped")
     with pytest.raises(CloudError, match=rf"^instance {server.instance_id} is stopped; start it with "
                                          rf"runctl aws start {server.instance_id}$"):
-        ec2.require_running(server.instance_id)
+        require_running(compute, server.instance_id)
     assert ec2.start(server.instance_id).state in ("pending", "running")
-    assert ec2.terminate(server.instance_id).state in ("shutting-down", "terminated")
+    assert terminate_one(compute, server.instance_id).state in ("shutting-down", "terminated")
     with pytest.raises(CloudError, match="is terminated; there is nothing to stop"):
         ec2.stop(server.instance_id)
     with pytest.raises(CloudError, match="is terminated and cannot be started"):
@@ -70,21 +65,14 @@ def test_stop_start_and_the_states_that_refuse(ec2_client, spec):
         ec2.stop(spot.instance_id)
 
 
-def test_unknown_instance_and_waiting(ec2_client, spec):
-    clock = FakeClock()
-    ec2 = Ec2(ec2_client, region="us-east-1", sleep=clock.sleep, clock=clock)
+def test_unknown_instance(ec2_client):
+    # Waiting, this test's second half before the compute contract, runs over FakeCompute now
+    # (tests/backends/test_instances.py: test_waiting).
+    ec2 = Ec2(ec2_client, region="us-east-1")
     with pytest.raises(CloudError, match="^instance i-0123456789abcdef0 not found in us-east-1$"):
         ec2.describe("i-0123456789abcdef0")
     with pytest.raises(UsageError, match="not an EC2 instance id"):
         ec2.describe("i-nope")
-    info = launch(ec2_client, spec, spot=False)
-    assert ec2.wait_running(info.instance_id, timeout=30).state == "running"
-    with pytest.raises(CloudError, match=r"is still running after 12 s \(waiting for stopped\)"):
-        ec2.wait_for(info.instance_id, "stopped", timeout=12, poll=5)
-    assert clock.now >= 12
-    ec2_client.terminate_instances(InstanceIds=[info.instance_id])
-    with pytest.raises(CloudError, match="is terminated \\(waiting for running\\)"):
-        ec2.wait_running(info.instance_id, timeout=30)
 
 
 def test_instance_types_are_checked_against_the_region(ec2_client):

@@ -1,9 +1,11 @@
-"""The EC2 adapter for existing instances: describe, wait, stop, start, terminate, list.
+"""The EC2 adapter for existing instances: describe, list, stop, start, terminate.
 
 ``Ec2(client)`` takes a boto3 EC2 client (a test may wrap it) plus the sleep and clock it
 waits with. Every botocore error leaves as a one-line ``CloudError`` (``session.translate``).
-Stop, start and terminate refuse an instance that does not carry the ``runctl:created``
-tag: runctl never touches what it did not launch. Launching is ``provision.Provisioner``.
+Stop and start refuse an instance that does not carry the ``runctl:created`` tag: runctl
+never touches what it did not launch. Launching is ``provision.Provisioner``; both make
+the compute contract's EC2 side (``compute.Ec2Compute``), and waiting and terminating
+what runctl launched live over that contract (``runctl.backends.instances``).
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ from typing import Any
 from runctl.backends.aws import instance_types as types
 from runctl.backends.aws.launch import TAG_CREATED, TAG_JOB, has_runctl_tags
 from runctl.backends.aws.session import check_instance_id, error_code, translate
+from runctl.backends.compute import GONE, LIVE_STATES
+from runctl.backends.instances import require_runctls
 from runctl.errors import AccessDenied, CloudError, CloudNotFound, UsageError
 from runctl.models import InstanceInfo
 
 log = logging.getLogger(__name__)
-
-GONE = ("shutting-down", "terminated")
-LIVE_STATES = ("pending", "running", "stopping", "stopped")
 
 
 def _iso(value: Any) -> str:
@@ -48,16 +49,6 @@ def instance_info(data: dict[str, Any], region: str = "") -> InstanceInfo:
         image_id=data.get("ImageId", ""),
         subnet_id=data.get("SubnetId"),
     )
-
-
-def not_running_message(info: InstanceInfo) -> str:
-    """Why ``info`` cannot take a command now, and what to do about it."""
-    iid = info.instance_id
-    if info.state in GONE:
-        return f"instance {iid} is {info.state}; launch a new one with runctl aws create"
-    if info.state in ("stopped", "stopping"):
-        return f"instance {iid} is {info.state}; start it with runctl aws start {iid}"
-    return f"instance {iid} is {info.state}, not running yet; wait for it with runctl aws wait {iid}"
 
 
 class Ec2:
@@ -90,12 +81,6 @@ class Ec2:
                                     operation="DescribeInstances")
             return instance_info(found[0], self.region)
 
-    def require_running(self, instance_id: str) -> InstanceInfo:
-        info = self.describe(instance_id)
-        if info.state != "running":
-            raise CloudError(not_running_message(info))
-        return info
-
     def list_tagged(self, *, job: str | None = None, states: tuple[str, ...] = LIVE_STATES,
                     spot: bool | None = None) -> list[InstanceInfo]:
         """Instances runctl launched (tag ``runctl:created``), optionally of one job. The
@@ -115,37 +100,9 @@ class Ec2:
             found = [i for i in found if (i.lifecycle == "spot") == spot]
         return sorted(found, key=lambda i: (i.launched, i.instance_id))
 
-    # -- waiting ---------------------------------------------------------------------
-    def wait_for(self, instance_id: str, state: str = "running", *, timeout: float = 600,
-                 poll: float = 5.0) -> InstanceInfo:
-        """Poll until the instance is in ``state``; ``CloudError`` when it can no longer get
-        there (terminated while waiting for running) or after ``timeout`` seconds."""
-        deadline = self._clock() + timeout
-        while True:
-            info = self.describe(instance_id, not_found_grace=min(timeout, 30.0))
-            if info.state == state:
-                return info
-            if info.state in GONE and state not in GONE:
-                raise CloudError(f"instance {instance_id} is {info.state} (waiting for {state}); "
-                                 "a spot instance may have been reclaimed or shut down from inside")
-            if state == "running" and info.state in ("stopping", "stopped"):
-                raise CloudError(f"instance {instance_id} is {info.state} (waiting for running); "
-                                 f"start it with runctl aws start {instance_id}")
-            if self._clock() >= deadline:
-                raise CloudError(f"instance {instance_id} is still {info.state} after {timeout:g} s "
-                                 f"(waiting for {state})")
-            self._sleep(poll)
-
-    def wait_running(self, instance_id: str, timeout: float = 600, poll: float = 5.0) -> InstanceInfo:
-        return self.wait_for(instance_id, "running", timeout=timeout, poll=poll)
-
     # -- changing --------------------------------------------------------------------
     def _own(self, instance_id: str, verb: str) -> InstanceInfo:
-        info = self.describe(instance_id)
-        if not has_runctl_tags(info.tags):
-            raise UsageError(f"instance {instance_id} was not launched by runctl (no {TAG_CREATED} tag); "
-                             f"runctl does not {verb} instances it did not launch")
-        return info
+        return require_runctls(self.describe(instance_id), verb)
 
     def stop(self, instance_id: str) -> InstanceInfo:
         info = self._own(instance_id, "stop")
@@ -175,20 +132,6 @@ class Ec2:
                        permission="ec2:StartInstances"):
             self.client.start_instances(InstanceIds=[instance_id])
         return self.describe(instance_id)
-
-    def terminate(self, instance_id: str) -> InstanceInfo:
-        info = self._own(instance_id, "terminate")
-        if info.state == "terminated":
-            return info
-        self.terminate_ids([instance_id])
-        return self.describe(instance_id)
-
-    def terminate_tagged(self, *, job: str | None = None, dry_run: bool = False) -> list[InstanceInfo]:
-        """Terminate every live instance runctl launched (of ``job`` when given); returns them."""
-        doomed = self.list_tagged(job=job, states=("pending", "running", "stopping", "stopped"))
-        if doomed and not dry_run:
-            self.terminate_ids([i.instance_id for i in doomed])
-        return doomed
 
     def terminate_ids(self, ids: list[str]) -> None:
         """Cancel the instances' spot requests first (a persistent request would launch a

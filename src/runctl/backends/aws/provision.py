@@ -32,25 +32,12 @@ from runctl.backends.aws.launch import (
     utc_now_iso,
 )
 from runctl.backends.aws.session import translate
+from runctl.backends.compute import CAPACITY, Skipped
 from runctl.errors import AccessDenied, CloudConflict, CloudError, NoCapacity
 from runctl.errors.aws import error_class
 from runctl.models import InstanceInfo
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class PoolError:
-    """Why one instance type (in one subnet, when known) gave no instance."""
-
-    instance_type: str
-    subnet_id: str | None
-    code: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f" in {self.subnet_id}" if self.subnet_id else ""
-        return f"{self.instance_type}{where}: {self.code}"
 
 
 class Provisioner:
@@ -59,7 +46,7 @@ class Provisioner:
         self.client = client
         self.region = region
         self.ec2 = Ec2(client, region=region, sleep=sleep, clock=clock)
-        self.skipped: list[PoolError] = []  # the pools tried and refused by the last create
+        self.skipped: list[Skipped] = []  # the pools tried and refused by the last create
 
     def create_instance(self, spec: LaunchSpec) -> InstanceInfo:
         """Launch one instance of the first type (and subnet) that has capacity."""
@@ -131,15 +118,16 @@ class Provisioner:
                                    permission="ec2:RunInstances"):
                         response = self.client.run_instances(**request)
                 except NoCapacity as exc:
-                    self._note_refusals([PoolError(instance_type, subnet, exc.code, str(exc))], instance_type)
+                    self._note_refusals([Skipped(instance_type, CAPACITY, subnet, exc.code, str(exc))], instance_type)
                     continue
                 return instance_info(response["Instances"][0], self.region)
         raise self._no_capacity(spec)
 
     # -- outcomes --------------------------------------------------------------------
-    def _note_refusals(self, errors: list[PoolError], instance_type: str) -> None:
+    def _note_refusals(self, errors: list[Skipped], instance_type: str) -> None:
         if not errors:
-            errors = [PoolError(instance_type, None, "NoInstance", "the fleet launched nothing and said why not")]
+            errors = [Skipped(instance_type, CAPACITY, None, "NoInstance",
+                              "the fleet launched nothing and said why not")]
         fatal = [e for e in errors if error_class(e.code) is not NoCapacity]
         if fatal:
             first = fatal[0]
@@ -148,21 +136,23 @@ class Provisioner:
         self.skipped.extend(errors)
         log.info("no capacity: %s; trying the next instance type", "; ".join(map(str, errors)))
 
-    def _no_capacity(self, spec: LaunchSpec) -> CloudError:
+    def _no_capacity(self, spec: LaunchSpec) -> NoCapacity:
         market = "spot" if spec.spot else "on-demand"
         tried = "; ".join(map(str, self.skipped)) or ", ".join(spec.instance_types)
         hint = "add --fallback-types or subnets in other zones" + (", or use --on-demand" if spec.spot else "")
-        return CloudError(f"no {market} capacity for {', '.join(spec.instance_types)} ({tried}); {hint}")
+        # NoCapacity, as the compute contract says (a CloudError: exit 3 as before).
+        return NoCapacity(f"no {market} capacity for {', '.join(spec.instance_types)} ({tried}); {hint}")
 
 
 class _FleetNotAllowed(Exception):
     """The credentials may not use CreateFleet or launch templates."""
 
 
-def _pool_error(error: dict, default_type: str) -> PoolError:
+def _pool_error(error: dict, default_type: str) -> Skipped:
+    """One pool's error in a CreateFleet answer (a capacity one, unless ``_note_refusals`` finds otherwise)."""
     overrides = error.get("LaunchTemplateAndOverrides", {}).get("Overrides", {})
-    return PoolError(overrides.get("InstanceType", default_type), overrides.get("SubnetId"),
-                     str(error.get("ErrorCode", "")), str(error.get("ErrorMessage", "")))
+    return Skipped(overrides.get("InstanceType", default_type), CAPACITY, overrides.get("SubnetId"),
+                   str(error.get("ErrorCode", "")), str(error.get("ErrorMessage", "")))
 
 
 def create_instance(client, spec: LaunchSpec, *, region: str = "") -> InstanceInfo:

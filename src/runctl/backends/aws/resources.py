@@ -3,7 +3,9 @@ instances, launch templates, fleets.
 
 Only resources tagged ``runctl:created`` are listed or removed, checked again here even
 after a tag filter. A fleet is deleted only when every instance it lists is runctl's
-(deleting an instant fleet terminates its instances).
+(deleting an instant fleet terminates its instances). Instances are listed and terminated
+through the compute contract (``compute``, default the region's ``Ec2Compute``); job
+groups, fleets and launch templates are EC2's and Auto Scaling's own.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from runctl.backends.aws.ec2 import Ec2
+from runctl.backends.aws.compute import Ec2Compute
 from runctl.backends.aws.launch import TAG_CREATED, TAG_JOB, has_runctl_tags
 from runctl.backends.aws.session import translate
 from runctl.models import Record
@@ -38,9 +40,10 @@ def _tags(items) -> dict[str, str]:
     return {t["Key"]: t.get("Value", "") for t in items or ()}
 
 
-def list_resources(client, region: str, *, job: str | None = None, autoscaling=None) -> list[Resource]:
+def list_resources(client, region: str, *, job: str | None = None, autoscaling=None, compute=None) -> list[Resource]:
     """runctl's job groups (with an ``autoscaling`` client), live instances, launch templates
     and fleets in ``region``."""
+    compute = compute or Ec2Compute(client, region=region)
     found: list[Resource] = []
     if autoscaling is not None:
         from runctl.backends.aws.job_group import JobGroups
@@ -51,7 +54,7 @@ def list_resources(client, region: str, *, job: str | None = None, autoscaling=N
                 found.append(Resource("auto-scaling-group", group["name"], region, "", tags.get(TAG_CREATED, ""),
                                       tags.get(TAG_JOB, ""), f"instances: {', '.join(group['instances']) or 'none'}",
                                       tags, tuple(group["instances"])))
-    for info in Ec2(client, region=region).list_tagged(job=job):
+    for info in compute.list_tagged(job=job):
         found.append(Resource("instance", info.instance_id, region, info.state, info.tags.get(TAG_CREATED, ""),
                               info.job_id, f"{info.instance_type} {info.lifecycle} {info.az}", info.tags))
     live = {r.id for r in found}
@@ -84,13 +87,14 @@ def list_resources(client, region: str, *, job: str | None = None, autoscaling=N
 
 
 def cleanup(client, region: str, resources: list[Resource], *, dry_run: bool = False,
-            autoscaling=None) -> list[Resource]:
+            autoscaling=None, compute=None) -> list[Resource]:
     """Remove ``resources`` (from ``list_resources``); returns what was (would be) removed.
 
     Job groups go first (so that nothing launches a replacement; deleting one terminates its
     instances), then fleets (deleting an instant fleet terminates its instances, so only
     fleets whose instances are all runctl's), then the instances, then the launch templates.
     A fleet that cannot be deleted is logged and kept; the rest goes on."""
+    compute = compute or Ec2Compute(client, region=region)
     ours = [r for r in resources if r.region == region and has_runctl_tags(r.tags)]
     removed: list[Resource] = []
     for group in (r for r in ours if r.kind == "auto-scaling-group"):
@@ -103,7 +107,7 @@ def cleanup(client, region: str, resources: list[Resource], *, dry_run: bool = F
         removed.append(group)
     fleets = [r for r in ours if r.kind == "fleet"]
     if fleets:
-        runctl_ids = {i.instance_id for i in Ec2(client, region=region).list_tagged(states=())}
+        runctl_ids = {i.instance_id for i in compute.list_tagged(states=())}
         for fleet in fleets:
             strangers = [i for i in fleet.members if i not in runctl_ids]
             if strangers:
@@ -114,7 +118,7 @@ def cleanup(client, region: str, resources: list[Resource], *, dry_run: bool = F
     instances = [r for r in ours if r.kind == "instance"]
     if instances:
         if not dry_run:
-            Ec2(client, region=region).terminate_ids([r.id for r in instances])  # their spot requests too
+            compute.terminate([r.id for r in instances])  # their spot requests too
         removed += instances
     for template in (r for r in ours if r.kind == "launch-template"):
         if not dry_run:

@@ -184,11 +184,12 @@ def show_warnings(app, warnings) -> None:
 def require_running(app, instance_id: str, region: str | None) -> None:
     """The instance must exist and run (CloudError otherwise, exit 3)."""
     try:
-        from runctl.cli.aws._shared import ec2
+        from runctl.backends.instances import require_running as require
+        from runctl.cli.aws._shared import compute
     except ImportError:  # the EC2 adapter is not there: ask EC2 directly
         _describe_running(instance_id, region or app.config.aws.region)
         return
-    ec2(app, region).require_running(instance_id)
+    require(compute(app, region), instance_id)
 
 
 def _describe_running(instance_id: str, region: str) -> None:

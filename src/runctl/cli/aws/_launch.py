@@ -45,20 +45,21 @@ def launch_instance(app, *, instance_type: str | None, spot: bool | None, fallba
                     max_price_per_hour: float | None = None, wait: bool = False, timeout: float = 600,
                     region: str | None = None, idle_timeout_s: float | None = None):
     """Launch one instance as ``runctl aws create`` does (its options, by name); its InstanceInfo."""
-    from runctl.backends.aws.provision import Provisioner
+    from runctl.backends.aws.compute import Ec2Compute
+    from runctl.backends.instances import wait_for
 
     session, spec, _ = launch_spec(
         app, instance_type=instance_type, spot=spot, fallback_types=fallback_types, subnet_ids=subnet_ids, ami=ami,
         job=job, name=name, store=store, idempotency_key=idempotency_key, max_price_per_hour=max_price_per_hour,
         region=region, user_data=lambda job_store, where: user_data_for(app, job_store, where, job=job,
                                                                          idle_timeout_s=idle_timeout_s))
-    provisioner = Provisioner(session.client("ec2"), region=session.region)
-    info = provisioner.create_instance(spec)
-    for refused in provisioner.skipped:
+    compute = Ec2Compute(session.client("ec2"), region=session.region)
+    launched = compute.launch(spec)
+    for refused in launched.skipped:
         app.output.note(f"no capacity: {refused}; tried the next")
     if wait:
-        info = provisioner.ec2.wait_running(info.instance_id, timeout=timeout)
-    return info
+        return wait_for(compute, launched.instance.instance_id, "running", timeout=timeout)
+    return launched.instance
 
 
 def launch_spec(app, *, instance_type: str | None, spot: bool | None, fallback_types: str | None = None,

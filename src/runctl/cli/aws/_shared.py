@@ -41,6 +41,14 @@ def ec2(app, region: str | None):
     return Ec2(session.client("ec2"), region=session.region)
 
 
+def compute(app, region: str | None):
+    """The compute contract on EC2 in the region (``runctl.backends.compute``)."""
+    from runctl.backends.aws.compute import Ec2Compute
+
+    session = aws_session(app, region)
+    return Ec2Compute(session.client("ec2"), region=session.region)
+
+
 def describe_text(info: InstanceInfo) -> str:
     """One line for a person: id, state, type, market, zone, addresses, job."""
     parts = [info.instance_id, info.state, info.instance_type, info.lifecycle, info.az]
@@ -78,9 +86,10 @@ def store_url(app, explicit: str | None) -> str | None:
 
 def run_on_instance(app, region: str | None, instance_id: str, script: str, timeout: float):
     """Check the instance runs and is managed by SSM, run ``script``, return the result."""
-    from runctl.backends.aws.ec2 import Ec2
+    from runctl.backends.aws.compute import Ec2Compute
     from runctl.backends.aws.ssm import Ssm
+    from runctl.backends.instances import require_running
 
     session = aws_session(app, region)
-    Ec2(session.client("ec2"), region=session.region).require_running(instance_id)
+    require_running(Ec2Compute(session.client("ec2"), region=session.region), instance_id)
     return Ssm(session.client("ssm"), region=session.region).run(instance_id, script, timeout=timeout)

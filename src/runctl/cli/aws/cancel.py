@@ -10,9 +10,6 @@ and its launch template are deleted here. Last, every instance still tagged
 
 from __future__ import annotations
 
-import dataclasses
-import json
-
 import click
 
 from runctl.cli import _common
@@ -32,33 +29,17 @@ from runctl.cli.aws._shared import aws_store_url, region_option
 @pass_app
 def cancel(app, job_id, timeout, store, region):
     """Cancel JOB: its agent stops it and saves, its group is deleted, its instances end."""
-    from runctl.agent.cancellation import mark_cancelled
-    from runctl.agent.group_record import read_group
-    from runctl.agent.status import read_status
-    from runctl.cli.aws._shared import aws_session
-    from runctl.cli.aws._shared import ec2 as make_ec2
-    from runctl.store import layout, open_store
+    from runctl.backends.aws.job_group import JobGroups
+    from runctl.cli.aws._shared import aws_session, compute
+    from runctl.jobs.cancel import cancel_job
+    from runctl.store import open_store
 
     job_store = open_store(aws_store_url(app, store))
-    settings = read_group(job_store, job_id)
-    saved = None
-    if settings is not None:
-        from runctl.backends.aws.job_group import JobGroups
-        from runctl.jobs.cancel import cancel_group_job
-
-        app.output.note(f"runctl: job {job_id} marked cancelled; waiting up to {timeout:g}s for its agent to stop "
-                        "it and save")
-        result = cancel_group_job(job_store, job_id,
-                                  lambda where: JobGroups.for_session(aws_session(app, where or region)),
-                                  timeout=timeout)
-        saved = result.by_agent
-    else:
-        mark_cancelled(job_store, job_id)
-    terminated = [i.instance_id for i in make_ec2(app, region).terminate_tagged(job=job_id)]
-    status = read_status(job_store, job_id)
-    if status is not None and status.state not in ("completed", "failed", "stopped"):
-        stopped = dataclasses.replace(status, state="stopped", message="cancelled (runctl aws cancel)")
-        job_store.write(layout.status_key(job_id), json.dumps(stopped.to_dict(), indent=1, sort_keys=True).encode())
+    result = cancel_job(job_store, job_id, lambda where: JobGroups.for_session(aws_session(app, where or region)),
+                        compute(app, region), timeout=timeout,
+                        waiting=lambda: app.output.note(f"runctl: job {job_id} marked cancelled; waiting up to "
+                                                        f"{timeout:g}s for its agent to stop it and save"))
+    terminated, saved = list(result.terminated), result.stopped_by_agent
     report = {"job_id": job_id, "cancelled": True, "terminated": terminated, "stopped_by_agent": saved}
     how = {True: "; its agent stopped it and saved", False: "; its group was deleted before an agent stopped it",
            None: ""}[saved]

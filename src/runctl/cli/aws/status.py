@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from runctl.cli._context import output_option, pass_app
-from runctl.cli.aws._shared import ec2, instance_argument, region_option, report_instance
+from runctl.cli.aws._shared import compute, instance_argument, region_option, report_instance
 from runctl.errors import CloudError
 
 
@@ -17,9 +17,9 @@ from runctl.errors import CloudError
 @pass_app
 def status(app, instance_id, require_running, region):
     """Show INSTANCE_ID: state, type, spot or on-demand, zone, addresses, tags."""
-    from runctl.backends.aws.ec2 import not_running_message
+    from runctl.backends.instances import not_running_message
 
-    info = ec2(app, region).describe(instance_id)
+    info = compute(app, region).describe(instance_id)
     report_instance(app, info)
     if require_running and info.state != "running":
         raise CloudError(not_running_message(info))

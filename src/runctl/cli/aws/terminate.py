@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from runctl.cli._context import output_option, pass_app
-from runctl.cli.aws._shared import ec2, instance_argument, region_option, report_instance
+from runctl.cli.aws._shared import compute, instance_argument, region_option, report_instance
 
 
 @click.command("terminate")
@@ -15,5 +15,7 @@ from runctl.cli.aws._shared import ec2, instance_argument, region_option, report
 @pass_app
 def terminate(app, instance_id, region):
     """Terminate INSTANCE_ID (only instances runctl launched: tag runctl:created)."""
-    info = ec2(app, region).terminate(instance_id)
+    from runctl.backends.instances import terminate_one
+
+    info = terminate_one(compute(app, region), instance_id)
     report_instance(app, info, "terminating: ")

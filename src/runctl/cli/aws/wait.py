@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from runctl.cli._context import output_option, pass_app
-from runctl.cli.aws._shared import ec2, instance_argument, region_option, report_instance
+from runctl.cli.aws._shared import compute, instance_argument, region_option, report_instance
 
 
 @click.command("wait")
@@ -20,5 +20,7 @@ from runctl.cli.aws._shared import ec2, instance_argument, region_option, report
 @pass_app
 def wait(app, instance_id, state, timeout, poll, region):
     """Wait until INSTANCE_ID is STATE; exit 3 when it cannot get there or time runs out."""
-    info = ec2(app, region).wait_for(instance_id, state, timeout=timeout, poll=poll)
+    from runctl.backends.instances import wait_for
+
+    info = wait_for(compute(app, region), instance_id, state, timeout=timeout, poll=poll)
     report_instance(app, info)
