@@ -153,8 +153,3 @@ def _pool_error(error: dict, default_type: str) -> Skipped:
     overrides = error.get("LaunchTemplateAndOverrides", {}).get("Overrides", {})
     return Skipped(overrides.get("InstanceType", default_type), CAPACITY, overrides.get("SubnetId"),
                    str(error.get("ErrorCode", "")), str(error.get("ErrorMessage", "")))
-
-
-def create_instance(client, spec: LaunchSpec, *, region: str = "") -> InstanceInfo:
-    """Launch one instance for ``spec`` (see ``Provisioner``)."""
-    return Provisioner(client, region=region).create_instance(spec)
