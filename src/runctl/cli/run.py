@@ -42,10 +42,14 @@ EXIT_BY_STATE = {"completed": 0, "failed": EXIT_JOB_FAILED, "stopped": EXIT_INTE
 @click.option("--docker", "docker", is_flag=True,
               help="Run in the project's Docker image (built first when its content changed).")
 @click.option("--docker-image", metavar="IMAGE", help="Run in this prebuilt Docker image.")
+@click.option("--nproc-per-node", metavar="N|auto",
+              help="Run the script under torchrun with N processes (auto: one per GPU, else one); "
+                   "every process gets the stop signal and the RUNCTL_* variables.")
 @output_option
 @pass_app
 def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_restarts, max_restarts_on_errors,
-        resume_args, sync_interval, keep_last_n, rehearse, rehearse_at, spot_notices, detach, docker, docker_image):
+        resume_args, sync_interval, keep_last_n, rehearse, rehearse_at, spot_notices, detach, docker, docker_image,
+        nproc_per_node):
     """Run SCRIPT (a .py file, any command, or a job NAME of .runctl.toml) under the agent.
 
     \b
@@ -72,6 +76,8 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
     except UsageError as exc:
         where = f" (the script of [jobs.{named.name}])" if named.name else not_found_hint(config)
         raise UsageError(f"{exc}{where}") from None
+    if nproc_per_node is not None:
+        nproc_per_node = _torchrun_checked(command, nproc_per_node, in_image=bool(docker or docker_image))
     if rehearse_at and not rehearse:
         rehearse = len(parse_rehearse_at(rehearse_at))
     offsets = plan_offsets(rehearse, parse_rehearse_at(rehearse_at) if rehearse_at else None, random.Random())
@@ -98,6 +104,7 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
         sync_interval=config.checkpoint.sync_interval if sync_interval is None else sync_interval,
         max_upload_share=config.checkpoint.max_upload_share,
         keep_last_n=config.checkpoint.keep_last_n if keep_last_n is None else keep_last_n,
+        nproc_per_node=nproc_per_node,
     )
     # Here, before any note: a bad folder is one line on stderr. The agent checks again.
     check_checkpoint_folder(spec)
@@ -123,6 +130,16 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
 def _first(*values):
     """The first value that is set: the option, then the job's key, then the configuration."""
     return next(v for v in values if v is not None)
+
+
+def _torchrun_checked(command, nproc_per_node: str, *, in_image: bool) -> str:
+    """--nproc-per-node as the spec holds it, once the command can run under torchrun here
+    (a Python script, torch installed): a UsageError now, not when the first attempt starts."""
+    from runctl.agent.torchrun import launch_command, parse_nproc
+
+    nproc = parse_nproc(nproc_per_node)
+    launch_command(command, nproc, grace_period=0, check=not in_image)
+    return nproc
 
 
 def _latest_snapshot(store, job_id: str):
