@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import hashlib
 import json
 import shutil
@@ -152,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return train(args)
     finally:
-        dist.destroy_process_group()  # else a rank may wait at exit for a peer that is gone
+        # DDP keeps the process group (and gloo's threads) alive until the model is collected; a
+        # process group still alive when the interpreter shuts down aborts it ("terminate called
+        # without an active exception"), so: collect the model, then destroy the group.
+        gc.collect()
+        dist.destroy_process_group()
 
 
 def train(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from runctl.cli import _common
 from runctl.cli._args import script_args, script_command
 from runctl.cli._context import output_option, pass_app
 from runctl.cli._named import invocation, not_found_hint
+from runctl.cli._torchrun import checked_nproc, nproc_option
 from runctl.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, JobFailed, UsageError
 
 EXIT_BY_STATE = {"completed": 0, "failed": EXIT_JOB_FAILED, "stopped": EXIT_INTERRUPTED}
@@ -42,9 +43,7 @@ EXIT_BY_STATE = {"completed": 0, "failed": EXIT_JOB_FAILED, "stopped": EXIT_INTE
 @click.option("--docker", "docker", is_flag=True,
               help="Run in the project's Docker image (built first when its content changed).")
 @click.option("--docker-image", metavar="IMAGE", help="Run in this prebuilt Docker image.")
-@click.option("--nproc-per-node", metavar="N|auto",
-              help="Run the script under torchrun with N processes (auto: one per GPU, else one); "
-                   "every process gets the stop signal and the RUNCTL_* variables.")
+@nproc_option
 @output_option
 @pass_app
 def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_restarts, max_restarts_on_errors,
@@ -76,8 +75,8 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
     except UsageError as exc:
         where = f" (the script of [jobs.{named.name}])" if named.name else not_found_hint(config)
         raise UsageError(f"{exc}{where}") from None
-    if nproc_per_node is not None:
-        nproc_per_node = _torchrun_checked(command, nproc_per_node, in_image=bool(docker or docker_image))
+    # torch looked for here, unless the script runs in an image (its interpreter, out of sight).
+    nproc_per_node = checked_nproc(command, nproc_per_node, torch_here=not (docker or docker_image))
     if rehearse_at and not rehearse:
         rehearse = len(parse_rehearse_at(rehearse_at))
     offsets = plan_offsets(rehearse, parse_rehearse_at(rehearse_at) if rehearse_at else None, random.Random())
@@ -130,16 +129,6 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
 def _first(*values):
     """The first value that is set: the option, then the job's key, then the configuration."""
     return next(v for v in values if v is not None)
-
-
-def _torchrun_checked(command, nproc_per_node: str, *, in_image: bool) -> str:
-    """--nproc-per-node as the spec holds it, once the command can run under torchrun here
-    (a Python script, torch installed): a UsageError now, not when the first attempt starts."""
-    from runctl.agent.torchrun import launch_command, parse_nproc
-
-    nproc = parse_nproc(nproc_per_node)
-    launch_command(command, nproc, grace_period=0, check=not in_image)
-    return nproc
 
 
 def _latest_snapshot(store, job_id: str):
