@@ -3,7 +3,6 @@ checks that make a wrong job one clear line (not a torchrun traceback on the fir
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import venv
@@ -44,11 +43,11 @@ def test_the_argv_runs_the_script_under_the_launcher():
     argv = torchrun_argv(["/venv/bin/python3.11", "/p/train.py", "--steps", "5", "--", "-x"], 2, grace_period=90)
     python, flag, launcher, *rest = argv
     assert (python, flag) == ("/venv/bin/python3.11", "-c")
-    assert rest == ["--standalone", "--nnodes", "1", "--nproc-per-node", "2", "--log-dir", os.devnull,
-                    "/p/train.py", "--steps", "5", "--", "-x"]
+    assert rest == ["--standalone", "--nnodes", "1", "--nproc-per-node", "2", "/p/train.py", "--steps", "5", "--",
+                    "-x"]
     # torchrun waits for its workers past runctl's grace, so the agent's SIGKILL decides.
     assert "'TORCH_ELASTIC_SHUTDOWN_TIMEOUT','95'" in launcher
-    assert "sys.exit(128+int(e.sigval))" in launcher
+    assert "sys.exit(128+int(e.sigval))" in launcher and "'PET_LOG_DIR',os.devnull" in launcher
     compile(launcher, "<launcher>", "exec")
     # A module run with -m goes through as torchrun's own -m.
     assert torchrun_argv(["python", "-m", "pkg.train", "--lr", "1"], 1, grace_period=0.5)[-4:] == [

@@ -91,7 +91,9 @@ def finish(proc: subprocess.Popen) -> tuple[int, str]:
 
 
 def test_every_rank_gets_the_environment_and_the_stop_signal(tmp_path, cli_env):
-    proc, comm = start(tmp_path, cli_env, "save", "--grace", "60")
+    temp = tmp_path / "tmp"  # where torchrun would leave a log folder per run
+    temp.mkdir()
+    proc, comm = start(tmp_path, {**cli_env, "TMPDIR": str(temp)}, "save", "--grace", "60")
     reports = ready(proc, comm)
     sent = time.time()
     proc.send_signal(signal.SIGTERM)  # the agent's own stop: signal, grace, final snapshot
@@ -120,6 +122,7 @@ def test_every_rank_gets_the_environment_and_the_stop_signal(tmp_path, cli_env):
     assert sorted(f.path for f in latest.files) == ["part-0.bin", "part-1.bin"]  # every rank's part
     for report in reports:
         assert gone(report["pid"])
+    assert not list(temp.glob("torchelastic_*"))
 
 
 def test_a_rank_ignoring_sigterm_is_killed_after_the_grace_with_the_whole_tree(tmp_path, cli_env):

@@ -9,7 +9,9 @@ LAUNCHER is torchrun (``torch.distributed.run``) with two changes for a supervis
   same with one process or eight;
 - torchrun waits for its workers as long as the job's grace period before it kills them
   (``TORCH_ELASTIC_SHUTDOWN_TIMEOUT``, 30 s by default), so runctl's grace is the one that
-  counts; the agent's SIGKILL after the grace reaches every worker anyway.
+  counts; the agent's SIGKILL after the grace reaches every worker anyway;
+- no log folder per run in /tmp (``PET_LOG_DIR`` = /dev/null, where torch (2.3 and later)
+  supports it): the workers' output stays on the inherited pipes, which the agent logs.
 
 The workers inherit torchrun's environment (every ``RUNCTL_*`` variable) and its output.
 torchrun starts each worker in a session of its own; the agent signals every process of
@@ -23,7 +25,6 @@ machine shows, else one.
 from __future__ import annotations
 
 import math
-import os
 import re
 import subprocess
 from collections.abc import Callable, Sequence
@@ -38,6 +39,10 @@ _PYTHON = re.compile(r"python[0-9.]*")
 _LAUNCHER = (
     "import os,sys\n"
     "os.environ.setdefault('TORCH_ELASTIC_SHUTDOWN_TIMEOUT','{timeout}')\n"
+    "try:\n"
+    " from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs\n"
+    " os.environ.setdefault('PET_LOG_DIR',os.devnull)\n"
+    "except ImportError:pass\n"
     "from torch.distributed.run import main\n"
     "from torch.distributed.elastic.multiprocessing import SignalException\n"
     "try:main()\n"
@@ -100,9 +105,7 @@ def torchrun_argv(command: Sequence[str], nproc: int, *, grace_period: float) ->
     processes on this machine alone. Pure."""
     python, rest = split_python(command)
     launcher = _LAUNCHER.format(timeout=max(1, math.ceil(grace_period)) + 5)
-    return [python, "-c", launcher, "--standalone", "--nnodes", "1", "--nproc-per-node", str(nproc),
-            # Output stays on the inherited pipes (the agent logs it); no log folder per run in /tmp.
-            "--log-dir", os.devnull, *rest]
+    return [python, "-c", launcher, "--standalone", "--nnodes", "1", "--nproc-per-node", str(nproc), *rest]
 
 
 def check_torch(python: str, *, run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> None:
