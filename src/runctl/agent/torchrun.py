@@ -2,13 +2,13 @@
 
 ``--nproc-per-node N`` (JobSpec ``nproc_per_node``) runs ``python train.py ARGS`` as
 ``python -c LAUNCHER --standalone --nnodes 1 --nproc-per-node N ... train.py ARGS``, where
-LAUNCHER is torchrun (``torch.distributed.run``) with two changes for a supervised job:
+LAUNCHER is torchrun (``torch.distributed.run``) with three changes for a supervised job:
 
 - SIGTERM ends torchrun with exit code 143 (128 + the signal), as it ends its workers,
   instead of a traceback and exit code 1: an attempt stopped by an interruption reads the
   same with one process or eight;
-- torchrun waits for its workers as long as the job's grace period before it kills them
-  (``TORCH_ELASTIC_SHUTDOWN_TIMEOUT``, 30 s by default), so runctl's grace is the one that
+- torchrun waits for its workers 5 s longer than the job's grace period before it kills
+  them (``TORCH_ELASTIC_SHUTDOWN_TIMEOUT``, else 30 s), so runctl's grace is the one that
   counts; the agent's SIGKILL after the grace reaches every worker anyway;
 - no log folder per run in /tmp (``PET_LOG_DIR`` = /dev/null, where torch (2.3 and later)
   supports it): the workers' output stays on the inherited pipes, which the agent logs.
