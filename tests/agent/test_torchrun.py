@@ -48,7 +48,12 @@ def test_the_argv_runs_the_script_under_the_launcher():
     # torchrun waits for its workers past runctl's grace, so the agent's SIGKILL decides.
     assert "'TORCH_ELASTIC_SHUTDOWN_TIMEOUT','95'" in launcher
     assert "sys.exit(128+int(e.sigval))" in launcher and "'PET_LOG_DIR',os.devnull" in launcher
+    assert "'PET_SIGNALS_TO_HANDLE','SIGTERM,SIGINT,SIGHUP,SIGQUIT'" in launcher
     compile(launcher, "<launcher>", "exec")
+    # A stop signal torchrun would not handle by itself is added to those it forwards.
+    usr1 = torchrun_argv(["python", "t.py"], 2, grace_period=1, stop_signal="SIGUSR1")[2]
+    assert "'PET_SIGNALS_TO_HANDLE','SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1'" in usr1
+    assert "'TORCHELASTIC_SIGNALS_TO_HANDLE','SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1'" in usr1
     # A module run with -m goes through as torchrun's own -m.
     assert torchrun_argv(["python", "-m", "pkg.train", "--lr", "1"], 1, grace_period=0.5)[-4:] == [
         "-m", "pkg.train", "--lr", "1"]

@@ -31,7 +31,7 @@ import json, os, signal, sys, time
 from pathlib import Path
 import runctl
 
-comm, mode = Path(sys.argv[1]), sys.argv[2]
+comm, mode, stop = Path(sys.argv[1]), sys.argv[2], signal.Signals[sys.argv[3]]
 rank = os.environ["RANK"]
 term = []
 
@@ -42,7 +42,7 @@ def on_term(signum, frame):
     runctl.save_atomic(comm / f"sigterm-{rank}.json", json.dumps({"time": term[0], "flag": os.path.exists(flag)}))
 
 
-signal.signal(signal.SIGTERM, on_term)
+signal.signal(stop, on_term)
 env = {k: v for k, v in os.environ.items() if k.startswith(("RUNCTL_", "TRAINCTL_"))}
 runctl.save_atomic(comm / f"ready-{rank}.json", json.dumps(
     {"pid": os.getpid(), "env": env, "world_size": os.environ["WORLD_SIZE"]}))
@@ -52,7 +52,7 @@ if mode == "ignore" and rank == "1":
     while True:
         time.sleep(0.1)
 runctl.save_atomic(runctl.checkpoint_dir() / f"part-{rank}.bin", rank * 100)
-sys.exit(143)
+sys.exit(128 + stop)
 '''
 
 
@@ -63,12 +63,12 @@ def gone(pid: int) -> bool:
         return True
 
 
-def start(tmp_path: Path, cli_env: dict, mode: str, *options) -> tuple[subprocess.Popen, Path]:
+def start(tmp_path: Path, cli_env: dict, mode: str, *options, stop: str = "SIGTERM") -> tuple[subprocess.Popen, Path]:
     comm = tmp_path / "comm"
     comm.mkdir()
     (tmp_path / "ranks.py").write_text(RANKS)
     proc = subprocess.Popen([sys.executable, "-m", "runctl", "run", "ranks.py", "--nproc-per-node", "2",
-                             "--job-id", "ranks", *options, "--", str(comm), mode],
+                             "--job-id", "ranks", "--stop-signal", stop, *options, "--", str(comm), mode, stop],
                             cwd=tmp_path, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc, comm
 
@@ -144,3 +144,18 @@ def test_a_rank_ignoring_sigterm_is_killed_after_the_grace_with_the_whole_tree(t
     assert 2.0 <= waited < 10.0, waited  # runctl's grace, not torchrun's shutdown timeout
     for pid in [p.pid for p in launcher] + [r["pid"] for r in reports]:
         assert gone(pid), f"process {pid} outlived the attempt"
+
+
+def test_another_stop_signal_is_forwarded_by_torchrun_too(tmp_path, cli_env):
+    """SIGUSR1 would kill a plain torchrun (it handles SIGTERM, SIGINT, SIGHUP, SIGQUIT) and
+    orphan its workers; runctl's launcher adds the job's stop signal to those it forwards."""
+    proc, comm = start(tmp_path, cli_env, "save", "--grace", "60", stop="SIGUSR1")
+    ready(proc, comm)
+    proc.send_signal(signal.SIGTERM)  # the agent's own stop: the job's stop signal to the tree
+    code, err = finish(proc)
+    assert code == 130, err
+    assert "Traceback" not in err
+    for rank in (0, 1):
+        assert (comm / f"sigterm-{rank}.json").exists(), f"rank {rank} did not get SIGUSR1"
+    (attempt,) = read_status(LocalStore(tmp_path / ".runctl" / "store"), "ranks").attempts
+    assert attempt.exit_code == 128 + signal.SIGUSR1  # torchrun ended by the signal it forwarded

@@ -230,7 +230,7 @@ class Agent:
         # Under torchrun when the job asks for several processes; torch is looked for on the
         # host only (in a container the image's interpreter runs it).
         argv = launch_command(argv, self.spec.nproc_per_node, grace_period=self.spec.grace_period,
-                              check=not self.spec.image)
+                              stop_signal=self.spec.stop_signal, check=not self.spec.image)
         container = None
         if self.spec.image:  # the attempt runs in the job's image, supervised the same way
             from runctl.agent.container import ContainerAttempt

@@ -4,9 +4,10 @@
 ``python -c LAUNCHER --standalone --nnodes 1 --nproc-per-node N ... train.py ARGS``, where
 LAUNCHER is torchrun (``torch.distributed.run``) with three changes for a supervised job:
 
-- SIGTERM ends torchrun with exit code 143 (128 + the signal), as it ends its workers,
-  instead of a traceback and exit code 1: an attempt stopped by an interruption reads the
-  same with one process or eight;
+- the job's stop signal (SIGTERM, or the one ``--stop-signal`` names) is forwarded to the
+  workers and ends torchrun with exit code 128 + the signal (143), as it ends them, instead
+  of a traceback and exit code 1: an attempt stopped by an interruption reads the same with
+  one process or eight;
 - torchrun waits for its workers 5 s longer than the job's grace period before it kills
   them (``TORCH_ELASTIC_SHUTDOWN_TIMEOUT``, else 30 s), so runctl's grace is the one that
   counts; the agent's SIGKILL after the grace reaches every worker anyway;
@@ -35,10 +36,12 @@ from runctl.errors import UsageError
 AUTO = "auto"
 _PYTHON = re.compile(r"python[0-9.]*")
 # Run as ``python -c LAUNCHER ARGS``: sys.argv[1:] are torchrun's own arguments, which its parser
-# reads. {timeout} is filled in (seconds, an integer).
+# reads. {timeout} (seconds, an integer) and {signals} (names, comma-separated) are filled in.
 _LAUNCHER = (
     "import os,sys\n"
     "os.environ.setdefault('TORCH_ELASTIC_SHUTDOWN_TIMEOUT','{timeout}')\n"
+    "os.environ.setdefault('PET_SIGNALS_TO_HANDLE','{signals}')\n"
+    "os.environ.setdefault('TORCHELASTIC_SIGNALS_TO_HANDLE','{signals}')\n"
     "try:\n"
     " from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs\n"
     " os.environ.setdefault('PET_LOG_DIR',os.devnull)\n"
@@ -50,6 +53,8 @@ _LAUNCHER = (
 )
 # Looks for torch without importing it (an import takes seconds): ``find_spec`` of a top-level
 # package only reads the path.
+# The signals torchrun handles by default: it forwards them to its workers and exits.
+_TORCHRUN_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
 _HAS_TORCH = "import importlib.util,sys;sys.exit(importlib.util.find_spec('torch') is None)"
 
 
@@ -100,11 +105,14 @@ def split_python(command: Sequence[str]) -> tuple[str, list[str]]:
     return command[0], rest
 
 
-def torchrun_argv(command: Sequence[str], nproc: int, *, grace_period: float) -> list[str]:
+def torchrun_argv(command: Sequence[str], nproc: int, *, grace_period: float,
+                  stop_signal: str = "SIGTERM") -> list[str]:
     """``command`` (a Python script and its arguments) under torchrun with ``nproc``
-    processes on this machine alone. Pure."""
+    processes on this machine alone; torchrun forwards ``stop_signal`` to its workers, also
+    one it would not handle by itself (SIGUSR1 would kill it and orphan them). Pure."""
     python, rest = split_python(command)
-    launcher = _LAUNCHER.format(timeout=max(1, math.ceil(grace_period)) + 5)
+    signals = ",".join(dict.fromkeys((*_TORCHRUN_SIGNALS, stop_signal)))
+    launcher = _LAUNCHER.format(timeout=max(1, math.ceil(grace_period)) + 5, signals=signals)
     return [python, "-c", launcher, "--standalone", "--nnodes", "1", "--nproc-per-node", str(nproc), *rest]
 
 
@@ -121,13 +129,15 @@ def check_torch(python: str, *, run: Callable[..., subprocess.CompletedProcess] 
 
 
 def launch_command(command: Sequence[str], nproc_per_node: str | None, *, grace_period: float,
-                   check: bool = True, gpus: Callable[[], int] = count_gpus) -> list[str]:
+                   stop_signal: str = "SIGTERM", check: bool = True,
+                   gpus: Callable[[], int] = count_gpus) -> list[str]:
     """The argv an attempt runs: ``command`` itself when the job runs one process
     (``nproc_per_node`` None), else ``command`` under torchrun. ``check``: make sure the
     interpreter has torch first (not where it runs in a container, out of sight here)."""
     if not nproc_per_node:
         return list(command)
-    argv = torchrun_argv(command, resolve_nproc(parse_nproc(nproc_per_node), gpus=gpus), grace_period=grace_period)
+    argv = torchrun_argv(command, resolve_nproc(parse_nproc(nproc_per_node), gpus=gpus), grace_period=grace_period,
+                         stop_signal=stop_signal)
     if check:
         check_torch(argv[0])
     return argv
