@@ -3,16 +3,19 @@ checks that make a wrong job one clear line (not a torchrun traceback on the fir
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import venv
+from pathlib import Path
 
 import pytest
 
-from runctl.agent import torchrun
 from runctl.agent.torchrun import (check_torch, count_gpus, launch_command, parse_nproc, resolve_nproc,
                                    split_python, torchrun_argv)
 from runctl.errors import UsageError
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 @pytest.mark.parametrize("given, stored", [("2", "2"), (8, "8"), (" 4 ", "4"), ("AUTO", "auto"), ("auto", "auto"),
@@ -106,5 +109,8 @@ def test_a_container_job_is_not_checked_on_the_host():
     assert argv[0] == "/no/such/python" and argv[argv.index("--nproc-per-node") + 1] == "1"
 
 
-def test_the_module_needs_no_torch_to_import():
-    assert "torch" not in torchrun.__dict__
+def test_the_agent_and_the_cli_never_import_torch():
+    """The agent may run where torch is not installed (the job's own interpreter has it)."""
+    code = ("import sys, runctl.agent.torchrun, runctl.cli._torchrun, runctl.agent.supervisor; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": SRC}).returncode == 0
