@@ -138,6 +138,7 @@ class JobSpec(Record):
     docker_args: tuple[str, ...] = ()  # extra `docker run` arguments (e.g. --gpus, --network)
     registry_login: str = ""  # how an agent logs in to pull ``image``: "ecr" (GetAuthorizationToken) or "" (none)
     gpus: str = "auto"  # [docker] gpus: auto (all, where there are GPUs), all, none or a device list
+    nproc_per_node: str | None = None  # processes under torchrun ("2", "auto": one per GPU); None: no torchrun
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:

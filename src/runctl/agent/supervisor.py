@@ -37,6 +37,7 @@ from runctl.agent.restart_policy import classify, decide
 from runctl.agent.steps import StepLog
 from runctl.agent.status import FINAL_STATES, StatusBook, read_status
 from runctl.agent.sync import CheckpointSync, SyncResult, committed_state, scan_folder
+from runctl.agent.torchrun import launch_command
 from runctl.errors import LeaseLost, PreconditionFailed, RunctlError, StoreError, UsageError
 from runctl.interruptions.base import InterruptionSource
 from runctl.models import Attempt, InterruptionNotice, JobSpec, JobStatus
@@ -228,6 +229,10 @@ class Agent:
                                             interrupt_file=interrupt_file, progress_file=progress_file)
         env.update(secret_values)
         argv = workspace.command_for(self.spec, resume)
+        # Under torchrun when the job asks for several processes; torch is looked for on the
+        # host only (in a container the image's interpreter runs it).
+        argv = launch_command(argv, self.spec.nproc_per_node, grace_period=self.spec.grace_period,
+                              stop_signal=self.spec.stop_signal, check=not self.spec.image)
         container = None
         if self.spec.image:  # the attempt runs in the job's image, supervised the same way
             from runctl.agent.container import ContainerAttempt

@@ -15,6 +15,7 @@ from runctl.cli._args import script_args, script_command
 from runctl.cli._context import output_option, pass_app
 from runctl.cli._env import with_env_options, with_environment
 from runctl.cli._named import invocation, not_found_hint
+from runctl.cli._torchrun import checked_nproc, nproc_option
 from runctl.errors import EXIT_INTERRUPTED, EXIT_JOB_FAILED, JobFailed, UsageError
 
 EXIT_BY_STATE = {"completed": 0, "failed": EXIT_JOB_FAILED, "stopped": EXIT_INTERRUPTED}
@@ -44,10 +45,12 @@ EXIT_BY_STATE = {"completed": 0, "failed": EXIT_JOB_FAILED, "stopped": EXIT_INTE
               help="Run in the project's Docker image (built first when its content changed).")
 @click.option("--docker-image", metavar="IMAGE", help="Run in this prebuilt Docker image.")
 @with_env_options
+@nproc_option
 @output_option
 @pass_app
 def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_restarts, max_restarts_on_errors,
-        resume_args, sync_interval, keep_last_n, rehearse, rehearse_at, spot_notices, detach, docker, docker_image, env, secret):
+        resume_args, sync_interval, keep_last_n, rehearse, rehearse_at, spot_notices, detach, docker, docker_image,
+        env, secret, nproc_per_node):
     """Run SCRIPT (a .py file, any command, or a job NAME of .runctl.toml) under the agent.
 
     \b
@@ -74,6 +77,8 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
     except UsageError as exc:
         where = f" (the script of [jobs.{named.name}])" if named.name else not_found_hint(config)
         raise UsageError(f"{exc}{where}") from None
+    # torch looked for here, unless the script runs in an image (its interpreter, out of sight).
+    nproc_per_node = checked_nproc(command, nproc_per_node, torch_here=not (docker or docker_image))
     if rehearse_at and not rehearse:
         rehearse = len(parse_rehearse_at(rehearse_at))
     offsets = plan_offsets(rehearse, parse_rehearse_at(rehearse_at) if rehearse_at else None, random.Random())
@@ -101,6 +106,7 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
         sync_interval=config.checkpoint.sync_interval if sync_interval is None else sync_interval,
         max_upload_share=config.checkpoint.max_upload_share,
         keep_last_n=config.checkpoint.keep_last_n if keep_last_n is None else keep_last_n,
+        nproc_per_node=nproc_per_node,
     )
     # Here, before any note: a bad folder is one line on stderr. The agent checks again.
     check_checkpoint_folder(spec)

@@ -55,9 +55,10 @@ def _top_level_entries(dist: metadata.Distribution) -> set[str]:
     return entries - {"__pycache__"}  # shared by every top-level module: not one distribution's
 
 
-def runctl_only_env(folder: Path) -> Path:
+def runctl_only_env(folder: Path, also: tuple[str, ...] = ()) -> Path:
     """Make (once) a venv at ``folder`` that can import runctl and its dependencies and
-    nothing else of this machine's environment; return its python."""
+    nothing else of this machine's environment; return its python. ``also``: distributions
+    the machine image has besides (an AMI with torch), with their dependencies."""
     python = folder / "bin" / "python"
     if python.exists():
         return python
@@ -67,7 +68,7 @@ def runctl_only_env(folder: Path) -> Path:
     # runctl itself: the very package this process runs (an editable install or a copy
     # in a source tree may also carry metadata; the code is what matters).
     os.symlink(Path(runctl.__file__).parent, site_packages / "runctl")
-    for dist in dependency_closure():
+    for dist in [*dependency_closure(), *(d for name in also for d in dependency_closure(name))]:
         if _normalized(dist.metadata["Name"]) == "runctl":
             continue
         for entry in _top_level_entries(dist):

@@ -96,7 +96,10 @@ class FakeCloud:
                  notice_deadline_s: float = 5.0, poll_interval: float = 0.2,
                  agent_command: Callable[[str], list[str]] = default_agent_command,
                  boot_timeout_s: float | None = None, endpoint: str | None = None,
-                 agent_python: str | None = None, image_id: str | None = None) -> None:
+                 agent_python: str | None = None, image_id: str | None = None,
+                 image_packages: tuple[str, ...] = ()) -> None:
+        if agent_python and image_packages:
+            raise ValueError("agent_python is the instance image's interpreter: give it or image_packages, not both")
         self.workdir = Path(workdir)
         self.region = region
         self.bucket = bucket
@@ -104,6 +107,7 @@ class FakeCloud:
         self.poll_interval = poll_interval
         self._agent_command = agent_command
         self.boot_timeout_s = boot_timeout_s  # compresses the user data's boot watchdog timeout
+        self.image_packages = image_packages  # installed on its machine image besides runctl (e.g. torch)
         self.instances: dict[str, FakeInstance] = {}
         self.interruptions: list[dict] = []  # what interrupt() did, for reports and tests
         self._lock = threading.Lock()
@@ -122,7 +126,7 @@ class FakeCloud:
         from runctl.testing.agent_env import runctl_only_env
 
         # An instance has runctl and nothing of the user's project, as on EC2.
-        self.agent_python = self.agent_python or str(runctl_only_env(self.workdir / "agent-env"))
+        self.agent_python = self.agent_python or str(runctl_only_env(self.workdir / "agent-env", self.image_packages))
         self._machine_bin = self._write_machine_commands()
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise

@@ -308,3 +308,38 @@ def test_an_empty_store_is_refused_not_taken_for_the_default(racing, run_cli):
     assert err.splitlines() == ["runctl: error: --store is empty; give a folder, file:///abs/path or "
                                 "s3://bucket/prefix, or leave --store out for the default store"]
     assert read_assignment(racing.store, racing.instance) is None
+
+
+def test_train_runs_a_job_of_two_processes_under_torchrun_on_the_agent(aws_env, project, instance, agent, s3_bucket):
+    """--nproc-per-node reaches the instance's agent in job.json; it starts the script under
+    torchrun there, and the job ends with the weights of the same two-process run here."""
+    pytest.importorskip("torch")
+    script = REPO / "training" / "examples" / "train_ddp.py"
+    shutil.copy(script, project / "train_ddp.py")
+    args = ["--steps", "60", "--checkpoint-every", "20"]
+    straight = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                               str(script), *args], cwd=project.parent, capture_output=True, text=True, timeout=300,
+                              env={k: v for k, v in aws_env.items() if not k.startswith("RUNCTL_")})
+    assert straight.returncode == 0, straight.stderr
+
+    done = runctl(aws_env, project, "aws", "train", instance, "train_ddp.py", "--nproc-per-node", "2", "--wait",
+                  "--job-id", "ddp", "--", *args, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+    assert result == json.loads([line for line in straight.stdout.splitlines() if line.startswith("{")][-1])
+    assert result["world_size"] == 2
+    spec = json.loads(store(s3_bucket).read("jobs/ddp/job.json").data)
+    assert spec["nproc_per_node"] == "2" and spec["command"] == ["python", "train_ddp.py", *args]
+
+
+def test_train_refuses_nproc_for_what_torchrun_cannot_start(aws_env, project, instance, s3_bucket):
+    (project / "train.sh").write_text("#!/bin/sh\necho hi\n")
+    for args, says in ((("fail.py", "--nproc-per-node", "zero"), "--nproc-per-node 'zero' is neither"),
+                       (("train.sh", "--nproc-per-node", "2"), "starts a Python script under torchrun")):
+        refused = runctl(aws_env, project, "aws", "train", instance, *args)
+        assert refused.returncode == 2, refused.stderr
+        assert says in refused.stderr and "Traceback" not in refused.stderr
+    assert read_assignment(store(s3_bucket), instance) is None  # nothing was sent
+    sent = runctl(aws_env, project, "aws", "train", instance, "fail.py", "--nproc-per-node", "auto", "--job-id", "a")
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(store(s3_bucket).read("jobs/a/job.json").data)["nproc_per_node"] == "auto"

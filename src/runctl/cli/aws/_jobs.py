@@ -99,7 +99,8 @@ class SentJob:
 def send_job(app, job_store, instance_id: str, named, *, job_id: str | None = None,
              checkpoint_dir: str | None = None, resume_args: tuple[str, ...] = (),
              sync_code: bool = True, includes: tuple[str, ...] = (),
-             prepared: tuple[tuple[str, ...], str | None] | None = None, image=None) -> SentJob:
+             prepared: tuple[tuple[str, ...], str | None] | None = None, image=None,
+             nproc_per_node: str | None = None) -> SentJob:
     """Upload the code, write job.json and the instance's assignment (the instance is
     known to run). ``named``: the ``Invocation`` of ``resolve_script``; the settings come
     from its job table, then the configuration, as for ``runctl run``. ``checkpoint_dir``:
@@ -112,7 +113,7 @@ def send_job(app, job_store, instance_id: str, named, *, job_id: str | None = No
     judged = _refuse_busy(job_store, instance_id, job_id)
     command, tree = prepared or prepare_code(app, job_store, named, sync_code, includes, checkpoint_dir)
     spec = job_spec(app, job_store, named, job_id, command, tree, checkpoint_dir=checkpoint_dir,
-                    resume_args=resume_args, image=image)
+                    resume_args=resume_args, image=image, nproc_per_node=nproc_per_node)
     previous = read_status(job_store, job_id)
     write_job_spec(job_store, spec)
     assignment = _claim(job_store, instance_id, job_id, judged)
@@ -123,7 +124,8 @@ def send_job(app, job_store, instance_id: str, named, *, job_id: str | None = No
 
 
 def job_spec(app, job_store, named, job_id: str, command: tuple[str, ...], tree: str | None, *,
-             checkpoint_dir: str | None, resume_args: tuple[str, ...], image=None):
+             checkpoint_dir: str | None, resume_args: tuple[str, ...], image=None,
+             nproc_per_node: str | None = None):
     """The job's spec as an instance's agent runs it: the settings come from its job table,
     then the configuration, as for ``runctl run``."""
     from runctl.agent.assignment import remote_spec
@@ -142,7 +144,17 @@ def job_spec(app, job_store, named, job_id: str, command: tuple[str, ...], tree:
         image=image.ref if image is not None else None,
         registry_login=image.registry_login if image is not None else "",
         gpus=config.docker.gpus,
+        nproc_per_node=nproc_per_node,
     )
+
+
+def instance_nproc(named, value: str | None) -> str | None:
+    """--nproc-per-node of a job sent to an instance, checked before the code is uploaded: the
+    script must be a .py file (torch is looked for on the instance, by its agent)."""
+    from runctl.cli._torchrun import checked_nproc
+
+    head = ("python", named.script) if named.script.endswith(".py") else (named.script,)
+    return checked_nproc((*head, *named.args), value, torch_here=False)
 
 
 def wait_and_report(app, job_store, sent: SentJob, *, timeout: float | None = None) -> int:

@@ -18,8 +18,9 @@ from runctl.cli._args import script_args, script_command
 from runctl.cli._context import output_option, pass_app
 from runctl.cli._env import with_env_options, with_environment
 from runctl.cli.aws._docker import prepare_image, with_docker_options
-from runctl.cli.aws._jobs import (auto_resume_on, instance_checkpoint_dir, job_spec, prepare_code, resolve_script,
-                                  with_checkpoint_options, with_code_options)
+from runctl.cli._torchrun import nproc_option
+from runctl.cli.aws._jobs import (auto_resume_on, instance_checkpoint_dir, instance_nproc, job_spec, prepare_code,
+                                  resolve_script, with_checkpoint_options, with_code_options)
 from runctl.cli.aws._pricing import max_price_option
 from runctl.cli.aws._shared import aws_store_url
 
@@ -32,6 +33,7 @@ from runctl.cli.aws._shared import aws_store_url
 @with_checkpoint_options
 @with_docker_options
 @with_env_options
+@nproc_option
 @click.option("--detach", is_flag=True, help="Submit the job and return at once, printing its id.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="Stop following after S seconds (exit 1; the job goes on).")
@@ -45,7 +47,8 @@ from runctl.cli.aws._shared import aws_store_url
 @pass_app
 @click.pass_context
 def run(ctx, app, script, instance_type, spot, max_price_per_hour, sync_code, includes, job_id, checkpoint_dir,
-        resume_args, no_docker, docker_image, detach, timeout, auto_resume, store, region, env, secret):
+        resume_args, no_docker, docker_image, env, secret, nproc_per_node, detach, timeout, auto_resume, store,
+        region):
     """Run SCRIPT (a file of the project, or a job NAME of .runctl.toml) on AWS with the
     project's code, in an Auto Scaling group of its own that keeps it running: a reclaimed
     or lost instance is replaced and the job resumed, and the group is deleted when the job
@@ -61,13 +64,14 @@ def run(ctx, app, script, instance_type, spot, max_price_per_hour, sync_code, in
 
     named = with_environment(resolve_script(app, script, script_args()), env, secret)
     folder = instance_checkpoint_dir(app, named, checkpoint_dir)
+    nproc_per_node = instance_nproc(named, nproc_per_node)
     job_store = open_store(aws_store_url(app, store))
     job_id = _common.resolve_job_id(job_store, job_id, named.script, named.args)
     image = prepare_image(app, no_docker=no_docker, docker_image=docker_image, region=region)  # before paying, too
     sync_code = image is None if sync_code is None else sync_code
     command, tree = prepare_code(app, job_store, named, sync_code, includes, folder)
     spec = job_spec(app, job_store, named, job_id, command, tree, checkpoint_dir=folder,
-                    resume_args=named.resume_args(resume_args), image=image)
+                    resume_args=named.resume_args(resume_args), image=image, nproc_per_node=nproc_per_node)
     submitted = submit(app, job_store, spec, job=named.job, instance_type=instance_type, spot=spot,
                        max_price_per_hour=max_price_per_hour, region=region,
                        auto_resume=auto_resume_on(app, auto_resume))

@@ -15,8 +15,9 @@ from runctl.cli._args import ScriptCommand, script_args
 from runctl.cli._context import output_option, pass_app
 from runctl.cli._env import with_env_options, with_environment
 from runctl.cli.aws._docker import prepare_image, with_docker_options
-from runctl.cli.aws._jobs import (instance_checkpoint_dir, require_running, resolve_script, send_job, wait_and_report,
-                                  with_checkpoint_options, with_code_options)
+from runctl.cli._torchrun import nproc_option
+from runctl.cli.aws._jobs import (instance_checkpoint_dir, instance_nproc, require_running, resolve_script, send_job,
+                                  wait_and_report, with_checkpoint_options, with_code_options)
 from runctl.cli.aws._shared import aws_store_url
 
 
@@ -50,6 +51,7 @@ def _refuse_auto_resume(_ctx, _param, value):
 @with_checkpoint_options
 @with_docker_options
 @with_env_options
+@nproc_option
 @click.option("--wait", is_flag=True, help="Follow the job's output and exit with its exit code.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="With --wait: give up after S seconds (exit 1; the job goes on).")
@@ -59,7 +61,7 @@ def _refuse_auto_resume(_ctx, _param, value):
 @output_option
 @pass_app
 def train(app, instance_id, script, sync_code, includes, job_id, checkpoint_dir, resume_args, no_docker, docker_image,
-          wait, timeout, store, region, env, secret):
+          env, secret, nproc_per_node, wait, timeout, store, region):
     """Run SCRIPT (a file of the project, or a job NAME of .runctl.toml) on INSTANCE_ID's
     agent, with the project's code; resume it from the store.
 
@@ -71,12 +73,14 @@ def train(app, instance_id, script, sync_code, includes, job_id, checkpoint_dir,
 
     named = with_environment(resolve_script(app, script, script_args()), env, secret)
     folder = instance_checkpoint_dir(app, named, checkpoint_dir)
+    nproc_per_node = instance_nproc(named, nproc_per_node)
     job_store = open_store(aws_store_url(app, store))
     require_running(app, instance_id, region)
     image = prepare_image(app, no_docker=no_docker, docker_image=docker_image, region=region)
     sent = send_job(app, job_store, instance_id, named, job_id=job_id, checkpoint_dir=folder,
                     resume_args=named.resume_args(resume_args),
-                    sync_code=image is None if sync_code is None else sync_code, includes=includes, image=image)
+                    sync_code=image is None if sync_code is None else sync_code, includes=includes, image=image,
+                    nproc_per_node=nproc_per_node)
     if not wait:
         app.output.report(sent.report, lambda: app.output.line(
             f"job {sent.job_id} sent to {instance_id}; follow it with: runctl aws watch {sent.job_id}"))
