@@ -220,16 +220,20 @@ class Transfer:
 
 
 def plan_commit(files: Sequence[FileEntry], new_prefix: str, previous: CheckpointInfo | None,
-                previous_prefix: str | None) -> list[Transfer]:
+                previous_prefix: str | None,
+                older: Sequence[tuple[CheckpointInfo, str]] = ()) -> list[Transfer]:
     """Decide, per file, upload or server-side copy.
 
     A file whose (sha256, size) is in the previous snapshot, under any path, is copied from
-    there; a file whose content appears twice in this commit is uploaded once and copied.
+    there; else from the newest of ``older`` (the other retained snapshots, with their
+    prefixes) that holds it, so a file changed back to an earlier version uploads nothing.
+    A file whose content appears twice in this commit is uploaded once and copied.
     """
     known: dict[tuple[str, int], str] = {}
-    if previous is not None and previous_prefix is not None:
-        for f in previous.files:
-            known.setdefault((f.sha256, f.size), previous_prefix + f.path)
+    sources = [(previous, previous_prefix)] if previous is not None and previous_prefix is not None else []
+    for info, prefix in [*sources, *sorted(older, key=lambda pair: -pair[0].seq)]:
+        for f in info.files:
+            known.setdefault((f.sha256, f.size), prefix + f.path)
     plan: list[Transfer] = []
     uploaded: dict[tuple[str, int], str] = {}
     for f in sorted(files, key=lambda f: f.path):
