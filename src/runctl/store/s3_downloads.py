@@ -7,8 +7,9 @@ sha256: 10,000 files of 4 KiB took about 1.7x the wall time of ``aws s3 cp --rec
 through ``download_file`` (a transfer manager and its threads made per file, a HEAD and a
 GET each, then a second read to hash). Larger objects go through the store's one
 long-lived transfer manager, in parallel ranged GETs (one stream would be slow for a
-checkpoint of gigabytes), told the size so that it sends no HEAD; they are hashed after,
-from the page cache.
+checkpoint of gigabytes), and are hashed after, from the page cache; s3transfer sends one
+HEAD for such an object (it pins its ranged GETs to the object's ETag), which beside 64 MiB
+or more of transfer costs nothing worth a copy of its logic.
 
 A mixin of ``S3Store``, kept apart to keep that module small; it uses the store's client,
 settings and error translation.
@@ -33,14 +34,14 @@ STREAM_TRIES = 3
 _CHUNK = 1 << 20
 
 
-class _Subscriber:
-    """An s3transfer subscriber: provides the size (no HEAD) and reports progress."""
+class _Progress:
+    """An s3transfer subscriber that reports progress to a ProgressCallback."""
 
-    def __init__(self, size: int, progress: ProgressCallback | None) -> None:
-        self._size, self._progress = size, progress
+    def __init__(self, progress: ProgressCallback | None) -> None:
+        self._progress = progress
 
-    def on_queued(self, future, **_kwargs) -> None:
-        future.meta.provide_transfer_size(self._size)
+    def on_queued(self, **_kwargs) -> None:
+        pass
 
     def on_progress(self, bytes_transferred: int, **_kwargs) -> None:
         if self._progress:
@@ -80,7 +81,7 @@ class CheckedDownloads:
             if expect.size <= STREAM_MAX:
                 size, digest = self._streamed(key, path, progress)
             else:
-                size, digest = self._ranged(key, path, expect.size, progress)
+                size, digest = self._ranged(key, path, progress)
         except NotFoundError:
             self._check_bucket_after_404()
             raise
@@ -126,14 +127,14 @@ class CheckedDownloads:
                 raise StoreError(f"cannot write {path}: {exc.strerror}") from exc
         raise AssertionError("unreachable")
 
-    def _ranged(self, key: str, path: Path, size: int, progress: ProgressCallback | None) -> tuple[int, str]:
-        """Parallel ranged GETs of an object of ``size`` bytes into ``path``, then hashed."""
+    def _ranged(self, key: str, path: Path, progress: ProgressCallback | None) -> tuple[int, str]:
+        """Parallel ranged GETs of the object into ``path``, then hashed."""
         from runctl.store.s3 import _is_transport
 
         try:
             with self._translate("download", key, permission="s3:GetObject"):
                 future = self._transfer_manager().download(self.bucket, self._full(key), str(path),
-                                                           subscribers=[_Subscriber(size, progress)])
+                                                           subscribers=[_Progress(progress)])
                 future.result()
             return os.stat(path).st_size, sha256_file(path)
         except OSError as exc:
