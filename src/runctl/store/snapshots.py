@@ -75,18 +75,20 @@ class Snapshots:
     ``workers`` threads hash, upload, copy and download files in parallel. ``clock`` gives
     the ``created`` time of new snapshots. An instance keeps an in-memory cache of the
     hashes of local files (see ``HashCache``); keep one instance per job for periodic syncs.
+    ``hash_cache_file``: where that cache is kept across processes (a restarted agent's first
+    commit then reads only the files that changed); saved after each commit and restore.
     Progress callbacks may be called from worker threads.
     """
 
     def __init__(self, store: Store, prefix: str, *, workers: int = 8,
-                 clock: Callable[[], datetime] = _utc_now) -> None:
+                 clock: Callable[[], datetime] = _utc_now, hash_cache_file: Path | None = None) -> None:
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         self.store = store
         self.prefix = prefix
         self.workers = max(1, int(workers))
         self._clock = clock
-        self._hashes = HashCache()
+        self._hashes = HashCache(file=hash_cache_file)
 
     def __repr__(self) -> str:
         return f"Snapshots({self.url})"
@@ -183,7 +185,13 @@ class Snapshots:
         generation, recorded in the manifest's metadata; when it raises, or returns a lower
         generation than the latest snapshot's (PreconditionFailed), no manifest is written.
         """
-        source = Path(source)
+        try:
+            return self._commit(Path(source), files, carry, metadata, progress, fence)
+        finally:
+            self._hashes.save()  # what was hashed holds whether or not the commit went through
+
+    def _commit(self, source: Path, files: Iterable[str] | None, carry: Iterable[str], metadata: dict | None,
+                progress: ProgressCallback | None, fence: Fence | None) -> CheckpointInfo | None:
         scanned = scan_source(source, files)
         if files is None:
             self._hashes.forget_missing(under=source, keep=[s.path for s in scanned])
@@ -409,11 +417,14 @@ class Snapshots:
         for f, temp, dest, state in fetched:
             try:
                 os.replace(temp, dest)  # the same inode, size and mtime under its own name
+                after = os.stat(dest)  # the ctime the rename gave it, for the cache file
             except OSError as exc:
                 temp.unlink(missing_ok=True)
                 raise StoreError(f"cannot restore {dest}: {exc.strerror}") from exc
             # Just verified, and nothing runs in target yet: trust it despite its fresh mtime.
-            self._hashes.remember(dest, state, f.sha256, recent_ok=True)
+            if FileState.of(after) == state:
+                self._hashes.remember(dest, state, f.sha256, recent_ok=True, ctime_ns=after.st_ctime_ns)
+        self._hashes.save()
         log.info("restored snapshot %d into %s: %d files, %d downloaded", info.seq, target,
                  len(info.files), len(fetched))
         return info
@@ -437,7 +448,7 @@ class Snapshots:
             return False
         if not unchanged or digest != f.sha256:
             return False
-        self._hashes.remember(dest, FileState.of(st), digest)
+        self._hashes.remember(dest, FileState.of(st), digest, ctime_ns=st.st_ctime_ns)
         return True
 
     # -- prune and verify ----------------------------------------------------------------
