@@ -180,7 +180,8 @@ def parse_manifest(data: bytes, *, url: str, seq: int | None = None) -> Checkpoi
     if not isinstance(raw_files, list):
         raise IntegrityError(f"{where}: 'files' is not a list")
     files = []
-    for raw in raw_files:
+    for index, raw in enumerate(raw_files):
+        raw_files[index] = None  # each entry's dict freed as it is read: a big manifest is not held twice
         if not isinstance(raw, dict):
             raise IntegrityError(f"{where}: a file entry is not an object: {raw!r}")
         path, size, digest = raw.get("path"), raw.get("size"), raw.get("sha256")
