@@ -97,3 +97,4 @@ def test_the_agent_keeps_its_cache_in_its_run_folder(local_store, tmp_path):
     spec = JobSpec("j", ("true",), local_store.url, str(tmp_path / "ckpt"), str(tmp_path))
     agent = Agent(spec, local_store, [], AgentOptions(run_dir=tmp_path / "run"))
     assert agent.snapshots._hashes._file == tmp_path / "run" / HASH_CACHE_NAME
+

@@ -331,12 +331,11 @@ class Snapshots:
         """The bytes a commit would upload now, without reading any file.
 
         A file counts unless its hash is known from an earlier commit or restore (same size,
-        mtime and inode) and its content is in the latest snapshot: an upper bound, for
-        deadline estimates.
+        mtime and inode) and its content is in a retained snapshot (a commit copies it from
+        there): an upper bound, for deadline estimates.
         """
         scanned = scan_source(Path(source), files)
-        previous = self.latest()
-        known = {(f.sha256, f.size) for f in previous.files} if previous else set()
+        known = {(f.sha256, f.size) for info in self.list() for f in info.files}
         total = 0
         for item in scanned:
             digest = self._hashes.lookup(item.path, item.state)
