@@ -244,3 +244,34 @@ def test_a_tree_that_does_not_match_its_id_is_refused(local_store, tmp_path):
     local_store.write(layout.code_tree_key("1" * 64), good)
     with pytest.raises(IntegrityError):
         materialize(local_store, "1" * 64, tmp_path / "cache")
+
+
+def test_a_second_upload_hashes_only_changed_files_and_lists_no_blobs(tmp_path, any_store, monkeypatch):
+    import os
+    import time
+
+    from runctl.codesync import tree as tree_module
+
+    root = make_project(tmp_path / "proj")
+    then = time.time() - 60  # old enough for the hash cache to trust the timestamps
+    for path in root.rglob("*"):
+        if path.is_file():
+            os.utime(path, (then, then))
+    cache = tmp_path / "proj" / ".runctl"
+    first = upload_tree(any_store, root, use_git=False, cache_dir=cache)
+    hashed, listed = [], []
+    real_hash = tree_module.sha256_file
+    monkeypatch.setattr(tree_module, "sha256_file", lambda p: hashed.append(p.name) or real_hash(p))
+    store = CountingStore(any_store)
+    store.list = lambda prefix="": listed.append(prefix) or any_store.list(prefix)
+
+    again = upload_tree(store, root, use_git=False, cache_dir=cache)
+    assert again.tree_id == first.tree_id and hashed == []
+
+    (root / "lib" / "model.py").write_text("W = 2\n")
+    changed = upload_tree(store, root, use_git=False, cache_dir=cache)
+    assert hashed == ["model.py"] and listed == []  # only the new blob looked up, by name
+    assert changed.uploaded_count == 1 and len(store.blob_writes) == 1
+    (root / "lib" / "model.py").write_text("W = 1\n")  # back: its blob is there already
+    back = upload_tree(store, root, use_git=False, cache_dir=cache)
+    assert back.tree_id == first.tree_id and back.uploaded_count == 0 and listed == []

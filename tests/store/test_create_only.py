@@ -178,3 +178,48 @@ def test_s3_a_retry_refused_by_its_own_landed_upload_succeeds(small_parts, s3_cl
         store.upload(tmp_path / "small", "ck/1/big", if_none_match=True)
     assert store.read("ck/1/small").data == b"mine"
     assert open_uploads(s3_client, s3_bucket) == []
+
+
+# -- S3: checked uploads (the object carries its sha256) and the copies that trust it -----
+def test_s3_checked_upload_sends_its_sha256_for_s3_to_check(s3_store, tmp_path):
+    """moto does not check a request's x-amz-checksum-sha256 (AWS does: BadDigest): the
+    request's shape is shown with botocore's Stubber."""
+    import base64
+
+    from botocore.stub import ANY, Stubber
+
+    from runctl.errors import StoreError
+
+    data = b"checkpoint bytes"
+    (tmp_path / "f").write_bytes(data)
+    s3_store.client  # noqa: B018
+    sha = hashlib.sha256(data).hexdigest()
+    expected = {"Bucket": s3_store.bucket, "Key": "team/runs/ck/1/f", "Body": ANY, "ContentLength": len(data),
+                "IfNoneMatch": "*", "Metadata": {"runctl-write": ANY, "runctl-sha256": sha},
+                "ChecksumSHA256": base64.b64encode(bytes.fromhex(sha)).decode()}
+    with Stubber(s3_store.client) as stub:
+        stub.add_response("put_object", {"ETag": '"e"'}, expected)
+        s3_store.upload_checked(tmp_path / "f", "ck/1/f", expect=entry(data))
+        stub.add_client_error("put_object", "BadDigest", "The sha256 you specified did not match", 400,
+                              expected_params=expected)
+        with pytest.raises(StoreError, match="BadDigest|did not match"):
+            s3_store.upload_checked(tmp_path / "f", "ck/1/f", expect=entry(data))
+        stub.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("size", [1000, 11 * MiB])
+def test_s3_a_copy_of_a_checked_upload_is_not_read_back(small_parts, s3_client, s3_bucket, tmp_path, size):
+    store = small_parts
+    payload = os.urandom(size)
+    (tmp_path / "f").write_bytes(payload)
+    store.upload_checked(tmp_path / "f", "ck/1/f", expect=entry(payload))
+    calls: list[str] = []
+    store.client.meta.events.register("before-call.s3.*", lambda model, **_: calls.append(model.name))
+    store.copy("ck/1/f", "ck/2/f", expect=entry(payload), if_none_match=True)
+    assert "GetObject" not in calls
+    assert store.read("ck/2/f").data == payload
+    head = s3_client.head_object(Bucket=s3_bucket, Key="team/runs/ck/2/f")
+    assert head["Metadata"]["runctl-sha256"] == hashlib.sha256(payload).hexdigest()  # carried on
+    with pytest.raises(IntegrityError):  # the recorded hash is the expected content's, or nothing is trusted
+        store.copy("ck/1/f", "ck/3/f", expect=entry(payload[:-1] + b"?"), if_none_match=True)
+    assert not store.exists("ck/3/f") and open_uploads(s3_client, s3_bucket) == []

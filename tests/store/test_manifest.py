@@ -181,6 +181,14 @@ def test_plan_commit_copies_known_content_and_uploads_duplicates_once():
     assert all(t.source_key is None for t in plan_commit(files[:2], "p/00000001/", None, None))
 
 
+def test_plan_commit_copies_from_older_snapshots_the_latest_first():
+    older = CheckpointInfo(seq=1, created="", url="", files=(FileEntry("w", 1, SHA_A), FileEntry("x", 2, SHA_B)))
+    previous = CheckpointInfo(seq=2, created="", url="", files=(FileEntry("y", 2, SHA_B),))
+    files = [FileEntry("w", 1, SHA_A), FileEntry("x", 2, SHA_B)]
+    plan = plan_commit(files, "p/00000003/", previous, "p/00000002/", [(older, "p/00000001/")])
+    assert plan == [Transfer(files[0], "p/00000001/w"), Transfer(files[1], "p/00000002/y")]
+
+
 _part = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="/\\\x00"),
                 min_size=1, max_size=12).filter(lambda p: p not in (".", "..") and ".runctl-tmp-" not in p)
 _paths = st.lists(st.lists(_part, min_size=1, max_size=4).map("/".join), min_size=0, max_size=8, unique=True)

@@ -375,3 +375,15 @@ def test_hash_cache_and_pending_bytes(any_store, source, monkeypatch):
     assert snaps.pending_bytes(source) == 0
     write(source, "model.pt", os.urandom(10))  # fresh mtime: never trusted from the cache
     assert snaps.pending_bytes(source) == 10
+
+
+def test_pending_bytes_count_nothing_a_retained_snapshot_holds(any_store, source, tmp_path):
+    for path in source.rglob("*"):
+        if path.is_file():  # old enough for the hash cache
+            os.utime(path, (time.time() - 60, time.time() - 60))
+    snaps = Snapshots(any_store, PREFIX)
+    snaps.commit(source)
+    write(source, "model.pt", os.urandom(1000), age_s=30)
+    snaps.commit(source)
+    snaps.restore(1, source)  # model.pt back to snapshot 1's content, its hash known
+    assert snaps.pending_bytes(source) == 0  # a commit copies it from snapshot 1

@@ -47,6 +47,9 @@ from runctl.store.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
 
+#: The checkpoint folder's hash cache, in the run folder (``runctl.store.hash_file``).
+HASH_CACHE_NAME = "checkpoint-hashes.jsonl"
+
 
 @dataclass(frozen=True)
 class AgentEvent:
@@ -83,7 +86,10 @@ class Agent:
             raise UsageError(f"the heartbeat interval ({options.heartbeat_interval:g}s) must be at most a "
                              f"quarter of the lease TTL ({options.lease_ttl:g}s); shorten it")
         self.folder = Path(spec.checkpoint_dir)
-        self.snapshots = Snapshots(store, layout.checkpoints_prefix(spec.job_id))
+        # The hashes of the checkpoint folder's files outlive the agent, beside its other
+        # private files: a restarted agent's first commit reads only what changed.
+        self.snapshots = Snapshots(store, layout.checkpoints_prefix(spec.job_id),
+                                   hash_cache_file=options.run_dir / HASH_CACHE_NAME)
         self.lease = Lease(store, spec.job_id, ttl=options.lease_ttl, clock=clock)
         self.book: StatusBook | None = None
         # Set once the agent stops for its lease: from then on it writes nothing for the job.

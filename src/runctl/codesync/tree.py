@@ -30,12 +30,19 @@ from pathlib import Path
 from runctl.codesync.ignore import ProjectFiles, project_files
 from runctl.errors import IntegrityError, NotFoundError, StoreError, UsageError
 from runctl.store import layout
-from runctl.store.hashing import sha256_file
+from runctl.store.hashing import FileState, HashCache, sha256_file
 
 log = logging.getLogger(__name__)
 
 TREE_VERSION = 1
 READ_IN_MEMORY_MAX = 64 * 1024 * 1024  # larger files are streamed with Store.upload
+#: Up to this many blobs that the last tree sent to the store lacks are looked up one by
+#: one (a HEAD each); more, and every blob of the store is listed instead.
+LOOKUP_MAX = 256
+#: In ``upload_tree``'s ``cache_dir``: the hashes of the project's files (``HashCache``) and
+#: the last tree uploaded to each store.
+HASHES_NAME = "code-hashes.jsonl"
+LAST_TREES_NAME = "code-trees.json"
 
 
 @dataclass(frozen=True)
@@ -105,10 +112,6 @@ def check_path(rel: str) -> str:
     return rel
 
 
-def _mode(path: Path) -> int:
-    return 0o755 if os.stat(path).st_mode & stat.S_IXUSR else 0o644
-
-
 def _listed(folder: Path, include: Iterable[str], use_git: bool) -> ProjectFiles:
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder")
@@ -122,11 +125,21 @@ def build_tree(folder: Path, include: Iterable[str] = (), *, use_git: bool = Tru
     return _tree_of(folder, _listed(folder, include, use_git).files, workers)
 
 
-def _tree_of(folder: Path, names: list[str], workers: int) -> CodeTree:
+def _tree_of(folder: Path, names: list[str], workers: int, hashes: HashCache | None = None) -> CodeTree:
+    """``hashes``: known hashes of the files, by (size, mtime, inode, ctime); a file whose
+    hash is there is not read."""
     def entry(rel: str) -> TreeFile:
         path = folder / rel
         try:
-            return TreeFile(rel, sha256_file(path), path.stat().st_size, _mode(path))
+            st = os.stat(path)
+            state = FileState.of(st)
+            digest = hashes.lookup(path, state) if hashes is not None else None
+            if digest is None:
+                digest = sha256_file(path)
+                after = os.stat(path)
+                if hashes is not None and FileState.of(after) == state:
+                    hashes.remember(path, state, digest, ctime_ns=after.st_ctime_ns)
+            return TreeFile(rel, digest, st.st_size, 0o755 if st.st_mode & stat.S_IXUSR else 0o644)
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
@@ -137,23 +150,31 @@ def _tree_of(folder: Path, names: list[str], workers: int) -> CodeTree:
 
 def upload_tree(store, folder: Path, include: Iterable[str] = (), *, use_git: bool = True,
                 workers: int = 8, progress: Callable[[int], None] | None = None,
-                leave_out: str | None = None) -> TreeUpload:
+                leave_out: str | None = None, cache_dir: Path | None = None) -> TreeUpload:
     """Upload ``folder``'s code: the blobs the store lacks, then the tree. Returns what it did.
     ``leave_out``: a folder ('/'-separated, relative) none of whose files is sent: the job's
     checkpoint folder, whose files reach the instance from the store's snapshot, never as
-    code (a local run's checkpoints there would be files runctl did not write for the job)."""
+    code (a local run's checkpoints there would be files runctl did not write for the job).
+
+    ``cache_dir``: where runctl keeps what it learnt for the next upload (the project's
+    ``.runctl``): the files' hashes, so that only changed files are read, and the last tree
+    sent to each store, whose blobs are there: only the others are looked up."""
     folder = Path(folder)
+    hashes = HashCache(file=Path(cache_dir) / HASHES_NAME) if cache_dir is not None else None
     listed = _listed(folder, include, use_git)
     skipped = tuple(listed.skipped_links)
     if skipped:
         log.info("code: not following %d symlinks out of %s: %s", len(skipped), folder, ", ".join(skipped))
     files = [rel for rel in listed.files if not (leave_out and (rel + "/").startswith(leave_out.rstrip("/") + "/"))]
-    tree = _tree_of(folder, files, workers)
+    tree = _tree_of(folder, files, workers, hashes)
+    if hashes is not None:
+        hashes.save()
     tree_id = tree.tree_id
     tree_key = layout.code_tree_key(tree_id)
     if store.exists(tree_key):  # every blob of a stored tree is there: it was written last
+        _remember_tree(cache_dir, store, tree_id)
         return TreeUpload(tree_id, 0, 0, len(tree.files), tree.total_bytes, skipped)
-    have = {info.key.rsplit("/", 1)[-1] for info in store.list(layout.code_blob_key(""))}
+    have = _blobs_in_store(store, tree, _last_tree(cache_dir, store), workers)
     missing: dict[str, TreeFile] = {}
     for f in tree.files:
         if f.sha256 not in have:
@@ -175,8 +196,59 @@ def upload_tree(store, folder: Path, include: Iterable[str] = (), *, use_git: bo
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         sent = list(pool.map(send, missing.values()))
     store.write(tree_key, tree.canonical())
+    _remember_tree(cache_dir, store, tree_id)
     log.info("code tree %s: uploaded %d of %d files (%d bytes)", tree_id, len(sent), len(tree.files), sum(sent))
     return TreeUpload(tree_id, len(sent), sum(sent), len(tree.files), tree.total_bytes, skipped)
+
+
+def _blobs_in_store(store, tree: CodeTree, last_tree_id: str | None, workers: int) -> set[str]:
+    """The hashes of ``tree``'s blobs that the store holds: those of the last tree sent there
+    (a stored tree's blobs are all there: it was written last), and of the rest, looked up
+    one by one when they are few, else from a listing of every blob."""
+    known: set[str] = set()
+    if last_tree_id is not None:
+        try:
+            known = {f.sha256 for f in read_tree(store, last_tree_id).files}
+        except (NotFoundError, IntegrityError, UsageError):
+            known = set()
+    unknown = sorted({f.sha256 for f in tree.files} - known)
+    if len(unknown) > LOOKUP_MAX:
+        return known | {info.key.rsplit("/", 1)[-1] for info in store.list(layout.code_blob_key(""))}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        there = list(pool.map(lambda sha: store.exists(layout.code_blob_key(sha)), unknown))
+    return known | {sha for sha, found in zip(unknown, there) if found}
+
+
+def _last_tree(cache_dir: Path | None, store) -> str | None:
+    if cache_dir is None:
+        return None
+    try:
+        trees = json.loads((Path(cache_dir) / LAST_TREES_NAME).read_text())
+        tree_id = trees.get(store.url) if isinstance(trees, dict) else None
+    except (OSError, ValueError):
+        return None
+    return tree_id if isinstance(tree_id, str) else None
+
+
+def _remember_tree(cache_dir: Path | None, store, tree_id: str) -> None:
+    """Record ``tree_id`` as the last tree in ``store`` (a cache: a failure is only logged)."""
+    if cache_dir is None:
+        return
+    path = Path(cache_dir) / LAST_TREES_NAME
+    try:
+        trees = json.loads(path.read_text())
+        trees = trees if isinstance(trees, dict) else {}
+    except (OSError, ValueError):
+        trees = {}
+    trees[store.url] = tree_id
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp.write_text(json.dumps(trees, indent=1, sort_keys=True))
+        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        log.warning("could not record the last code tree in %s: %s", path, exc)
 
 
 def read_tree(store, tree_id: str) -> CodeTree:

@@ -1,9 +1,10 @@
 """The local side of snapshots: finding the files of a checkpoint folder and hashing them.
 
 ``HashCache`` remembers each file's sha256 under its (size, mtime_ns, inode), so that a
-large unchanged file is not read again at every periodic sync. A file modified within the
-last ``RECENT_NS`` of hashing is not cached (its timestamp may not yet tell a later write of
-the same size apart: git's "racy clean" problem).
+large unchanged file is not read again at every periodic sync; given a file, it also keeps
+them across processes (``runctl.store.hash_file``), trusted there only while the ctime holds
+too. A file modified within the last ``RECENT_NS`` of hashing is not cached (its timestamp
+may not yet tell a later write of the same size apart: git's "racy clean" problem).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from runctl.errors import NotFoundError, StoreError, UsageError
 from runctl.fsutil import TEMP_MARKER
+from runctl.store.hash_file import Entry, load_hashes, save_hashes
 from runctl.store.manifest import MANIFEST_NAME, path_problem
 
 log = logging.getLogger(__name__)
@@ -60,25 +62,69 @@ def sha256_file(path: Path) -> str:
 
 
 class HashCache:
-    """sha256 of local files, remembered per path while (size, mtime_ns, inode) holds."""
+    """sha256 of local files, remembered per path while (size, mtime_ns, inode) holds.
 
-    def __init__(self, clock_ns: Callable[[], int] = time.time_ns) -> None:
-        self._entries: dict[str, tuple[FileState, str]] = {}
+    ``file``: where the hashes are kept across processes (see ``runctl.store.hash_file``):
+    read on the first lookup that misses, written by ``save``. A hash from the file is used
+    only when the file's size, mtime_ns, inode and ctime_ns all hold (one stat, no read).
+    """
+
+    def __init__(self, clock_ns: Callable[[], int] = time.time_ns, *, file: Path | None = None) -> None:
+        # abs path -> (state, sha256, ctime_ns or None where not known: then not saved)
+        self._entries: dict[str, tuple[FileState, str, int | None]] = {}
         self._lock = threading.Lock()
         self._clock_ns = clock_ns
+        self._file = Path(file) if file is not None else None
+        self._stored: dict[str, Entry] | None = None  # the file's entries, once read
+        self._dirty = False
 
     def lookup(self, path: Path, state: FileState) -> str | None:
+        key = os.path.abspath(path)
         with self._lock:
-            hit = self._entries.get(os.path.abspath(path))
-        return hit[1] if hit and hit[0] == state else None
+            hit = self._entries.get(key)
+        if hit and hit[0] == state:
+            return hit[1]
+        return self._lookup_stored(key, state) if self._file is not None else None
 
-    def remember(self, path: Path, state: FileState, digest: str, *, recent_ok: bool = False) -> None:
+    def _lookup_stored(self, key: str, state: FileState) -> str | None:
+        with self._lock:
+            if self._stored is None:
+                self._stored = load_hashes(self._file)
+            hit = self._stored.get(key)
+        if hit is None or hit[:3] != (state.size, state.mtime_ns, state.inode):
+            return None
+        try:
+            st = os.stat(key)
+        except OSError:
+            return None
+        if FileState.of(st) != state or st.st_ctime_ns != hit[3]:
+            return None
+        with self._lock:
+            self._entries[key] = (state, hit[4], hit[3])
+        return hit[4]
+
+    def remember(self, path: Path, state: FileState, digest: str, *, recent_ok: bool = False,
+                 ctime_ns: int | None = None) -> None:
         """Cache a hash. Unless ``recent_ok``, a file modified in the last RECENT_NS is not
-        cached: a write of the same size in the same timestamp tick would go unseen."""
+        cached: a write of the same size in the same timestamp tick would go unseen.
+        ``ctime_ns``: the file's ctime when it had ``state``; only such entries are saved."""
         if not recent_ok and self._clock_ns() - state.mtime_ns < RECENT_NS:
             return
         with self._lock:
-            self._entries[os.path.abspath(path)] = (state, digest)
+            self._entries[os.path.abspath(path)] = (state, digest, ctime_ns)
+            self._dirty = self._dirty or (ctime_ns is not None and self._file is not None)
+
+    def save(self) -> None:
+        """Write the hashes to the cache file, if one was given and anything changed."""
+        if self._file is None or not self._dirty:
+            return
+        with self._lock:
+            stored = dict(self._stored or load_hashes(self._file))
+            for key, (state, digest, ctime_ns) in self._entries.items():
+                if ctime_ns is not None:
+                    stored[key] = (state.size, state.mtime_ns, state.inode, ctime_ns, digest)
+            self._stored, self._dirty = stored, False
+        save_hashes(self._file, sorted(stored.items()))
 
     def digest(self, path: Path, state: FileState) -> str:
         """The file's sha256, from the cache when its state is unchanged.
@@ -91,14 +137,14 @@ class HashCache:
             return cached
         try:
             digest = sha256_file(path)
-            after = FileState.of(os.stat(path))
+            st = os.stat(path)
         except FileNotFoundError as exc:
             raise StoreError(f"{path} vanished while being snapshotted") from exc
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
-        if after != state:
+        if FileState.of(st) != state:
             raise StoreError(f"{path} changed while being snapshotted")
-        self.remember(path, state, digest)
+        self.remember(path, state, digest, ctime_ns=st.st_ctime_ns)
         return digest
 
     def forget_missing(self, under: Path, keep: Iterable[Path]) -> None:
@@ -109,6 +155,9 @@ class HashCache:
         with self._lock:
             for key in [k for k in self._entries if k.startswith(base) and k not in live]:
                 del self._entries[key]
+            for key in [k for k in self._stored or () if k.startswith(base) and k not in live]:
+                del self._stored[key]
+                self._dirty = True
 
 
 def _skip_reason(rel: str) -> str | None:

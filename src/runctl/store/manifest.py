@@ -180,7 +180,8 @@ def parse_manifest(data: bytes, *, url: str, seq: int | None = None) -> Checkpoi
     if not isinstance(raw_files, list):
         raise IntegrityError(f"{where}: 'files' is not a list")
     files = []
-    for raw in raw_files:
+    for index, raw in enumerate(raw_files):
+        raw_files[index] = None  # each entry's dict freed as it is read: a big manifest is not held twice
         if not isinstance(raw, dict):
             raise IntegrityError(f"{where}: a file entry is not an object: {raw!r}")
         path, size, digest = raw.get("path"), raw.get("size"), raw.get("sha256")
@@ -220,16 +221,20 @@ class Transfer:
 
 
 def plan_commit(files: Sequence[FileEntry], new_prefix: str, previous: CheckpointInfo | None,
-                previous_prefix: str | None) -> list[Transfer]:
+                previous_prefix: str | None,
+                older: Sequence[tuple[CheckpointInfo, str]] = ()) -> list[Transfer]:
     """Decide, per file, upload or server-side copy.
 
     A file whose (sha256, size) is in the previous snapshot, under any path, is copied from
-    there; a file whose content appears twice in this commit is uploaded once and copied.
+    there; else from the newest of ``older`` (the other retained snapshots, with their
+    prefixes) that holds it, so a file changed back to an earlier version uploads nothing.
+    A file whose content appears twice in this commit is uploaded once and copied.
     """
     known: dict[tuple[str, int], str] = {}
-    if previous is not None and previous_prefix is not None:
-        for f in previous.files:
-            known.setdefault((f.sha256, f.size), previous_prefix + f.path)
+    sources = [(previous, previous_prefix)] if previous is not None and previous_prefix is not None else []
+    for info, prefix in [*sources, *sorted(older, key=lambda pair: -pair[0].seq)]:
+        for f in info.files:
+            known.setdefault((f.sha256, f.size), prefix + f.path)
     plan: list[Transfer] = []
     uploaded: dict[tuple[str, int], str] = {}
     for f in sorted(files, key=lambda f: f.path):

@@ -25,6 +25,7 @@ from runctl.errors.aws import aws_exceptions, cloud_error, error_class, store_er
 from runctl.models import FileEntry
 from runctl.store.base import Blob, ObjectInfo, ProgressCallback, content_mismatch, download_temp
 from runctl.store.s3_create_only import CreateOnlyWrites
+from runctl.store.s3_downloads import CheckedDownloads
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def _is_transport(exc: OSError) -> bool:
     return isinstance(exc, (BotoCoreError, *transport_errors()))
 
 
-class S3Store(CreateOnlyWrites):
+class S3Store(CreateOnlyWrites, CheckedDownloads):
     def __init__(self, bucket: str, prefix: str = "", *, session=None, endpoint_url: str | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -74,6 +75,8 @@ class S3Store(CreateOnlyWrites):
         self._copy_config = None
         self._lock = threading.Lock()
         self._bucket_seen = False  # a request on the bucket has succeeded once
+        self._manager = None  # the transfer manager of large checked downloads (s3_downloads)
+        self._manager_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"S3Store({self.url})"
@@ -225,6 +228,16 @@ class S3Store(CreateOnlyWrites):
                 if _is_transport(exc):
                     raise  # some botocore errors and every socket error are OSErrors too
                 raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
+
+    def upload_checked(self, path: Path, key: str, *, expect: FileEntry,
+                       progress: ProgressCallback | None = None) -> None:
+        """A create-only upload of a file whose content ``expect`` describes (a snapshot's):
+        its sha256 goes along, checked by S3 where one request carries the file and kept
+        for later copies (``s3_create_only``)."""
+        _check_key(key)
+        if not Path(path).is_file():
+            raise NotFoundError(f"{path} does not exist or is not a file")
+        self._upload_create_only(Path(path), key, progress, sha256=expect.sha256)
 
     def download(self, key: str, path: Path, *, progress: ProgressCallback | None = None) -> None:
         _check_key(key)

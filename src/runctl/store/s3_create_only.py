@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 #: The object metadata that names the write that created an object (see the module docstring).
 WRITE_TOKEN = "runctl-write"
+#: The object metadata holding the sha256 of the content a checked upload or copy wrote
+#: (see ``_copy_create_only``).
+SHA256_META = "runctl-sha256"
 
 
 class _CopyMismatch(Exception):
@@ -77,11 +80,21 @@ class CreateOnlyWrites:
             return {"ChecksumAlgorithm": "CRC32"}
         return {}
 
-    def _upload_create_only(self, path: Path, key: str, progress: ProgressCallback | None) -> None:
+    def _upload_create_only(self, path: Path, key: str, progress: ProgressCallback | None,
+                            sha256: str | None = None) -> None:
         """Upload only if ``key`` does not exist: one PutObject with If-None-Match below the
-        multipart threshold, else a multipart upload completed with If-None-Match."""
+        multipart threshold, else a multipart upload completed with If-None-Match.
+
+        ``sha256``: the file's content hash, known already (a snapshot's manifest entry):
+        kept in the object's metadata, for later copies to trust the object without reading
+        it back; a PutObject also sends it as the request's checksum, which S3 checks
+        against the bytes it receives (BadDigest when the file changed since it was hashed).
+        """
         config = self.transfer_config
         token = uuid.uuid4().hex
+        metadata = {WRITE_TOKEN: token, **({SHA256_META: sha256} if sha256 else {})}
+        checksum = ({"ChecksumSHA256": base64.b64encode(bytes.fromhex(sha256)).decode()} if sha256
+                    else self._checksum_args())
         try:
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
@@ -89,8 +102,8 @@ class CreateOnlyWrites:
                     try:
                         with self._translate("upload to", key, permission="s3:PutObject"):
                             self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=f,
-                                                   ContentLength=size, IfNoneMatch="*", Metadata={WRITE_TOKEN: token},
-                                                   **self._checksum_args())
+                                                   ContentLength=size, IfNoneMatch="*", Metadata=metadata,
+                                                   **checksum)
                     except PreconditionFailed:
                         if not self._written_by(key, token):
                             raise
@@ -121,7 +134,7 @@ class CreateOnlyWrites:
                     **{k: v for k, v in response.items() if k.startswith("Checksum") and k != "ChecksumType"}}
 
         self._multipart_create_only(key, ranges, send, permission="s3:PutObject",
-                                    extra={**self._checksum_args(), "Metadata": {WRITE_TOKEN: token}}, token=token)
+                                    extra={**self._checksum_args(), "Metadata": metadata}, token=token)
 
     def _written_by(self, key: str, token: str) -> bool:
         """Whether the object at ``key`` is the one the write of ``token`` created: after a
@@ -181,15 +194,20 @@ class CreateOnlyWrites:
         with If-None-Match instead, which both honour. Up to COPY_PART_THRESHOLD that is one
         part, whose SHA256 S3 returns: checked before completing, so a copy that does not
         match ``expect`` is never published. Above it (parallel parts), or where no part
-        checksum comes back, the copy is read back and hashed after completing, and deleted
-        again if it does not match.
+        checksum comes back (moto, some S3-compatible stores), the copy is read back and
+        hashed after completing, and deleted again if it does not match, unless the source
+        names ``expect``'s sha256 in its metadata (SHA256_META, written by a checked upload
+        or copy that hashed that content on the way in; an object replaced since carries
+        its new writer's metadata, not ours). The copy carries the sha256 on.
         """
         with self._translate("check", src_key, permission="s3:GetObject"):
-            size = self.client.head_object(Bucket=self.bucket, Key=self._full(src_key))["ContentLength"]
+            head = self.client.head_object(Bucket=self.bucket, Key=self._full(src_key))
+        size = head["ContentLength"]
         if expect is not None:
             problem = content_mismatch(expect, size=size)
             if problem:
                 return problem
+        vouched = expect is not None and head.get("Metadata", {}).get(SHA256_META) == expect.sha256
         config = self._copy_settings()
         if size <= config.multipart_threshold:
             ranges = [(1, None)]  # the whole object, whatever its size (0 too)
@@ -222,13 +240,15 @@ class CreateOnlyWrites:
             checked[0] = digest
 
         token = uuid.uuid4().hex
+        metadata = {WRITE_TOKEN: token, **({SHA256_META: expect.sha256} if expect is not None else {})}
         try:
+            # A vouched source needs no checksum of the copy: S3 would compute one for nothing.
+            checksum = {} if vouched else {"ChecksumAlgorithm": "SHA256"}
             self._multipart_create_only(dst_key, ranges, send, permission=permission, token=token,
-                                        extra={"ChecksumAlgorithm": "SHA256", "Metadata": {WRITE_TOKEN: token}},
-                                        before_complete=check)
+                                        extra={**checksum, "Metadata": metadata}, before_complete=check)
         except _CopyMismatch as mismatch:  # aborted: nothing was published
             return str(mismatch)
-        if expect is None or checked[0] is not None:
+        if expect is None or checked[0] is not None or vouched:
             return None
         problem = content_mismatch(expect, size=size, sha256=self._sha256_of(dst_key))
         if problem:

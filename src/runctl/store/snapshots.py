@@ -75,18 +75,20 @@ class Snapshots:
     ``workers`` threads hash, upload, copy and download files in parallel. ``clock`` gives
     the ``created`` time of new snapshots. An instance keeps an in-memory cache of the
     hashes of local files (see ``HashCache``); keep one instance per job for periodic syncs.
+    ``hash_cache_file``: where that cache is kept across processes (a restarted agent's first
+    commit then reads only the files that changed); saved after each commit and restore.
     Progress callbacks may be called from worker threads.
     """
 
     def __init__(self, store: Store, prefix: str, *, workers: int = 8,
-                 clock: Callable[[], datetime] = _utc_now) -> None:
+                 clock: Callable[[], datetime] = _utc_now, hash_cache_file: Path | None = None) -> None:
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         self.store = store
         self.prefix = prefix
         self.workers = max(1, int(workers))
         self._clock = clock
-        self._hashes = HashCache()
+        self._hashes = HashCache(file=hash_cache_file)
 
     def __repr__(self) -> str:
         return f"Snapshots({self.url})"
@@ -161,8 +163,9 @@ class Snapshots:
         ``carry``: paths not to read now (a file still being written) but to keep as the
         latest snapshot holds them; a path the latest snapshot lacks is left out.
 
-        A file whose content (sha256 and size) is in the latest snapshot under any path is
-        copied inside the store (server-side on S3), the copy checked against that content;
+        A file whose content (sha256 and size) is in the latest snapshot under any path, or
+        else in an older complete one (a file changed back), is copied inside the store
+        (server-side on S3), the copy checked against that content;
         the others are uploaded in parallel. A source object that is bad or gone is not
         copied: the local file is uploaded instead, with a warning naming the object (a
         carried file has no local version to upload: IntegrityError, the commit fails).
@@ -182,12 +185,19 @@ class Snapshots:
         generation, recorded in the manifest's metadata; when it raises, or returns a lower
         generation than the latest snapshot's (PreconditionFailed), no manifest is written.
         """
-        source = Path(source)
+        try:
+            return self._commit(Path(source), files, carry, metadata, progress, fence)
+        finally:
+            self._hashes.save()  # what was hashed holds whether or not the commit went through
+
+    def _commit(self, source: Path, files: Iterable[str] | None, carry: Iterable[str], metadata: dict | None,
+                progress: ProgressCallback | None, fence: Fence | None) -> CheckpointInfo | None:
         scanned = scan_source(source, files)
         if files is None:
             self._hashes.forget_missing(under=source, keep=[s.path for s in scanned])
         seqs = self.all_seqs()
-        previous = self._latest_of(seqs)
+        current = self._current(seqs)
+        previous = current[-1] if current else None
         fresh = {s.rel for s in scanned}
         carry = set(carry) - fresh
         carried = [f for f in previous.files if f.path in carry] if previous else []
@@ -207,7 +217,8 @@ class Snapshots:
         manifest = build_manifest(seq, created, entries, dict(metadata or {}))  # validates early
         new_prefix = snapshot_prefix(self.prefix, seq)
         plan = plan_commit(entries, new_prefix, previous,
-                           snapshot_prefix(self.prefix, previous.seq) if previous else None)
+                           snapshot_prefix(self.prefix, previous.seq) if previous else None,
+                           [(info, snapshot_prefix(self.prefix, info.seq)) for info in current[:-1]])
         by_rel = {s.rel: s for s in scanned}
         written: list[str] = []  # the objects this commit created (create-only: its own)
         lock = threading.Lock()
@@ -215,6 +226,7 @@ class Snapshots:
         # (flush, below) before the manifest; other stores' writes are durable when done.
         batch = _transfers_of(self.store)
         writer = batch or self.store
+        checked_upload = _checked_uploads_of(self.store)
 
         def transfer(t: Transfer) -> FileEntry | None:
             """Put one file into the snapshot, create-only; returns its entry when it was uploaded."""
@@ -228,6 +240,8 @@ class Snapshots:
                 try:
                     if batch is not None:  # remembers the object's content: a later copy need not read it
                         batch.upload(item.path, key, progress=progress, if_none_match=True, expect=t.entry)
+                    elif checked_upload is not None:  # S3: the object carries its sha256 on
+                        checked_upload(item.path, key, expect=t.entry, progress=progress)
                     else:
                         self.store.upload(item.path, key, progress=progress, if_none_match=True)
                 except NotFoundError as exc:
@@ -317,12 +331,11 @@ class Snapshots:
         """The bytes a commit would upload now, without reading any file.
 
         A file counts unless its hash is known from an earlier commit or restore (same size,
-        mtime and inode) and its content is in the latest snapshot: an upper bound, for
-        deadline estimates.
+        mtime and inode) and its content is in a retained snapshot (a commit copies it from
+        there): an upper bound, for deadline estimates.
         """
         scanned = scan_source(Path(source), files)
-        previous = self.latest()
-        known = {(f.sha256, f.size) for f in previous.files} if previous else set()
+        known = {(f.sha256, f.size) for info in self.list() for f in info.files}
         total = 0
         for item in scanned:
             digest = self._hashes.lookup(item.path, item.state)
@@ -355,8 +368,10 @@ class Snapshots:
         temps: list[Path] = []
         lock = threading.Lock()
         temp_prefix, count = f"{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}-", itertools.count()
-        # A folder store checks each file as it copies it (one read); others are hashed after.
+        # A folder store checks each file as it copies it (one read), S3 as it downloads it;
+        # others are hashed after.
         batch = _transfers_of(self.store)
+        checked_download = _checked_downloads_of(self.store)
 
         def fetch(item: tuple[FileEntry, Path]) -> tuple[FileEntry, Path, Path, FileState] | None:
             f, dest = item
@@ -372,6 +387,13 @@ class Snapshots:
                     try:
                         return f, temp, dest, FileState.of(batch.download(prefix + f.path, temp, progress=progress,
                                                                           expect=f))
+                    except IntegrityError as exc:
+                        raise IntegrityError(f"{f.path} of snapshot {info.seq} does not match its manifest: "
+                                             f"{exc}") from exc
+                if checked_download is not None:
+                    try:
+                        return f, temp, dest, FileState.of(checked_download(prefix + f.path, temp, expect=f,
+                                                                            progress=progress))
                     except IntegrityError as exc:
                         raise IntegrityError(f"{f.path} of snapshot {info.seq} does not match its manifest: "
                                              f"{exc}") from exc
@@ -394,11 +416,14 @@ class Snapshots:
         for f, temp, dest, state in fetched:
             try:
                 os.replace(temp, dest)  # the same inode, size and mtime under its own name
+                after = os.stat(dest)  # the ctime the rename gave it, for the cache file
             except OSError as exc:
                 temp.unlink(missing_ok=True)
                 raise StoreError(f"cannot restore {dest}: {exc.strerror}") from exc
             # Just verified, and nothing runs in target yet: trust it despite its fresh mtime.
-            self._hashes.remember(dest, state, f.sha256, recent_ok=True)
+            if FileState.of(after) == state:
+                self._hashes.remember(dest, state, f.sha256, recent_ok=True, ctime_ns=after.st_ctime_ns)
+        self._hashes.save()
         log.info("restored snapshot %d into %s: %d files, %d downloaded", info.seq, target,
                  len(info.files), len(fetched))
         return info
@@ -422,7 +447,7 @@ class Snapshots:
             return False
         if not unchanged or digest != f.sha256:
             return False
-        self._hashes.remember(dest, FileState.of(st), digest)
+        self._hashes.remember(dest, FileState.of(st), digest, ctime_ns=st.st_ctime_ns)
         return True
 
     # -- prune and verify ----------------------------------------------------------------
@@ -529,6 +554,19 @@ def _transfers_of(store: Store):
     is not bypassed."""
     transfers = getattr(type(store), "transfers", None)
     return transfers(store) if callable(transfers) else None
+
+
+def _checked_uploads_of(store: Store):
+    """The store's create-only ``upload_checked`` (S3), or None; looked up on its class."""
+    method = getattr(type(store), "upload_checked", None)
+    return method.__get__(store) if callable(method) else None
+
+
+def _checked_downloads_of(store: Store):
+    """The store's ``download_checked`` (S3: a download hashed as it is written, no HEAD), or
+    None; looked up on its class, as ``_transfers_of``."""
+    method = getattr(type(store), "download_checked", None)
+    return method.__get__(store) if callable(method) else None
 
 
 def _check_unchanged(item: SourceFile) -> None:

@@ -296,7 +296,7 @@ def prepare_code(app, store, named, sync_code: bool, includes: tuple[str, ...],
     rel = rel.replace(os.sep, "/")
     from runctl.codesync import upload_tree
 
-    result = upload_tree(store, root, includes, leave_out=checkpoint_dir)
+    result = upload_tree(store, root, includes, leave_out=checkpoint_dir, cache_dir=root / _common.STATE_DIR)
     from runctl.codesync import read_tree
 
     if rel not in {f.path for f in read_tree(store, result.tree_id).files}:
