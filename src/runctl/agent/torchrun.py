@@ -51,10 +51,10 @@ _LAUNCHER = (
     "try:main()\n"
     "except SignalException as e:sys.exit(128+int(e.sigval))\n"
 )
-# Looks for torch without importing it (an import takes seconds): ``find_spec`` of a top-level
-# package only reads the path.
 # The signals torchrun handles by default: it forwards them to its workers and exits.
 _TORCHRUN_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+# Looks for torch without importing it (an import takes seconds): ``find_spec`` of a top-level
+# package only reads the path.
 _HAS_TORCH = "import importlib.util,sys;sys.exit(importlib.util.find_spec('torch') is None)"
 
 
