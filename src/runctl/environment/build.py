@@ -139,3 +139,20 @@ def folder_state(folder: Path, leave_out: Iterable[Path] = ()) -> dict[str, tupl
 def changed_files(before: Mapping[str, tuple[int, int]], after: Mapping[str, tuple[int, int]]) -> list[str]:
     """Files new or changed from ``before`` to ``after``. Pure."""
     return sorted(rel for rel, stat in after.items() if before.get(rel) != stat)
+
+
+def link_runctl(target: Path) -> None:
+    """Let the job's scripts ``import runctl`` (the in-script API: checkpoint_dir(),
+    save_atomic() ...) from the environment, with nothing else of the agent's: a folder
+    holding only a link to this runctl package, named by a .pth file. Rewritten on every
+    machine, since the agent's own install may sit elsewhere there."""
+    import runctl
+
+    folder = target / "runctl-link"
+    folder.mkdir(exist_ok=True)
+    link = folder / "runctl"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(Path(runctl.__file__).resolve().parent)
+    for site_packages in (target / "venv" / "lib").glob("python*/site-packages"):
+        (site_packages / "_runctl_in_script_api.pth").write_text(f"{folder}\n")

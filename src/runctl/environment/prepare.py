@@ -74,7 +74,8 @@ def prepare(store, source: EnvSource, *, workdir: Path, envs_root: Path, setup: 
     say(f"{source.describe()}; key {key}" + (f", {len(setup)} setup command(s)" if setup else ""))
     if (target / cache.MARK).is_file():
         _put_back_work_files(target, workdir)
-        return _done(say, key, target, "present", clock() - started, "on this machine already")
+        return _done(say, key, target, "present", f"on this machine already ({clock() - started:.1f}s)",
+                     started, clock)
     record = _cache_record(store, key, say)
     if record is not None:
         try:
@@ -82,8 +83,8 @@ def prepare(store, source: EnvSource, *, workdir: Path, envs_root: Path, setup: 
             cache.restore(store, key, record, target)
             _put_back_work_files(target, workdir)
             _mark(target, key, "restored")
-            return _done(say, key, target, "restored", clock() - started,
-                         f"from the store's cache ({record.get('size', 0) / 1e6:.1f} MB), without resolving")
+            return _done(say, key, target, "restored", f"in {clock() - started:.1f}s from the store's cache "
+                         f"({_size(record.get('size', 0))}), without resolving", started, clock)
         except RunctlError as exc:
             say(f"could not restore the cached environment ({exc}); building it")
     _clear(target)
@@ -102,12 +103,12 @@ def prepare(store, source: EnvSource, *, workdir: Path, envs_root: Path, setup: 
         sent = cache.upload(store, key, target, envs_root / ".upload",
                             {"source": source.to_dict(), "setup": list(setup), "build_seconds": built_s,
                              "platform": platform_name or this_platform()})
-        what += (f", cached ({sent.size / 1e6:.1f} MB in {sent.seconds:.1f}s)" if sent.stored
+        what += (f", cached ({_size(sent.size)} in {sent.seconds:.1f}s)" if sent.stored
                  else ", cached already by another machine")
     except RunctlError as exc:  # the job runs all the same; the next machine builds again
         say(f"could not cache the environment: {exc}")
         what += ", not cached"
-    return _done(say, key, target, "built", clock() - started, what)
+    return _done(say, key, target, "built", what, started, clock)
 
 
 class _Say:
@@ -120,10 +121,19 @@ class _Say:
         self.file.flush()
 
 
-def _done(say: _Say, key: str, target: Path, how: str, seconds: float, detail: str) -> Prepared:
-    summary = f"{how} {detail}" if how == "built" else f"{how} in {seconds:.1f}s ({detail})"
+def _done(say: _Say, key: str, target: Path, how: str, detail: str, started: float, clock) -> Prepared:
+    build.link_runctl(target)
+    summary = f"{how} {detail}"
     say(f"environment {summary}")
-    return Prepared(key, target, how, seconds, summary)
+    return Prepared(key, target, how, clock() - started, summary)
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "kB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
 
 
 def _cache_record(store, key: str, say: _Say) -> dict | None:

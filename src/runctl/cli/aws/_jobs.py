@@ -127,8 +127,11 @@ def job_spec(app, job_store, named, job_id: str, command: tuple[str, ...], tree:
     """The job's spec as an instance's agent runs it: the settings come from its job table,
     then the configuration, as for ``runctl run``."""
     from runctl.agent.assignment import remote_spec
+    from runctl.cli._environment import declared
 
     config = app.config
+    # An image is the job's environment; without the code, the instance has no project to read.
+    environment = declared(app, named) if image is None and tree is not None else None
     signal_name = config.local.stop_signal.upper()
     return remote_spec(
         job_id, command, job_store.url, code_tree=tree, checkpoint_dir=checkpoint_dir,
@@ -142,6 +145,7 @@ def job_spec(app, job_store, named, job_id: str, command: tuple[str, ...], tree:
         image=image.ref if image is not None else None,
         registry_login=image.registry_login if image is not None else "",
         gpus=config.docker.gpus,
+        environment=environment, setup=tuple(named.job.setup) if environment is not None else (),
     )
 
 
