@@ -87,3 +87,36 @@ def test_the_environment_is_built_once_and_restored_on_the_replacement(cloud, pr
     shown = runctl("status", job_id)
     assert shown.returncode == 0, shown.stderr
     assert "restored in" in shown.stdout and "built in" in shown.stdout, shown.stdout
+
+
+def test_a_pep_723_script_gets_its_dependencies(cloud, project, offline, runctl):
+    (project / "inline.py").write_text(f'# /// script\n# dependencies = ["runctl-probe-pkg"]\n# ///\n'
+                                       f'import {PROBE}\nprint("inline", {PROBE}.VALUE)\n')
+    done = runctl("aws", "run", "inline.py", "--no-docker", "--no-auto-resume", "--job-id", "inline", timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "runctl: environment: inline script metadata of inline.py (1 dependency)" in done.stderr
+    assert "inline 42" in done.stdout
+    attempt, = read_status(job_store(cloud), "inline").attempts
+    assert attempt.reason == "completed" and attempt.environment.startswith("built in ")
+
+
+def test_a_failing_setup_command_fails_the_job_once(cloud, project, offline, runctl):
+    (project / "never.py").write_text("print('the script ran')\n")
+    (project / ".runctl.toml").write_text('[jobs.broken]\nscript = "never.py"\n'
+                                          'setup = ["echo fetching the data; echo dataset not found >&2; exit 7"]\n')
+    done = runctl("aws", "run", "broken", "--spot", "--auto-resume", "--no-docker", "--job-id", "broken",
+                  timeout=180)
+    assert done.returncode == 1, done.stderr
+    assert "the script ran" not in done.stdout and "Traceback" not in done.stderr
+    store = job_store(cloud)
+    status = read_status(store, "broken")
+    assert status.state == "failed"
+    assert "setup command 1 failed (exit 7)" in status.message and "dataset not found" in status.message
+    attempt, = status.attempts  # once: not retried on the group's next instances
+    assert (attempt.reason, attempt.exit_code) == ("failed", 7)
+    shown = runctl("status", "broken")
+    assert "dataset not found" in shown.stdout, shown.stdout
+    logs = runctl("logs", "broken")
+    assert "fetching the data" in logs.stdout and "dataset not found" in logs.stdout, logs.stdout + logs.stderr
+    assert list(store.list("envs/")) == []  # nothing cached
+    # The cloud fixture asserts that no group, template or instance is left.

@@ -18,3 +18,39 @@ def declared(app, named, *, root: Path | None = None) -> dict | None:
     setup = f"; setup: {len(named.job.setup)} command(s) of [jobs.{named.name}]" if named.job.setup else ""
     app.output.note(f"runctl: {source.describe()}{setup}")
     return source.to_dict()
+
+
+def run_in_environment(app, spec, named, store):
+    """``runctl run --setup``: ``spec`` run in the project's environment, built here (or
+    restored from the store's cache, or found built already) under ``<runctl home>/envs``;
+    uv's and the setup commands' output on stderr. Returns (spec, the attempt's label)."""
+    import dataclasses
+    import os
+    import sys
+
+    from runctl.agent.resident import default_home
+    from runctl.environment.detect import EnvSource
+    from runctl.environment.prepare import prepare
+
+    record = declared(app, named)
+    if record is None:
+        app.output.note("runctl: --setup: nothing to build; running with this interpreter")
+        return spec, None
+    prepared = prepare(store, EnvSource.from_dict(record), workdir=Path(spec.workdir),
+                       envs_root=default_home() / "envs", setup=named.job.setup, log_file=sys.stderr.buffer)
+    activated = prepared.activate(os.environ)
+    command = _with_python(list(spec.command), str(prepared.python), named.script)
+    return dataclasses.replace(spec, command=tuple(command), env={
+        "VIRTUAL_ENV": activated["VIRTUAL_ENV"], "PATH": activated["PATH"], **spec.env}), prepared.summary
+
+
+def _with_python(command: list[str], python: str, script: str) -> list[str]:
+    """The command run by ``python``: this interpreter replaced, ``uv run --script S`` (a
+    PEP 723 script, whose dependencies the environment now holds) run as ``python S``."""
+    import sys
+
+    if command[:1] == [sys.executable]:
+        return [python, *command[1:]]
+    if command[1:3] == ["run", "--script"]:
+        return [python, *command[3:]]
+    return command
