@@ -106,14 +106,14 @@ def one_run(workdir: Path, *, requirements: str, deadline_s: float) -> dict[str,
             _wait(lambda: (read_group(store, "bench") or {}).get("ended"), timeout=120)
         status = read_status(store, "bench")
         records = read_recovery_list(store, "bench")
-    timings = {}
-    for name, attempt, record in (("cold", status.attempts[1], records[0]), ("cached", status.attempts[2], records[1])):
-        booted = record["agent_started"]
-        env_s = float(SECONDS.search(attempt.environment or "").group(1))
-        timings[name] = {"environment ready": env_s, "script started": attempt.started - booted,
-                         "training resumed": _resumed_at(store, attempt.number) - booted,
-                         "notice to training resumed": _resumed_at(store, attempt.number) - record["notice_seen"]}
-    timings["size"] = {"archive MB": size / 1e6}
+        timings = {"size": {"archive MB": size / 1e6}}
+        for name, attempt, record in (("cold", status.attempts[1], records[0]),
+                                      ("cached", status.attempts[2], records[1])):
+            booted, resumed = record["agent_started"], _resumed_at(store, attempt.number)
+            timings[name] = {"environment ready": float(SECONDS.search(attempt.environment or "").group(1)),
+                             "script started": attempt.started - booted, "training resumed": resumed - booted,
+                             "notice to training resumed": resumed - record["notice_seen"]}
+            print(f"attempt {attempt.number}: {attempt.environment}", file=sys.stderr, flush=True)
     return timings
 
 

@@ -80,11 +80,12 @@ def prepare(store, source: EnvSource, *, workdir: Path, envs_root: Path, setup: 
     if record is not None:
         try:
             _clear(target)
-            cache.restore(store, key, record, target)
+            download_s, unpack_s = cache.restore(store, key, record, target)
             _put_back_work_files(target, workdir)
             _mark(target, key, "restored")
             return _done(say, key, target, "restored", f"in {clock() - started:.1f}s from the store's cache "
-                         f"({_size(record.get('size', 0))}), without resolving", started, clock)
+                         f"({_size(record.get('size', 0))}: download {download_s:.1f}s, unpack {unpack_s:.1f}s), "
+                         "without resolving", started, clock)
         except RunctlError as exc:
             say(f"could not restore the cached environment ({exc}); building it")
     _clear(target)
