@@ -26,6 +26,8 @@ def test_order_uv_project_first(tmp_path):
     found = detect(tmp_path, "train.py")
     assert (found.kind, found.files, found.python) == ("uv-project", ("pyproject.toml", "uv.lock"), ">=3.10")
     assert found.describe() == "environment: pyproject.toml + uv.lock (uv sync, Python >=3.10)"
+    (tmp_path / "uv.lock").unlink()
+    assert detect(tmp_path, None).describe() == "environment: pyproject.toml (uv pip install, Python >=3.10)"
 
 
 def test_python_version_file_wins_and_is_an_input(tmp_path):

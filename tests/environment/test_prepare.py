@@ -108,13 +108,21 @@ def test_inline_metadata_dependencies(tmp_path, environ):
     assert prepared.how == "built" and _imports(prepared) == "42"
 
 
-def test_uv_project(tmp_path, environ):
+@pytest.mark.parametrize("locked", [False, True])
+def test_uv_project(tmp_path, environ, locked):
     project = tmp_path / "project"
     project.mkdir()
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     (project / "pyproject.toml").write_text(
         f'[project]\nname = "proj"\nversion = "0"\nrequires-python = ">={version}"\n'
         'dependencies = ["runctl-probe-pkg"]\n')
+    if locked:
+        from runctl.environment.build import find_uv
+
+        subprocess.run([find_uv(), "lock"], cwd=project, env=environ, check=True, capture_output=True)
+    before = sorted(p.name for p in project.iterdir())
     with open(tmp_path / "log", "ab") as out:
         prepared = _prepare(LocalStore(tmp_path / "store"), project, tmp_path / "m1", environ, out)
     assert prepared.how == "built" and _imports(prepared) == "42"
+    assert sorted(p.name for p in project.iterdir()) == before  # no uv.lock written into the project
+    assert ("uv sync --frozen" in (tmp_path / "log").read_text()) == locked

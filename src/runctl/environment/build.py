@@ -99,12 +99,15 @@ class Builder:
 
     def install(self, source: EnvSource, target: Path) -> None:
         python = str(venv_python(target))
-        if source.kind == "uv-project":
+        if source.kind == "uv-project" and "uv.lock" in source.files:
             # Its dependencies only: the project itself is the job's code folder, the working
             # folder of every attempt (an editable install would link to this machine's path).
-            locked = ["--frozen"] if "uv.lock" in source.files else []
+            # --frozen: as locked, and the lock never rewritten.
             env = {**self._uv_env(), "UV_PROJECT_ENVIRONMENT": str(target / "venv")}
-            self._run([self.uv, "sync", "--no-install-project", *locked, "--python", python], "uv sync", env=env)
+            self._run([self.uv, "sync", "--frozen", "--no-install-project", "--python", python], "uv sync", env=env)
+        elif source.kind == "uv-project":
+            # No lock: its [project] dependencies, without `uv sync` writing a uv.lock into the project.
+            self._run([self.uv, "pip", "install", "--python", python, "-r", "pyproject.toml"], "uv pip install")
         elif source.kind == "requirements":
             self._run([self.uv, "pip", "install", "--python", python, "-r", source.files[0]], "uv pip install")
         elif source.kind == "inline" and source.dependencies:

@@ -46,7 +46,8 @@ class EnvSource(Record):
         """The one line runctl says about it."""
         python = f", Python {self.python}" if self.python else ""
         if self.kind == "uv-project":
-            return f"environment: {' + '.join(self.files)} (uv sync{python})"
+            how = "uv sync" if "uv.lock" in self.files else "uv pip install"
+            return f"environment: {' + '.join(self.files)} ({how}{python})"
         if self.kind == "requirements":
             return f"environment: {self.files[0]} (uv pip install{python})"
         if self.kind == "inline":
