@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def declared(app, named, *, root: Path | None = None) -> dict | None:
+def declared(app, named, *, root: Path | None = None, synced: set[str] | None = None) -> dict | None:
     """The environment the project at ``root`` (default: here) declares for ``named`` (an
     ``Invocation``), as the JobSpec's ``environment`` record; the one line said on stderr.
+    ``synced``: the files of the job's uploaded code, which must hold the declaration files.
     None when it declares nothing and has no setup commands: the job runs with the
     interpreter runctl runs in, as it always has."""
     from runctl.environment.detect import detect
@@ -15,6 +16,12 @@ def declared(app, named, *, root: Path | None = None) -> dict | None:
     source = detect(root or Path.cwd(), named.script)
     if source.kind == "none" and not named.job.setup:
         return None
+    missing = [name for name in source.files if synced is not None and name not in synced]
+    if missing:
+        from runctl.errors import UsageError
+
+        raise UsageError(f"{missing[0]} is ignored (.gitignore or .runctlignore), so the instance could not build "
+                         f"the job's environment from it; add --include {missing[0]}")
     setup = f"; setup: {len(named.job.setup)} command(s) of [jobs.{named.name}]" if named.job.setup else ""
     app.output.note(f"runctl: {source.describe()}{setup}")
     return source.to_dict()
@@ -39,12 +46,12 @@ def run_in_environment(app, spec, named, store):
     prepared = prepare(store, EnvSource.from_dict(record), workdir=Path(spec.workdir),
                        envs_root=default_home() / "envs", setup=named.job.setup, log_file=sys.stderr.buffer)
     activated = prepared.activate(os.environ)
-    command = _with_python(list(spec.command), str(prepared.python), named.script)
+    command = _with_python(list(spec.command), str(prepared.python))
     return dataclasses.replace(spec, command=tuple(command), env={
         "VIRTUAL_ENV": activated["VIRTUAL_ENV"], "PATH": activated["PATH"], **spec.env}), prepared.summary
 
 
-def _with_python(command: list[str], python: str, script: str) -> list[str]:
+def _with_python(command: list[str], python: str) -> list[str]:
     """The command run by ``python``: this interpreter replaced, ``uv run --script S`` (a
     PEP 723 script, whose dependencies the environment now holds) run as ``python S``."""
     import sys

@@ -131,7 +131,11 @@ def job_spec(app, job_store, named, job_id: str, command: tuple[str, ...], tree:
 
     config = app.config
     # An image is the job's environment; without the code, the instance has no project to read.
-    environment = declared(app, named) if image is None and tree is not None else None
+    environment = None
+    if image is None and tree is not None:
+        from runctl.codesync import read_tree
+
+        environment = declared(app, named, synced={f.path for f in read_tree(job_store, tree).files})
     signal_name = config.local.stop_signal.upper()
     return remote_spec(
         job_id, command, job_store.url, code_tree=tree, checkpoint_dir=checkpoint_dir,
