@@ -14,9 +14,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runctl.errors import EnvironmentFailed
 from runctl.models import Attempt, JobSpec, JobStatus
+
+if TYPE_CHECKING:
+    from runctl.environment.prepare import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +34,7 @@ class JobEnvironment:
     """The outcome of the environment step: ``prepared`` (a ``Prepared``) or ``failure``."""
 
     log_path: Path
-    prepared: object | None = None
+    prepared: Prepared | None = None
     failure: EnvironmentFailed | None = None
     started: float = 0.0
     ended: float = 0.0
