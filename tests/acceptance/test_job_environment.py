@@ -120,3 +120,15 @@ def test_a_failing_setup_command_fails_the_job_once(cloud, project, offline, run
     assert "fetching the data" in logs.stdout and "dataset not found" in logs.stdout, logs.stdout + logs.stderr
     assert list(store.list("envs/")) == []  # nothing cached
     # The cloud fixture asserts that no group, template or instance is left.
+
+
+def test_no_setup_runs_with_the_instances_interpreter(cloud, project, runctl):
+    (project / "requirements.txt").write_text("runctl-absent-pkg\n")  # never installed: not even looked up
+    (project / "where.py").write_text("import sys\nprint('python', sys.executable)\n")
+    done = runctl("aws", "run", "where.py", "--no-setup", "--no-docker", "--no-auto-resume", "--job-id", "plain",
+                  timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "runctl: environment:" not in done.stderr
+    assert f"python {cloud.agent_python}" in done.stdout
+    attempt, = read_status(job_store(cloud), "plain").attempts
+    assert attempt.environment is None
