@@ -89,7 +89,10 @@ def prepare(store, source: EnvSource, *, workdir: Path, envs_root: Path, setup: 
         except RunctlError as exc:
             say(f"could not restore the cached environment ({exc}); building it")
     _clear(target)
-    builder = build.Builder(uv or build.find_uv(), workdir, log_file, _with_uv_cache(environ, envs_root))
+    # A Python uv downloads goes inside the environment's folder, so that the archive holds the
+    # interpreter its venv links to (the same path on the next instance).
+    uv_environ = {**_with_uv_cache(environ, envs_root), "UV_PYTHON_INSTALL_DIR": str(target / "python")}
+    builder = build.Builder(uv or build.find_uv(), workdir, log_file, uv_environ)
     builder.create_venv(target, source.python, python)
     builder.install(source, target)
     if setup:
