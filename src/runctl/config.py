@@ -188,6 +188,9 @@ class JobConfig:
                                     example=3, ge=0)
     max_price_per_hour: float | None = _key(None, "Refuse instance types that cost more per hour (USD).",
                                             example=1.5, gt=0)
+    setup: tuple[str, ...] = _key(
+        (), "Shell commands run once per environment when it is built, in the job's folder, with it activated.",
+        example=("python scripts/fetch_data.py",))
 
 
 SECTIONS: dict[str, type] = {

@@ -88,6 +88,7 @@ class Attempt(Record):
     instance_id: str | None = None  # the EC2 instance it ran on, when it ran on one
     instance_type: str | None = None
     az: str | None = None  # availability zone
+    environment: str | None = None  # how the job's environment came to be here: built, restored, present (and how long)
 
 
 @dataclass(frozen=True)
@@ -139,12 +140,15 @@ class JobSpec(Record):
     registry_login: str = ""  # how an agent logs in to pull ``image``: "ecr" (GetAuthorizationToken) or "" (none)
     gpus: str = "auto"  # [docker] gpus: auto (all, where there are GPUs), all, none or a device list
     nproc_per_node: str | None = None  # processes under torchrun ("2", "auto": one per GPU); None: no torchrun
+    # The project's declared environment (runctl.environment.detect.EnvSource); None: the agent's interpreter as it is.
+    environment: dict | None = None
+    setup: tuple[str, ...] = ()  # shell commands run once per environment, when it is built ([jobs.NAME] setup)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         spec = super().from_dict(data)
         return dataclasses.replace(spec, command=tuple(spec.command), resume_args=tuple(spec.resume_args),
-                                   docker_args=tuple(spec.docker_args))
+                                   docker_args=tuple(spec.docker_args), setup=tuple(spec.setup))
 
 
 @dataclass(frozen=True)

@@ -338,7 +338,15 @@ class ResidentAgent:
         else:
             workdir = job_home / "work"
             workdir.mkdir(parents=True, exist_ok=True)
-        here = local_spec(spec, workdir=workdir, home=self.home, store_url=self.store.url, python=self.python)
+        from runctl.agent.job_environment import prepare_job_environment
+
+        # Before the lease: a replacement restores it while the dying instance still saves.
+        environment = prepare_job_environment(self.store, spec, workdir=workdir, home=self.home,
+                                               run_dir=job_home / "run", python=self.python)
+        here = local_spec(spec, workdir=workdir, home=self.home, store_url=self.store.url,
+                          python=environment.python(self.python) if environment else self.python)
+        if environment is not None:
+            here = environment.spec_here(here, os.environ)
         if here.image:  # the job runs in its image: log in to its registry and pull it first
             from runctl.agent.container import pull_job_image
 
@@ -353,8 +361,9 @@ class ResidentAgent:
                 source.close()
             raise UsageError(f"the agent is stopping; job {job_id} was not started")
         sources.append(CancelSource(self.store, job_id))
+        labels = {**self.identity.attempt_labels(), **({"environment": environment.label} if environment else {})}
         options = AgentOptions(run_dir=job_home / "run", heartbeat_interval=self.heartbeat_interval,
-                               attempt_labels=self.identity.attempt_labels())
+                               attempt_labels=labels)
         events = logging.getLogger("runctl.agent")
 
         def on_event(event) -> None:
@@ -376,6 +385,19 @@ class ResidentAgent:
             log.info("job %s: %s while this agent waited for it", job_id,
                      "completed" if settled is not None and settled.state == "completed" else "cancelled")
             return "completed" if settled is not None and settled.state == "completed" else "stopped"
+        if environment is not None:
+            from runctl.agent.job_environment import hand_log_to_attempt, record_failure
+
+            if environment.failure is not None:
+                try:
+                    return record_failure(self.store, here, environment, options.run_dir,
+                                          self.identity.attempt_labels(), clock=self._clock)
+                finally:
+                    agent.lease.release()
+                    for source in sources:
+                        source.close()
+            previous = read_status(self.store, job_id)
+            hand_log_to_attempt(environment, options.run_dir, len(previous.attempts) if previous else 0)
         log.info("job %s: running %s in %s", job_id, " ".join(here.command), workdir)
         status = agent.run()
         log.info("job %s: %s", job_id, status.state)

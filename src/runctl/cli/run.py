@@ -46,11 +46,14 @@ EXIT_BY_STATE = {"completed": 0, "failed": EXIT_JOB_FAILED, "stopped": EXIT_INTE
 @click.option("--docker-image", metavar="IMAGE", help="Run in this prebuilt Docker image.")
 @with_env_options
 @nproc_option
+@click.option("--setup", "setup_env", is_flag=True,
+              help="Build the project's environment with uv (its dependencies and the job's setup commands; cached) "
+                   "and run in it (default: this interpreter, as it is).")
 @output_option
 @pass_app
 def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_restarts, max_restarts_on_errors,
         resume_args, sync_interval, keep_last_n, rehearse, rehearse_at, spot_notices, detach, docker, docker_image,
-        env, secret, nproc_per_node):
+        env, secret, nproc_per_node, setup_env):
     """Run SCRIPT (a .py file, any command, or a job NAME of .runctl.toml) under the agent.
 
     \b
@@ -114,13 +117,19 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
     refuse_a_foreign_folder(folder, job_id, _latest_snapshot(job_store, job_id))
     if docker or docker_image:
         spec = _in_image(app, spec, docker_image)
+    labels = {}
+    if setup_env and not (docker or docker_image):  # an image is the environment
+        from runctl.cli._environment import run_in_environment
+
+        spec, built = run_in_environment(app, spec, named, job_store)
+        labels = {"environment": built} if built else {}
     # None: watch only when running on an EC2 spot instance (found out at start).
     watch = {"spot_notices": (config.local.spot_notices or None) if spot_notices is None else spot_notices,
              "rebalance_is_interruption": config.local.rebalance_is_interruption}
     if detach:
         _detach(app, spec, offsets, job_store, watch)
         return
-    status, report, warnings = _run_here(app, spec, job_store, offsets, watch)
+    status, report, warnings = _run_here(app, spec, job_store, offsets, watch, labels)
     code = EXIT_BY_STATE.get(status.state, EXIT_JOB_FAILED)
     if report is not None and report.verdict != "pass" and code == 0:
         code = EXIT_JOB_FAILED
@@ -165,7 +174,7 @@ def _check_signal(name: str) -> None:
         raise UsageError(f"unknown signal {name!r} for --stop-signal; use e.g. SIGTERM, SIGINT or SIGUSR1")
 
 
-def _run_here(app, spec, store, offsets, watch):
+def _run_here(app, spec, store, offsets, watch, labels=None):
     from runctl.agent.report import rehearsal_report
     from runctl.agent.supervisor import Agent, AgentOptions
     from runctl.interruptions import sources_for
@@ -174,7 +183,8 @@ def _run_here(app, spec, store, offsets, watch):
     out = sys.stderr.buffer if app.output.is_json else sys.stdout.buffer  # keep stdout for the JSON
     options = AgentOptions(run_dir=_common.job_run_dir(spec.job_id), sinks=(out, sys.stderr.buffer),
                            wipe_between_attempts=rehearsal is not None,
-                           rebalance_is_interruption=watch["rebalance_is_interruption"])
+                           rebalance_is_interruption=watch["rebalance_is_interruption"],
+                           attempt_labels=labels or {})
     if rehearsal:
         app.output.note(f"runctl: rehearsal: {len(offsets)} interruption(s), at "
                         + ", ".join(f"{o:g}s" for o in offsets) + " into attempts " + ", ".join(map(str, range(len(offsets)))))

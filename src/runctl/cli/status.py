@@ -73,6 +73,9 @@ def _render(app, job, group: dict | None = None) -> None:
              "fresh" if a.resumed_from is None else a.resumed_from, a.final_snapshot,
              a.last_step if a.last_step is not None else "-") for a in job.attempts]
     app.output.table(("attempt", "started", "ended", "reason", "exit", "resumed from", "final snapshot", "step"), rows)
+    for a in job.attempts:  # after the table: too long a cell for it
+        if a.environment:
+            app.output.line(f"  attempt {a.number} environment: {a.environment}")
 
 
 def _render_group(app, group: dict) -> None:

@@ -130,3 +130,13 @@ class NoCapacity(CloudError):
 
 class RegistryError(ExternalError):
     pass
+
+
+class EnvironmentFailed(JobFailed):
+    """The job's environment could not be built: uv or a setup command failed. The job fails
+    once (another machine would fail the same way); ``tail``: the last lines of its output."""
+
+    def __init__(self, message: str, *, tail: tuple[str, ...] = (), exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.tail = tail
+        self.step_exit_code = exit_code

@@ -67,3 +67,14 @@ def code_tree_key(tree_id: str) -> str:
 
 def wheel_key(filename: str) -> str:
     return f"dist/{filename}"
+
+
+# -- built environments (runctl.environment), shared by every job of the store ------------
+def env_archive_key(env_key: str) -> str:
+    """A built environment, packed (tar, gzip): reused by any job whose inputs hash the same."""
+    return f"envs/{env_key}.tar.gz"
+
+
+def env_record_key(env_key: str) -> str:
+    """What the archive holds and its size and sha256; written after the archive."""
+    return f"envs/{env_key}.json"

@@ -76,4 +76,8 @@ def runctl_only_env(folder: Path, also: tuple[str, ...] = ()) -> Path:
             link = site_packages / entry
             if source.exists() and not link.exists():
                 os.symlink(source, link)
+    # uv's binary, where an install puts it (the venv's bin): runctl builds jobs' environments with it.
+    from uv import find_uv_bin
+
+    os.symlink(find_uv_bin(), folder / "bin" / "uv")
     return python

@@ -108,6 +108,9 @@ class FakeCloud:
         self._agent_command = agent_command
         self.boot_timeout_s = boot_timeout_s  # compresses the user data's boot watchdog timeout
         self.image_packages = image_packages  # installed on its machine image besides runctl (e.g. torch)
+        #: Added to every agent's environment from the next boot on: e.g. uv's index settings
+        #: (runctl.testing.wheels.offline_index) so jobs' environments build without the network.
+        self.agent_environ: dict[str, str] = {}
         self.instances: dict[str, FakeInstance] = {}
         self.interruptions: list[dict] = []  # what interrupt() did, for reports and tests
         self._lock = threading.Lock()
@@ -259,7 +262,7 @@ class FakeCloud:
         process, store_url, watchdog = None, None, None
         env = {**os.environ, **self.env, "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.endpoint,
                "RUNCTL_HOME": str(home), INSTANCE_ENV: instance_id, BEHAVIOUR_ENV: shutdown_behaviour(ec2, described),
-               "PATH": os.pathsep.join([str(self._machine_bin), os.environ.get("PATH", "")])}
+               "PATH": os.pathsep.join([str(self._machine_bin), os.environ.get("PATH", "")]), **self.agent_environ}
         env.pop("AWS_EC2_METADATA_DISABLED")
         try:
             argv = self._agent_command(user_data)

@@ -35,9 +35,27 @@ def with_code_options(func):
         click.option("--include", "includes", multiple=True, metavar="PATTERN",
                      help="Also upload files an ignore file leaves out (gitignore syntax); repeatable."),
         click.option("--job-id", help="Name of the job (default: derived from the script and its arguments)."),
+        # Kept on the click context (not a parameter of each command): job_spec reads it.
+        click.option("--setup/--no-setup", default=True, expose_value=False, callback=_remember_setup,
+                     help="Build the project's environment on the instance with uv (requirements.txt, "
+                          "pyproject.toml, inline metadata; cached in the bucket) and run the job in it "
+                          "(default); --no-setup: the instance's runctl interpreter as it is."),
     )):
         func = option(func)
     return func
+
+
+_SETUP_KEY = "runctl.aws.setup"
+
+
+def _remember_setup(ctx, _param, value: bool) -> bool:
+    ctx.meta[_SETUP_KEY] = value
+    return value
+
+
+def _setup_asked() -> bool:
+    context = click.get_current_context(silent=True)
+    return context is None or context.meta.get(_SETUP_KEY, True)
 
 
 def with_checkpoint_options(func):
@@ -129,8 +147,15 @@ def job_spec(app, job_store, named, job_id: str, command: tuple[str, ...], tree:
     """The job's spec as an instance's agent runs it: the settings come from its job table,
     then the configuration, as for ``runctl run``."""
     from runctl.agent.assignment import remote_spec
+    from runctl.cli._environment import declared
 
     config = app.config
+    # An image is the job's environment; without the code, the instance has no project to read.
+    environment = None
+    if image is None and tree is not None and _setup_asked():
+        from runctl.codesync import read_tree
+
+        environment = declared(app, named, synced={f.path for f in read_tree(job_store, tree).files})
     signal_name = config.local.stop_signal.upper()
     return remote_spec(
         job_id, command, job_store.url, code_tree=tree, checkpoint_dir=checkpoint_dir,
@@ -145,6 +170,7 @@ def job_spec(app, job_store, named, job_id: str, command: tuple[str, ...], tree:
         registry_login=image.registry_login if image is not None else "",
         gpus=config.docker.gpus,
         nproc_per_node=nproc_per_node,
+        environment=environment, setup=tuple(named.job.setup) if environment is not None else (),
     )
 
 

@@ -1,0 +1,128 @@
+"""A built environment in the store: packed once by the instance that built it, restored
+by every later one (a replacement, the next job with the same inputs) instead of resolving.
+
+``envs/<key>.tar.gz`` holds the environment folder (gzip, level 1: packing speed matters
+more than a few percent of size); ``envs/<key>.json``, written after it, says its size and
+sha256. Both are written create-only: of two instances that built the same environment,
+the first to upload wins and the other's upload is dropped. An archive whose record is
+missing or whose bytes do not match it is not used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
+from runctl.fsutil import TEMP_MARKER, temp_name_beside
+from runctl.store import layout
+from runctl.store.hashing import sha256_file
+
+#: Written last in a complete environment folder: its key and how it came to be.
+MARK = ".runctl-env.json"
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    size: int
+    seconds: float
+    stored: bool  # False: another instance had uploaded it first
+
+
+def pack(target: Path, archive: Path, *, level: int = 1) -> None:
+    """``target``'s files into ``archive`` (its mark left out: a restore writes its own)."""
+    def leave_out_mark(member: tarfile.TarInfo):
+        return None if member.name in (f"./{MARK}", MARK) or TEMP_MARKER in member.name else member
+
+    with tarfile.open(archive, "w:gz", compresslevel=level) as tar:
+        tar.add(target, arcname=".", filter=leave_out_mark)
+
+
+def upload(store, key: str, target: Path, work_dir: Path, record: dict) -> Uploaded:
+    """Pack ``target`` (in ``work_dir``, removed after) and put it in the store, create-only."""
+    started = time.monotonic()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    archive = work_dir / f"{key}.tar.gz{TEMP_MARKER}{os.getpid()}"
+    try:
+        pack(target, archive)
+        size = archive.stat().st_size
+        try:
+            store.upload(archive, layout.env_archive_key(key), if_none_match=True)
+        except PreconditionFailed:
+            return Uploaded(size, time.monotonic() - started, stored=False)
+        entry = {**record, "key": key, "size": size, "sha256": sha256_file(archive), "created": time.time()}
+        try:
+            store.write(layout.env_record_key(key), json.dumps(entry, indent=1, sort_keys=True).encode(),
+                        if_none_match=True)
+        except PreconditionFailed:
+            return Uploaded(size, time.monotonic() - started, stored=False)
+        return Uploaded(size, time.monotonic() - started, stored=True)
+    finally:
+        archive.unlink(missing_ok=True)
+
+
+def read_record(store, key: str) -> dict | None:
+    """The record of the cached environment ``key``, or None when there is none (yet)."""
+    try:
+        return json.loads(store.read(layout.env_record_key(key)).data)
+    except NotFoundError:
+        return None
+    except ValueError as exc:
+        raise IntegrityError(f"{layout.env_record_key(key)} in {store.url} is not JSON; delete it to rebuild "
+                             "the environment") from exc
+
+
+def restore(store, key: str, record: dict, target: Path) -> tuple[float, float]:
+    """Download the archive ``record`` describes, check it, and unpack it to ``target``
+    (absent), through a temporary folder beside it, so a half-unpacked one is never seen.
+    Returns the seconds the download (and check) and the unpacking took."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    archive = temp_name_beside(target.with_name(target.name + ".tar.gz"))
+    unpacked = temp_name_beside(target)
+    started = time.monotonic()
+    try:
+        store.download(layout.env_archive_key(key), archive)
+        size, digest = archive.stat().st_size, sha256_file(archive)
+        if size != record.get("size") or digest != record.get("sha256"):
+            raise IntegrityError(f"{layout.env_archive_key(key)} in {store.url} does not match its record "
+                                 f"(size {size}, expected {record.get('size')}); delete both to rebuild it")
+        downloaded = time.monotonic()
+        unpack(archive, unpacked)
+        os.replace(unpacked, target)
+        return downloaded - started, time.monotonic() - downloaded
+    finally:
+        archive.unlink(missing_ok=True)
+        if unpacked.exists():
+            shutil.rmtree(unpacked, ignore_errors=True)
+
+
+def unpack(archive: Path, folder: Path) -> None:
+    """Unpack ``archive`` into ``folder`` in one pass (decompressing is most of the time: a
+    listing first would double it), refusing members that would land outside it or are
+    devices. Symlinks stay as they are: a venv's ``bin/python`` names the interpreter it was
+    made with, the same path on every instance of the AMI. On a refusal, what was unpacked
+    stays in ``folder``, which the caller removes."""
+    folder.mkdir(parents=True)
+    extract = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
+    try:
+        with tarfile.open(archive, "r|*") as tar:
+            for member in tar:
+                if not _member_ok(member):
+                    raise IntegrityError(f"environment archive {archive.name}: refusing member {member.name!r}")
+                tar.extract(member, folder, **extract)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise StoreError(f"cannot unpack the environment archive {archive.name}: {exc}") from exc
+
+
+def _member_ok(member: tarfile.TarInfo) -> bool:
+    parts = Path(member.name).parts
+    if member.name.startswith("/") or ".." in parts:
+        return False
+    if member.islnk() and (member.linkname.startswith("/") or ".." in Path(member.linkname).parts):
+        return False
+    return member.isfile() or member.isdir() or member.issym() or member.islnk()
