@@ -10,18 +10,9 @@ import pytest
 from runctl.errors import IntegrityError
 from runctl.store import s3_downloads, snapshots
 from runctl.store.snapshots import Snapshots
+from s3_requests import requests_of
 
 PREFIX = "jobs/job-1/checkpoints/"
-
-
-def requests_of(store) -> dict[str, int]:
-    counts: dict[str, int] = {}
-
-    def count(model, **_):
-        counts[model.name] = counts.get(model.name, 0) + 1
-
-    store.client.meta.events.register("before-call.s3.*", count)
-    return counts
 
 
 @pytest.fixture

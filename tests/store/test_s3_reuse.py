@@ -15,18 +15,9 @@ from pathlib import Path
 import pytest
 
 from runctl.store.snapshots import Snapshots
+from s3_requests import requests_of
 
 PREFIX = "jobs/job-1/checkpoints/"
-
-
-def requests_of(store) -> dict[str, int]:
-    counts: dict[str, int] = {}
-
-    def count(model, **_):
-        counts[model.name] = counts.get(model.name, 0) + 1
-
-    store.client.meta.events.register("before-call.s3.*", count)
-    return counts
 
 
 def put(root: Path, rel: str, data: bytes) -> None:
