@@ -33,6 +33,23 @@ def test_upload_then_restore_elsewhere(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["k1"]  # no temporary left
 
 
+def test_the_machines_runctl_link_is_not_archived_and_linked_folders_stay_links(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    built = _env(tmp_path / "a" / "k")
+    site = built / "venv" / "lib" / "python3" / "site-packages"
+    site.mkdir(parents=True)
+    (site / "_runctl_in_script_api.pth").write_text("/somewhere\n")
+    (built / "runctl-link").mkdir()
+    (built / "venv" / "lib64").symlink_to("lib")
+    cache.upload(store, "k", built, tmp_path / "up", {})
+    target = tmp_path / "b" / "k"
+    cache.restore(store, "k", cache.read_record(store, "k"), target)
+    assert (target / "venv" / "lib64").readlink().as_posix() == "lib"
+    assert (target / "venv" / "lib" / "python3" / "site-packages").is_dir()
+    assert not (target / "runctl-link").exists()
+    assert not list(target.rglob("_runctl_in_script_api.pth"))
+
+
 def test_second_upload_is_dropped(tmp_path):
     store = LocalStore(tmp_path / "store")
     built = _env(tmp_path / "k")

@@ -34,13 +34,39 @@ class Uploaded:
     stored: bool  # False: another instance had uploaded it first
 
 
-def pack(target: Path, archive: Path, *, level: int = 1) -> None:
-    """``target``'s files into ``archive`` (its mark left out: a restore writes its own)."""
-    def leave_out_mark(member: tarfile.TarInfo):
-        return None if member.name in (f"./{MARK}", MARK) or TEMP_MARKER in member.name else member
+#: Machine-specific, rewritten on every machine (``build.link_runctl``): never archived.
+_LOCAL_ONLY = ("runctl-link", "_runctl_in_script_api.pth")
 
+
+def pack(target: Path, archive: Path, *, level: int = 1) -> None:
+    """``target``'s files into ``archive`` (its mark and the machine's runctl link left
+    out: a restore writes its own). The job's script may run meanwhile and write into the
+    environment (``__pycache__`` files, through a temporary name): a file gone between
+    listing and reading is skipped rather than failing the upload."""
     with tarfile.open(archive, "w:gz", compresslevel=level) as tar:
-        tar.add(target, arcname=".", filter=leave_out_mark)
+        for path in _files_of(target):
+            try:
+                info = tar.gettarinfo(path, path.relative_to(target).as_posix())
+                if not info.isreg():
+                    tar.addfile(info)
+                    continue
+                with open(path, "rb") as f:
+                    tar.addfile(info, f)
+            except FileNotFoundError:
+                continue
+
+
+def _files_of(target: Path):
+    """Every folder, file and link under ``target``, a folder before what it holds."""
+    for root, dirs, files in os.walk(target):
+        folder = Path(root)
+        if folder != target:
+            yield folder
+        kept = sorted(d for d in dirs if d not in _LOCAL_ONLY and TEMP_MARKER not in d)
+        yield from (folder / d for d in kept if (folder / d).is_symlink())  # a link, not walked into
+        dirs[:] = [d for d in kept if not (folder / d).is_symlink()]
+        yield from (folder / name for name in sorted(files)
+                    if TEMP_MARKER not in name and name not in _LOCAL_ONLY and not (folder == target and name == MARK))
 
 
 def upload(store, key: str, target: Path, work_dir: Path, record: dict) -> Uploaded:
