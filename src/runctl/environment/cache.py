@@ -4,8 +4,9 @@ by every later one (a replacement, the next job with the same inputs) instead of
 ``envs/<key>.tar.gz`` holds the environment folder (gzip, level 1: packing speed matters
 more than a few percent of size); ``envs/<key>.json``, written after it, says its size and
 sha256. Both are written create-only: of two instances that built the same environment,
-the first to upload wins and the other's upload is dropped. An archive whose record is
-missing or whose bytes do not match it is not used.
+the first to upload wins and the other's upload is dropped. A restore unpacks the archive
+as it downloads (``stream_unpack``); one whose record is missing or whose bytes do not
+match it is not used.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
+from runctl.environment.stream_unpack import unpack_stream
+from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed
 from runctl.fsutil import TEMP_MARKER, temp_name_beside
 from runctl.store import layout
 from runctl.store.hashing import sha256_file
@@ -103,52 +105,23 @@ def read_record(store, key: str) -> dict | None:
                              "the environment") from exc
 
 
-def restore(store, key: str, record: dict, target: Path) -> tuple[float, float]:
-    """Download the archive ``record`` describes, check it, and unpack it to ``target``
-    (absent), through a temporary folder beside it, so a half-unpacked one is never seen.
-    Returns the seconds the download (and check) and the unpacking took."""
+def restore(store, key: str, record: dict, target: Path) -> float:
+    """Unpack the archive ``record`` describes to ``target`` (absent) as it downloads,
+    checking its bytes against the record, through a temporary folder beside it, so a
+    half-unpacked one is never seen. Returns the seconds it took."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    archive = temp_name_beside(target.with_name(target.name + ".tar.gz"))
     unpacked = temp_name_beside(target)
     started = time.monotonic()
+    archive_key = layout.env_archive_key(key)
     try:
-        store.download(layout.env_archive_key(key), archive)
-        size, digest = archive.stat().st_size, sha256_file(archive)
-        if size != record.get("size") or digest != record.get("sha256"):
-            raise IntegrityError(f"{layout.env_archive_key(key)} in {store.url} does not match its record "
-                                 f"(size {size}, expected {record.get('size')}); delete both to rebuild it")
-        downloaded = time.monotonic()
-        unpack(archive, unpacked)
+        body = store.open_read(archive_key)
+        try:
+            unpack_stream(body, unpacked, f"{archive_key} in {store.url}", expect_size=record.get("size"),
+                          expect_sha256=record.get("sha256"))
+        finally:
+            body.close()
         os.replace(unpacked, target)
-        return downloaded - started, time.monotonic() - downloaded
+        return time.monotonic() - started
     finally:
-        archive.unlink(missing_ok=True)
         if unpacked.exists():
             shutil.rmtree(unpacked, ignore_errors=True)
-
-
-def unpack(archive: Path, folder: Path) -> None:
-    """Unpack ``archive`` into ``folder`` in one pass (decompressing is most of the time: a
-    listing first would double it), refusing members that would land outside it or are
-    devices. Symlinks stay as they are: a venv's ``bin/python`` names the interpreter it was
-    made with, the same path on every instance of the AMI. On a refusal, what was unpacked
-    stays in ``folder``, which the caller removes."""
-    folder.mkdir(parents=True)
-    extract = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
-    try:
-        with tarfile.open(archive, "r|*") as tar:
-            for member in tar:
-                if not _member_ok(member):
-                    raise IntegrityError(f"environment archive {archive.name}: refusing member {member.name!r}")
-                tar.extract(member, folder, **extract)
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise StoreError(f"cannot unpack the environment archive {archive.name}: {exc}") from exc
-
-
-def _member_ok(member: tarfile.TarInfo) -> bool:
-    parts = Path(member.name).parts
-    if member.name.startswith("/") or ".." in parts:
-        return False
-    if member.islnk() and (member.linkname.startswith("/") or ".." in Path(member.linkname).parts):
-        return False
-    return member.isfile() or member.isdir() or member.issym() or member.islnk()

@@ -82,11 +82,11 @@ def prepare(store, source: EnvSource, *, workdir: Path, envs_root: Path, setup: 
     if record is not None:
         try:
             _clear(target)
-            download_s, unpack_s = cache.restore(store, key, record, target)
+            streamed_s = cache.restore(store, key, record, target)
             _put_back_work_files(target, workdir)
             _mark(target, key, "restored")
             return _done(say, key, target, "restored", f"in {clock() - started:.1f}s from the store's cache "
-                         f"({_size(record.get('size', 0))}: download {download_s:.1f}s, unpack {unpack_s:.1f}s), "
+                         f"({_size(record.get('size', 0))} downloaded and unpacked at once in {streamed_s:.1f}s), "
                          "without resolving", started, clock)
         except RunctlError as exc:
             say(f"could not restore the cached environment ({exc}); building it")
