@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 #: How long the agent waits at the job's end for an upload still running: packing and
 #: sending a few GB at instance speeds takes a minute or two.
 FINISH_WAIT_S = 600.0
+#: In a built environment's one-line summary until the upload's outcome is known.
+IN_BACKGROUND = "caching it in the background"
 
 
 class BackgroundUpload:

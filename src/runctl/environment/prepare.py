@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from runctl.environment import build, cache
-from runctl.environment.background_upload import BackgroundUpload
+from runctl.environment.background_upload import IN_BACKGROUND, BackgroundUpload
 from runctl.environment.detect import EnvSource
 from runctl.environment.key import environment_key, platform_tag
 from runctl.errors import RunctlError, UsageError
@@ -108,7 +108,7 @@ def prepare(store, source: EnvSource, *, workdir: Path, envs_root: Path, setup: 
                               {"source": source.to_dict(), "setup": list(setup), "build_seconds": built_s,
                                "platform": platform_name or this_platform()})
     say(f"environment built in {built_s:.1f}s; uploading it to the store's cache in the background")
-    what = f"in {built_s:.1f}s, caching it in the background"
+    what = f"in {built_s:.1f}s, {IN_BACKGROUND}"
     return _done(say, key, target, "built", what, started, clock, upload)
 
 
