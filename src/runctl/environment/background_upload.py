@@ -47,7 +47,7 @@ class BackgroundUpload:
         except Exception as exc:  # a bug or an unexpected OS error must not pass silently
             log.exception("environment %s: the upload to the store's cache failed", self.key)
             self.error = f"{type(exc).__name__}: {exc}"
-        (log.warning if self.error else log.info)("environment %s: %s", self.key, self.outcome())
+        (log.warning if self.error else log.info)("environment %s: %s", self.key, self._ended())
 
     @property
     def running(self) -> bool:
@@ -55,8 +55,9 @@ class BackgroundUpload:
 
     def outcome(self) -> str:
         """One line: cached (size, time), cached already by another machine, not cached (why), or running."""
-        if self.running:
-            return "still uploading to the store's cache"
+        return "still uploading to the store's cache" if self.running else self._ended()
+
+    def _ended(self) -> str:
         if self.result is None:
             return f"not cached: {self.error}"
         if not self.result.stored:

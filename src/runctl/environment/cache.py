@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runctl.environment.stream_unpack import unpack_stream
-from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed
+from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
 from runctl.fsutil import TEMP_MARKER, temp_name_beside
 from runctl.store import layout
 from runctl.store.hashing import sha256_file
@@ -77,7 +77,10 @@ def upload(store, key: str, target: Path, work_dir: Path, record: dict) -> Uploa
     work_dir.mkdir(parents=True, exist_ok=True)
     archive = work_dir / f"{key}.tar.gz{TEMP_MARKER}{os.getpid()}"
     try:
-        pack(target, archive)
+        try:
+            pack(target, archive)
+        except OSError as exc:  # a disk full; a file the running script rewrote while it was read
+            raise StoreError(f"cannot pack the environment {target.name}: {exc}") from exc
         size = archive.stat().st_size
         try:
             store.upload(archive, layout.env_archive_key(key), if_none_match=True)
