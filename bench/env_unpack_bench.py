@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         print("| way | seconds | MB/s of archive (median) |\n|---|---:|---:|")
         for name, values in times.items():
             size = (plain if name.startswith("uncompressed") else gz).stat().st_size
-            print(f"| {name} | {min(values):.1f} / {statistics.median(values):.1f} / {max(values):.1f} | "
+            cell = name.replace("|", "\\|")  # a markdown table's cell
+            print(f"| {cell} | {min(values):.1f} / {statistics.median(values):.1f} / {max(values):.1f} | "
                   f"{size / 1e6 / statistics.median(values):.0f} |")
     return 0
 
