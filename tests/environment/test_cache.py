@@ -149,3 +149,13 @@ def test_record_that_is_not_json(tmp_path):
     store.write(layout.env_record_key("k"), b"{")
     with pytest.raises(IntegrityError, match="not JSON"):
         cache.read_record(store, "k")
+
+
+def test_a_file_that_compresses_very_well_comes_out_whole(tmp_path, unpacker):
+    archive = tmp_path / "zeros.tar.gz"
+    info = tarfile.TarInfo("zeros")
+    info.size = 40 << 20  # 40 MiB in about 40 kB: inflated a bounded piece at a time
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    _unpack(archive, tmp_path / "out")
+    assert (tmp_path / "out" / "zeros").stat().st_size == 40 << 20

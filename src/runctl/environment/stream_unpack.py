@@ -33,6 +33,7 @@ from typing import BinaryIO
 from runctl.errors import IntegrityError, StoreError
 
 _CHUNK = 1 << 20
+_INFLATED_MAX = 8 << 20
 #: What GNU tar says when it strips or skips a member that would land outside the folder:
 #: runctl never packs one, so such an archive is refused as a whole, as by ``member_ok``.
 _REFUSALS = ("Removing leading", "contains '..'", "contains `..'")
@@ -92,12 +93,10 @@ def _with_gnu_tar(reader: HashingReader, folder: Path, name: str) -> None:
     said_file = tempfile.TemporaryFile()  # not a pipe: tar could fill one and stop while we write to it
     tar = subprocess.Popen([gnu_tar(), "-x", "-f", "-", "-C", str(folder), "--no-same-owner"],
                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=said_file)
-    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing
     try:
         try:
-            while chunk := reader.read(_CHUNK):
-                tar.stdin.write(inflate.decompress(chunk))
-            tar.stdin.write(inflate.flush())
+            for data in _inflated(reader):
+                tar.stdin.write(data)
         except BrokenPipeError:
             pass  # tar stopped early: its exit status and message say why
         except zlib.error as exc:
@@ -120,6 +119,17 @@ def _with_gnu_tar(reader: HashingReader, folder: Path, name: str) -> None:
     finally:
         said_file.close()
     _refuse_special_files(folder, name)
+
+
+def _inflated(reader: HashingReader):
+    """The gzip stream's bytes inflated, a bounded piece at a time (however well a piece
+    compresses, it never takes more memory than that)."""
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing
+    while chunk := reader.read(_CHUNK):
+        while chunk:
+            yield inflate.decompress(chunk, _INFLATED_MAX)
+            chunk = inflate.unconsumed_tail
+    yield inflate.flush()
 
 
 def _stop(tar: subprocess.Popen) -> None:
