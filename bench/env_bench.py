@@ -6,21 +6,23 @@ cached, in the fake cloud, for an environment that holds torch (CPU build) and n
 uv on the instances must find torch and numpy where this machine keeps them: give its
 index settings in the environment (UV_INDEX_URL, UV_EXTRA_INDEX_URL, UV_FIND_LINKS,
 UV_OFFLINE ...); every instance's agent inherits them. Each instance has a uv cache of
-its own (under its runctl home), empty at boot, as a new EC2 instance's is.
+its own (under its runctl home), empty at boot, as a new EC2 instance's is: a UV_CACHE_DIR
+in this environment is dropped, so that no instance finds a warm one.
 
 Each run submits ``runctl aws run`` of a small torch script (``--detach``) whose project
 has a requirements.txt, then serves two spot notices:
 
 1. cold: once attempt 0 runs (it built the environment and cached it), the cached
    environment is deleted from the bucket and the notice served: the replacement builds it
-   again (uv: resolve, fetch, unpack; then it caches it);
+   again (uv: resolve, fetch, unpack), starts the script, and caches it meanwhile;
 2. cached: once attempt 1 runs and its upload is in the bucket, the second notice: the
-   replacement downloads and unpacks it.
+   replacement unpacks it as it downloads.
 
 For each replacement, in seconds from its agent's start: the environment ready (what the
 attempt's record says it took), the script started, and training resumed (the script's
 first line after importing torch and numpy and loading its checkpoint). Prints a markdown
-table (median over the runs) and the environment's size.
+table (min / median / max over the runs, cold and cached interleaved in each run), the
+environment's size and the machine's load average during the runs.
 """
 
 from __future__ import annotations
@@ -92,11 +94,12 @@ def one_run(workdir: Path, *, requirements: str, deadline_s: float) -> dict[str,
         store = open_store(f"s3://{cloud.bucket}/runctl", session=cloud.session(), endpoint_url=cloud.endpoint)
         try:
             first = _wait(lambda: _resumed(store, 0), timeout=900)
+            _wait(lambda: _cached(store), timeout=900)  # attempt 0's upload runs beside its script
             for obj in list(store.list("envs/")):  # the next replacement finds no cached environment
                 store.delete([obj.key])
             cloud.interrupt(first)
             second = _wait(lambda: _resumed(store, 1), timeout=900)
-            _wait(lambda: any(o.key.endswith(".json") for o in store.list("envs/")), timeout=900)
+            _wait(lambda: _cached(store), timeout=900)
             size = sum(o.size for o in store.list("envs/") if o.key.endswith(".tar.gz"))
             cloud.interrupt(second)
             _wait(lambda: _resumed(store, 2), timeout=900)
@@ -142,6 +145,11 @@ def _resumed(store, attempt: int):
     return status.attempts[-1].instance_id
 
 
+def _cached(store) -> bool:
+    """The environment's archive and its record, written last, are in the bucket."""
+    return any(o.key.endswith(".json") for o in store.list("envs/"))
+
+
 def _wait(predicate, timeout: float):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -159,20 +167,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requirements", default="torch==2.13.0+cpu,numpy",
                         help="the project's requirements.txt, comma-separated")
     args = parser.parse_args(argv)
-    runs = []
+    os.environ.pop("UV_CACHE_DIR", None)  # every instance starts with an empty uv cache of its own
+    runs, loads = [], [os.getloadavg()[0]]
     for n in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="runctl-env-bench-") as folder:
             runs.append(one_run(Path(folder), requirements=args.requirements, deadline_s=args.notice_deadline))
+        loads.append(os.getloadavg()[0])
         print(f"run {n + 1}: {json.dumps(runs[-1])}", file=sys.stderr, flush=True)
     print(f"environment: {args.requirements}; archive {statistics.median(r['size']['archive MB'] for r in runs):.0f} MB"
-          f" (gzip -1); {args.runs} run(s), median seconds from the replacement agent's start\n")
+          f" (gzip -1); {args.runs} run(s), seconds from the replacement agent's start, min / median / max; "
+          f"1-minute load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores\n")
     phases = list(runs[0]["cold"])
-    print("| phase | cold | cached | cold / cached |\n|---|---:|---:|---:|")
+    print("| phase | cold | cached | cold / cached (medians) |\n|---|---:|---:|---:|")
     for phase in phases:
-        cold = statistics.median(r["cold"][phase] for r in runs)
-        cached = statistics.median(r["cached"][phase] for r in runs)
-        print(f"| {phase} | {cold:.1f} | {cached:.1f} | {cold / cached:.1f}x |")
+        cold = [r["cold"][phase] for r in runs]
+        cached = [r["cached"][phase] for r in runs]
+        print(f"| {phase} | {_spread(cold)} | {_spread(cached)} | "
+              f"{statistics.median(cold) / statistics.median(cached):.1f}x |")
     return 0
+
+
+def _spread(values: list[float]) -> str:
+    return " / ".join(f"{v:.1f}" for v in (min(values), statistics.median(values), max(values)))
 
 
 if __name__ == "__main__":

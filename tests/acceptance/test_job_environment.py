@@ -69,7 +69,7 @@ def test_the_environment_is_built_once_and_restored_on_the_replacement(cloud, pr
     attempts = read_status(store, job_id).attempts
     assert [a.reason for a in attempts] == ["interrupted", "completed"]
     assert attempts[0].instance_id != attempts[1].instance_id
-    assert attempts[0].environment.startswith("built in ") and "cached (" in attempts[0].environment
+    assert attempts[0].environment.startswith("built in ") and "caching it in the background" in attempts[0].environment
     assert attempts[1].environment.startswith("restored in ")
     cached = sorted(o.key for o in store.list("envs/"))
     key = cached[0].removeprefix("envs/").removesuffix(".json")

@@ -47,6 +47,7 @@ def test_requirements_and_a_named_job_with_setup(runctl_cli, tmp_path, env):
     assert first.returncode == 0, first.stderr
     assert "runctl: environment: requirements.txt (uv pip install); setup: 1 command(s) of [jobs.probe]" in first.stderr
     assert "environment built in" in first.stderr
+    assert "runctl: environment cached (" in first.stderr  # locally the upload ends before the script starts
     shown = printed(first.stdout)
     assert shown["value"] == 42 and shown["made"] == "by setup" and shown["python"] != sys.executable
 

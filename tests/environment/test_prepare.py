@@ -45,7 +45,8 @@ def test_built_once_then_restored_then_present(tmp_path, environ):
     with open(log, "ab") as out:
         built = _prepare(store, project, tmp_path / "m1", environ, out)
     assert built.how == "built" and _imports(built) == "42"
-    assert "cached (" in built.summary
+    assert "caching it in the background" in built.summary
+    assert built.upload.finish(timeout=60) and built.upload.outcome().startswith("cached (")
     text = log.read_text()
     assert "environment: requirements.txt (uv pip install)" in text and "uv pip install" in text
     # Another machine: restored from the store, uv never called (it could not resolve anything).
@@ -67,6 +68,7 @@ def test_setup_runs_once_and_its_files_come_back(tmp_path, environ):
     (project / "data").mkdir()
     with open(tmp_path / "log", "ab") as out:
         built = _prepare(store, project, tmp_path / "m1", environ, out, setup=setup)
+    assert built.upload.finish(timeout=60)
     assert (project / "data" / "made.txt").read_text() == "42"
     assert "$ python -c" in (tmp_path / "log").read_text()  # the setup's command in the job's log
     fresh = tmp_path / "fresh-copy"

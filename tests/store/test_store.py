@@ -119,6 +119,19 @@ def test_download_replaces_existing_file(any_store, tmp_path):
     assert target.read_bytes() == b"new"
 
 
+def test_open_read_streams_the_object(any_store):
+    data = bytes(range(256)) * 5000
+    any_store.write("big/blob", data)
+    stream = any_store.open_read("big/blob")
+    try:
+        got = b"".join(iter(lambda: stream.read(4096), b""))
+    finally:
+        stream.close()
+    assert got == data
+    with pytest.raises(NotFoundError):
+        any_store.open_read("big/missing")
+
+
 def test_copy(any_store):
     any_store.write("jobs/j/checkpoints/1/w.bin", b"weights")
     any_store.copy("jobs/j/checkpoints/1/w.bin", "jobs/j/checkpoints/2/w.bin")

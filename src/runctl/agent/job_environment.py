@@ -49,6 +49,12 @@ class JobEnvironment:
     def python(self, default: str) -> str:
         return str(self.prepared.python) if self.prepared is not None else default
 
+    def finish_upload(self) -> None:
+        """At the job's end, before the machine may power off: let a built environment's
+        upload to the store's cache end (bounded; its outcome is logged, never fatal)."""
+        if self.prepared is not None and self.prepared.upload is not None:
+            self.prepared.upload.finish()
+
     def spec_here(self, spec: JobSpec, environ: Mapping[str, str]) -> JobSpec:
         """``spec`` with the environment activated for every attempt (VIRTUAL_ENV, PATH)."""
         if self.prepared is None:

@@ -401,6 +401,8 @@ class ResidentAgent:
         log.info("job %s: running %s in %s", job_id, " ".join(here.command), workdir)
         status = agent.run()
         log.info("job %s: %s", job_id, status.state)
+        if environment is not None:
+            environment.finish_upload()
         return status.state
 
 

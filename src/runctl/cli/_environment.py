@@ -45,10 +45,19 @@ def run_in_environment(app, spec, named, store):
         return spec, None
     prepared = prepare(store, EnvSource.from_dict(record), workdir=Path(spec.workdir),
                        envs_root=default_home() / "envs", setup=named.job.setup, log_file=sys.stderr.buffer)
+    summary = prepared.summary
+    if prepared.upload is not None:
+        # Here the upload ends before the script starts, as it did on instances: this process
+        # may detach or end with the script, and a thread of it would be cut off.
+        prepared.upload.finish()
+        from runctl.environment.background_upload import IN_BACKGROUND
+
+        summary = summary.replace(IN_BACKGROUND, prepared.upload.outcome())
+        app.output.note(f"runctl: environment {prepared.upload.outcome()}")
     activated = prepared.activate(os.environ)
     command = _with_python(list(spec.command), str(prepared.python))
     return dataclasses.replace(spec, command=tuple(command), env={
-        "VIRTUAL_ENV": activated["VIRTUAL_ENV"], "PATH": activated["PATH"], **spec.env}), prepared.summary
+        "VIRTUAL_ENV": activated["VIRTUAL_ENV"], "PATH": activated["PATH"], **spec.env}), summary
 
 
 def _with_python(command: list[str], python: str) -> list[str]:

@@ -4,8 +4,9 @@ by every later one (a replacement, the next job with the same inputs) instead of
 ``envs/<key>.tar.gz`` holds the environment folder (gzip, level 1: packing speed matters
 more than a few percent of size); ``envs/<key>.json``, written after it, says its size and
 sha256. Both are written create-only: of two instances that built the same environment,
-the first to upload wins and the other's upload is dropped. An archive whose record is
-missing or whose bytes do not match it is not used.
+the first to upload wins and the other's upload is dropped. A restore unpacks the archive
+as it downloads (``stream_unpack``); one whose record is missing or whose bytes do not
+match it is not used.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from runctl.environment.stream_unpack import unpack_stream
 from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
 from runctl.fsutil import TEMP_MARKER, temp_name_beside
 from runctl.store import layout
@@ -34,13 +36,39 @@ class Uploaded:
     stored: bool  # False: another instance had uploaded it first
 
 
-def pack(target: Path, archive: Path, *, level: int = 1) -> None:
-    """``target``'s files into ``archive`` (its mark left out: a restore writes its own)."""
-    def leave_out_mark(member: tarfile.TarInfo):
-        return None if member.name in (f"./{MARK}", MARK) or TEMP_MARKER in member.name else member
+#: Machine-specific, rewritten on every machine (``build.link_runctl``): never archived.
+_LOCAL_ONLY = ("runctl-link", "_runctl_in_script_api.pth")
 
+
+def pack(target: Path, archive: Path, *, level: int = 1) -> None:
+    """``target``'s files into ``archive`` (its mark and the machine's runctl link left
+    out: a restore writes its own). The job's script may run meanwhile and write into the
+    environment (``__pycache__`` files, through a temporary name): a file gone between
+    listing and reading is skipped rather than failing the upload."""
     with tarfile.open(archive, "w:gz", compresslevel=level) as tar:
-        tar.add(target, arcname=".", filter=leave_out_mark)
+        for path in _files_of(target):
+            try:
+                info = tar.gettarinfo(path, path.relative_to(target).as_posix())
+                if not info.isreg():
+                    tar.addfile(info)
+                    continue
+                with open(path, "rb") as f:
+                    tar.addfile(info, f)
+            except FileNotFoundError:
+                continue
+
+
+def _files_of(target: Path):
+    """Every folder, file and link under ``target``, a folder before what it holds."""
+    for root, dirs, files in os.walk(target):
+        folder = Path(root)
+        if folder != target:
+            yield folder
+        kept = sorted(d for d in dirs if d not in _LOCAL_ONLY and TEMP_MARKER not in d)
+        yield from (folder / d for d in kept if (folder / d).is_symlink())  # a link, not walked into
+        dirs[:] = [d for d in kept if not (folder / d).is_symlink()]
+        yield from (folder / name for name in sorted(files)
+                    if TEMP_MARKER not in name and name not in _LOCAL_ONLY and not (folder == target and name == MARK))
 
 
 def upload(store, key: str, target: Path, work_dir: Path, record: dict) -> Uploaded:
@@ -49,7 +77,10 @@ def upload(store, key: str, target: Path, work_dir: Path, record: dict) -> Uploa
     work_dir.mkdir(parents=True, exist_ok=True)
     archive = work_dir / f"{key}.tar.gz{TEMP_MARKER}{os.getpid()}"
     try:
-        pack(target, archive)
+        try:
+            pack(target, archive)
+        except OSError as exc:  # a disk full; a file the running script rewrote while it was read
+            raise StoreError(f"cannot pack the environment {target.name}: {exc}") from exc
         size = archive.stat().st_size
         try:
             store.upload(archive, layout.env_archive_key(key), if_none_match=True)
@@ -77,52 +108,23 @@ def read_record(store, key: str) -> dict | None:
                              "the environment") from exc
 
 
-def restore(store, key: str, record: dict, target: Path) -> tuple[float, float]:
-    """Download the archive ``record`` describes, check it, and unpack it to ``target``
-    (absent), through a temporary folder beside it, so a half-unpacked one is never seen.
-    Returns the seconds the download (and check) and the unpacking took."""
+def restore(store, key: str, record: dict, target: Path) -> float:
+    """Unpack the archive ``record`` describes to ``target`` (absent) as it downloads,
+    checking its bytes against the record, through a temporary folder beside it, so a
+    half-unpacked one is never seen. Returns the seconds it took."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    archive = temp_name_beside(target.with_name(target.name + ".tar.gz"))
     unpacked = temp_name_beside(target)
     started = time.monotonic()
+    archive_key = layout.env_archive_key(key)
     try:
-        store.download(layout.env_archive_key(key), archive)
-        size, digest = archive.stat().st_size, sha256_file(archive)
-        if size != record.get("size") or digest != record.get("sha256"):
-            raise IntegrityError(f"{layout.env_archive_key(key)} in {store.url} does not match its record "
-                                 f"(size {size}, expected {record.get('size')}); delete both to rebuild it")
-        downloaded = time.monotonic()
-        unpack(archive, unpacked)
+        body = store.open_read(archive_key)
+        try:
+            unpack_stream(body, unpacked, f"{archive_key} in {store.url}", expect_size=record.get("size"),
+                          expect_sha256=record.get("sha256"))
+        finally:
+            body.close()
         os.replace(unpacked, target)
-        return downloaded - started, time.monotonic() - downloaded
+        return time.monotonic() - started
     finally:
-        archive.unlink(missing_ok=True)
         if unpacked.exists():
             shutil.rmtree(unpacked, ignore_errors=True)
-
-
-def unpack(archive: Path, folder: Path) -> None:
-    """Unpack ``archive`` into ``folder`` in one pass (decompressing is most of the time: a
-    listing first would double it), refusing members that would land outside it or are
-    devices. Symlinks stay as they are: a venv's ``bin/python`` names the interpreter it was
-    made with, the same path on every instance of the AMI. On a refusal, what was unpacked
-    stays in ``folder``, which the caller removes."""
-    folder.mkdir(parents=True)
-    extract = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
-    try:
-        with tarfile.open(archive, "r|*") as tar:
-            for member in tar:
-                if not _member_ok(member):
-                    raise IntegrityError(f"environment archive {archive.name}: refusing member {member.name!r}")
-                tar.extract(member, folder, **extract)
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise StoreError(f"cannot unpack the environment archive {archive.name}: {exc}") from exc
-
-
-def _member_ok(member: tarfile.TarInfo) -> bool:
-    parts = Path(member.name).parts
-    if member.name.startswith("/") or ".." in parts:
-        return False
-    if member.islnk() and (member.linkname.startswith("/") or ".." in Path(member.linkname).parts):
-        return False
-    return member.isfile() or member.isdir() or member.issym() or member.islnk()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from runctl.environment import build, cache
+from runctl.environment.background_upload import IN_BACKGROUND, BackgroundUpload
 from runctl.environment.detect import EnvSource
 from runctl.environment.key import environment_key, platform_tag
 from runctl.errors import RunctlError, UsageError
@@ -31,6 +32,7 @@ class Prepared:
     how: str  # "built", "restored" (from the store's cache) or "present" (on this machine already)
     seconds: float
     summary: str  # one line: how, how long
+    upload: BackgroundUpload | None = None  # a built environment's copy to the store's cache, under way
 
     @property
     def python(self) -> Path:
@@ -80,11 +82,11 @@ def prepare(store, source: EnvSource, *, workdir: Path, envs_root: Path, setup: 
     if record is not None:
         try:
             _clear(target)
-            download_s, unpack_s = cache.restore(store, key, record, target)
+            streamed_s = cache.restore(store, key, record, target)
             _put_back_work_files(target, workdir)
             _mark(target, key, "restored")
             return _done(say, key, target, "restored", f"in {clock() - started:.1f}s from the store's cache "
-                         f"({_size(record.get('size', 0))}: download {download_s:.1f}s, unpack {unpack_s:.1f}s), "
+                         f"({_size(record.get('size', 0))} downloaded and unpacked at once in {streamed_s:.1f}s), "
                          "without resolving", started, clock)
         except RunctlError as exc:
             say(f"could not restore the cached environment ({exc}); building it")
@@ -101,18 +103,13 @@ def prepare(store, source: EnvSource, *, workdir: Path, envs_root: Path, setup: 
         _keep_work_files(workdir, build.changed_files(before, build.folder_state(workdir, leave_out)), target)
     built_s = clock() - started
     _mark(target, key, "built")
-    say(f"environment built in {built_s:.1f}s; uploading it to the store's cache")
-    what = f"in {built_s:.1f}s"
-    try:
-        sent = cache.upload(store, key, target, envs_root / ".upload",
-                            {"source": source.to_dict(), "setup": list(setup), "build_seconds": built_s,
-                             "platform": platform_name or this_platform()})
-        what += (f", cached ({_size(sent.size)} in {sent.seconds:.1f}s)" if sent.stored
-                 else ", cached already by another machine")
-    except RunctlError as exc:  # the job runs all the same; the next machine builds again
-        say(f"could not cache the environment: {exc}")
-        what += ", not cached"
-    return _done(say, key, target, "built", what, started, clock)
+    # The script need not wait for the store's copy: it is packed and sent meanwhile.
+    upload = BackgroundUpload(store, key, target, envs_root / ".upload",
+                              {"source": source.to_dict(), "setup": list(setup), "build_seconds": built_s,
+                               "platform": platform_name or this_platform()})
+    say(f"environment built in {built_s:.1f}s; uploading it to the store's cache in the background")
+    what = f"in {built_s:.1f}s, {IN_BACKGROUND}"
+    return _done(say, key, target, "built", what, started, clock, upload)
 
 
 class _Say:
@@ -125,11 +122,12 @@ class _Say:
         self.file.flush()
 
 
-def _done(say: _Say, key: str, target: Path, how: str, detail: str, started: float, clock) -> Prepared:
+def _done(say: _Say, key: str, target: Path, how: str, detail: str, started: float, clock,
+          upload: BackgroundUpload | None = None) -> Prepared:
     build.link_runctl(target)
     summary = f"{how} {detail}"
     say(f"environment {summary}")
-    return Prepared(key, target, how, clock() - started, summary)
+    return Prepared(key, target, how, clock() - started, summary, upload)
 
 
 def _size(n: int) -> str:

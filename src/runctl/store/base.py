@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from runctl.errors import StoreError
 from runctl.fsutil import temp_name_beside
@@ -87,6 +87,10 @@ class Store(Protocol):
 
     def download(self, key: str, path: Path, *, progress: ProgressCallback | None = None) -> None:
         """Copy ``key`` to a local file, writing a temporary name then renaming it."""
+
+    def open_read(self, key: str) -> BinaryIO:
+        """A stream of ``key``'s bytes (one GET on S3), for a consumer that works as they
+        come; the caller closes it. Raises NotFoundError."""
 
     def copy(self, src_key: str, dst_key: str, *, expect: FileEntry | None = None,
              if_none_match: bool = False) -> None:

@@ -17,6 +17,7 @@ import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError, UsageError
 from runctl.fsutil import TEMP_MARKER, fsync_path, temp_name_beside
@@ -193,6 +194,14 @@ class LocalStore:
             raise StoreError(f"cannot download {self.url}/{key} to {path}: {exc.strerror}") from exc
         if progress:
             progress(path.stat().st_size)
+
+    def open_read(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise NotFoundError(f"{self.url}/{key} does not exist") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.url}/{key}: {exc.strerror}") from exc
 
     def copy(self, src_key: str, dst_key: str, *, expect: FileEntry | None = None,
              if_none_match: bool = False) -> None:

@@ -17,8 +17,9 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from runctl.errors import AccessDenied, IntegrityError, NotFoundError, PreconditionFailed, StoreError
 from runctl.errors.aws import aws_exceptions, cloud_error, error_class, store_error, transport_errors
@@ -61,6 +62,21 @@ def _is_transport(exc: OSError) -> bool:
     from botocore.exceptions import BotoCoreError
 
     return isinstance(exc, (BotoCoreError, *transport_errors()))
+
+
+class _TranslatedBody:
+    """A GET's streaming body whose read errors (a reset, a timeout) become store errors."""
+
+    def __init__(self, body, translate: Callable[[], contextlib.AbstractContextManager]) -> None:
+        self._body = body
+        self._translate = translate
+
+    def read(self, size: int = -1) -> bytes:
+        with self._translate():
+            return self._body.read(None if size < 0 else size)
+
+    def close(self) -> None:
+        self._body.close()
 
 
 class S3Store(CreateOnlyWrites, CheckedDownloads):
@@ -258,6 +274,19 @@ class S3Store(CreateOnlyWrites, CheckedDownloads):
         finally:
             with contextlib.suppress(OSError):
                 temp.unlink()
+
+    def open_read(self, key: str) -> BinaryIO:
+        """The GET's body, its read errors translated (a body cut off is not resumed: the
+        caller, which consumes it as it comes, cannot take the bytes again)."""
+        _check_key(key)
+        try:
+            with self._translate("read", key, permission="s3:GetObject"):
+                body = self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"]
+        except NotFoundError:
+            self._check_bucket_after_404()
+            raise
+        self._bucket_seen = True
+        return _TranslatedBody(body, lambda: self._translate("read", key, permission="s3:GetObject"))
 
     def copy(self, src_key: str, dst_key: str, *, expect: FileEntry | None = None,
              if_none_match: bool = False) -> None:

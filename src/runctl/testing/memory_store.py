@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import itertools
 import os
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
 from runctl.models import FileEntry
@@ -127,6 +129,11 @@ class MemoryStore:
             raise StoreError(f"cannot download {self._where(key)} to {path}: {exc.strerror}") from exc
         if progress:
             progress(len(data))
+
+    def open_read(self, key: str) -> BinaryIO:
+        _check_key(key)
+        with self._lock:
+            return io.BytesIO(self._get(key))
 
     def copy(self, src_key: str, dst_key: str, *, expect: FileEntry | None = None,
              if_none_match: bool = False) -> None:
