@@ -64,6 +64,28 @@ def test_a_renewal_that_never_arrived_keeps_the_old_lease_and_can_retry(local_st
     assert lease.held_until == 1_070.0 and record(local_store)["expires"] == 1_070.0
 
 
+def test_a_landed_renewal_whose_read_back_failed_too_is_still_ours(local_store):
+    """The PUT landed, its answer was lost and so was the read-back after it; the next
+    renewal meets 412 (our own write changed the etag) and reads back a lease of ours with an
+    older token. The agent keeps its lease (a chaos run once reported it lost to itself)."""
+    faulty = FaultyStore(local_store)
+    clock = Clock()
+    lease = Lease(faulty, JOB, ttl=60, clock=clock)
+    lease.acquire()
+    clock.now = 1_010.0
+    faulty.inject("write", key=KEY, when="after")
+    faulty.inject("read", key=KEY, when="before")
+    with pytest.raises(StoreError) as excinfo:
+        lease.renew()  # landed, but nothing says so
+    assert not isinstance(excinfo.value, LeaseLost)
+    assert record(local_store)["expires"] == 1_070.0
+    clock.now = 1_020.0
+    lease.renew()
+    assert not lease.lost and lease.held_until == 1_080.0
+    assert record(local_store)["expires"] == 1_080.0 and record(local_store)["holder"] == lease.holder
+    assert lease.fence() == 1
+
+
 def test_an_acquire_whose_response_was_lost_holds_the_lease(any_store):
     faulty = FaultyStore(any_store)
     faulty.inject("write", key=KEY, when="after", error=PreconditionFailed("412: our own write, retried"))

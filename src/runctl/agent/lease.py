@@ -186,15 +186,29 @@ class Lease:
                 raise LeaseLost(f"job {self.job_id}: this agent lost its lease; it is held by {self._lost_to} now")
             if self._etag is None:
                 return
-            try:
-                self._write(self.generation, if_match=self._etag)
-            except _NotWritten as exc:
-                if exc.current is not None and exc.current[1] == self._etag:
-                    raise exc.cause from None  # our last write is still the lease: not renewed, not lost
-                self.lost, self._etag = True, None
-                self._lost_to = exc.current[0].holder if exc.current is not None else "nobody (lease.json is gone)"
-                raise LeaseLost(f"job {self.job_id}: this agent lost its lease; it is held by {self._lost_to} now") \
-                    from exc.cause
+            for _ in range(2):
+                try:
+                    self._write(self.generation, if_match=self._etag)
+                    return
+                except _NotWritten as exc:
+                    current, cause = exc.current, exc.cause
+                if current is not None and current[1] == self._etag:
+                    raise cause from None  # our last write is still the lease: not renewed, not lost
+                if current is None or not self._written_by_us(current[0]):
+                    break
+                # An earlier write of ours landed although its answer, and the read-back after
+                # it, were lost: the lease is still ours, under that write's etag. Renew from there.
+                self._etag, self.held_until = current[1], max(self.held_until, current[0].expires)
+            else:
+                raise cause from None
+            self.lost, self._etag = True, None
+            self._lost_to = current[0].holder if current is not None else "nobody (lease.json is gone)"
+            raise LeaseLost(f"job {self.job_id}: this agent lost its lease; it is held by {self._lost_to} now") \
+                from cause
+
+    def _written_by_us(self, record: LeaseRecord) -> bool:
+        """The holder names this Lease object (its uuid), so only our own writes carry it."""
+        return record.holder == self.holder and not record.released
 
     def rise_above(self, generation: int) -> None:
         """Make our generation higher than ``generation`` (that of the job's latest snapshot).
