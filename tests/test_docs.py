@@ -34,8 +34,7 @@ DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md")),
         REPO_ROOT / "training" / "examples" / "README.md"]
 FENCE = re.compile(r"^(?P<fence>```+|~~~+)\s*(?P<info>.*)$")
 SHELLS = {"bash", "sh", "shell", "console"}
-# A block trains for real; on a 2-core machine running the whole suite that can take minutes.
-BLOCK_TIMEOUT_S = 600
+BLOCK_TIMEOUT_S = 300
 #: What ``needs=EXTRA`` asks for: the top-level modules the extra of pyproject.toml installs.
 NEEDS_EXTRA = {
     "fake-cloud": ("moto", "flask", "flask_cors"),  # moto[server]
@@ -144,7 +143,6 @@ def copy_of_repository(dest: Path) -> Path:
     return dest
 
 
-@pytest.mark.timeout(BLOCK_TIMEOUT_S + 60)
 @pytest.mark.parametrize("block", RUNNABLE, ids=[b.name for b in RUNNABLE])
 def test_runnable_block(block: Block, tmp_path: Path, cli_env: dict[str, str]):
     if missing := missing_needs(block.needs):

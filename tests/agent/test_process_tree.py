@@ -6,6 +6,7 @@ session does not outlive the attempt."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -166,3 +167,40 @@ def test_a_detached_grandchild_is_killed_when_the_attempt_ends(runctl_cli, tmp_p
     assert took < 8.0, took
     assert json.loads((tmp_path / ".runctl" / "store" / "jobs" / "detach" / "status.json").read_text())[
         "state"] == "completed"
+
+
+ORPHAN_REPORTS_ITS_PARENT = """
+import os, sys, time
+child = os.fork()
+if child == 0:
+    if os.fork() == 0:  # the grandchild, orphaned once its parent exits
+        time.sleep(0.3)
+        open(sys.argv[1], "w").write(str(os.getppid()))
+        os._exit(0)
+    os._exit(0)
+os.waitpid(child, 0)
+time.sleep(1.5)
+"""
+
+
+def test_an_agent_run_in_process_adopts_orphans_only_while_it_runs(tmp_path):
+    # A program that runs the agent in-process (a test, a notebook) must not stay a
+    # subreaper: it would adopt every later orphan and never reap it, and a shell waiting
+    # with `kill -0` on such an orphan would wait on a zombie forever.
+    from runctl.agent.process import is_subreaper
+    from runctl.agent.supervisor import Agent, AgentOptions
+    from runctl.models import JobSpec
+
+    assert not is_subreaper()
+    report = tmp_path / "parent.txt"
+    store = store_of(tmp_path)
+    spec = JobSpec("orphans", (sys.executable, "-c", ORPHAN_REPORTS_ITS_PARENT, str(report)),
+                   store.url, str(tmp_path / "ckpt"), str(tmp_path))
+    assert Agent(spec, store, [], AgentOptions(run_dir=tmp_path / "run")).run().state == "completed"
+    assert int(report.read_text()) == os.getpid()  # adopted while the job ran
+
+    assert not is_subreaper()
+    later = subprocess.run(["sh", "-c", "sleep 2 & echo $!"], capture_output=True, text=True, check=True)
+    orphan = psutil.Process(int(later.stdout))
+    assert orphan.ppid() != os.getpid()  # an orphan of a later child is not ours any more
+    orphan.kill()

@@ -8,6 +8,7 @@ still found and killed when the attempt ends. The direct child dies with the age
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import BinaryIO
 
 import psutil
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
 
 # Runs in the child before exec: die with the agent, then become the real command.
 # A small Python trampoline instead of preexec_fn, which is unsafe once threads exist.
@@ -45,9 +47,30 @@ def _prctl(option: int, value: int) -> bool:
     return libc.prctl(option, value, 0, 0, 0) == 0
 
 
-def become_subreaper() -> bool:
-    """Adopt orphaned descendants (Linux only). Returns whether it took effect."""
-    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+def is_subreaper() -> bool:
+    """Whether this process adopts its orphaned descendants (always False off Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    flag = ctypes.c_int(0)
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) == 0 and flag.value != 0
+
+
+@contextlib.contextmanager
+def subreaper() -> Iterator[bool]:
+    """Adopt orphaned descendants (Linux only) while the block runs; yields whether it took effect.
+
+    Scoped, not for the life of the process: a program that runs the supervisor in-process
+    (a test, a notebook) would otherwise adopt, and never reap, every orphan of its later
+    children, and anyone waiting on such an orphan's pid would wait on a zombie forever.
+    """
+    was = is_subreaper()
+    took = was or _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    try:
+        yield took
+    finally:
+        if took and not was:
+            _prctl(_PR_SET_CHILD_SUBREAPER, 0)
 
 
 class ProcessTree:

@@ -31,7 +31,7 @@ from runctl.agent import secrets, workspace
 from runctl.agent.deadline import kill_time
 from runctl.agent.lease import Lease, must_kill_at, must_stop_at
 from runctl.agent.logs import LogShipper
-from runctl.agent.process import ProcessTree, become_subreaper, describe_exit
+from runctl.agent.process import ProcessTree, describe_exit, subreaper
 from runctl.agent.protection import job_end_warnings
 from runctl.agent.restart_policy import classify, decide
 from runctl.agent.steps import StepLog
@@ -105,6 +105,10 @@ class Agent:
 
     # -- the job ---------------------------------------------------------------------
     def run(self) -> JobStatus:
+        with subreaper():  # a grandchild that detaches is still ours to find and kill
+            return self._run()
+
+    def _run(self) -> JobStatus:
         self.started = self._clock()
         workspace.check_checkpoint_folder(self.spec)  # before anything is written in it
         workspace.ensure_writable(self.folder)
@@ -116,7 +120,6 @@ class Agent:
         try:
             latest = self.snapshots.latest()
             self.lease.rise_above(generation_of(latest) if latest is not None else 0)
-            become_subreaper()
             self._write_spec_once()
             previous = read_status(self.store, self.spec.job_id)
             status = JobStatus(self.spec.job_id, "running", _close_lost(previous) if previous else (),
