@@ -463,6 +463,12 @@ def test_an_unknown_job_names_the_jobs_there(project, environ):
     assert str(info.value) == f"no job 'trian' in [jobs] in {project / '.runctl.toml'} (jobs there: eval, train)"
 
 
+@pytest.mark.parametrize("value, read", [("2", "2"), ('"2"', "2"), ('"auto"', "auto"), ('"AUTO"', "auto")])
+def test_a_jobs_nproc_per_node_is_a_count_or_auto(project, environ, value, read):
+    cfg = load(project, environ, f'[jobs.ddp]\nscript = "train_ddp.py"\nnproc_per_node = {value}\n')
+    assert cfg.job("ddp").nproc_per_node == read
+
+
 def test_a_job_name_may_hold_dots(project, environ):
     cfg = load(project, environ, '[jobs."train.py"]\nscript = "x.py"\n\n[jobs."train.py".env]\nA = "1"\n')
     assert cfg.job("train.py").script == "x.py" and cfg.job("train.py").env == {"A": "1"}
@@ -478,6 +484,11 @@ def test_a_job_name_may_hold_dots(project, environ):
                                     '(NAME = "value"); \'A B\' is no variable name, got {{"A B" = "x"}}'),
     ("jobs = 3\n", "jobs in {path}:1 must be tables of jobs ([jobs.NAME]), got integer 3"),
     ('[jobs."a b"]\nscript = "x"\n', "job name 'a b' in {path}:1: use letters, digits, '.', '_' and '-'"),
+    ("[jobs.t]\nnproc_per_node = 0\n", 'jobs.t.nproc_per_node in {path}:2 must be a number of processes (1, 2, 8 ...) '
+                                       'or "auto" (one per GPU, else one), got "0"'),
+    ("[jobs.t]\nnproc_per_node = 'all'\n", 'jobs.t.nproc_per_node in {path}:2 must be a number of processes '
+                                           '(1, 2, 8 ...) or "auto" (one per GPU, else one), got "all"'),
+    ("[jobs.t]\nnproc_per_node = true\n", "jobs.t.nproc_per_node in {path}:2 must be a string, got boolean true"),
 ])
 def test_a_bad_job_table_is_one_line_naming_file_line_and_key(project, environ, text, message):
     assert error(project, environ, text) == message.format(path=project / ".runctl.toml")

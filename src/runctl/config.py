@@ -82,6 +82,13 @@ def _share(value: float) -> float:
     return value
 
 
+def _nproc(value: str) -> str:
+    text = value.strip().lower()
+    if text != "auto" and not (text.isdigit() and int(text) >= 1):
+        raise ValueError("a number of processes (1, 2, 8 ...) or \"auto\" (one per GPU, else one)")
+    return text if text == "auto" else str(int(text))
+
+
 def _key(default: Any, help: str, *, example: Any = None, ge: float | None = None,
          gt: float | None = None, check: Callable[[Any], Any] | None = None) -> Any:
     """A config key: its default, a one-line help and the constraints on its value."""
@@ -191,6 +198,9 @@ class JobConfig:
     setup: tuple[str, ...] = _key(
         (), "Shell commands run once per environment when it is built, in the job's folder, with it activated.",
         example=("python scripts/fetch_data.py",))
+    nproc_per_node: str | None = field(default=None, metadata={
+        "help": "Processes under torchrun on the machine: a number, or \"auto\" (one per GPU, else one).",
+        "example": 2, "ge": None, "gt": None, "check": _nproc, "numbers_as_text": True})
 
 
 SECTIONS: dict[str, type] = {
@@ -301,6 +311,8 @@ def _from_toml(spec: _Spec, value: Any) -> Any:
         return float(value)
     if spec.base is str and isinstance(value, str):
         return value
+    if spec.base is str and spec.meta.get("numbers_as_text") and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # nproc_per_node = 2 reads as naturally as "auto"
     if spec.base is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
     if spec.base is dict and isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):

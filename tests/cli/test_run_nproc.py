@@ -35,3 +35,23 @@ def test_one_process_is_still_torchrun(runctl_cli, tmp_path):
     done = runctl_cli("run", "ranks.py", "--nproc-per-node", "1", timeout=180)
     assert done.returncode == 0, done.stderr
     assert "rank 0 of 1" in done.stdout
+
+
+def test_a_named_jobs_nproc_per_node_runs_it_under_torchrun_and_the_option_wins(runctl_cli, tmp_path):
+    (tmp_path / "ranks.py").write_text("import os\nprint('rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'])\n")
+    (tmp_path / ".runctl.toml").write_text('[jobs.ranks]\nscript = "ranks.py"\nnproc_per_node = 2\n')
+    by_name = runctl_cli("run", "ranks", timeout=180)
+    assert by_name.returncode == 0, by_name.stderr
+    assert sorted(line for line in by_name.stdout.splitlines() if line.startswith("rank")) == [
+        "rank 0 of 2", "rank 1 of 2"]
+    overridden = runctl_cli("run", "ranks", "--nproc-per-node", "1", "--job-id", "one", timeout=180)
+    assert overridden.returncode == 0, overridden.stderr
+    assert "rank 0 of 1" in overridden.stdout and "of 2" not in overridden.stdout
+
+
+def test_a_named_jobs_bad_nproc_per_node_is_refused_by_config(runctl_cli, tmp_path):
+    (tmp_path / "ranks.py").write_text("print('ran')\n")
+    (tmp_path / ".runctl.toml").write_text('[jobs.ranks]\nscript = "ranks.py"\nnproc_per_node = "many"\n')
+    line = one_line_error(runctl_cli("run", "ranks"))
+    assert line == (f"runctl: error: jobs.ranks.nproc_per_node in {tmp_path / '.runctl.toml'}:3 must be a number of "
+                    'processes (1, 2, 8 ...) or "auto" (one per GPU, else one), got "many"')

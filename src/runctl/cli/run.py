@@ -81,7 +81,8 @@ def run(app, script, store, checkpoint_dir, job_id, grace, stop_signal, max_rest
         where = f" (the script of [jobs.{named.name}])" if named.name else not_found_hint(config)
         raise UsageError(f"{exc}{where}") from None
     # torch looked for here, unless the script runs in an image (its interpreter, out of sight).
-    nproc_per_node = checked_nproc(command, nproc_per_node, torch_here=not (docker or docker_image))
+    nproc = nproc_per_node if nproc_per_node is not None else named.job.nproc_per_node
+    nproc_per_node = checked_nproc(command, nproc, torch_here=not (docker or docker_image))
     if rehearse_at and not rehearse:
         rehearse = len(parse_rehearse_at(rehearse_at))
     offsets = plan_offsets(rehearse, parse_rehearse_at(rehearse_at) if rehearse_at else None, random.Random())

@@ -343,3 +343,14 @@ def test_train_refuses_nproc_for_what_torchrun_cannot_start(aws_env, project, in
     sent = runctl(aws_env, project, "aws", "train", instance, "fail.py", "--nproc-per-node", "auto", "--job-id", "a")
     assert sent.returncode == 0, sent.stderr
     assert json.loads(store(s3_bucket).read("jobs/a/job.json").data)["nproc_per_node"] == "auto"
+
+
+def test_train_takes_nproc_per_node_from_the_named_job(aws_env, project, instance, s3_bucket):
+    config = project / ".runctl.toml"
+    config.write_text(config.read_text() + '\n[jobs.failing]\nscript = "fail.py"\nnproc_per_node = "auto"\n')
+    sent = runctl(aws_env, project, "aws", "train", instance, "failing", "--job-id", "named")
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(store(s3_bucket).read("jobs/named/job.json").data)["nproc_per_node"] == "auto"
+    sent = runctl(aws_env, project, "aws", "train", instance, "failing", "--nproc-per-node", "3", "--job-id", "flag")
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(store(s3_bucket).read("jobs/flag/job.json").data)["nproc_per_node"] == "3"

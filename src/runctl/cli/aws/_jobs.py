@@ -180,7 +180,8 @@ def instance_nproc(named, value: str | None) -> str | None:
     from runctl.cli._torchrun import checked_nproc
 
     head = ("python", named.script) if named.script.endswith(".py") else (named.script,)
-    return checked_nproc((*head, *named.args), value, torch_here=False)
+    return checked_nproc((*head, *named.args), value if value is not None else named.job.nproc_per_node,
+                         torch_here=False)
 
 
 def wait_and_report(app, job_store, sent: SentJob, *, timeout: float | None = None) -> int:
