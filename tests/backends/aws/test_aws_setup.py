@@ -140,21 +140,15 @@ def _stubbed_iam(role_tags):
 
 
 def test_the_detach_call_names_the_role_and_the_partitions_policy():
-    from botocore.stub import ANY
-
     client, stubber = _stubbed_iam([{"Key": "runctl:created", "Value": "2026-11-29T10:00:00Z"}])
     stubber.add_response("detach_role_policy", {}, {
         "RoleName": "runctl-instance", "PolicyArn": "arn:aws-cn:iam::aws:policy/AmazonSSMManagedInstanceCore"})
     stubber.add_response("get_instance_profile", {"InstanceProfile": {
         "Path": "/", "InstanceProfileName": "runctl-instance", "InstanceProfileId": "AIPAEXAMPLEEXAMPLE12",
         "Arn": "arn:aws-cn:iam::123456789012:instance-profile/runctl-instance", "CreateDate": "2026-11-29T10:00:00Z",
-        "Roles": []}}, {"InstanceProfileName": ANY})
-    stubber.add_response("get_instance_profile", {"InstanceProfile": {
-        "Path": "/", "InstanceProfileName": "runctl-instance", "InstanceProfileId": "AIPAEXAMPLEEXAMPLE12",
-        "Arn": "arn:aws-cn:iam::123456789012:instance-profile/runctl-instance", "CreateDate": "2026-11-29T10:00:00Z",
         "Roles": [{"Path": "/", "RoleName": "runctl-instance", "RoleId": "AROAEXAMPLEEXAMPLE123",
                    "Arn": "arn:aws-cn:iam::123456789012:role/runctl-instance",
-                   "CreateDate": "2026-11-29T10:00:00Z"}]}}, {"InstanceProfileName": ANY})
+                   "CreateDate": "2026-11-29T10:00:00Z"}]}}, {"InstanceProfileName": "runctl-instance"})
     with stubber:
         steps = ensure_instance_role(client, role="runctl-instance", bucket=BUCKET, account="123456789012",
                                      partition="aws-cn")

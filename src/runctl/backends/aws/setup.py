@@ -80,20 +80,16 @@ def ensure_instance_role(iam, *, role: str, bucket: str, account: str, partition
     action = f"set up the instance role {role}"
     permission = "the IAM actions of runctl aws iam-policy --for setup"
 
-    def missing(call, **kwargs) -> bool:
+    def found(call, key: str, **kwargs) -> dict[str, Any] | None:
+        """``call``'s answer under ``key``, or None when the resource does not exist."""
         try:
             with translate(action, permission=permission):
-                call(**kwargs)
-            return False
+                return call(**kwargs)[key]
         except CloudNotFound:
-            return True
+            return None
 
     with translate(action, permission=permission):
-        try:
-            with translate(action, permission=permission):
-                existing = iam.get_role(RoleName=role)["Role"]
-        except CloudNotFound:
-            existing = None
+        existing = found(iam.get_role, "Role", RoleName=role)
         if existing is None:
             if done:
                 iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(policies.trust_policy()),
@@ -108,14 +104,14 @@ def ensure_instance_role(iam, *, role: str, bucket: str, account: str, partition
         steps.append(Step("iam role policy", f"{role}/{INLINE_POLICY}", "update", done))
         if existing is not None:
             steps += _drop_ssm_managed_policy(iam, existing, partition=partition, dry_run=dry_run)
-        if missing(iam.get_instance_profile, InstanceProfileName=role):
+        profile = found(iam.get_instance_profile, "InstanceProfile", InstanceProfileName=role)
+        if profile is None:
             if done:
                 iam.create_instance_profile(InstanceProfileName=role)
             steps.append(Step("instance profile", role, "create", done))
             roles: list[str] = []
         else:
             steps.append(Step("instance profile", role, "exists", True))
-            profile = iam.get_instance_profile(InstanceProfileName=role)["InstanceProfile"]
             roles = [r["RoleName"] for r in profile.get("Roles", ())]
         if role not in roles:
             if done:
