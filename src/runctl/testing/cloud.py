@@ -133,8 +133,8 @@ class FakeCloud:
         self._machine_bin = self._write_machine_commands()
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-        # AWS's managed policies (AmazonSSMManagedInstanceCore, which `aws setup` attaches)
-        # exist in every account; moto, in this process, loads them only when asked.
+        # AWS's managed policies (AmazonSSMManagedInstanceCore, which an older `aws setup`
+        # attached) exist in every account; moto, in this process, loads them only when asked.
         os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
         if not self.endpoint:
             port = _free_port()

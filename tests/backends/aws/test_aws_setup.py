@@ -10,7 +10,7 @@ import pytest
 
 from runctl.backends.aws import iam
 from runctl.backends.aws.setup import ensure_bucket, ensure_instance_role, set_config_keys
-from runctl.errors import CloudError, ConfigError
+from runctl.errors import AccessDenied, CloudError, ConfigError
 
 BUCKET = "runctl-123456789012-us-east-1"
 
@@ -21,37 +21,152 @@ def managed_policies(monkeypatch):
     monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
 
 
-def test_setup_creates_once_and_then_finds_everything(aws, managed_policies):
+SSM_CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+
+
+def _inline(client, role="runctl-instance"):
+    document = client.get_role_policy(RoleName=role, PolicyName="runctl-instance")["PolicyDocument"]
+    return json.loads(document) if isinstance(document, str) else document
+
+
+def _attached(client, role="runctl-instance"):
+    return [p["PolicyArn"] for p in client.list_attached_role_policies(RoleName=role)["AttachedPolicies"]]
+
+
+def test_setup_creates_once_and_then_finds_everything(aws):
     s3, client = aws.client("s3"), aws.client("iam")
     planned = ensure_bucket(s3, BUCKET, "us-east-1", dry_run=True)
     planned += ensure_instance_role(client, role="runctl-instance", bucket=BUCKET, account="123456789012",
                                     dry_run=True)
     assert [(s.resource, s.action, s.done) for s in planned] == [
         ("s3 bucket", "create", False), ("iam role", "create", False), ("iam role policy", "update", False),
-        ("managed policy", "attach", False), ("instance profile", "create", False),
-        ("instance profile", "add role", False)]
+        ("instance profile", "create", False), ("instance profile", "add role", False)]
     assert s3.list_buckets()["Buckets"] == [] and client.list_roles()["Roles"] == []
     assert planned[0].describe() == f"s3 bucket {BUCKET}: would create"
 
     made = ensure_bucket(s3, BUCKET, "us-east-1")
     made += ensure_instance_role(client, role="runctl-instance", bucket=BUCKET, account="123456789012")
-    assert [s.action for s in made] == ["create", "create", "update", "attach", "create", "add role"]
+    assert [s.action for s in made] == ["create", "create", "update", "create", "add role"]
     assert made[1].describe() == "iam role runctl-instance: created"
     again = ensure_bucket(s3, BUCKET, "us-east-1")
     again += ensure_instance_role(client, role="runctl-instance", bucket=BUCKET, account="123456789012")
-    assert [s.action for s in again] == ["exists", "exists", "update", "exists", "exists"]
+    assert [s.action for s in again] == ["exists", "exists", "update", "exists"]
 
     profile = client.get_instance_profile(InstanceProfileName="runctl-instance")["InstanceProfile"]
     assert [r["RoleName"] for r in profile["Roles"]] == ["runctl-instance"]
-    attached = client.list_attached_role_policies(RoleName="runctl-instance")["AttachedPolicies"]
-    assert [p["PolicyName"] for p in attached] == ["AmazonSSMManagedInstanceCore"]
+    # No managed policy: the inline one lets the SSM agent in and reads only /runctl/* parameters.
+    assert _attached(client) == []
     trust = client.get_role(RoleName="runctl-instance")["Role"]["AssumeRolePolicyDocument"]
     trust = json.loads(trust) if isinstance(trust, str) else trust
     assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
-    inline = client.get_role_policy(RoleName="runctl-instance", PolicyName="runctl-instance")["PolicyDocument"]
-    inline = json.loads(inline) if isinstance(inline, str) else inline
-    assert inline == iam.instance_policy(BUCKET, account="123456789012")
+    assert _inline(client) == iam.instance_policy(BUCKET, account="123456789012")
     assert s3.get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"]["BlockPublicPolicy"]
+
+
+def _older_runctls_role(client, role="runctl-instance", tagged=True):
+    """What an older runctl aws setup left: its tagged role, an older inline policy, and
+    AmazonSSMManagedInstanceCore attached (beside a policy of the user's, which stays)."""
+    tags = [{"Key": "runctl:created", "Value": "2026-11-29T10:00:00Z"}] if tagged else []
+    client.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(iam.trust_policy()), Tags=tags)
+    client.put_role_policy(RoleName=role, PolicyName="runctl-instance", PolicyDocument=json.dumps(
+        {"Version": iam.VERSION, "Statement": [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*"}]}))
+    client.attach_role_policy(RoleName=role, PolicyArn=SSM_CORE)
+    client.attach_role_policy(RoleName=role, PolicyArn="arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy")
+    client.create_instance_profile(InstanceProfileName=role)
+    client.add_role_to_instance_profile(InstanceProfileName=role, RoleName=role)
+
+
+def test_setup_detaches_the_managed_policy_an_older_runctl_attached(aws, managed_policies):
+    client = aws.client("iam")
+    _older_runctls_role(client)
+
+    planned = ensure_instance_role(client, role="runctl-instance", bucket=BUCKET, account="123456789012",
+                                   dry_run=True)
+    assert [(s.resource, s.action, s.done) for s in planned] == [
+        ("iam role", "exists", True), ("iam role policy", "update", False), ("managed policy", "detach", False),
+        ("instance profile", "exists", True)]
+    assert planned[2].describe().startswith("managed policy AmazonSSMManagedInstanceCore: would detach (it lets")
+    assert SSM_CORE in _attached(client)
+
+    steps = ensure_instance_role(client, role="runctl-instance", bucket=BUCKET, account="123456789012")
+    assert [(s.resource, s.action, s.done) for s in steps] == [
+        ("iam role", "exists", True), ("iam role policy", "update", True), ("managed policy", "detach", True),
+        ("instance profile", "exists", True)]
+    assert steps[2].describe() == (
+        "managed policy AmazonSSMManagedInstanceCore: detached (it lets the instances read every SSM parameter; "
+        "the role's own policy lets the SSM agent in)")
+    assert _attached(client) == ["arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"]  # the user's: kept
+    assert _inline(client) == iam.instance_policy(BUCKET, account="123456789012")
+
+    again = ensure_instance_role(client, role="runctl-instance", bucket=BUCKET, account="123456789012")
+    assert [(s.resource, s.action) for s in again] == [
+        ("iam role", "exists"), ("iam role policy", "update"), ("instance profile", "exists")]
+    assert _attached(client) == ["arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"]
+    assert _inline(client) == iam.instance_policy(BUCKET, account="123456789012")
+
+
+def test_setup_leaves_the_managed_policy_on_a_role_runctl_did_not_make(aws, managed_policies):
+    client = aws.client("iam")
+    _older_runctls_role(client, role="team-role", tagged=False)
+    steps = ensure_instance_role(client, role="team-role", bucket=BUCKET, account="123456789012")
+    assert [(s.resource, s.action, s.done) for s in steps] == [
+        ("iam role", "exists", True), ("iam role policy", "update", True), ("managed policy", "keep", True),
+        ("instance profile", "exists", True)]
+    assert steps[2].describe() == (
+        "managed policy AmazonSSMManagedInstanceCore: kept (role team-role was not made by runctl aws setup; "
+        "it lets the instances read every SSM parameter: detach it yourself)")
+    assert SSM_CORE in _attached(client, "team-role")
+
+
+def _stubbed_iam(role_tags):
+    """A real IAM client answering from botocore's Stubber (no network): the requests are
+    checked against the service model, so their shapes are AWS's."""
+    import boto3
+    from botocore.stub import Stubber
+
+    client = boto3.client("iam", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    stubber = Stubber(client)
+    role = {"Path": "/", "RoleName": "runctl-instance", "RoleId": "AROAEXAMPLEEXAMPLE123",
+            "Arn": "arn:aws-cn:iam::123456789012:role/runctl-instance", "CreateDate": "2026-11-29T10:00:00Z",
+            "Tags": role_tags}
+    stubber.add_response("get_role", {"Role": role}, {"RoleName": "runctl-instance"})
+    stubber.add_response("put_role_policy", {}, {
+        "RoleName": "runctl-instance", "PolicyName": "runctl-instance",
+        "PolicyDocument": json.dumps(iam.instance_policy(BUCKET, account="123456789012", partition="aws-cn"))})
+    stubber.add_response("list_attached_role_policies", {"AttachedPolicies": [
+        {"PolicyName": "AmazonSSMManagedInstanceCore",
+         "PolicyArn": "arn:aws-cn:iam::aws:policy/AmazonSSMManagedInstanceCore"}]}, {"RoleName": "runctl-instance"})
+    return client, stubber
+
+
+def test_the_detach_call_names_the_role_and_the_partitions_policy():
+    client, stubber = _stubbed_iam([{"Key": "runctl:created", "Value": "2026-11-29T10:00:00Z"}])
+    stubber.add_response("detach_role_policy", {}, {
+        "RoleName": "runctl-instance", "PolicyArn": "arn:aws-cn:iam::aws:policy/AmazonSSMManagedInstanceCore"})
+    stubber.add_response("get_instance_profile", {"InstanceProfile": {
+        "Path": "/", "InstanceProfileName": "runctl-instance", "InstanceProfileId": "AIPAEXAMPLEEXAMPLE12",
+        "Arn": "arn:aws-cn:iam::123456789012:instance-profile/runctl-instance", "CreateDate": "2026-11-29T10:00:00Z",
+        "Roles": [{"Path": "/", "RoleName": "runctl-instance", "RoleId": "AROAEXAMPLEEXAMPLE123",
+                   "Arn": "arn:aws-cn:iam::123456789012:role/runctl-instance",
+                   "CreateDate": "2026-11-29T10:00:00Z"}]}}, {"InstanceProfileName": "runctl-instance"})
+    with stubber:
+        steps = ensure_instance_role(client, role="runctl-instance", bucket=BUCKET, account="123456789012",
+                                     partition="aws-cn")
+    stubber.assert_no_pending_responses()
+    assert [s.action for s in steps] == ["exists", "update", "detach", "exists"]
+
+
+def test_setup_without_permission_to_detach_says_which_permission():
+    client, stubber = _stubbed_iam([{"Key": "runctl:created", "Value": "2026-11-29T10:00:00Z"}])
+    stubber.add_client_error("detach_role_policy", "AccessDenied", "not authorized to perform: iam:DetachRolePolicy",
+                             http_status_code=403)
+    with stubber, pytest.raises(AccessDenied) as caught:
+        ensure_instance_role(client, role="runctl-instance", bucket=BUCKET, account="123456789012",
+                             partition="aws-cn")
+    assert str(caught.value) == (
+        "access denied: cannot detach AmazonSSMManagedInstanceCore from role runctl-instance (it lets the instances "
+        "read every SSM parameter); the credentials need iam:DetachRolePolicy on role/runctl-instance "
+        "(runctl aws iam-policy --for setup prints a policy)")
 
 
 def test_a_bucket_in_another_region_gets_its_location(aws):

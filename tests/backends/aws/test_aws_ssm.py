@@ -36,8 +36,8 @@ def test_an_instance_without_ssm_is_one_clear_error(ssm_client):
     with pytest.raises(CloudError) as info:
         Ssm(client).run("i-0123456789abcdef0", "ps aux")
     assert str(info.value).startswith(
-        "instance i-0123456789abcdef0 is not managed by SSM (no SSM agent or no instance profile with "
-        "AmazonSSMManagedInstanceCore)")
+        "instance i-0123456789abcdef0 is not managed by SSM (no SSM agent, or no instance profile that lets "
+        "the agent in)")
     assert client.asked == [[{"Key": "InstanceIds", "Values": ["i-0123456789abcdef0"]}]]
     assert ssm_client.list_commands()["Commands"] == []  # nothing was sent
 

@@ -13,8 +13,7 @@ def managed_policies(monkeypatch):
     monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")  # AmazonSSMManagedInstanceCore
 
 
-def test_setup_dry_run_then_for_real_then_again(tmp_path, monkeypatch, moto_reset, run_cli, run_json,
-                                                managed_policies):
+def test_setup_dry_run_then_for_real_then_again(tmp_path, monkeypatch, moto_reset, run_cli, run_json):
     import boto3
 
     monkeypatch.chdir(tmp_path)
@@ -28,15 +27,34 @@ def test_setup_dry_run_then_for_real_then_again(tmp_path, monkeypatch, moto_rese
     assert boto3.client("s3").list_buckets()["Buckets"] == []
 
     done = run_json("aws", "setup")
-    assert [s["action"] for s in done["steps"]] == ["create", "create", "update", "attach", "create", "add role"]
+    assert [s["action"] for s in done["steps"]] == ["create", "create", "update", "create", "add role"]
     assert config.read_text() == ('# mine\n[aws]\nregion = "us-east-1"  # keep this comment\n'
                                   's3_bucket = "runctl-123456789012-us-east-1"\n'
                                   'iam_instance_profile = "runctl-instance"\n')
     again = run_json("aws", "setup")
-    assert [s["action"] for s in again["steps"]] == ["exists", "exists", "update", "exists", "exists"]
+    assert [s["action"] for s in again["steps"]] == ["exists", "exists", "update", "exists"]
     assert config.read_text().count("s3_bucket") == 1
     code, out, err = run_cli("config", "validate")
     assert code == 0, err
+
+
+def test_setup_detaches_the_ssm_policy_an_older_setup_attached(tmp_path, monkeypatch, moto_reset, run_cli,
+                                                                managed_policies):
+    import boto3
+
+    monkeypatch.chdir(tmp_path)
+    arn = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+    assert run_cli("aws", "setup", "--region", "us-east-1")[0] == 0
+    iam = boto3.client("iam")
+    iam.attach_role_policy(RoleName="runctl-instance", PolicyArn=arn)  # as an older runctl left it
+    code, out, err = run_cli("aws", "setup", "--region", "us-east-1")
+    assert code == 0, err
+    said = [line for line in out.splitlines() if "AmazonSSMManagedInstanceCore" in line]
+    assert said == ["managed policy AmazonSSMManagedInstanceCore: detached (it lets the instances read every SSM "
+                    "parameter; the role's own policy lets the SSM agent in)"]
+    assert iam.list_attached_role_policies(RoleName="runctl-instance")["AttachedPolicies"] == []
+    code, out, err = run_cli("aws", "setup", "--region", "us-east-1")
+    assert code == 0 and "AmazonSSMManagedInstanceCore" not in out
 
 
 def test_iam_policy_prints_json(run_cli, tmp_path, monkeypatch):

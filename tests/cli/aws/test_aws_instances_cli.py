@@ -146,8 +146,8 @@ def test_exec_and_processes_through_ssm(ec2_project, run_cli, run_json, monkeypa
     monkeypatch.setattr(Ssm, "is_managed", lambda self, iid: False)  # moto has no DescribeInstanceInformation
     code, out, err = run_cli("aws", "exec", instance_id, "--", "uptime")
     assert (code, out) == (3, "")
-    assert one_error_line(err).startswith(f"instance {instance_id} is not managed by SSM (no SSM agent or no "
-                                          "instance profile with AmazonSSMManagedInstanceCore)")
+    assert one_error_line(err).startswith(f"instance {instance_id} is not managed by SSM (no SSM agent, or no "
+                                          "instance profile that lets the agent in)")
     monkeypatch.setattr(Ssm, "is_managed", lambda self, iid: True)
     result = run_json("aws", "exec", instance_id, "--", "echo", "hello world")
     assert (result["status"], result["exit_code"], result["stdout"]) == ("Success", 0, "")  # moto runs nothing

@@ -1,15 +1,17 @@
 """Least-privilege IAM policies for runctl. Pure: each function returns a policy document.
 
-- ``instance_policy``: what the instance role needs beside AmazonSSMManagedInstanceCore:
-  the job bucket (list, read, write, delete), pulling images from ECR, and ending a job's
-  Auto Scaling group from inside (leave it, lower it, delete it and its launch template),
-  only for groups and templates tagged ``runctl:created``; and reading a job's secrets
-  (``--secret``) from SSM parameters under ``/runctl/`` and Secrets Manager secrets named
-  ``runctl/...`` (see ``SECRET_PARAMETERS`` and ``SECRET_NAMES``).
+- ``instance_policy``: everything the instance role needs: the job bucket (list, read,
+  write, delete), pulling images from ECR, and ending a job's Auto Scaling group from
+  inside (leave it, lower it, delete it and its launch template), only for groups and
+  templates tagged ``runctl:created``; reading a job's secrets (``--secret``) from SSM
+  parameters under ``/runctl/`` and Secrets Manager secrets named ``runctl/...`` (see
+  ``SECRET_PARAMETERS`` and ``SECRET_NAMES``); and letting the SSM agent in for Run Command
+  and Session Manager (``SSM_AGENT_ACTIONS``), in place of AmazonSSMManagedInstanceCore.
 - ``cli_policy``: what the person running runctl needs day to day: launch tagged instances,
   fleets and job groups, change only resources tagged ``runctl:created``, pass the instance
   role to EC2, run commands through SSM, use the job bucket.
-- ``setup_policy``: what ``runctl aws setup`` needs once (create the bucket, role, profile).
+- ``setup_policy``: what ``runctl aws setup`` needs once (create the bucket, role, profile;
+  detach AmazonSSMManagedInstanceCore from a role an older runctl made).
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from typing import Any
 from runctl.backends.aws.launch import TAG_CREATED
 
 DEFAULT_ROLE = "runctl-instance"
+#: The AWS managed policy an older ``runctl aws setup`` attached to the instance role. It
+#: allows ssm:GetParameter(s) on every parameter of the account (and GetDocument on every
+#: document), so ``aws setup`` now detaches it from runctl's own role: the inline policy's
+#: ``SSM_AGENT_ACTIONS`` let the agent in without it.
 SSM_MANAGED_POLICY = "AmazonSSMManagedInstanceCore"
 VERSION = "2012-10-17"
 
@@ -61,11 +67,11 @@ def _runctl_tagged(prefix: str) -> dict[str, Any]:
 
 #: The secrets an instance may read for its jobs' ``--secret NAME=REF``, by a naming convention
 #: (as the role's groups are ``runctl-*``): SSM parameters under /runctl/ and Secrets Manager
-#: secrets whose names start with runctl/. (AmazonSSMManagedInstanceCore, also on the role,
-#: allows GetParameter on every parameter: the SSM scope documents intent, the Secrets
-#: Manager one limits; see docs/ENVIRONMENTS.md.) No kms:Decrypt: the AWS managed keys (aws/ssm,
-#: aws/secretsmanager) let every principal of the account decrypt through their service; a
-#: secret under a customer managed key needs kms:Decrypt on that key, granted by its owner.
+#: secrets whose names start with runctl/. The role reads no other parameter or secret (the
+#: SSM agent's actions below read none; see docs/ENVIRONMENTS.md). No kms:Decrypt: the AWS
+#: managed keys (aws/ssm, aws/secretsmanager) let every principal of the account decrypt
+#: through their service; a secret under a customer managed key needs kms:Decrypt on that
+#: key, granted by its owner.
 SECRET_PARAMETERS = "/runctl/*"
 SECRET_NAMES = "runctl/*"
 
@@ -77,6 +83,27 @@ def _secret_statements(account: str, partition: str) -> list[dict[str, Any]]:
         {"Sid": "ReadRunctlSecrets", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
          "Resource": f"arn:{partition}:secretsmanager:*:{account}:secret:{SECRET_NAMES}"},
     ]
+
+
+#: What the SSM agent calls, per AWS's instance permissions for Systems Manager (the actions
+#: of AmazonSSMManagedInstanceCore without its reads of parameters, documents, associations,
+#: patches and inventory): register and report in, take Run Command's commands and send
+#: their output (ec2messages, the Message Delivery Service), and open the control and data
+#: channels of Session Manager, through which agents 3.3.40 and later also take commands
+#: (ssmmessages). None of them names a resource: AWS documents them on "*".
+SSM_AGENT_ACTIONS = {
+    "SsmAgentRegister": ("ssm:UpdateInstanceInformation",),
+    "SsmAgentRunCommand": ("ec2messages:AcknowledgeMessage", "ec2messages:DeleteMessage",
+                           "ec2messages:FailMessage", "ec2messages:GetEndpoint", "ec2messages:GetMessages",
+                           "ec2messages:SendReply"),
+    "SsmAgentChannels": ("ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
+                         "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"),
+}
+
+
+def _ssm_agent_statements() -> list[dict[str, Any]]:
+    return [{"Sid": sid, "Effect": "Allow", "Action": list(actions), "Resource": "*"}
+            for sid, actions in SSM_AGENT_ACTIONS.items()]
 
 
 def instance_policy(bucket: str, account: str = "*", partition: str = "aws") -> dict[str, Any]:
@@ -93,6 +120,7 @@ def instance_policy(bucket: str, account: str = "*", partition: str = "aws") -> 
          "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
          "Resource": f"arn:{partition}:ecr:*:{account}:repository/*"},
         *_secret_statements(account, partition),
+        *_ssm_agent_statements(),
     ]}
 
 
@@ -142,9 +170,13 @@ def setup_policy(bucket: str, account: str = "*", role: str = DEFAULT_ROLE, part
         {"Sid": "InstanceRole", "Effect": "Allow",
          "Resource": [f"arn:{partition}:iam::{account}:role/{role}",
                       f"arn:{partition}:iam::{account}:instance-profile/{role}"],
-         "Action": ["iam:GetRole", "iam:CreateRole", "iam:TagRole", "iam:PutRolePolicy", "iam:AttachRolePolicy",
+         "Action": ["iam:GetRole", "iam:CreateRole", "iam:TagRole", "iam:PutRolePolicy",
                     "iam:ListAttachedRolePolicies", "iam:GetInstanceProfile", "iam:CreateInstanceProfile",
                     "iam:AddRoleToInstanceProfile"]},
+        # Only AmazonSSMManagedInstanceCore, which an older runctl attached: nothing else.
+        {"Sid": "DetachOldSsmPolicy", "Effect": "Allow", "Action": "iam:DetachRolePolicy",
+         "Resource": f"arn:{partition}:iam::{account}:role/{role}",
+         "Condition": {"ArnEquals": {"iam:PolicyARN": ssm_managed_policy_arn(partition)}}},
     ]}
 
 

@@ -26,16 +26,19 @@ INLINE_POLICY = "runctl-instance"
 
 @dataclass(frozen=True)
 class Step(Record):
-    resource: str  # "s3 bucket", "iam role", "iam role policy", "instance profile"
+    resource: str  # "s3 bucket", "iam role", "iam role policy", "managed policy", "instance profile"
     name: str
-    action: str  # "create", "exists", "update", "attach", "add role"
+    action: str  # "create", "exists", "update", "detach", "keep", "add role"
     done: bool  # False on a dry run
+    note: str = ""  # why, for a step the user may not expect
 
     def describe(self) -> str:
-        if self.action == "exists":
-            return f"{self.resource} {self.name}: exists"
-        past = {"create": "created", "update": "updated", "attach": "attached", "add role": "role added"}
-        return f"{self.resource} {self.name}: " + (past[self.action] if self.done else f"would {self.action}")
+        if self.action in ("exists", "keep"):
+            said = "exists" if self.action == "exists" else "kept"
+        else:
+            past = {"create": "created", "update": "updated", "detach": "detached", "add role": "role added"}
+            said = past[self.action] if self.done else f"would {self.action}"
+        return f"{self.resource} {self.name}: {said}" + (f" ({self.note})" if self.note else "")
 
 
 def ensure_bucket(s3, bucket: str, region: str, *, dry_run: bool = False) -> list[Step]:
@@ -70,22 +73,24 @@ def ensure_bucket(s3, bucket: str, region: str, *, dry_run: bool = False) -> lis
 
 def ensure_instance_role(iam, *, role: str, bucket: str, account: str, partition: str = "aws",
                          dry_run: bool = False) -> list[Step]:
-    """The role EC2 instances run with (profile of the same name): job bucket, ECR pull, SSM."""
+    """The role EC2 instances run with (profile of the same name): job bucket, ECR pull, the
+    job's secrets, the SSM agent, all in its inline policy (``iam.instance_policy``)."""
     steps: list[Step] = []
     done = not dry_run
     action = f"set up the instance role {role}"
     permission = "the IAM actions of runctl aws iam-policy --for setup"
 
-    def missing(call, **kwargs) -> bool:
+    def found(call, key: str, **kwargs) -> dict[str, Any] | None:
+        """``call``'s answer under ``key``, or None when the resource does not exist."""
         try:
             with translate(action, permission=permission):
-                call(**kwargs)
-            return False
+                return call(**kwargs)[key]
         except CloudNotFound:
-            return True
+            return None
 
     with translate(action, permission=permission):
-        if missing(iam.get_role, RoleName=role):
+        existing = found(iam.get_role, "Role", RoleName=role)
+        if existing is None:
             if done:
                 iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(policies.trust_policy()),
                                 Description="runctl training instances: job bucket, ECR pull, SSM",
@@ -97,29 +102,48 @@ def ensure_instance_role(iam, *, role: str, bucket: str, account: str, partition
         if done:
             iam.put_role_policy(RoleName=role, PolicyName=INLINE_POLICY, PolicyDocument=document)
         steps.append(Step("iam role policy", f"{role}/{INLINE_POLICY}", "update", done))
-        arn = policies.ssm_managed_policy_arn(partition)
-        attached = [] if not done and steps[0].action == "create" else [
-            p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=role).get("AttachedPolicies", ())]
-        if arn in attached:
-            steps.append(Step("managed policy", policies.SSM_MANAGED_POLICY, "exists", True))
-        else:
-            if done:
-                iam.attach_role_policy(RoleName=role, PolicyArn=arn)
-            steps.append(Step("managed policy", policies.SSM_MANAGED_POLICY, "attach", done))
-        if missing(iam.get_instance_profile, InstanceProfileName=role):
+        if existing is not None:
+            steps += _drop_ssm_managed_policy(iam, existing, partition=partition, dry_run=dry_run)
+        profile = found(iam.get_instance_profile, "InstanceProfile", InstanceProfileName=role)
+        if profile is None:
             if done:
                 iam.create_instance_profile(InstanceProfileName=role)
             steps.append(Step("instance profile", role, "create", done))
             roles: list[str] = []
         else:
             steps.append(Step("instance profile", role, "exists", True))
-            profile = iam.get_instance_profile(InstanceProfileName=role)["InstanceProfile"]
             roles = [r["RoleName"] for r in profile.get("Roles", ())]
         if role not in roles:
             if done:
                 iam.add_role_to_instance_profile(InstanceProfileName=role, RoleName=role)
             steps.append(Step("instance profile", role, "add role", done))
     return steps
+
+
+def _drop_ssm_managed_policy(iam, role: dict[str, Any], *, partition: str, dry_run: bool) -> list[Step]:
+    """Detach AmazonSSMManagedInstanceCore, which an older runctl attached, from ``role``
+    (GetRole's answer) when runctl made it (it carries the ``runctl:created`` tag): that
+    policy lets the instances read every SSM parameter, and the inline policy now lets the
+    SSM agent in without it. Another role's policies are its owner's: kept, and said."""
+    name, arn = role["RoleName"], policies.ssm_managed_policy_arn(partition)
+    # A role holds at most 20 managed policies: one page (up to 100) lists them all.
+    attached = iam.list_attached_role_policies(RoleName=name).get("AttachedPolicies", ())
+    if arn not in [p["PolicyArn"] for p in attached]:
+        return []
+    reads = "it lets the instances read every SSM parameter"
+    if not any(tag.get("Key") == TAG_CREATED for tag in role.get("Tags", ())):
+        return [Step("managed policy", policies.SSM_MANAGED_POLICY, "keep", True,
+                     note=f"role {name} was not made by runctl aws setup; {reads}: detach it yourself")]
+    if not dry_run:
+        try:
+            with translate(f"detach {policies.SSM_MANAGED_POLICY} from role {name} ({reads})",
+                           permission=f"iam:DetachRolePolicy on role/{name}",
+                           policy_hint="runctl aws iam-policy --for setup prints a policy"):
+                iam.detach_role_policy(RoleName=name, PolicyArn=arn)
+        except CloudNotFound:
+            pass  # detached meanwhile: what was asked
+    return [Step("managed policy", policies.SSM_MANAGED_POLICY, "detach", not dry_run,
+                 note=f"{reads}; the role's own policy lets the SSM agent in")]
 
 
 def set_config_keys(text: str, section: str, values: dict[str, Any], *, source: str) -> str:

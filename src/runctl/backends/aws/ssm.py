@@ -49,8 +49,8 @@ def shell_line(command: Sequence[str]) -> str:
 
 
 def not_managed_message(instance_id: str) -> str:
-    return (f"instance {instance_id} is not managed by SSM (no SSM agent or no instance profile with "
-            "AmazonSSMManagedInstanceCore); runctl aws setup makes such a profile")
+    return (f"instance {instance_id} is not managed by SSM (no SSM agent, or no instance profile that lets "
+            "the agent in); runctl aws setup makes such a profile")
 
 
 class Ssm:

@@ -21,8 +21,9 @@ def iam_policy(app, who, bucket, account, role, partition):
     """Print the policy document for WHO; no AWS call is made.
 
     \b
-    The instance role also needs the AWS managed policy AmazonSSMManagedInstanceCore
-    (runctl aws setup attaches it). The cli policy lets runctl stop, start and terminate
+    The instance policy is all the instance role needs: it lets the SSM agent in (Run
+    Command, Session Manager) without AmazonSSMManagedInstanceCore, which would let the
+    instances read every SSM parameter. The cli policy lets runctl stop, start and terminate
     only instances tagged runctl:created.
         runctl aws iam-policy --for cli --bucket my-bucket > runctl-cli.json
     """

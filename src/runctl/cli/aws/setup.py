@@ -35,8 +35,10 @@ def config_target(app) -> Path:
 def setup(app, bucket, role, dry_run, region):
     """Create the job bucket and the instance role/profile, and record them in .runctl.toml.
 
-    The role may use the job bucket only, pull from ECR and be managed by SSM
-    (AmazonSSMManagedInstanceCore). Safe to run again: existing resources are kept.
+    The role may use the job bucket only, pull from ECR, read SSM parameters under /runctl/
+    and let the SSM agent in; on a role an older runctl made, the managed policy
+    AmazonSSMManagedInstanceCore (every parameter readable) is detached. Safe to run again:
+    existing resources are kept.
     """
     from runctl.backends.aws.iam import default_bucket
     from runctl.backends.aws.setup import ensure_bucket, ensure_instance_role, set_config_keys
