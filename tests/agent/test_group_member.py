@@ -16,8 +16,8 @@ from runctl.agent.group_member import Action, GroupMember, before_run
 from runctl.agent.resident import InstanceIdentity
 from runctl.agent.status import read_status
 from runctl.backends.aws.launch import LaunchSpec
-from runctl.errors import StoreError
-from runctl.models import Attempt, JobStatus
+from runctl.errors import StoreError, UsageError
+from runctl.models import Attempt, JobSpec, JobStatus
 from runctl.store import layout
 from runctl.store.local import LocalStore
 from runctl.testing import FakeGroups
@@ -167,6 +167,57 @@ def test_an_agent_that_cannot_start_the_job_counts_until_the_job_fails(store, gr
     status = read_status(store, JOB)
     assert status.state == "failed" and "2 instances in a row could not start it" in status.message
     assert "the store is down" in status.message
+
+
+class ResidentWithAForeignFolder(ScriptedResident):
+    """Runs the job with the real Agent, in a checkpoint folder holding a file runctl did not
+    write: the agent records the job failed in status.json and raises the UsageError."""
+
+    def __init__(self, store, instance_id: str, tmp_path) -> None:
+        super().__init__(store, instance_id)
+        self.folder, self.run_dir = tmp_path / "ck", tmp_path / "run"
+        self.folder.mkdir()
+        (self.folder / "notes.txt").write_text("not runctl's")
+
+    def run_job(self, job_id: str) -> str:
+        from runctl.agent.supervisor import Agent, AgentOptions
+
+        self.ran = True
+        spec = JobSpec(job_id, ("true",), self.store.url, str(self.folder), str(self.run_dir.parent))
+        return Agent(spec, self.store, [], AgentOptions(run_dir=self.run_dir)).run().state
+
+
+def test_an_agent_stopped_by_bad_input_ends_the_job_at_once_saying_what_to_fix(store, groups, tmp_path):
+    """The next instance would stop the same way: the job ends here, with the agent's message
+    (what is wrong, fix it first; not a plain "run it again"); no boot failure is counted
+    and no machine is replaced."""
+    group = groups.groups["runctl-job-1"]
+    (first,) = group.members
+    powered: list[str] = []
+    resident = ResidentWithAForeignFolder(store, first, tmp_path)
+    member(store, groups, resident, powered).serve()
+    assert resident.ran and group.ended
+    status = read_status(store, JOB)
+    ended = records.read_group(store, JOB)["ended"]
+    assert status.state == ended["state"] == "failed" and ended["message"] == status.message
+    assert status.message.startswith(f"the agent stopped: checkpoint folder {resident.folder} holds 1 file(s) "
+                                     "runctl did not write") and "notes.txt" in status.message
+    assert "fix that first" in status.message and "run the same command again" not in status.message
+    assert records.boot_failures(store, JOB) == []
+    assert not any(a.reason in ("lost", None) for a in status.attempts)
+    assert powered == [f"job {JOB} failed"]
+
+
+def test_bad_input_before_the_agent_ran_the_job_still_counts_as_a_boot_failure(store, groups):
+    """A UsageError the job's agent did not end the job on (here: another agent held its
+    lease too long) may pass on another instance: counted, the group goes on."""
+    group = groups.groups["runctl-job-1"]
+    (first,) = group.members
+    powered: list[str] = []
+    busy = UsageError(f"job {JOB} is already running (agent elsewhere); wait for it (waited 21600s for it)")
+    member(store, groups, ScriptedResident(store, first, error=busy), powered).serve()
+    assert not group.ended and records.boot_failures(store, JOB) == [first]
+    assert len(powered) == 1 and "could not start here" in powered[0]
 
 
 def test_the_boot_failures_are_cleared_once_a_script_ran(store, groups):

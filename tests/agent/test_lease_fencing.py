@@ -86,6 +86,82 @@ def test_a_landed_renewal_whose_read_back_failed_too_is_still_ours(local_store):
     assert lease.fence() == 1
 
 
+def landed_unseen_renewal(store) -> tuple[Lease, FaultyStore, Clock]:
+    """A held lease whose last renewal landed while its answer and the read-back were lost:
+    lease.json is ours under an etag the Lease has not seen."""
+    faulty = FaultyStore(store)
+    clock = Clock()
+    lease = Lease(faulty, JOB, ttl=60, clock=clock)
+    lease.acquire()
+    clock.now = 1_010.0
+    faulty.inject("write", key=KEY, when="after")
+    faulty.inject("read", key=KEY, when="before")
+    with pytest.raises(StoreError):
+        lease.renew()
+    return lease, faulty, clock
+
+
+def test_a_release_after_a_landed_renewal_whose_read_back_failed_releases_the_lease(any_store):
+    """Its conditional write meets 412 (our own renewal changed the etag) and reads back a
+    lease of ours with an older token: still ours, so released from there. It used to be
+    taken for another holder's, and the next agent waited a TTL for nothing."""
+    lease, _, clock = landed_unseen_renewal(any_store)
+    clock.now = 1_020.0
+    lease.release()
+    held = record(any_store)
+    assert held["released"] and held["holder"] == lease.holder and held["generation"] == 1
+    nxt = Lease(any_store, JOB, ttl=60, clock=clock)
+    nxt.acquire()  # at once: no "already running", no wait for the expiry
+    assert record(any_store)["holder"] == nxt.holder and nxt.generation == 2
+
+
+def test_a_release_that_landed_although_it_reported_an_error_is_done(local_store):
+    faulty = FaultyStore(local_store)
+    lease = Lease(faulty, JOB, ttl=60, clock=Clock())
+    lease.acquire()
+    faulty.inject("write", key=KEY, when="after", error=PreconditionFailed("412: our own write, retried"))
+    lease.release()  # the read-back shows our token, released: nothing more to write
+    writes = [call for call in faulty.calls if call[0] == "write"]
+    assert writes == [("write", KEY, "ok"), ("write", KEY, "failed after")]
+    assert record(local_store)["released"]
+    lease.release()  # nothing of its own left to release
+    assert [call for call in faulty.calls if call[0] == "write"] == writes
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_release_whose_read_back_failed_raises_and_can_be_tried_again(local_store, when):
+    """Whether the release landed stays unknown: the store's error surfaces (not a lost lease),
+    and the next try finishes the release (or finds it done)."""
+    faulty = FaultyStore(local_store)
+    lease = Lease(faulty, JOB, ttl=60, clock=Clock())
+    lease.acquire()
+    faulty.inject("write", key=KEY, when=when)
+    faulty.inject("read", key=KEY, when="before")
+    with pytest.raises(StoreError) as excinfo:
+        lease.release()
+    assert not isinstance(excinfo.value, LeaseLost)
+    assert record(local_store)["released"] == (when == "after")
+    lease.release()
+    assert record(local_store)["released"] and record(local_store)["holder"] == lease.holder
+    nxt = Lease(local_store, JOB, ttl=60, clock=Clock())
+    nxt.acquire()
+    assert record(local_store)["holder"] == nxt.holder
+
+
+def test_a_release_writes_nothing_once_another_holder_has_the_lease(local_store):
+    """Our last renewal landed unseen, then we hung past its expiry and another agent took
+    the job over: the release must leave the new holder's lease as it is."""
+    lease, _, clock = landed_unseen_renewal(local_store)
+    clock.now = 2_000.0
+    new = Lease(local_store, JOB, ttl=60, clock=clock)
+    new.acquire()
+    before = record(local_store)
+    lease.release()
+    assert record(local_store) == before and before["holder"] == new.holder and not before["released"]
+    new.renew()  # the new holder's etag still stands
+    assert record(local_store)["holder"] == new.holder
+
+
 def test_an_acquire_whose_response_was_lost_holds_the_lease(any_store):
     faulty = FaultyStore(any_store)
     faulty.inject("write", key=KEY, when="after", error=PreconditionFailed("412: our own write, retried"))

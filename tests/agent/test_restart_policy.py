@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from runctl.models import Attempt
-from runctl.agent.restart_policy import classify, decide
+from runctl.agent.restart_policy import classify, decide, stopped_on
+from runctl.errors import StoreError, UsageError
 
 
 def attempts(*reasons: str, exit_code: int | None = None) -> list[Attempt]:
@@ -120,3 +121,19 @@ def test_an_unsaved_attempt_ends_the_job_failed_and_resumable_without_a_restart(
     decision = decide(attempts("unsaved", exit_code=0), max_restarts=3, max_restarts_on_errors=3)
     assert (decision.restart, decision.final_state) == (False, "failed")
     assert "final checkpoint snapshot" in decision.why and "resume" in decision.why
+
+
+def test_an_agent_stopped_by_bad_input_says_what_to_fix_not_to_run_again():
+    message, reason = stopped_on(UsageError("checkpoint folder /x holds 1 file(s) runctl did not write: a"))
+    assert message.startswith("the agent stopped: checkpoint folder /x holds 1 file(s) runctl did not write: a; "
+                              "fix that first")
+    assert "run the same command again" not in message and "resume from the latest complete snapshot" in message
+    assert reason == "failed"  # bad input loses no machine
+
+
+@pytest.mark.parametrize("error", [StoreError("connection reset"), RuntimeError("a bug"), KeyboardInterrupt()])
+def test_an_agent_stopped_by_anything_else_is_run_again_as_it_is(error):
+    message, reason = stopped_on(error)
+    assert message.startswith(f"the agent stopped on {type(error).__name__}")
+    assert message.endswith("run the same command again to resume from the latest complete snapshot")
+    assert reason == "lost"

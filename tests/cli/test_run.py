@@ -217,6 +217,38 @@ def test_a_folder_with_a_foreign_file_is_refused_naming_it(runctl_cli, tmp_path)
     assert not (tmp_path / "resumed-0.json").exists()
 
 
+WIPES_ITS_FOLDER_AND_FAILS = """\
+import os, shutil, sys
+import runctl
+folder = runctl.checkpoint_dir()
+shutil.rmtree(folder)  # a fresh start the script's own way: runctl's mark of the folder goes too
+folder.mkdir()
+runctl.save_atomic(folder / "ckpt-0.pt", b"0")
+os.symlink("ckpt-0.pt", folder / "latest")  # no snapshot holds a symlink: a file runctl did not write
+sys.exit(3)
+"""
+
+
+def test_a_foreign_file_met_by_a_restart_fails_the_job_saying_what_to_fix(runctl_cli, tmp_path):
+    """The agent, not the command line, meets it: status.json's message says what is wrong and
+    that it needs fixing first, not to run the same command again (which stops the same way)."""
+    (tmp_path / "wipes.py").write_text(WIPES_ITS_FOLDER_AND_FAILS)
+    done = runctl_cli("run", "wipes.py", "--job-id", "wipes", "--checkpoint-dir", "ck",
+                      "--max-restarts-on-errors", 1)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    (error,) = [line for line in done.stderr.splitlines() if line.startswith("runctl: error:")]
+    assert "holds 1 file(s) runctl did not write for job wipes: latest" in error
+    status = read_status(store_of(tmp_path), "wipes")
+    assert status.state == "failed" and [a.reason for a in status.attempts] == ["failed"]
+    assert status.message.startswith(f"the agent stopped: checkpoint folder {tmp_path / 'ck'} holds 1 file(s) "
+                                     "runctl did not write for job wipes: latest;")
+    assert "fix that first" in status.message and "run the same command again" not in status.message
+    shown = runctl_cli("status", "wipes")
+    assert shown.returncode == 0 and "fix that first" in shown.stdout, shown.stderr
+    assert (tmp_path / "ck" / "latest").is_symlink()  # left as it was
+
+
 def test_a_shared_checkpoint_folder_is_refused_to_a_second_job(runctl_cli, train_here, tmp_path):
     """Contract changed: a fresh start used to move another job's files out of a shared folder."""
     shared = tmp_path / "shared-checkpoints"

@@ -146,9 +146,20 @@ class GroupMember:
             state = self.resident.run_job(self.job_id)
         except RunctlError as exc:
             log.error("job %s: %s", self.job_id, exc)
+            if isinstance(exc, UsageError) and self._failed_by_its_agent():
+                # Bad input its agent ended the job on (its message says what to fix): the
+                # next instance would stop the same way. Ended here, as a job that failed: no
+                # boot failure counted, no machine replaced.
+                self._after_run("failed")
+                return
             self._after_failure(str(exc))
             return
         self._after_run(state)
+
+    def _failed_by_its_agent(self) -> bool:
+        """Whether the job's agent recorded it failed (``before_run`` let it run: it was not)."""
+        status = read_status(self.store, self.job_id)
+        return status is not None and status.state == "failed"
 
     # -- during the run ------------------------------------------------------------------
     def _on_event(self, event) -> None:

@@ -237,13 +237,26 @@ class Lease:
             return self.generation
 
     def release(self) -> None:
+        """Mark the lease released, so that the next agent need not wait for its expiry.
+        StoreError when the store did not answer (the lease stays ours: try again). Nothing
+        is written once another holder has it, or when it is released already."""
         with self._lock:
             if self._etag is None:
                 return
-            try:
-                self._write(self.generation, released=True, if_match=self._etag)
-            except _NotWritten as exc:
-                if exc.current is not None and exc.current[1] == self._etag:
-                    raise exc.cause from None
-                # someone took it over after our expiry: nothing of ours to release
+            for _ in range(2):
+                try:
+                    self._write(self.generation, released=True, if_match=self._etag)
+                    break
+                except _NotWritten as exc:
+                    current, cause = exc.current, exc.cause
+                if current is not None and current[1] == self._etag:
+                    raise cause from None  # our last write is still the lease: not released yet
+                if current is None or not self._written_by_us(current[0]):
+                    break  # gone, released by an earlier try of ours, or another holder's now
+                # An earlier write of ours landed although its answer, and the read-back after
+                # it, were lost: the lease is still ours, under that write's etag. Release it there.
+                self._etag = current[1]
+                self.generation = max(self.generation, current[0].generation)
+            else:
+                raise cause from None
             self._etag = None

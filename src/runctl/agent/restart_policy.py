@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from runctl.errors import UsageError
 from runctl.models import Attempt
 
 
@@ -58,6 +59,19 @@ def decide(attempts: list[Attempt] | tuple[Attempt, ...], *, max_restarts: int, 
         return Decision(True, None, f"error {errors} of at most {max_restarts_on_errors} restarts on errors")
     suffix = f" (exit code {last.exit_code})" if last.exit_code is not None else ""
     return Decision(False, "failed", f"the script {last.reason}{suffix}")
+
+
+def stopped_on(exc: BaseException) -> tuple[str, str]:
+    """The job's message, and its open attempt's reason, when the agent itself stopped on
+    ``exc``. Bad input (a UsageError) stops it the same way at every run until it is fixed:
+    the message says what is wrong and that it needs fixing, never a plain "run it again";
+    and no machine was lost."""
+    if isinstance(exc, UsageError):
+        return (f"the agent stopped: {exc}; fix that first (run as it is, the job stops the same way), "
+                "then run it again to resume from the latest complete snapshot"), "failed"
+    what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return (f"the agent stopped on {what}; run the same command again to resume from the latest complete "
+            "snapshot"), "lost"
 
 
 #: How an attempt ends when the job goes on in another: a notice or rehearsal, or a lost machine.

@@ -33,7 +33,7 @@ from runctl.agent.lease import Lease, must_kill_at, must_stop_at
 from runctl.agent.logs import LogShipper
 from runctl.agent.process import ProcessTree, describe_exit, subreaper
 from runctl.agent.protection import job_end_warnings
-from runctl.agent.restart_policy import classify, decide
+from runctl.agent.restart_policy import classify, decide, stopped_on
 from runctl.agent.steps import StepLog
 from runctl.agent.status import FINAL_STATES, StatusBook, read_status
 from runctl.agent.sync import CheckpointSync, SyncResult, committed_state, scan_folder
@@ -169,12 +169,11 @@ class Agent:
         if self.book is None or self.book.status.state in FINAL_STATES or self._fenced_out.is_set():
             return  # fenced out: status.json is the new holder's now
         state = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
-        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        message = f"the agent stopped on {what}; run the same command again to resume from the latest complete snapshot"
+        message, reason = stopped_on(exc)  # bad input (UsageError): what to fix, not "run it again"
         try:
             self.book.update(state=state, message=message)
             if self.book.status.attempts and self.book.status.attempts[-1].ended is None:
-                self.book.update_attempt(ended=self._clock(), reason="lost")  # as a later run would close it
+                self.book.update_attempt(ended=self._clock(), reason=reason)  # "lost" as a later run would close it
         except Exception as error:  # whatever the store raises now, the error that ended the run is the one to see
             log.warning("could not record the job's end in status.json: %s", error)
 
