@@ -79,7 +79,9 @@ def moto_server():
 def moto_reset(moto_server):
     """Clear moto's state so nothing leaks from an earlier test."""
     request = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST", data=b"")
-    with urllib.request.urlopen(request, timeout=10) as response:
+    # A reset re-initialises every backend in use: on a loaded 2-core machine that took more
+    # than 10 s (five setup errors in one CI run), though it takes about a second alone.
+    with urllib.request.urlopen(request, timeout=120) as response:
         assert response.status == 200
     return moto_server
 
