@@ -112,7 +112,10 @@ def test_a_carried_file_whose_object_is_gone_fails_the_commit_until_it_settles(a
     with pytest.raises(IntegrityError, match=r"cannot carry model\.pt into snapshot 2"):
         snaps.commit(source, files=["optim/state.bin"], carry=["model.pt"])
     assert snaps.latest().seq == 1  # nothing half-done counts
-    assert snaps.commit(source).seq == 3 and snaps.verify(3) == []  # once settled, uploaded
+    # Once settled, uploaded. Its number is 2 or 3: whether the refused try had already put
+    # optim/state.bin under 2 depends on which of the parallel transfers ran first.
+    settled = snaps.commit(source)
+    assert settled.seq in (2, 3) and snaps.latest() == settled and snaps.verify(settled.seq) == []
 
 
 def test_verify_reports_a_bad_object_in_every_snapshot_that_holds_it(any_store, source):
