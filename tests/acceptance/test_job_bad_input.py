@@ -8,17 +8,7 @@ from __future__ import annotations
 from runctl.agent.group_record import boot_failures, read_group
 from runctl.agent.status import read_status
 from runctl.store import open_store
-
-WIPES_ITS_FOLDER_AND_FAILS = """\
-import os, shutil, sys
-import runctl
-folder = runctl.checkpoint_dir()
-shutil.rmtree(folder)  # a fresh start the script's own way: runctl's mark of the folder goes too
-folder.mkdir()
-runctl.save_atomic(folder / "ckpt-0.pt", b"0")
-os.symlink("ckpt-0.pt", folder / "latest")  # no snapshot holds a symlink: a file runctl did not write
-sys.exit(3)
-"""
+from job_scripts import WIPES_ITS_FOLDER_AND_FAILS
 
 
 def test_an_agent_stopped_by_bad_input_ends_the_job_saying_what_to_fix(cloud, project, runctl):

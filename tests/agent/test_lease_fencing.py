@@ -64,29 +64,7 @@ def test_a_renewal_that_never_arrived_keeps_the_old_lease_and_can_retry(local_st
     assert lease.held_until == 1_070.0 and record(local_store)["expires"] == 1_070.0
 
 
-def test_a_landed_renewal_whose_read_back_failed_too_is_still_ours(local_store):
-    """The PUT landed, its answer was lost and so was the read-back after it; the next
-    renewal meets 412 (our own write changed the etag) and reads back a lease of ours with an
-    older token. The agent keeps its lease (a chaos run once reported it lost to itself)."""
-    faulty = FaultyStore(local_store)
-    clock = Clock()
-    lease = Lease(faulty, JOB, ttl=60, clock=clock)
-    lease.acquire()
-    clock.now = 1_010.0
-    faulty.inject("write", key=KEY, when="after")
-    faulty.inject("read", key=KEY, when="before")
-    with pytest.raises(StoreError) as excinfo:
-        lease.renew()  # landed, but nothing says so
-    assert not isinstance(excinfo.value, LeaseLost)
-    assert record(local_store)["expires"] == 1_070.0
-    clock.now = 1_020.0
-    lease.renew()
-    assert not lease.lost and lease.held_until == 1_080.0
-    assert record(local_store)["expires"] == 1_080.0 and record(local_store)["holder"] == lease.holder
-    assert lease.fence() == 1
-
-
-def landed_unseen_renewal(store) -> tuple[Lease, FaultyStore, Clock]:
+def landed_unseen_renewal(store) -> tuple[Lease, Clock]:
     """A held lease whose last renewal landed while its answer and the read-back were lost:
     lease.json is ours under an etag the Lease has not seen."""
     faulty = FaultyStore(store)
@@ -96,16 +74,30 @@ def landed_unseen_renewal(store) -> tuple[Lease, FaultyStore, Clock]:
     clock.now = 1_010.0
     faulty.inject("write", key=KEY, when="after")
     faulty.inject("read", key=KEY, when="before")
-    with pytest.raises(StoreError):
-        lease.renew()
-    return lease, faulty, clock
+    with pytest.raises(StoreError) as excinfo:
+        lease.renew()  # landed, but nothing says so
+    assert not isinstance(excinfo.value, LeaseLost)
+    return lease, clock
+
+
+def test_a_landed_renewal_whose_read_back_failed_too_is_still_ours(local_store):
+    """The PUT landed, its answer was lost and so was the read-back after it; the next
+    renewal meets 412 (our own write changed the etag) and reads back a lease of ours with an
+    older token. The agent keeps its lease (a chaos run once reported it lost to itself)."""
+    lease, clock = landed_unseen_renewal(local_store)
+    assert record(local_store)["expires"] == 1_070.0
+    clock.now = 1_020.0
+    lease.renew()
+    assert not lease.lost and lease.held_until == 1_080.0
+    assert record(local_store)["expires"] == 1_080.0 and record(local_store)["holder"] == lease.holder
+    assert lease.fence() == 1
 
 
 def test_a_release_after_a_landed_renewal_whose_read_back_failed_releases_the_lease(any_store):
     """Its conditional write meets 412 (our own renewal changed the etag) and reads back a
     lease of ours with an older token: still ours, so released from there. It used to be
     taken for another holder's, and the next agent waited a TTL for nothing."""
-    lease, _, clock = landed_unseen_renewal(any_store)
+    lease, clock = landed_unseen_renewal(any_store)
     clock.now = 1_020.0
     lease.release()
     held = record(any_store)
@@ -151,7 +143,7 @@ def test_a_release_whose_read_back_failed_raises_and_can_be_tried_again(local_st
 def test_a_release_writes_nothing_once_another_holder_has_the_lease(local_store):
     """Our last renewal landed unseen, then we hung past its expiry and another agent took
     the job over: the release must leave the new holder's lease as it is."""
-    lease, _, clock = landed_unseen_renewal(local_store)
+    lease, clock = landed_unseen_renewal(local_store)
     clock.now = 2_000.0
     new = Lease(local_store, JOB, ttl=60, clock=clock)
     new.acquire()

@@ -29,6 +29,7 @@ from runctl.agent.status import read_status
 from runctl.store.local import LocalStore
 from runctl.store.snapshots import Snapshots
 from cli_output import json_line, one_line_error
+from job_scripts import WIPES_ITS_FOLDER_AND_FAILS
 
 STEPS = 4000  # ~1.5 ms a step: 6 s straight through (the chaos test runs as many)
 
@@ -215,18 +216,6 @@ def test_a_folder_with_a_foreign_file_is_refused_naming_it(runctl_cli, tmp_path)
     assert "empty the folder or give the job another with --checkpoint-dir" in line
     assert fingerprints(tmp_path / "mine") == before
     assert not (tmp_path / "resumed-0.json").exists()
-
-
-WIPES_ITS_FOLDER_AND_FAILS = """\
-import os, shutil, sys
-import runctl
-folder = runctl.checkpoint_dir()
-shutil.rmtree(folder)  # a fresh start the script's own way: runctl's mark of the folder goes too
-folder.mkdir()
-runctl.save_atomic(folder / "ckpt-0.pt", b"0")
-os.symlink("ckpt-0.pt", folder / "latest")  # no snapshot holds a symlink: a file runctl did not write
-sys.exit(3)
-"""
 
 
 def test_a_foreign_file_met_by_a_restart_fails_the_job_saying_what_to_fix(runctl_cli, tmp_path):
