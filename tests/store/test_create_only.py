@@ -14,6 +14,12 @@ from runctl.models import FileEntry
 MiB = 1024 * 1024
 
 
+def one_byte_off(data: bytes) -> bytes:
+    """Other content of the same size, whatever random bytes `data` holds (replacing the last
+    byte with a fixed one leaves one payload in 256 unchanged)."""
+    return data[:-1] + bytes([data[-1] ^ 1])
+
+
 def entry(data: bytes) -> FileEntry:
     return FileEntry("x", len(data), hashlib.sha256(data).hexdigest())
 
@@ -105,7 +111,7 @@ def test_s3_create_only_multipart_copy(small_parts, s3_client, s3_bucket, tmp_pa
         store.copy("ck/1/model.pt", "ck/2/model.pt", expect=entry(payload), if_none_match=True)
     assert store.read("ck/2/model.pt").data == b"another writer's"
     with pytest.raises(IntegrityError):
-        store.copy("ck/1/model.pt", "ck/4/model.pt", expect=entry(payload[:-1] + b"?"), if_none_match=True)
+        store.copy("ck/1/model.pt", "ck/4/model.pt", expect=entry(one_byte_off(payload)), if_none_match=True)
     assert not store.exists("ck/4/model.pt")
     assert open_uploads(s3_client, s3_bucket) == []
 
@@ -221,5 +227,5 @@ def test_s3_a_copy_of_a_checked_upload_is_not_read_back(small_parts, s3_client, 
     head = s3_client.head_object(Bucket=s3_bucket, Key="team/runs/ck/2/f")
     assert head["Metadata"]["runctl-sha256"] == hashlib.sha256(payload).hexdigest()  # carried on
     with pytest.raises(IntegrityError):  # the recorded hash is the expected content's, or nothing is trusted
-        store.copy("ck/1/f", "ck/3/f", expect=entry(payload[:-1] + b"?"), if_none_match=True)
+        store.copy("ck/1/f", "ck/3/f", expect=entry(one_byte_off(payload)), if_none_match=True)
     assert not store.exists("ck/3/f") and open_uploads(s3_client, s3_bucket) == []
