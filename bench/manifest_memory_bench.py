@@ -22,7 +22,8 @@ CHILD = r"""
 import sys, time
 from pathlib import Path
 from runctl.store.local import LocalStore
-from runctl.store.snapshots import Snapshots, _safe_destination
+from runctl.store.snapshot_restore import safe_destination
+from runctl.store.snapshots import Snapshots
 step, root, target = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 snaps = Snapshots(LocalStore(root), "jobs/bench/checkpoints/")
 start = time.perf_counter()
@@ -32,7 +33,7 @@ if step == "list":
 elif step == "plan":
     info = snaps.get(1)
     resolved = {}
-    checked = [(f, _safe_destination(target, f.path, resolved)) for f in info.files]
+    checked = [(f, safe_destination(target, f.path, resolved)) for f in info.files]
 seconds = time.perf_counter() - start
 # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child would report its parent's peak.
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))

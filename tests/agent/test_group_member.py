@@ -13,7 +13,7 @@ from runctl.agent import group_record as records
 from runctl.agent.boot_watchdog import check_boot
 from runctl.agent.cancellation import mark_cancelled
 from runctl.agent.group_member import Action, GroupMember, before_run
-from runctl.agent.resident import InstanceIdentity
+from runctl.agent.identity import InstanceIdentity
 from runctl.agent.status import read_status
 from runctl.backends.aws.launch import LaunchSpec
 from runctl.errors import StoreError, UsageError

@@ -71,7 +71,8 @@ def test_the_first_instance_starts_its_script_before_its_upload_ends(tmp_path, m
     import sys
 
     from runctl.agent.assignment import remote_spec, write_job_spec
-    from runctl.agent.resident import InstanceIdentity, ResidentAgent
+    from runctl.agent.identity import InstanceIdentity
+    from runctl.agent.resident import ResidentAgent
     from runctl.environment import cache
     from runctl.testing.wheels import make_wheel, offline_index
 

@@ -19,13 +19,12 @@ import pytest
 
 from runctl.agent.assignment import read_agent_record, read_assignment, remote_spec, submit_job
 from runctl.agent.logs import attempts_with_logs, log_chunks
-from runctl.agent.resident import InstanceIdentity, discover_identity, local_spec
+from runctl.agent.resident import local_spec
 from runctl.agent.status import read_status
 from runctl.codesync import upload_tree
 from runctl.errors import UsageError
 from runctl.store import layout
 from runctl.store.snapshots import Snapshots
-from runctl.testing.imds import imds  # noqa: F401 (the IMDS emulator fixture)
 from waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -174,21 +173,3 @@ def test_a_checkpoint_folder_of_the_job_is_inside_its_code_folder(tmp_path):
         with pytest.raises(UsageError, match="on an instance it is a folder of the job's code folder"):
             local_spec(dataclasses.replace(spec, checkpoint_dir=outside), workdir=tmp_path / "code",
                        home=tmp_path / "home", store_url="s3://b/p")
-
-
-def test_identity_comes_from_the_metadata_service(imds):
-    identity = discover_identity()
-    assert identity == InstanceIdentity(imds.instance_id, imds.region, imds.instance_type, imds.availability_zone,
-                                        confirmed=True)
-    assert identity.attempt_labels() == {"instance_id": imds.instance_id, "instance_type": imds.instance_type,
-                                         "az": imds.availability_zone}
-    given = discover_identity("i-given", "eu-west-1")
-    assert (given.instance_id, given.region, given.instance_type) == ("i-given", "eu-west-1", imds.instance_type)
-
-
-def test_no_instance_id_without_the_metadata_service(monkeypatch):
-    from runctl.errors import UsageError
-
-    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9")  # nothing listens
-    with pytest.raises(UsageError, match="--instance-id"):
-        discover_identity(attempts=2, delay=0.01)

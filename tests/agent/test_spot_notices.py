@@ -15,9 +15,7 @@ emulator (runctl.testing.imds) over real HTTP.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import re
 import subprocess

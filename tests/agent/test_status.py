@@ -46,3 +46,17 @@ def test_a_passing_store_error_on_status_write_is_retried():
     assert read_status(store, "j").state == "running"
     assert [outcome for method, _, outcome in store.calls if method == "write"] == [
         "failed before", "failed before", "ok"]
+
+
+def test_close_lost_ends_an_unclosed_last_attempt_at_its_last_heartbeat():
+    from runctl.agent.status import close_lost
+    from runctl.models import Attempt
+
+    done = Attempt(0, 100.0, ended=150.0, reason="interrupted")
+    open_one = Attempt(1, 200.0)
+    closed = close_lost(JobStatus("j", "running", (done, open_one), heartbeat=260.0))
+    assert closed == (done, Attempt(1, 200.0, ended=260.0, reason="lost"))
+    # No heartbeat after it started: it ended where it started, at the latest.
+    assert close_lost(JobStatus("j", "running", (open_one,)))[-1].ended == 200.0
+    finished = (done,)
+    assert close_lost(JobStatus("j", "interrupted", finished, heartbeat=999.0)) == finished

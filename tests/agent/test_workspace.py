@@ -192,7 +192,7 @@ def test_another_jobs_folder_is_refused_even_when_empty(tmp_path):
     folder = tmp_path / "ckpt"
     folder.mkdir()
     workspace.claim_folder(folder, "job-a", None)
-    with pytest.raises(UsageError, match=f"belongs to job job-a; give job job-b .*--checkpoint-dir"):
+    with pytest.raises(UsageError, match="belongs to job job-a; give job job-b .*--checkpoint-dir"):
         workspace.claim_folder(folder, "job-b", None)
     (folder / "ckpt-1.pt").write_text("a's")
     with pytest.raises(UsageError, match=r"belongs to job job-a \(it holds ckpt-1.pt\)"):

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from runctl.errors import IntegrityError
-from runctl.store import s3_downloads, snapshots
+from runctl.store import s3_downloads, snapshot_restore
 from runctl.store.snapshots import Snapshots
 from s3_requests import requests_of
 
@@ -30,7 +30,7 @@ def test_a_restore_is_one_get_per_file_and_reads_nothing_again(s3_store, committ
     def no_second_read(path):
         raise AssertionError(f"{path} read again to hash it")
 
-    monkeypatch.setattr(snapshots, "sha256_file", no_second_read)
+    monkeypatch.setattr(snapshot_restore, "sha256_file", no_second_read)
     monkeypatch.setattr("runctl.store.base.sha256_file", no_second_read)
     counts = requests_of(s3_store)
     Snapshots(s3_store, PREFIX).restore(1, tmp_path / "back")

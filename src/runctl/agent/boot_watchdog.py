@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         from runctl.agent.power import Machine
-        from runctl.agent.resident import discover_identity
+        from runctl.agent.identity import discover_identity
         from runctl.backends.aws.job_group import JobGroups
         from runctl.backends.aws.session import AwsSession
         from runctl.store import open_store

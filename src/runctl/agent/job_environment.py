@@ -112,13 +112,12 @@ def record_failure(store, spec: JobSpec, environment: JobEnvironment, run_dir: P
     started), its log shipped, status.json final with the failure's last lines. The caller
     holds the job's lease. Returns the job's state."""
     from runctl.agent.logs import LogShipper
-    from runctl.agent.status import StatusBook, read_status
-    from runctl.agent.supervisor import _close_lost
+    from runctl.agent.status import StatusBook, close_lost, read_status
 
     failure = environment.failure
     assert failure is not None
     previous = read_status(store, spec.job_id)
-    attempts = _close_lost(previous) if previous is not None else ()
+    attempts = close_lost(previous) if previous is not None else ()
     number = len(attempts)
     LogShipper(store, spec.job_id, number, hand_log_to_attempt(environment, run_dir, number)).ship()
     last = " | ".join(failure.tail[-FAILURE_LINES:])

@@ -18,12 +18,13 @@ polls ``instances/<id>/assignment.json`` every ~1 s, and for an assigned job:
 
 A job whose lease another agent holds (the dying instance of a spot reclaim, still making
 its final snapshot durable) is waited for, not refused: see ``_wait_for_lease``. A job
-cancelled in the store (``runctl aws cancel``) is not started, and a running one is stopped.
+cancelled in the store (``runctl aws cancel``) is not started, and a running one is stopped
+(``runctl.agent.cancellation.CancelSource``).
 
 ``<home>`` is ``RUNCTL_HOME``, else /var/lib/runctl (root) or ~/.cache/runctl. The instance
 id, region, type and AZ come from the metadata service (``AWS_EC2_METADATA_SERVICE_ENDPOINT``
-moves it) unless given. SIGTERM or Ctrl-C: a running job is stopped as the agent stops it
-(signal, grace, final upload), then the agent exits 0.
+moves it) unless given (``runctl.agent.identity``). SIGTERM or Ctrl-C: a running job is
+stopped as the agent stops it (signal, grace, final upload), then the agent exits 0.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from runctl.agent.assignment import (
@@ -53,7 +53,8 @@ from runctl.agent.assignment import (
 from runctl.errors import NotFoundError, PreconditionFailed, RunctlError, UsageError
 from runctl.interruptions.signals import SignalSource
 from runctl.models import InterruptionNotice, JobSpec
-from runctl.agent.cancellation import cancelled
+from runctl.agent.cancellation import CancelSource, cancelled
+from runctl.agent.identity import InstanceIdentity, discover_identity
 from runctl.store import layout
 
 log = logging.getLogger(__name__)
@@ -63,28 +64,6 @@ SPOT_NOTICES_ENV = "RUNCTL_SPOT_NOTICES"
 #: How long an agent waits for a job's lease held by another agent (a dead holder's lease
 #: expires within its 60 s TTL; a reclaimed machine's at its notice deadline).
 LEASE_WAIT_S = 300.0
-_IMDS_PATHS = {
-    "instance_id": "/latest/meta-data/instance-id",
-    "instance_type": "/latest/meta-data/instance-type",
-    "az": "/latest/meta-data/placement/availability-zone",
-    "region": "/latest/meta-data/placement/region",
-}
-
-
-@dataclass(frozen=True)
-class InstanceIdentity:
-    instance_id: str
-    region: str | None = None
-    instance_type: str | None = None
-    az: str | None = None
-    #: The metadata service said this is the instance: only then may the agent shut the
-    #: machine down (an agent started by hand with --instance-id on a laptop never does).
-    confirmed: bool = False
-
-    def attempt_labels(self) -> dict[str, str]:
-        """Attempt fields for every attempt run here."""
-        labels = {"instance_id": self.instance_id, "instance_type": self.instance_type, "az": self.az}
-        return {k: v for k, v in labels.items() if v}
 
 
 def default_home(environ=os.environ) -> Path:
@@ -94,46 +73,6 @@ def default_home(environ=os.environ) -> Path:
     if os.geteuid() == 0:
         return system
     return Path.home() / ".cache" / "runctl"
-
-
-def discover_identity(instance_id: str | None = None, region: str | None = None, *,
-                      endpoint: str | None = None, ask_imds: bool | None = None,
-                      attempts: int = 10, delay: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> InstanceIdentity:
-    """This instance's id, region, type and AZ: what is given, the rest from IMDS.
-
-    IMDS is asked when ``ask_imds``, or (None) when no id is given, an endpoint is set
-    (``AWS_EC2_METADATA_SERVICE_ENDPOINT``) or the firmware says EC2. Without an id and
-    without an answer from IMDS: UsageError.
-    """
-    from runctl.interruptions.ec2 import ENDPOINT_ENV, ImdsClient, MetadataError, running_on_ec2
-
-    if ask_imds is None:
-        ask_imds = instance_id is None or bool(endpoint or os.environ.get(ENDPOINT_ENV)) or running_on_ec2()
-    found: dict[str, str | None] = {"instance_id": None, "region": region, "instance_type": None, "az": None}
-    if ask_imds:
-        client = ImdsClient(endpoint, timeout=2.0, token_ttl=300)
-        for name, path in _IMDS_PATHS.items():
-            if found[name]:
-                continue
-            # At boot IMDS may answer late; a given id is only confirmed, once.
-            tries = attempts if name == "instance_id" and instance_id is None else 1
-            for attempt in range(tries):
-                try:
-                    status, body = client.get(path)
-                except MetadataError as exc:
-                    status, body = 0, str(exc).encode()
-                if status == 200 and body.strip():
-                    found[name] = body.decode("ascii", "replace").strip()
-                    break
-                log.debug("IMDS %s: HTTP %s", path, status)
-                if attempt + 1 < tries:
-                    sleep(delay)
-    answered = found["instance_id"]
-    if not (instance_id or answered):
-        raise UsageError("cannot find this instance's id: the EC2 metadata service does not answer; "
-                         "give --instance-id")
-    return InstanceIdentity(instance_id or answered, found["region"], found["instance_type"], found["az"],
-                            confirmed=answered is not None and answered == (instance_id or answered))
 
 
 def local_spec(spec: JobSpec, *, workdir: Path, home: Path, store_url: str, python: str = sys.executable) -> JobSpec:
@@ -431,39 +370,6 @@ class ResidentAgent:
         if waited > 0.5:
             log.info("job %s: took its lease after waiting %.1fs for the previous agent", job_id, waited)
         return lease
-
-
-class CancelSource:
-    """An interruption source that stops the job for good once ``runctl aws cancel`` marked it
-    cancelled in the store (looked at every ``interval`` seconds)."""
-
-    def __init__(self, store, job_id: str, interval: float = 1.0) -> None:
-        self._store, self._job_id, self._interval = store, job_id, interval
-        self._next = 0.0
-        self._fired = False
-
-    def attempt_started(self, attempt: int, now: float) -> None:
-        pass
-
-    def poll(self, now: float):
-        from runctl.models import InterruptionNotice
-
-        if self._fired or now < self._next:
-            return None
-        self._next = now + self._interval
-        try:
-            record = cancelled(self._store, self._job_id)
-        except RunctlError as exc:
-            log.debug("cannot read the cancel marker: %s", exc)
-            return None
-        if record is None:
-            return None
-        self._fired = True
-        return InterruptionNotice("user", "stop-job", now, detail=f"cancelled by {record.get('by', 'runctl')}",
-                                  restartable=False)
-
-    def close(self) -> None:
-        pass
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

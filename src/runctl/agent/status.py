@@ -32,6 +32,17 @@ def read_status(store, job_id: str) -> JobStatus | None:
         return None
 
 
+def close_lost(previous: JobStatus) -> tuple[Attempt, ...]:
+    """The job's attempts, the last one closed as "lost" if nobody ever closed it: its agent
+    died with its machine (or was SIGKILLed), so it ended at its last heartbeat at the latest."""
+    attempts = previous.attempts
+    if attempts and attempts[-1].ended is None:
+        last = attempts[-1]
+        ended = max(last.started, previous.heartbeat or last.started)
+        attempts = (*attempts[:-1], dataclasses.replace(last, ended=ended, reason="lost"))
+    return attempts
+
+
 def list_job_ids(store) -> list[str]:
     return store.list_dirs("jobs/")
 

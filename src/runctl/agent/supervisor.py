@@ -14,7 +14,6 @@ raises LeaseLost: another agent may own the job by then.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -31,11 +30,12 @@ from runctl.agent import secrets, workspace
 from runctl.agent.deadline import kill_time
 from runctl.agent.lease import Lease, must_kill_at, must_stop_at
 from runctl.agent.logs import LogShipper
+from runctl.agent.periodic import Periodic
 from runctl.agent.process import ProcessTree, describe_exit, subreaper
+from runctl.agent.progress_reader import ProgressReader
 from runctl.agent.protection import job_end_warnings
 from runctl.agent.restart_policy import classify, decide, stopped_on
-from runctl.agent.steps import StepLog
-from runctl.agent.status import FINAL_STATES, StatusBook, read_status
+from runctl.agent.status import FINAL_STATES, StatusBook, close_lost, read_status
 from runctl.agent.sync import CheckpointSync, SyncResult, committed_state, scan_folder
 from runctl.agent.torchrun import launch_command
 from runctl.errors import LeaseLost, PreconditionFailed, RunctlError, StoreError, UsageError
@@ -116,13 +116,13 @@ class Agent:
         self.lease.acquire()
         # The heartbeat beats for the whole run, restores and final uploads included, so a
         # long transfer is never mistaken for a dead agent.
-        heartbeat = _Periodic(self.options.heartbeat_interval, self._beat)
+        heartbeat = Periodic(self.options.heartbeat_interval, self._beat)
         try:
             latest = self.snapshots.latest()
             self.lease.rise_above(generation_of(latest) if latest is not None else 0)
             self._write_spec_once()
             previous = read_status(self.store, self.spec.job_id)
-            status = JobStatus(self.spec.job_id, "running", _close_lost(previous) if previous else (),
+            status = JobStatus(self.spec.job_id, "running", close_lost(previous) if previous else (),
                                command=self.spec.command)
             self.book = StatusBook(self.store, status, self._clock)
             heartbeat.start()
@@ -261,7 +261,7 @@ class Agent:
             for source in self.sources:
                 source.attempt_started(number, now)
             shipper = LogShipper(self.store, self.spec.job_id, number, log_path)
-            progress = _ProgressReader(progress_file)
+            progress = ProgressReader(progress_file)
             sync = CheckpointSync(
                 self.snapshots, self.folder, sync_interval=self.spec.sync_interval,
                 max_upload_share=self.spec.max_upload_share,
@@ -275,7 +275,7 @@ class Agent:
                 restored_step=restored.metadata.get("step") if restored else None,
             )
             sync.start()
-            housekeeping = _Periodic(self.options.heartbeat_interval, lambda: self._housekeep(shipper, progress))
+            housekeeping = Periodic(self.options.heartbeat_interval, lambda: self._housekeep(shipper, progress))
             housekeeping.start()
             try:
                 notice, exit_code = self._supervise(tree, progress, interrupt_file, sync)
@@ -346,7 +346,7 @@ class Agent:
         except RunctlError as exc:
             self._lease_trouble = str(exc)
 
-    def _supervise(self, tree: ProcessTree, progress: _ProgressReader, interrupt_file: Path, sync: CheckpointSync):
+    def _supervise(self, tree: ProcessTree, progress: ProgressReader, interrupt_file: Path, sync: CheckpointSync):
         """Watch the process and the interruption sources until the process exits."""
         notice: InterruptionNotice | None = None
         kill_at: float | None = None
@@ -443,7 +443,7 @@ class Agent:
                          f"snapshot after that (the last durable one from this agent: {durable})",
                          hint="another agent may run the job now; if none does, run it again to resume")
 
-    def _housekeep(self, shipper: LogShipper, progress: _ProgressReader) -> None:
+    def _housekeep(self, shipper: LogShipper, progress: ProgressReader) -> None:
         assert self.book is not None
         if self._fenced_out.is_set():
             return
@@ -478,69 +478,6 @@ class Agent:
             self._emit("warning", f"checkpoint snapshot refused: {exc}")
             return
         self._emit("warning", f"checkpoint snapshot failed, will retry: {exc}")
-
-
-class _ProgressReader:
-    """The steps the script reported through ``runctl.progress`` (and ``save_atomic``).
-    Read by the housekeeping and the checkpoint sync threads."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self.first_step: int | None = None
-        self.last_step: int | None = None
-        self.steps = StepLog()
-        self._lock = threading.Lock()
-
-    def step_at(self, rel: str, mtime: float) -> int | None:
-        """The step the checkpoint file ``rel`` modified at ``mtime`` holds (see StepLog)."""
-        self.read()
-        with self._lock:
-            return self.steps.step_at(rel, mtime)
-
-    def read(self) -> None:
-        try:
-            record = json.loads(self._path.read_bytes())
-        except (OSError, ValueError):
-            return
-        if not isinstance(record, dict):
-            return
-        with self._lock:
-            self.steps.add(record)
-        step, first = record.get("step"), record.get("first_step")
-        if isinstance(step, int):
-            self.last_step = step
-            self.first_step = first if isinstance(first, int) else (self.first_step if self.first_step is not None else step)
-
-
-class _Periodic:
-    def __init__(self, interval: float, action: Callable[[], None]) -> None:
-        self._interval = interval
-        self._action = action
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="agent-housekeeping")
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            self._action()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-
-def _close_lost(previous: JobStatus) -> tuple[Attempt, ...]:
-    """The job's attempts, the last one closed as "lost" if nobody ever closed it: its agent
-    died with its machine (or was SIGKILLed), so it ended at its last heartbeat at the latest."""
-    attempts = previous.attempts
-    if attempts and attempts[-1].ended is None:
-        last = attempts[-1]
-        ended = max(last.started, previous.heartbeat or last.started)
-        attempts = (*attempts[:-1], dataclasses.replace(last, ended=ended, reason="lost"))
-    return attempts
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -18,31 +18,27 @@ CLI can ``aws s3 cp --recursive`` a snapshot folder and use the files directly.
 
 The decisions (manifest validation, what to upload, what to prune) are pure functions in
 ``runctl.store.manifest`` and ``runctl.store.retention``; this module carries them out
-against a ``Store``.
+against a ``Store``, its files moved by ``runctl.store.snapshot_transfers`` and restored by
+``runctl.store.snapshot_restore``.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import stat
 import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
-from runctl.fsutil import TEMP_MARKER
 from runctl.models import CheckpointInfo, FileEntry
 from runctl.store.base import ProgressCallback, Store, file_mismatch
 from runctl.store.fencing import GENERATION_KEY, Fence, generation_of, without_stale
 from runctl.store.retention import plan_retention
-from runctl.store.hashing import FileState, HashCache, SourceFile, scan_source, sha256_file
+from runctl.store.hashing import FileState, HashCache, SourceFile, scan_source
 from runctl.store.manifest import (
     MANIFEST_NAME,
     Transfer,
@@ -56,13 +52,12 @@ from runctl.store.manifest import (
     seq_name,
     snapshot_prefix,
 )
+from runctl.store.snapshot_restore import restore_files
+from runctl.store.snapshot_transfers import checked_uploads_of, local_object, parallel, transfers_of
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Snapshots"]
-
-#: Bytes to hash or copy per worker thread (see ``Snapshots._parallel``).
-PARALLEL_BYTES = 64 << 20
 
 
 def _utc_now() -> datetime:
@@ -122,7 +117,7 @@ class Snapshots:
     def _current(self, seqs: list[int]) -> list[CheckpointInfo]:
         # Every manifest is read: a stale snapshot is known only against all earlier ones
         # (retention keeps them few).
-        return without_stale(info for info in self._parallel(self._try_read, seqs) if info is not None)
+        return without_stale(info for info in parallel(self._try_read, seqs, self.workers) if info is not None)
 
     def _latest_of(self, seqs: list[int]) -> CheckpointInfo | None:
         current = self._current(seqs)
@@ -206,7 +201,7 @@ class Snapshots:
             return None
         created = self._clock().astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         # Only files whose hash is not cached are read.
-        entries = [*self._parallel(self._entry, scanned, size=self._unhashed_bytes), *carried]
+        entries = [*parallel(self._entry, scanned, self.workers, size=self._unhashed_bytes), *carried]
 
         if previous is not None and same_files(entries, previous.files):
             if fence is not None:  # "durable" only to a writer that still holds the lease
@@ -224,9 +219,9 @@ class Snapshots:
         lock = threading.Lock()
         # A folder store writes without a sync per file and makes them durable at once
         # (flush, below) before the manifest; other stores' writes are durable when done.
-        batch = _transfers_of(self.store)
+        batch = transfers_of(self.store)
         writer = batch or self.store
-        checked_upload = _checked_uploads_of(self.store)
+        checked_upload = checked_uploads_of(self.store)
 
         def transfer(t: Transfer) -> FileEntry | None:
             """Put one file into the snapshot, create-only; returns its entry when it was uploaded."""
@@ -257,8 +252,8 @@ class Snapshots:
             # A folder store's writes are bound by this machine (threads by bytes moved);
             # a remote store's by round trips (every worker thread).
             moved = (lambda t: t.entry.size) if batch is not None else None  # a link may hash its source
-            done = [*self._parallel(transfer, [t for t in plan if not t.after_uploads], size=moved),
-                    *self._parallel(transfer, [t for t in plan if t.after_uploads], size=moved)]
+            done = [*parallel(transfer, [t for t in plan if not t.after_uploads], self.workers, size=moved),
+                    *parallel(transfer, [t for t in plan if t.after_uploads], self.workers, size=moved)]
             for item in scanned:
                 _check_unchanged(item)
             if batch is not None:
@@ -359,96 +354,12 @@ class Snapshots:
         """
         info = self._resolve(snapshot)
         target = Path(target)
-        resolved: dict[str, str] = {}  # each folder resolved once, not once per file
-        checked = [(f, _safe_destination(target, f.path, resolved)) for f in info.files]
-        target.mkdir(parents=True, exist_ok=True)
-        with os.scandir(target) as entries:
-            empty = next(entries, None) is None  # then nothing can be there already: no lstat each
-        prefix = snapshot_prefix(self.prefix, info.seq)
-        temps: list[Path] = []
-        lock = threading.Lock()
-        temp_prefix, count = f"{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}-", itertools.count()
-        # A folder store checks each file as it copies it (one read), S3 as it downloads it;
-        # others are hashed after.
-        batch = _transfers_of(self.store)
-        checked_download = _checked_downloads_of(self.store)
-
-        def fetch(item: tuple[FileEntry, Path]) -> tuple[FileEntry, Path, Path, FileState] | None:
-            f, dest = item
-            if not empty and self._already_there(dest, f):
-                if progress:
-                    progress(f.size)
-                return None
-            temp = dest.with_name(f".{dest.name}{temp_prefix}{next(count)}")  # unique, cheaper than a uuid each
-            with lock:
-                temps.append(temp)
-            try:
-                if batch is not None:
-                    try:
-                        return f, temp, dest, FileState.of(batch.download(prefix + f.path, temp, progress=progress,
-                                                                          expect=f))
-                    except IntegrityError as exc:
-                        raise IntegrityError(f"{f.path} of snapshot {info.seq} does not match its manifest: "
-                                             f"{exc}") from exc
-                if checked_download is not None:
-                    try:
-                        return f, temp, dest, FileState.of(checked_download(prefix + f.path, temp, expect=f,
-                                                                            progress=progress))
-                    except IntegrityError as exc:
-                        raise IntegrityError(f"{f.path} of snapshot {info.seq} does not match its manifest: "
-                                             f"{exc}") from exc
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                self.store.download(prefix + f.path, temp, progress=progress)
-            except NotFoundError as exc:
-                raise IntegrityError(f"{f.path} of snapshot {info.seq} is missing from {info.url}") from exc
-            problem = file_mismatch(temp, f)
-            if problem:
-                raise IntegrityError(f"{f.path} of snapshot {info.seq} does not match its manifest: {problem}")
-            return f, temp, dest, FileState.of(os.stat(temp))
-
-        try:
-            moved = (lambda item: item[0].size) if batch is not None else None
-            fetched = [r for r in self._parallel(fetch, checked, size=moved) if r is not None]
-        except BaseException:
-            for temp in temps:
-                temp.unlink(missing_ok=True)
-            raise
-        for f, temp, dest, state in fetched:
-            try:
-                os.replace(temp, dest)  # the same inode, size and mtime under its own name
-                after = os.stat(dest)  # the ctime the rename gave it, for the cache file
-            except OSError as exc:
-                temp.unlink(missing_ok=True)
-                raise StoreError(f"cannot restore {dest}: {exc.strerror}") from exc
-            # Just verified, and nothing runs in target yet: trust it despite its fresh mtime.
-            if FileState.of(after) == state:
-                self._hashes.remember(dest, state, f.sha256, recent_ok=True, ctime_ns=after.st_ctime_ns)
+        downloaded = restore_files(self.store, info, snapshot_prefix(self.prefix, info.seq), target, self._hashes,
+                                   workers=self.workers, progress=progress)
         self._hashes.save()
         log.info("restored snapshot %d into %s: %d files, %d downloaded", info.seq, target,
-                 len(info.files), len(fetched))
+                 len(info.files), downloaded)
         return info
-
-    def _already_there(self, dest: Path, f: FileEntry) -> bool:
-        try:
-            st = os.lstat(dest)
-        except FileNotFoundError:
-            return False
-        if stat.S_ISDIR(st.st_mode):
-            raise StoreError(f"cannot restore {f.path}: {dest} is a folder")
-        if not stat.S_ISREG(st.st_mode) or st.st_size != f.size:
-            return False
-        # Read now, never taken from the hash cache: a file changed in place within its
-        # timestamp's granularity, or by a tool that put its mtime back, looks unchanged
-        # to it. Restores are rare, and reading a file costs less than downloading it.
-        try:
-            digest = sha256_file(dest)
-            unchanged = FileState.of(os.stat(dest)) == FileState.of(st)
-        except OSError:
-            return False
-        if not unchanged or digest != f.sha256:
-            return False
-        self._hashes.remember(dest, FileState.of(st), digest, ctime_ns=st.st_ctime_ns)
-        return True
 
     # -- prune and verify ----------------------------------------------------------------
     def prune(self, keep_last_n: int, *, dry_run: bool = False) -> list[int]:
@@ -498,7 +409,7 @@ class Snapshots:
         with tempfile.TemporaryDirectory(prefix="runctl-verify-") as scratch:
             def check(f: FileEntry) -> str | None:
                 key = prefix + f.path
-                local = _local_object(self.store, key)
+                local = local_object(self.store, key)
                 if local is None:
                     local = Path(scratch) / uuid.uuid4().hex
                     try:
@@ -514,59 +425,8 @@ class Snapshots:
                     progress(f.size)
                 return f"{f.path}: {problem}" if problem else None
 
-            problems += [p for p in self._parallel(check, todo) if p]
+            problems += [p for p in parallel(check, todo, self.workers) if p]
         return sorted(problems)
-
-    # -- helpers -------------------------------------------------------------------------
-    def _parallel(self, fn, items, size: Callable[[object], int] | None = None):
-        """``[fn(i) for i in items]`` on the worker threads; the first error cancels the
-        rest and is raised once the running calls have finished.
-
-        ``size``: the bytes an item moves. Threads pay where bytes are hashed or copied (the
-        GIL is released meanwhile); for small files they cost more than they save (10,000
-        files of 4 KiB on 2 busy cores: a commit took 2.2 s on one thread, 6.1 s on eight),
-        so one thread per PARALLEL_BYTES moved, up to ``workers``."""
-        items = list(items)
-        workers = self.workers
-        if size is not None:
-            workers = min(workers, 1 + sum(map(size, items)) // PARALLEL_BYTES)
-        if len(items) <= 1 or workers == 1:
-            return [fn(i) for i in items]
-        # Thousands of small files: a task per run of up to 64 items, about four per worker,
-        # so that the pool's own cost per task does not outweigh the work.
-        run = max(1, min(64, len(items) // (workers * 4)))
-        chunks = [items[i:i + run] for i in range(0, len(items), run)]
-        with ThreadPoolExecutor(max_workers=min(workers, len(chunks)), thread_name_prefix="runctl-snap") as pool:
-            futures = [pool.submit(lambda chunk: [fn(i) for i in chunk], chunk) for chunk in chunks]
-            try:
-                for future in as_completed(futures):
-                    future.result()
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-            return [r for future in futures for r in future.result()]
-
-
-def _transfers_of(store: Store):
-    """The store's batched snapshot transfers (``LocalStore.transfers``), or None: looked up
-    on its class, so a wrapper that forwards other calls (a test's counting or faulty store)
-    is not bypassed."""
-    transfers = getattr(type(store), "transfers", None)
-    return transfers(store) if callable(transfers) else None
-
-
-def _checked_uploads_of(store: Store):
-    """The store's create-only ``upload_checked`` (S3), or None; looked up on its class."""
-    method = getattr(type(store), "upload_checked", None)
-    return method.__get__(store) if callable(method) else None
-
-
-def _checked_downloads_of(store: Store):
-    """The store's ``download_checked`` (S3: a download hashed as it is written, no HEAD), or
-    None; looked up on its class, as ``_transfers_of``."""
-    method = getattr(type(store), "download_checked", None)
-    return method.__get__(store) if callable(method) else None
 
 
 def _check_unchanged(item: SourceFile) -> None:
@@ -577,22 +437,3 @@ def _check_unchanged(item: SourceFile) -> None:
     if now != item.state:
         raise StoreError(f"{item.path} changed while being snapshotted")
 
-
-def _safe_destination(target: Path, rel: str, resolved: dict[str, str] | None = None) -> Path:
-    """``target/rel``, after checking that its folder resolves inside ``target``.
-    ``resolved``: the real paths found so far (folder -> real path), filled in."""
-    resolved = {} if resolved is None else resolved
-    root = resolved.get("") or resolved.setdefault("", os.path.realpath(target))
-    dest = Path(target, *rel.split("/"))
-    folder = rel.rpartition("/")[0]
-    parent = resolved.get(folder) or resolved.setdefault(folder, os.path.realpath(dest.parent))
-    if parent != root and not parent.startswith(root.rstrip(os.sep) + os.sep):
-        raise IntegrityError(f"refusing to restore {rel!r}: it would be written outside {target} "
-                             f"(to {parent}, through a symlink)")
-    return dest
-
-
-def _local_object(store: Store, key: str) -> Path | None:
-    """The file behind ``key`` when the store is a local folder, else None."""
-    url = store.presign(key) if store.url.startswith("file:") else ""
-    return Path(unquote(urlparse(url).path)) if url.startswith("file://") else None

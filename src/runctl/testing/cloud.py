@@ -525,7 +525,7 @@ def _report(record: dict) -> None:
         print(f"fake-cloud: spot notice to {record['instance_id']}, terminating it in "
               f"{record['deadline'] - time.time():.1f}s", file=sys.stderr, flush=True)
     else:
-        print(f"fake-cloud: no instance runs a job; no notice served", file=sys.stderr, flush=True)
+        print("fake-cloud: no instance runs a job; no notice served", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
