@@ -5,7 +5,6 @@ instance that is not running."""
 from __future__ import annotations
 
 import base64
-import os
 
 import pytest
 
