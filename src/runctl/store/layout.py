@@ -38,6 +38,27 @@ def recoveries_key(job_id: str) -> str:
     return f"jobs/{job_id}/recoveries.json"
 
 
+# -- jobs of several machines (runctl.agent.membership, rendezvous; interruptions.job_stop) --
+def nodes_prefix(job_id: str) -> str:
+    """Where every machine of a job registers itself (one record per instance)."""
+    return f"jobs/{job_id}/nodes/"
+
+
+def node_key(job_id: str, instance_id: str) -> str:
+    """One machine's membership record: its address and heartbeat."""
+    return f"{nodes_prefix(job_id)}{instance_id}.json"
+
+
+def rendezvous_key(job_id: str) -> str:
+    """Which machine hosts torchrun's c10d rendezvous, and its epoch."""
+    return f"jobs/{job_id}/rendezvous.json"
+
+
+def job_stop_key(job_id: str) -> str:
+    """A request that every machine of the job stop its script (one per rendezvous epoch)."""
+    return f"jobs/{job_id}/stop.json"
+
+
 def checkpoints_prefix(job_id: str) -> str:
     return f"jobs/{job_id}/checkpoints/"
 
