@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from runctl.agent.torchrun import (check_torch, count_gpus, launch_command, parse_nproc, resolve_nproc,
-                                   split_python, torchrun_argv)
+from runctl.agent.torchrun import (check_torch, count_gpus, launch_command, multinode_torchrun_argv, parse_nproc,
+                                   resolve_nproc, split_python, torchrun_argv)
 from runctl.errors import UsageError
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -60,6 +60,25 @@ def test_the_argv_runs_the_script_under_the_launcher():
     # A module run with -m goes through as torchrun's own -m.
     assert torchrun_argv(["python", "-m", "pkg.train", "--lr", "1"], 1, grace_period=0.5)[-4:] == [
         "-m", "pkg.train", "--lr", "1"]
+
+
+def test_the_multinode_argv_meets_the_other_machines_at_the_hosts_c10d_rendezvous():
+    argv = multinode_torchrun_argv(["/venv/bin/python", "/p/train.py", "--steps", "5"], 4, nnodes=3,
+                                   endpoint="10.0.0.7:29400", job_id="job-1", epoch=2, is_host=False,
+                                   grace_period=90, stop_signal="SIGUSR1")
+    python, flag, launcher, *rest = argv
+    assert (python, flag) == ("/venv/bin/python", "-c")
+    assert rest == ["--nnodes", "3", "--nproc-per-node", "4", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+                    "10.0.0.7:29400", "--rdzv-id", "job-1-2", "--rdzv-conf", "is_host=false", "--max-restarts", "0",
+                    "/p/train.py", "--steps", "5"]
+    # The same launcher as on one machine: the stop signal forwarded, exit code 128 + signal.
+    assert launcher == torchrun_argv(["/venv/bin/python", "t.py"], 4, grace_period=90, stop_signal="SIGUSR1")[2]
+    host = multinode_torchrun_argv(["python", "t.py"], 1, nnodes=2, endpoint="h:1", job_id="j", epoch=1,
+                                   is_host=True, grace_period=1)
+    assert host[host.index("--rdzv-conf") + 1] == "is_host=true"
+    with pytest.raises(UsageError, match="needs the script first"):
+        multinode_torchrun_argv(["python"], 1, nnodes=2, endpoint="h:1", job_id="j", epoch=1, is_host=True,
+                                grace_period=1)
 
 
 @pytest.mark.parametrize("command, why", [

@@ -21,6 +21,9 @@ stop signal straight from the agent, and torchrun forwards it too.
 
 Which number "auto" means is decided where the job runs: one process per NVIDIA GPU the
 machine shows, else one.
+
+``multinode_torchrun_argv`` is the same launcher for one machine of several, meeting the
+others at a c10d rendezvous (a building block of ``--nodes``, not wired yet).
 """
 
 from __future__ import annotations
@@ -105,15 +108,41 @@ def split_python(command: Sequence[str]) -> tuple[str, list[str]]:
     return command[0], rest
 
 
+def _launcher(grace_period: float, stop_signal: str) -> str:
+    """The launcher's code: torchrun forwards ``stop_signal`` to its workers, also one it
+    would not handle by itself (SIGUSR1 would kill it and orphan them)."""
+    signals = ",".join(dict.fromkeys((*_TORCHRUN_SIGNALS, stop_signal)))
+    return _LAUNCHER.format(timeout=max(1, math.ceil(grace_period)) + 5, signals=signals)
+
+
 def torchrun_argv(command: Sequence[str], nproc: int, *, grace_period: float,
                   stop_signal: str = "SIGTERM") -> list[str]:
     """``command`` (a Python script and its arguments) under torchrun with ``nproc``
-    processes on this machine alone; torchrun forwards ``stop_signal`` to its workers, also
-    one it would not handle by itself (SIGUSR1 would kill it and orphan them). Pure."""
+    processes on this machine alone. Pure."""
     python, rest = split_python(command)
-    signals = ",".join(dict.fromkeys((*_TORCHRUN_SIGNALS, stop_signal)))
-    launcher = _LAUNCHER.format(timeout=max(1, math.ceil(grace_period)) + 5, signals=signals)
-    return [python, "-c", launcher, "--standalone", "--nnodes", "1", "--nproc-per-node", str(nproc), *rest]
+    return [python, "-c", _launcher(grace_period, stop_signal), "--standalone", "--nnodes", "1",
+            "--nproc-per-node", str(nproc), *rest]
+
+
+def multinode_torchrun_argv(command: Sequence[str], nproc: int, *, nnodes: int, endpoint: str, job_id: str,
+                            epoch: int, is_host: bool, grace_period: float, stop_signal: str = "SIGTERM") -> list[str]:
+    """``command`` under torchrun as one of ``nnodes`` machines of a job, ``nproc``
+    processes on this one, through the same launcher as ``torchrun_argv``. Pure.
+
+    The machines meet at torchrun's c10d rendezvous on ``endpoint`` (HOST:PORT, the agreed
+    host's: ``runctl.agent.rendezvous``), whose TCP store the host's torchrun serves:
+    ``is_host`` says so explicitly, as torch would otherwise guess it from the host name
+    (and two machines sharing an address, as in tests on loopback, would both claim it).
+    c10d assigns the node ranks. The rendezvous id is the job's and the epoch's, so a
+    torchrun left over from an earlier epoch never joins a new one. ``--max-restarts 0``:
+    a lost worker ends torchrun, and runctl decides whether the job restarts.
+
+    A building block of ``--nodes`` (not wired yet): each agent will run it once the job's
+    N machines are registered for the epoch."""
+    python, rest = split_python(command)
+    return [python, "-c", _launcher(grace_period, stop_signal), "--nnodes", str(nnodes), "--nproc-per-node", str(nproc),
+            "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", f"{job_id}-{epoch}",
+            "--rdzv-conf", f"is_host={str(is_host).lower()}", "--max-restarts", "0", *rest]
 
 
 def check_torch(python: str, *, run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> None:
