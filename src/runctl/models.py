@@ -61,7 +61,7 @@ class CheckpointInfo(Record):
 class InterruptionNotice(Record):
     """A reason to stop the running attempt: a spot notice, a signal, a rehearsal."""
 
-    source: str  # "spot", "rebalance", "signal", "rehearsal", "user"
+    source: str  # "spot", "rebalance", "signal", "rehearsal", "user", "job-stop" (another machine of the job)
     action: str  # "terminate", "stop", "hibernate", "rebalance", "stop-job"
     received: float  # epoch seconds when the agent saw it
     deadline: float | None = None  # epoch seconds when the machine goes; None if unknown

@@ -5,8 +5,6 @@ every agent reading the same record; an ambiguous write decided by its token."""
 from __future__ import annotations
 
 import json
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -15,6 +13,7 @@ from runctl.agent.rendezvous import Rendezvous, agree_on_host, read_rendezvous
 from runctl.errors import PreconditionFailed, StoreError
 from runctl.store import layout
 from runctl.testing.faulty_store import FaultyStore
+from racing import ReadTogether, in_threads
 
 JOB = "job-1"
 TTL = 60.0
@@ -30,27 +29,6 @@ class Clock:
         return self.now
 
 
-class ReadTogether:
-    """A store whose first read of rendezvous.json in each thread waits until every thread
-    has read it: all of them then write on what they read, a race every time."""
-
-    def __init__(self, inner, parties: int) -> None:
-        self.inner = inner
-        self._barrier = threading.Barrier(parties, timeout=60)
-        self._seen = threading.local()
-
-    def read(self, key):
-        try:
-            return self.inner.read(key)
-        finally:
-            if key == KEY and not getattr(self._seen, "done", False):
-                self._seen.done = True
-                self._barrier.wait()
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
 def node(store, clock, name: str):
     """Register machine ``name`` (address 10.0.0.<last char>) now; its NodeRecord."""
     return Membership(store, JOB, name, f"10.0.0.{name[-1]}", clock=clock).register(epoch=0)
@@ -58,11 +36,6 @@ def node(store, clock, name: str):
 
 def agree(store, clock, me, port: int = PORT) -> Rendezvous:
     return agree_on_host(store, JOB, me, port, now=clock.now, ttl=TTL)
-
-
-def in_threads(calls) -> list:
-    with ThreadPoolExecutor(len(calls)) as pool:
-        return [f.result(timeout=120) for f in [pool.submit(call) for call in calls]]
 
 
 def test_the_first_machine_becomes_host_and_the_others_read_it(any_store):
@@ -79,7 +52,7 @@ def test_the_first_machine_becomes_host_and_the_others_read_it(any_store):
 def test_of_machines_racing_to_create_it_exactly_one_wins(any_store):
     clock = Clock()
     nodes = [node(any_store, clock, f"i-{n}") for n in range(1, 6)]
-    racing = ReadTogether(any_store, len(nodes))
+    racing = ReadTogether(any_store, KEY, len(nodes))
     answers = in_threads([lambda me=me: agree(racing, clock, me) for me in nodes])
     assert sum(a.is_host for a in answers) == 1
     (record,) = {a.record for a in answers}  # every machine read the same record
@@ -118,7 +91,7 @@ def test_of_two_machines_racing_to_replace_the_host_one_wins_and_both_agree(any_
     assert agree(any_store, clock, node(any_store, clock, "i-1")).is_host
     clock.now += TTL
     b, c = node(any_store, clock, "i-2"), node(any_store, clock, "i-3")
-    racing = ReadTogether(any_store, 2)  # both read the stale host, both write on its etag
+    racing = ReadTogether(any_store, KEY, 2)  # both read the stale host, both write on its etag
     answers = in_threads([lambda: agree(racing, clock, b), lambda: agree(racing, clock, c)])
     assert sorted(a.is_host for a in answers) == [False, True]
     (record,) = {a.record for a in answers}
