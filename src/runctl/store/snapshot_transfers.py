@@ -1,17 +1,26 @@
 """How a snapshot's files move: worker threads sized by the bytes they move, and the
 faster ways a store may offer (a folder's batched transfers, S3's checked uploads and
-downloads, a folder's objects read in place). Used by ``runctl.store.snapshots`` (commit,
-verify) and ``runctl.store.snapshot_restore``.
+downloads, a folder's objects read in place), and ``SnapshotFileWriter``, which puts a
+snapshot's files in place create-only. Used by ``runctl.store.snapshots`` (commit, verify),
+``runctl.store.sharded`` (a machine's part) and ``runctl.store.snapshot_restore``.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from runctl.store.base import Store
+from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
+from runctl.store.base import ProgressCallback, Store
+from runctl.store.hashing import FileState, SourceFile
+from runctl.store.manifest import Transfer
+
+log = logging.getLogger(__name__)
 
 #: Bytes to hash or copy per worker thread (see ``parallel``).
 PARALLEL_BYTES = 64 << 20
@@ -71,3 +80,111 @@ def local_object(store: Store, key: str) -> Path | None:
     """The file behind ``key`` when the store is a local folder, else None."""
     url = store.presign(key) if store.url.startswith("file:") else ""
     return Path(unquote(urlparse(url).path)) if url.startswith("file://") else None
+
+
+class SnapshotFileWriter:
+    """Puts files into one snapshot folder, create-only: each ``Transfer`` uploaded from its
+    local file or copied inside the store (checked against its entry). Shared by a whole
+    commit (``Snapshots.commit``) and by one machine's part of a sharded round
+    (``runctl.store.sharded``).
+
+    ``if_taken(transfer)`` decides what a refused create-only write means (the key holds an
+    object another writer put there): it raises to fail the write (a commit: another
+    writer claimed the seq) or returns what ``put`` reports for that file (a part: the
+    same content is shared, other content is a clash). ``written`` lists the objects this
+    writer created, so a refused commit can take them back and never another writer's.
+    """
+
+    def __init__(self, store: Store, new_prefix: str, seq: int, local: dict[str, SourceFile], *,
+                 if_taken: Callable[[Transfer], object], progress: ProgressCallback | None = None) -> None:
+        self.store = store
+        self.new_prefix = new_prefix
+        self.seq = seq
+        self.written: list[str] = []
+        self._local = local
+        self._if_taken = if_taken
+        self._progress = progress
+        self._lock = threading.Lock()
+        # A folder store writes without a sync per file and makes them durable at once
+        # (``finish``) before anything names them; other stores' writes are durable when done.
+        self._batch = transfers_of(store)
+        self._writer = self._batch or store
+        self._checked_upload = checked_uploads_of(store)
+
+    def put(self, plan: list[Transfer], workers: int) -> list:
+        """Carry out ``plan``: per transfer, its entry when it was uploaded, None when it was
+        copied, or what ``if_taken`` returned. Copies of a file this plan uploads wait for
+        the uploads."""
+        # A folder store's writes are bound by this machine (threads by bytes moved);
+        # a remote store's by round trips (every worker thread).
+        moved = (lambda t: t.entry.size) if self._batch is not None else None  # a link may hash its source
+        return [*parallel(self._transfer, [t for t in plan if not t.after_uploads], workers, size=moved),
+                *parallel(self._transfer, [t for t in plan if t.after_uploads], workers, size=moved)]
+
+    def finish(self) -> None:
+        """Check no local file changed while it was put, then make every write durable:
+        call before anything (a manifest, a part record) names the files."""
+        for item in self._local.values():
+            check_unchanged(item)
+        if self._batch is not None:
+            self._batch.flush()
+
+    def take_back(self) -> None:
+        """Delete the objects this writer created (never another writer's: every write was
+        create-only). A failure here only leaves them behind: logged, not raised."""
+        try:
+            self.store.delete(self.written)
+        except StoreError as exc:
+            log.warning("snapshot %d: could not delete the %d object(s) of a refused write: %s",
+                        self.seq, len(self.written), exc)
+
+    def _transfer(self, t: Transfer):
+        key = self.new_prefix + t.entry.path
+        try:
+            if t.source_key is not None and self._copied(t, key):
+                self._created(key)
+                return None
+            item = self._local[t.entry.path]
+            try:
+                if self._batch is not None:  # remembers the object's content: a later copy need not read it
+                    self._batch.upload(item.path, key, progress=self._progress, if_none_match=True, expect=t.entry)
+                elif self._checked_upload is not None:  # S3: the object carries its sha256 on
+                    self._checked_upload(item.path, key, expect=t.entry, progress=self._progress)
+                else:
+                    self.store.upload(item.path, key, progress=self._progress, if_none_match=True)
+            except NotFoundError as exc:
+                raise StoreError(f"{item.path} vanished while being snapshotted") from exc
+            self._created(key)
+        except PreconditionFailed:
+            return self._if_taken(t)
+        return t.entry  # every source file's state is checked once, after all transfers (finish)
+
+    def _created(self, key: str) -> None:
+        with self._lock:
+            self.written.append(key)
+
+    def _copied(self, t: Transfer, key: str) -> bool:
+        """Copy ``t``'s content inside the store, checked against its entry. False when the
+        source object is bad or gone and the local file (the same content, by its hash) is
+        to be uploaded instead: copying would spread the damage into every later snapshot."""
+        local = self._local.get(t.entry.path)
+        try:
+            self._writer.copy(t.source_key, key, expect=t.entry, if_none_match=True)
+            return True
+        except (IntegrityError, NotFoundError) as exc:
+            if local is None:  # a carried file: still being written, nothing local to trust
+                raise IntegrityError(f"cannot carry {t.entry.path} into snapshot {self.seq}: {exc}; "
+                                     "it is uploaded once it is stable") from exc
+            log.warning("snapshot %d: not copying %s: %s; uploading %s instead", self.seq, t.source_key, exc,
+                        local.path)
+            return False
+
+
+def check_unchanged(item: SourceFile) -> None:
+    """StoreError when the local file changed or vanished since it was scanned."""
+    try:
+        now = FileState.of(os.stat(item.path))
+    except FileNotFoundError as exc:
+        raise StoreError(f"{item.path} vanished while being snapshotted") from exc
+    if now != item.state:
+        raise StoreError(f"{item.path} changed while being snapshotted")

@@ -25,20 +25,18 @@ against a ``Store``, its files moved by ``runctl.store.snapshot_transfers`` and 
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
-import threading
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
+from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed
 from runctl.models import CheckpointInfo, FileEntry
 from runctl.store.base import ProgressCallback, Store, file_mismatch
 from runctl.store.fencing import GENERATION_KEY, Fence, generation_of, without_stale
 from runctl.store.retention import plan_retention
-from runctl.store.hashing import FileState, HashCache, SourceFile, scan_source
+from runctl.store.hashing import HashCache, SourceFile, scan_source
 from runctl.store.manifest import (
     MANIFEST_NAME,
     Transfer,
@@ -53,7 +51,7 @@ from runctl.store.manifest import (
     snapshot_prefix,
 )
 from runctl.store.snapshot_restore import restore_files
-from runctl.store.snapshot_transfers import checked_uploads_of, local_object, parallel, transfers_of
+from runctl.store.snapshot_transfers import SnapshotFileWriter, local_object, parallel
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +197,7 @@ class Snapshots:
         if not scanned and not carried:
             log.info("nothing to snapshot in %s", source)
             return None
-        created = self._clock().astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        created = self._now()
         # Only files whose hash is not cached are read.
         entries = [*parallel(self._entry, scanned, self.workers, size=self._unhashed_bytes), *carried]
 
@@ -209,73 +207,64 @@ class Snapshots:
             log.info("checkpoint unchanged since snapshot %d; nothing committed", previous.seq)
             return previous
         seq = next_seq(seqs)
-        manifest = build_manifest(seq, created, entries, dict(metadata or {}))  # validates early
+        build_manifest(seq, created, entries, dict(metadata or {}))  # validates early: before any upload
         new_prefix = snapshot_prefix(self.prefix, seq)
         plan = plan_commit(entries, new_prefix, previous,
                            snapshot_prefix(self.prefix, previous.seq) if previous else None,
                            [(info, snapshot_prefix(self.prefix, info.seq)) for info in current[:-1]])
-        by_rel = {s.rel: s for s in scanned}
-        written: list[str] = []  # the objects this commit created (create-only: its own)
-        lock = threading.Lock()
-        # A folder store writes without a sync per file and makes them durable at once
-        # (flush, below) before the manifest; other stores' writes are durable when done.
-        batch = transfers_of(self.store)
-        writer = batch or self.store
-        checked_upload = checked_uploads_of(self.store)
-
-        def transfer(t: Transfer) -> FileEntry | None:
-            """Put one file into the snapshot, create-only; returns its entry when it was uploaded."""
-            key = new_prefix + t.entry.path
-            try:
-                if t.source_key is not None and self._copied(writer, t, key, seq, local=by_rel.get(t.entry.path)):
-                    with lock:
-                        written.append(key)
-                    return None
-                item = by_rel[t.entry.path]
-                try:
-                    if batch is not None:  # remembers the object's content: a later copy need not read it
-                        batch.upload(item.path, key, progress=progress, if_none_match=True, expect=t.entry)
-                    elif checked_upload is not None:  # S3: the object carries its sha256 on
-                        checked_upload(item.path, key, expect=t.entry, progress=progress)
-                    else:
-                        self.store.upload(item.path, key, progress=progress, if_none_match=True)
-                except NotFoundError as exc:
-                    raise StoreError(f"{item.path} vanished while being snapshotted") from exc
-                with lock:
-                    written.append(key)
-            except PreconditionFailed as exc:
-                raise PreconditionFailed(f"another writer is committing snapshot {seq} at {self.url}: "
-                                         f"{t.entry.path} is there already; the next commit takes a new seq") from exc
-            return t.entry  # every source file's state is checked once, after all transfers
-
+        writer = SnapshotFileWriter(self.store, new_prefix, seq, {s.rel: s for s in scanned},
+                                    if_taken=lambda t: self._claimed(seq, t), progress=progress)
         try:
-            # A folder store's writes are bound by this machine (threads by bytes moved);
-            # a remote store's by round trips (every worker thread).
-            moved = (lambda t: t.entry.size) if batch is not None else None  # a link may hash its source
-            done = [*parallel(transfer, [t for t in plan if not t.after_uploads], self.workers, size=moved),
-                    *parallel(transfer, [t for t in plan if t.after_uploads], self.workers, size=moved)]
-            for item in scanned:
-                _check_unchanged(item)
-            if batch is not None:
-                batch.flush()  # every file durable before anything (the manifest) names it
-            if fence is not None:
-                metadata = {**(metadata or {}), GENERATION_KEY: self._fenced_generation(fence, previous)}
-                manifest = build_manifest(seq, created, entries, metadata)
-            try:
-                self.store.write(manifest_key(self.prefix, seq), manifest, if_none_match=True)
-            except PreconditionFailed as exc:
-                if not self._holds_manifest(seq, manifest):
-                    raise PreconditionFailed(f"another writer committed snapshot {seq} at {self.url} first") from exc
+            done = writer.put(plan, self.workers)
+            writer.finish()
+            metadata = self._publish(seq, created, entries, metadata, fence, previous)
         except PreconditionFailed:
             # Refused (another writer's snapshot, or no lease): what this commit put into the
             # folder, perhaps beside another writer's files, is taken back.
-            self._take_back(written, seq)
+            writer.take_back()
             raise
         uploaded = [entry for entry in done if entry is not None]
         log.info("committed snapshot %d at %s: %d files, %d uploaded (%d bytes), %d copied", seq, self.url,
                  len(entries), len(uploaded), sum(f.size for f in uploaded), len(entries) - len(uploaded))
+        return self._info(seq, created, entries, metadata)
+
+    def _claimed(self, seq: int, t: Transfer):
+        raise PreconditionFailed(f"another writer is committing snapshot {seq} at {self.url}: "
+                                 f"{t.entry.path} is there already; the next commit takes a new seq")
+
+    def publish(self, seq: int, entries: list[FileEntry], *, metadata: dict | None = None,
+                fence: Fence | None = None) -> CheckpointInfo:
+        """Make snapshot ``seq`` complete: write the manifest of ``entries``, files already
+        durable in its folder (put there by the machines of a sharded round), create-only
+        and fenced as ``commit`` does. PreconditionFailed when the fence refuses or another
+        manifest is there; nothing is deleted."""
+        current = self._current([s for s in self.all_seqs() if s < seq])
+        previous = current[-1] if current else None
+        created = self._now()
+        metadata = self._publish(seq, created, entries, metadata, fence, previous)
+        log.info("published snapshot %d at %s: %d files", seq, self.url, len(entries))
+        return self._info(seq, created, entries, metadata)
+
+    def _publish(self, seq: int, created: str, entries: list[FileEntry], metadata: dict | None,
+                 fence: Fence | None, previous: CheckpointInfo | None) -> dict:
+        """Write the manifest, fenced; returns the metadata it holds (with the generation)."""
+        metadata = dict(metadata or {})
+        if fence is not None:
+            metadata[GENERATION_KEY] = self._fenced_generation(fence, previous)
+        manifest = build_manifest(seq, created, entries, metadata)
+        try:
+            self.store.write(manifest_key(self.prefix, seq), manifest, if_none_match=True)
+        except PreconditionFailed as exc:
+            if not self._holds_manifest(seq, manifest):
+                raise PreconditionFailed(f"another writer committed snapshot {seq} at {self.url} first") from exc
+        return metadata
+
+    def _info(self, seq: int, created: str, entries: list[FileEntry], metadata: dict) -> CheckpointInfo:
         return CheckpointInfo(seq=seq, created=created, files=tuple(sorted(entries, key=lambda f: f.path)),
-                              url=self._snapshot_url(seq), metadata=dict(metadata or {}))
+                              url=self._snapshot_url(seq), metadata=metadata)
+
+    def _now(self) -> str:
+        return self._clock().astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def _holds_manifest(self, seq: int, manifest: bytes) -> bool:
         """After the manifest's create-only write was refused: whether it was our own write
@@ -284,28 +273,6 @@ class Snapshots:
         try:
             return self.store.read(manifest_key(self.prefix, seq)).data == manifest
         except NotFoundError:
-            return False
-
-    def _take_back(self, keys: list[str], seq: int) -> None:
-        """Delete the objects a refused commit created (never another writer's: every write
-        was create-only). A failure here only leaves them behind: logged, not raised."""
-        try:
-            self.store.delete(keys)
-        except StoreError as exc:
-            log.warning("snapshot %d: could not delete the %d object(s) of a refused commit: %s", seq, len(keys), exc)
-
-    def _copied(self, writer, t: Transfer, key: str, seq: int, *, local: SourceFile | None) -> bool:
-        """Copy ``t``'s content inside the store, checked against its entry. False when the
-        source object is bad or gone and ``local`` (the same content, by its hash) is to be
-        uploaded instead: copying would spread the damage into every later snapshot."""
-        try:
-            writer.copy(t.source_key, key, expect=t.entry, if_none_match=True)
-            return True
-        except (IntegrityError, NotFoundError) as exc:
-            if local is None:  # a carried file: still being written, nothing local to trust
-                raise IntegrityError(f"cannot carry {t.entry.path} into snapshot {seq}: {exc}; "
-                                     "it is uploaded once it is stable") from exc
-            log.warning("snapshot %d: not copying %s: %s; uploading %s instead", seq, t.source_key, exc, local.path)
             return False
 
     def _fenced_generation(self, fence: Fence, previous: CheckpointInfo | None) -> int:
@@ -427,13 +394,4 @@ class Snapshots:
 
             problems += [p for p in parallel(check, todo, self.workers) if p]
         return sorted(problems)
-
-
-def _check_unchanged(item: SourceFile) -> None:
-    try:
-        now = FileState.of(os.stat(item.path))
-    except FileNotFoundError as exc:
-        raise StoreError(f"{item.path} vanished while being snapshotted") from exc
-    if now != item.state:
-        raise StoreError(f"{item.path} changed while being snapshotted")
 
