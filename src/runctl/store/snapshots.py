@@ -228,6 +228,16 @@ class Snapshots:
                  len(entries), len(uploaded), sum(f.size for f in uploaded), len(entries) - len(uploaded))
         return self._info(seq, created, entries, metadata)
 
+    def hash_files(self, source: Path) -> tuple[list[SourceFile], list[FileEntry]]:
+        """The files of ``source`` as ``commit`` finds them, and their entries, hashed
+        through this instance's cache (only files whose hash is not cached are read)."""
+        scanned = scan_source(Path(source), None)
+        self._hashes.forget_missing(under=Path(source), keep=[s.path for s in scanned])
+        try:
+            return scanned, parallel(self._entry, scanned, self.workers, size=self._unhashed_bytes)
+        finally:
+            self._hashes.save()
+
     def _claimed(self, seq: int, t: Transfer):
         raise PreconditionFailed(f"another writer is committing snapshot {seq} at {self.url}: "
                                  f"{t.entry.path} is there already; the next commit takes a new seq")
