@@ -16,7 +16,7 @@ import pytest
 
 from aws_cli import aws_cli_copy_of_snapshot
 from racing import in_threads
-from runctl.errors import PreconditionFailed
+from runctl.errors import PreconditionFailed, StoreError
 from runctl.store.manifest import manifest_key
 from runctl.store.rounds import part_key, parts_prefix
 from runctl.store.sharded import ShardedRounds
@@ -111,6 +111,7 @@ def test_two_machines_make_one_snapshot_of_both_their_files(any_store, nodes, tm
     assert info.metadata == {"step": 200, "newest": "step-000200", "lease_generation": 1}
     assert committer.snapshots.latest() == info and committer.snapshots.verify(info) == []
     assert committer.current_round().state == "committed"
+    assert committer.commit(rnd, fence=lambda: 1) == result  # asked again: the same snapshot
 
     target = tmp_path / "restored"
     committer.snapshots.restore(info, target)
@@ -147,6 +148,8 @@ def test_a_round_with_a_part_missing_is_never_the_latest_and_the_next_commits(an
     assert committer.snapshots.latest() == first and [i.seq for i in committer.snapshots.list()] == [1]
     with pytest.raises(PreconditionFailed, match="not the open round"):
         posters[1].post_part(rnd, MACHINES[1], nodes[1])  # too late
+    with pytest.raises(PreconditionFailed, match="does not expect i-0ccc"):
+        posters[1].post_part(rnd, "i-0ccc", nodes[1])
 
     # A round nobody posted to leaves no folder; its seq is not used again.
     empty = committer.open_round(MACHINES, fence=lambda: 1, timeout_s=60)
@@ -169,6 +172,37 @@ def test_a_round_with_a_part_missing_is_never_the_latest_and_the_next_commits(an
     assert any_store.exists(part_key(PREFIX, 4, MACHINES[0]))
     committer.snapshots.restore(4, tmp_path / "restored")
     assert tree(tmp_path / "restored") == {**tree(nodes[0]), **tree(nodes[1])}
+
+
+class FailingUpload(CountingStore):
+    """Fails the upload of one file, as a machine whose poster crashed there."""
+
+    def __init__(self, inner, failing: str) -> None:
+        super().__init__(inner)
+        self._failing = failing
+
+    def upload(self, path, key, **kwargs):
+        if key.endswith(self._failing):
+            raise StoreError(f"lost the connection uploading {key}")
+        super().upload(path, key, **kwargs)
+
+
+def test_a_machine_that_posts_again_after_a_failure_completes_the_round(any_store, nodes):
+    clock = Clock()
+    committer, poster_a, poster_b = machines(any_store, clock)
+    rnd = committer.open_round(MACHINES, fence=lambda: 1, timeout_s=60)
+    poster_a.post_part(rnd, MACHINES[0], nodes[0])
+    crashing = ShardedRounds(Snapshots(FailingUpload(any_store, "step-000200/__1_0.distcp"), PREFIX, workers=1),
+                             clock=clock)
+    with pytest.raises(StoreError, match="lost the connection"):
+        crashing.post_part(rnd, MACHINES[1], nodes[1])
+    assert committer.commit(rnd, fence=lambda: 1).missing == (MACHINES[1],)
+
+    part = poster_b.post_part(rnd, MACHINES[1], nodes[1])
+    assert part.shared == ("step-000100/__1_0.distcp",)  # its own first try's, found there
+    assert poster_b.post_part(rnd, MACHINES[1], nodes[1]) == part  # recorded: returned as it is
+    info = committer.commit(rnd, fence=lambda: 1).snapshot
+    assert info.seq == 1 and committer.snapshots.verify(info) == []
 
 
 def test_newest_is_a_step_every_machine_has_not_one_only_some_renamed(any_store, nodes):

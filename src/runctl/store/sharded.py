@@ -140,8 +140,9 @@ class ShardedRounds:
         is copied inside the store. A path another machine put there already: the same
         content (sha256) is listed as shared; other content is a clash, recorded in the part
         and logged, and the first writer's stays. PreconditionFailed when the round is not
-        the open one or does not expect this machine. Posting again (after a crash) puts
-        what is missing and finds the rest there.
+        the open one or does not expect this machine. Posting again after a failure puts
+        what is missing and finds the rest there; a part already recorded is returned as
+        it is.
         """
         problem = instance_problem(instance)
         if problem or instance not in rnd.expected:

@@ -19,7 +19,8 @@ CLI can ``aws s3 cp --recursive`` a snapshot folder and use the files directly.
 The decisions (manifest validation, what to upload, what to prune) are pure functions in
 ``runctl.store.manifest`` and ``runctl.store.retention``; this module carries them out
 against a ``Store``, its files moved by ``runctl.store.snapshot_transfers`` and restored by
-``runctl.store.snapshot_restore``.
+``runctl.store.snapshot_restore``. A snapshot made of several machines' files is put in
+place by ``runctl.store.sharded``, which uses ``hash_files`` and ``publish`` from here.
 """
 
 from __future__ import annotations
