@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from aws_cli import aws_cli_copy_of_snapshot
-from racing import in_threads
+from racing import ReadTogether, in_threads
 from runctl.errors import PreconditionFailed, StoreError
 from runctl.store.manifest import manifest_key
-from runctl.store.rounds import part_key, parts_prefix
+from runctl.store.rounds import part_key, parts_prefix, round_key
 from runctl.store.sharded import ShardedRounds
 from runctl.store.snapshots import Snapshots
 
@@ -340,3 +340,21 @@ def test_sigkill_of_one_machines_poster_mid_upload_leaves_the_previous_snapshot_
     info = committer.commit(rnd, fence=lambda: 1).snapshot
     assert info.seq == 3 and info.metadata["newest"] == "step-000300" and committer.snapshots.verify(info) == []
     assert committer.prune(1) == [1, 2] and committer.snapshots.all_seqs() == [3]
+
+
+def test_of_two_committers_opening_a_round_at_once_one_wins(any_store):
+    clock = Clock()
+    committer = ShardedRounds(Snapshots(any_store, PREFIX), clock=clock)
+    committer.open_round(MACHINES, fence=lambda: 1, timeout_s=0)  # a record to replace on its version
+    together = ReadTogether(any_store, round_key(PREFIX), 2)  # both read the record, then both write
+    racing = [ShardedRounds(Snapshots(together, PREFIX), clock=clock) for _ in range(2)]
+
+    def open_one(rounds):
+        try:
+            return rounds.open_round(MACHINES, fence=lambda: 2, timeout_s=60)
+        except PreconditionFailed:
+            return None
+
+    opened = in_threads([lambda r=r: open_one(r) for r in racing])
+    assert len([r for r in opened if r is not None]) == 1
+    assert committer.current_round() in opened and committer.current_round().seq == 2
