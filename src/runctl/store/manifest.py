@@ -147,6 +147,17 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def json_object(data: bytes, where: str) -> dict:
+    """A record's bytes as a JSON object; IntegrityError naming ``where`` otherwise."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise IntegrityError(f"{where} is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise IntegrityError(f"{where} is not a JSON object")
+    return doc
+
+
 def parse_manifest(data: bytes, *, url: str, seq: int | None = None) -> CheckpointInfo:
     """Validate MANIFEST.json bytes into a CheckpointInfo; IntegrityError says what is wrong.
 
@@ -154,12 +165,7 @@ def parse_manifest(data: bytes, *, url: str, seq: int | None = None) -> Checkpoi
     given, is the seq of the folder the manifest was read from and must match.
     """
     where = f"manifest {url}/{MANIFEST_NAME}"
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise IntegrityError(f"{where} is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise IntegrityError(f"{where} is not a JSON object")
+    doc = json_object(data, where)
     if doc.get("format") != FORMAT:
         raise IntegrityError(f"{where} has format {doc.get('format')!r}; expected {FORMAT!r}")
     if not _is_int(doc.get("seq")) or doc["seq"] < 0:

@@ -26,7 +26,7 @@ from typing import Any
 
 from runctl.errors import IntegrityError
 from runctl.models import FileEntry
-from runctl.store.manifest import check_paths, next_seq, path_problem, seq_name
+from runctl.store.manifest import check_paths, json_object, next_seq, path_problem, seq_name
 
 ROUND_FORMAT = "runctl.round/1"
 PART_FORMAT = "runctl.part/1"
@@ -99,16 +99,6 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _json(data: bytes, where: str) -> dict:
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise IntegrityError(f"{where} is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise IntegrityError(f"{where} is not a JSON object")
-    return doc
-
-
 def build_round(rnd: Round) -> bytes:
     return json.dumps({"format": ROUND_FORMAT, "seq": rnd.seq, "expected": list(rnd.expected),
                        "lease_generation": rnd.generation, "deadline": _iso(rnd.deadline),
@@ -116,7 +106,7 @@ def build_round(rnd: Round) -> bytes:
 
 
 def parse_round(data: bytes, where: str) -> Round:
-    doc = _json(data, where)
+    doc = json_object(data, where)
     if doc.get("format") != ROUND_FORMAT:
         raise IntegrityError(f"{where} has format {doc.get('format')!r}; expected {ROUND_FORMAT!r}")
     seq, generation, state = doc.get("seq"), doc.get("lease_generation"), doc.get("state")
@@ -150,7 +140,7 @@ def build_part(part: Part) -> bytes:
 
 
 def parse_part(data: bytes, where: str) -> Part:
-    doc = _json(data, where)
+    doc = json_object(data, where)
     if doc.get("format") != PART_FORMAT:
         raise IntegrityError(f"{where} has format {doc.get('format')!r}; expected {PART_FORMAT!r}")
     if not _is_count(doc.get("seq")) or instance_problem(doc.get("instance")):
