@@ -300,9 +300,18 @@ class ResidentAgent:
                 source.close()
             raise UsageError(f"the agent is stopping; job {job_id} was not started")
         sources.append(CancelSource(self.store, job_id))
+        node = self._join_nodes(here, sources) if here.nodes > 1 else None
+        if node is not None and not node.is_host:
+            from runctl.agent.node_follower import NodeFollower
+
+            try:  # membership only: the host's agent holds the lease and records the job
+                return NodeFollower(node, here, sources, job_home / "run", clock=self._clock).run()
+            finally:
+                for source in sources:
+                    source.close()
         labels = {**self.identity.attempt_labels(), **({"environment": environment.label} if environment else {})}
         options = AgentOptions(run_dir=job_home / "run", heartbeat_interval=self.heartbeat_interval,
-                               attempt_labels=labels)
+                               attempt_labels=labels, node=node)
         events = logging.getLogger("runctl.agent")
 
         def on_event(event) -> None:
@@ -338,12 +347,31 @@ class ResidentAgent:
             previous = read_status(self.store, job_id)
             hand_log_to_attempt(environment, options.run_dir, len(previous.attempts) if previous else 0)
         log.info("job %s: running %s in %s", job_id, " ".join(here.command), workdir)
-        status = agent.run()
+        try:
+            status = agent.run()
+        finally:
+            if node is not None:
+                node.leave()
         log.info("job %s: %s", job_id, status.state)
         if environment is not None:
             environment.finish_upload()
         return status.state
 
+
+    def _join_nodes(self, spec, sources):
+        """This machine's place in a job of several machines (``runctl.agent.multinode``)."""
+        from runctl.agent.multinode import Node
+
+        node = Node(self.store, spec, self.identity.instance_id, self.identity.address,
+                    heartbeat_interval=self.heartbeat_interval, clock=self._clock)
+        try:
+            node.join()
+        except RunctlError:
+            node.leave()
+            for source in sources:
+                source.close()
+            raise
+        return node
 
     def _wait_for_lease(self, job_id: str, ttl: float):
         """The job's lease, waited for while another agent holds it: the agent on a reclaimed
