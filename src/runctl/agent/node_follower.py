@@ -4,7 +4,7 @@ It holds its membership only (``runctl.agent.multinode.Node``): no lease, no sta
 It restores the job's latest complete snapshot (every rank's files) into its checkpoint
 folder, starts its torchrun once every machine is live, and posts its part (its folder's
 files) to every round the host opens, while the script runs and after it exited, until the
-host records the job's end. Then it leaves its membership; its machine powers off.
+host records the job's end. Then its agent leaves the membership; its machine powers off.
 
 The interruption sources are watched as the one-machine agent watches them: a notice sends
 the stop signal to the tree and SIGKILL after the grace period. What the other machines do
@@ -61,14 +61,12 @@ class NodeFollower:
 
     def run(self) -> str:
         """Run this machine's part of the job; ``LEFT`` once the host recorded its end (or
-        after ``end_wait``). RunctlError when it could not start."""
+        after ``end_wait``). RunctlError when it could not start. The caller leaves the
+        membership."""
         with subreaper():
-            try:
-                code = self._run_script()
-                log.info("job %s: this machine's torchrun ended (%s)", self.spec.job_id, describe_exit(code))
-                self._post_until_the_end()
-            finally:
-                self.node.leave()
+            code = self._run_script()
+            log.info("job %s: this machine's torchrun ended (%s)", self.spec.job_id, describe_exit(code))
+            self._post_until_the_end()
         return LEFT
 
     def _run_script(self) -> int:
