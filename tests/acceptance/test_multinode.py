@@ -15,6 +15,7 @@ import shutil
 
 import pytest
 
+from runctl.agent.rendezvous import read_rendezvous
 from runctl.agent.status import read_status
 from runctl.store import layout
 from runctl.store.sharded import ShardedRounds
@@ -48,6 +49,10 @@ def test_a_two_node_job_ends_with_the_weights_of_a_two_process_run_and_every_sna
     attempts = read_status(store, "wide").attempts
     assert [(a.reason, a.exit_code) for a in attempts] == [("completed", 0)], attempts
     assert len(cloud.instances) == 2  # the group's two machines, and no more
+    addresses = {i.imds.private_ip for i in cloud.instances.values()}
+    assert len(addresses) == 2 and "127.0.0.1" not in addresses  # each machine has its own
+    host, _ = read_rendezvous(store, "wide")
+    assert host.instance_id in cloud.instances and host.address == cloud.instances[host.instance_id].imds.private_ip
     assert list(store.list(layout.nodes_prefix("wide"))) == []  # both left
 
     snapshots = Snapshots(store, layout.checkpoints_prefix("wide"))
