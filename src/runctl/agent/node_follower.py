@@ -4,7 +4,8 @@ It holds its membership only (``runctl.agent.multinode.Node``): no lease, no sta
 It restores the job's latest complete snapshot (every rank's files) into its checkpoint
 folder, starts its torchrun once every machine is live, and posts its part (its folder's
 files) to every round the host opens, while the script runs and after it exited, until the
-host records the job's end. Then its agent leaves the membership; its machine powers off.
+host records the job's end. A part is held back a moment (``CATCH_UP_S`` at most) while the
+host's part has a checkpoint this machine has not renamed into place yet. Then its agent leaves the membership; its machine powers off.
 
 The interruption sources are watched as the one-machine agent watches them: a notice sends
 the stop signal to the tree and SIGKILL after the grace period. What the other machines do
@@ -25,10 +26,11 @@ from runctl.agent import workspace
 from runctl.agent.multinode import Node
 from runctl.agent.process import ProcessTree, describe_exit, subreaper
 from runctl.agent.status import FINAL_STATES, read_status
+from runctl.agent.sync import scan_folder
 from runctl.errors import PreconditionFailed, RunctlError
 from runctl.interruptions.base import InterruptionSource
 from runctl.store import layout
-from runctl.store.rounds import OPEN
+from runctl.store.rounds import OPEN, Part
 from runctl.store.sharded import ShardedRounds
 from runctl.store.snapshots import Snapshots
 
@@ -38,6 +40,22 @@ log = logging.getLogger(__name__)
 LEFT = "left"
 #: How long a member whose script ended waits for the host to record the job's end.
 END_WAIT_S = 900.0
+#: How long a member holds its part back for the checkpoint another machine's part has and its
+#: own folder not yet: the machines rename it after the same barrier, a moment apart at most.
+CATCH_UP_S = 10.0
+
+
+def behind(posted: Sequence[Part], mine: set[str]) -> str | None:
+    """The newest top-level entry (checkpoint) of the parts ``posted`` by the other machines
+    when this machine's folder (its top-level entries ``mine``) lacks it, else None. Pure."""
+    newest: dict[str, int] = {}
+    for part in posted:
+        for top, mtime in (part.newest or {}).items():
+            newest[top] = max(mtime, newest.get(top, mtime))
+    if not newest:
+        return None
+    latest = max(newest, key=lambda top: (newest[top], top))
+    return None if latest in mine else latest
 
 
 class NodeFollower:
@@ -58,6 +76,7 @@ class NodeFollower:
         self._clock = clock
         self._sleep = sleep
         self._posted: set[int] = set()
+        self._first_seen: dict[int, float] = {}  # round seq -> when this machine first saw it open
 
     def run(self) -> str:
         """Run this machine's part of the job; ``LEFT`` once the host recorded its end (or
@@ -137,6 +156,8 @@ class NodeFollower:
             if rnd is None or rnd.state != OPEN or rnd.seq in self._posted or \
                     self.node.instance_id not in rnd.expected:
                 return
+            if self._catching_up(rnd.seq):
+                return
             self.rounds.post_part(rnd, self.node.instance_id, self.folder)
         except PreconditionFailed as exc:  # the round closed meanwhile: nothing to post to
             log.info("job %s: %s", self.spec.job_id, exc)
@@ -145,3 +166,17 @@ class NodeFollower:
             log.warning("job %s: could not post this machine's part: %s", self.spec.job_id, exc)
             return
         self._posted.add(rnd.seq)
+
+    def _catching_up(self, seq: int) -> bool:
+        """Whether to hold this machine's part back a moment: the host posted first, and its
+        part has a checkpoint this folder has not renamed into place yet. Posting now would
+        make the round's snapshot resume from the checkpoint before (its ``newest`` is one
+        every machine has)."""
+        now = self._clock()
+        first = self._first_seen.setdefault(seq, now)
+        others = [p for p in self.rounds.parts(seq) if p.instance != self.node.instance_id]
+        missing = behind(others, {rel.split("/", 1)[0] for rel in scan_folder(self.folder)})
+        if missing is None or now - first >= CATCH_UP_S:
+            return False
+        log.debug("job %s: round %d waits for %s here", self.spec.job_id, seq, missing)
+        return True
