@@ -469,6 +469,11 @@ def test_a_jobs_nproc_per_node_is_a_count_or_auto(project, environ, value, read)
     assert cfg.job("ddp").nproc_per_node == read
 
 
+def test_a_jobs_nodes_is_read_and_unset_means_none(project, environ):
+    assert load(project, environ, '[jobs.ddp]\nscript = "train_ddp.py"\nnodes = 2\n').job("ddp").nodes == 2
+    assert load(project, environ, '[jobs.ddp]\nscript = "train_ddp.py"\n').job("ddp").nodes is None
+
+
 def test_a_job_name_may_hold_dots(project, environ):
     cfg = load(project, environ, '[jobs."train.py"]\nscript = "x.py"\n\n[jobs."train.py".env]\nA = "1"\n')
     assert cfg.job("train.py").script == "x.py" and cfg.job("train.py").env == {"A": "1"}
@@ -489,6 +494,8 @@ def test_a_job_name_may_hold_dots(project, environ):
     ("[jobs.t]\nnproc_per_node = 'all'\n", 'jobs.t.nproc_per_node in {path}:2 must be a number of processes '
                                            '(1, 2, 8 ...) or "auto" (one per GPU, else one), got "all"'),
     ("[jobs.t]\nnproc_per_node = true\n", "jobs.t.nproc_per_node in {path}:2 must be a string, got boolean true"),
+    ("[jobs.t]\nnodes = 0\n", "jobs.t.nodes in {path}:2 must be >= 1, got 0"),
+    ("[jobs.t]\nnodes = '2'\n", 'jobs.t.nodes in {path}:2 must be an integer, got string "2"'),
 ])
 def test_a_bad_job_table_is_one_line_naming_file_line_and_key(project, environ, text, message):
     assert error(project, environ, text) == message.format(path=project / ".runctl.toml")

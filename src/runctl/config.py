@@ -201,6 +201,8 @@ class JobConfig:
     nproc_per_node: str | None = field(default=None, metadata={
         "help": "Processes under torchrun on the machine: a number, or \"auto\" (one per GPU, else one).",
         "example": 2, "ge": None, "gt": None, "check": _nproc, "numbers_as_text": True})
+    nodes: int | None = _key(None, "Machines the job runs on (aws run), each under torchrun; unset: one.",
+                             example=2, ge=1)
 
 
 SECTIONS: dict[str, type] = {

@@ -140,6 +140,7 @@ class JobSpec(Record):
     registry_login: str = ""  # how an agent logs in to pull ``image``: "ecr" (GetAuthorizationToken) or "" (none)
     gpus: str = "auto"  # [docker] gpus: auto (all, where there are GPUs), all, none or a device list
     nproc_per_node: str | None = None  # processes under torchrun ("2", "auto": one per GPU); None: no torchrun
+    nodes: int = 1  # machines of the job (aws run --nodes); above 1, torchrun meets the others at a c10d rendezvous
     # The project's declared environment (runctl.environment.detect.EnvSource); None: the agent's interpreter as it is.
     environment: dict | None = None
     setup: tuple[str, ...] = ()  # shell commands run once per environment, when it is built ([jobs.NAME] setup)

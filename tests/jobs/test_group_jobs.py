@@ -4,6 +4,7 @@ instance), in milliseconds."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
@@ -64,6 +65,13 @@ def test_submit_writes_the_rules_before_the_group_launches_and_refuses_a_running
 
     with pytest.raises(UsageError, match="job job-1 runs already .*runctl aws watch job-1"):
         submit_group_job(store, groups, spec(), LAUNCH, GroupRules())
+
+
+def test_a_job_of_several_nodes_gets_a_group_of_that_many_instances(store):
+    groups = FakeGroups()
+    submitted = submit_group_job(store, groups, dataclasses.replace(spec(), nodes=3), LAUNCH, GroupRules())
+    assert submitted.group.size == 3
+    assert groups.describe(submitted.group.name).desired == 3
 
 
 def test_submitting_a_stopped_job_again_resumes_it(store):

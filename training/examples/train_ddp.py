@@ -9,8 +9,9 @@ The contract of ``training/train.py`` for a job of several processes, started by
   rank alone (no sampler state to save); DDP averages the gradients.
 - Every ``--checkpoint-every`` steps the ranks save model and optimizer together with
   torch.distributed.checkpoint (one file per rank plus ``.metadata``), into a temporary
-  folder that rank 0 then renames to ``step-NNNNNN`` (``runctl.save_atomic``): a checkpoint
-  is never seen half-written, and runctl snapshots none of the temporary folder.
+  folder that each machine's local rank 0 then renames to ``step-NNNNNN``
+  (``runctl.save_atomic``): a checkpoint is never seen half-written, and runctl snapshots
+  none of the temporary folder. On several machines each has the files of its own ranks.
 - It resumes from ``--resume PATH`` or ``RUNCTL_RESUME_FROM`` (set by runctl on every rank).
 - On SIGTERM (a spot notice, a rehearsal) the ranks save at the end of the same step and exit
   143. SIGTERM reaches the ranks at slightly different moments, so every step they agree on
@@ -18,9 +19,10 @@ The contract of ``training/train.py`` for a job of several processes, started by
   that stopped. A lost peer fails the collective after ``--pg-timeout`` seconds instead of
   hanging the job.
 
-Rank 0 ends with one JSON line ``{"final_step": N, "world_size": W, "weights_sha256": "..."}``:
-the same for a run that was interrupted and resumed as for one that ran straight through with
-the same number of processes (one thread per rank, deterministic algorithms).
+Each machine's local rank 0 (on one machine: rank 0) reports progress and ends with one JSON
+line ``{"final_step": N, "world_size": W, "weights_sha256": "..."}``: the same for a run that
+was interrupted and resumed as for one that ran straight through with the same number of
+processes (one thread per rank, deterministic algorithms).
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ import datetime
 import gc
 import hashlib
 import json
+import os
 import shutil
 import signal
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import runctl
@@ -97,23 +101,23 @@ def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, step: int
 
 
 def save_checkpoint(folder: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Every rank saves its part into one temporary folder; rank 0 renames it into place once
-    all parts and ``.metadata`` are written (dcp.save returns on every rank only then)."""
+    """Every rank saves its part into one temporary folder of its machine; once ``dcp.save``
+    returned on every rank (all parts and ``.metadata`` written), each machine's local rank 0
+    renames its machine's folder into place. One machine or several: each has the folders
+    of the ranks it runs, and no rank renames another machine's folder."""
     state = training_state(model, optimizer, step)
     target = folder / f"{CHECKPOINT_PREFIX}{step:06d}"
-
-    def write_together(temp: Path | None) -> None:
-        names = [str(temp) if temp is not None else None]
-        dist.broadcast_object_list(names, src=0)  # rank 0 chose the temporary name
-        dcp.save(state, checkpoint_id=names[0])
-
-    if dist.get_rank() == 0:
-        runctl.save_atomic(target, write_together, step=step)
+    # Rank 0 chooses the temporary name; a name, not a path: each machine has its own folder.
+    names = [f".{target.name}.runctl-tmp-{uuid.uuid4().hex[:8]}" if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(names, src=0)
+    temp = folder / names[0]
+    dcp.save(state, checkpoint_id=str(temp))
+    dist.barrier()  # every rank's files are written, on every machine
+    if int(os.environ.get("LOCAL_RANK", dist.get_rank())) == 0:
+        runctl.save_atomic(target, lambda place: os.replace(temp, place), step=step)
         for old in sorted(folder.glob(f"{CHECKPOINT_PREFIX}*"))[:-KEEP_LOCAL]:
             shutil.rmtree(old, ignore_errors=True)
-    else:
-        write_together(None)
-    dist.barrier()  # nobody goes on (or exits) before the checkpoint is in place
+    dist.barrier()  # nobody goes on (or exits) before the checkpoint is in place on every machine
 
 
 def newest_checkpoint(path: Path) -> Path:
@@ -162,13 +166,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace) -> int:
     rank, world = dist.get_rank(), dist.get_world_size()
+    # Each machine's local rank 0 reports: each machine's agent reads its own progress file and
+    # log (on one machine, that is rank 0 alone). The weights are the same on every rank.
+    reports = int(os.environ.get("LOCAL_RANK", rank)) == 0
     folder = runctl.checkpoint_dir()
     x, y = make_dataset(args.seed)
     model = DistributedDataParallel(make_model(args.seed))
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
     resume = args.resume or runctl.resume_from()
     step = load_checkpoint(resume, model, optimizer) if resume else 0
-    if rank == 0:
+    if reports:
         print(f"{'resuming at step ' + str(step) if resume else 'fresh start'}; {args.steps} steps on "
               f"{world} ranks, checkpoints in {folder}", file=sys.stderr)
 
@@ -185,17 +192,17 @@ def train(args: argparse.Namespace) -> int:
             time.sleep(args.slow)
         stopping = agree_to_stop(STOP["requested"] or runctl.interrupted())
         saving = step % args.checkpoint_every == 0 or stopping
-        if rank == 0 and (saving or step in (first, args.steps) or step % PROGRESS_EVERY == 0):
-            runctl.progress(step=step, loss=loss.item())  # one progress file per job: rank 0 reports
+        if reports and (saving or step in (first, args.steps) or step % PROGRESS_EVERY == 0):
+            runctl.progress(step=step, loss=loss.item())  # one progress file per machine
         if saving:
             save_checkpoint(folder, step, model, optimizer)
         if stopping:
-            if rank == 0:
+            if reports:
                 print(f"SIGTERM: saved step {step} on {world} ranks, exiting", file=sys.stderr)
             return 143
     if step % args.checkpoint_every:
         save_checkpoint(folder, step, model, optimizer)
-    if rank == 0:
+    if reports:
         print(json.dumps({"final_step": step, "world_size": world, "weights_sha256": weights_sha256(model.module)}))
     return 0
 

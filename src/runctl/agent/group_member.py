@@ -31,6 +31,7 @@ from typing import Protocol
 
 from runctl.agent import group_record as records
 from runctl.agent.cancellation import cancelled
+from runctl.agent.node_follower import LEFT
 from runctl.agent.restart_policy import RECOVERED_FROM
 from runctl.agent.status import read_status
 from runctl.errors import RunctlError, UsageError
@@ -229,6 +230,8 @@ class GroupMember:
                 status.message if status is not None else ""
             self._end_group(state, message)
             self.machine.power_off(f"job {self.job_id} {state}")
+        elif state == LEFT:  # a machine of several, not the host: the host's agent ends the job and its group
+            self.machine.power_off(f"job {self.job_id}: this machine's part is over")
         elif self.detached.is_set():
             self.machine.power_off(f"job {self.job_id} moved to the group's next instance")
         elif state == "interrupted" and not self.settings.get("auto_resume", True):

@@ -1,4 +1,4 @@
-"""Which instance the agent runs on: its id, region, type and AZ, given or asked of the EC2
+"""Which instance the agent runs on: its id, region, type, AZ and private address, given or asked of the EC2
 instance metadata service (IMDSv2; ``AWS_EC2_METADATA_SERVICE_ENDPOINT`` moves it)."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ _IMDS_PATHS = {
     "instance_type": "/latest/meta-data/instance-type",
     "az": "/latest/meta-data/placement/availability-zone",
     "region": "/latest/meta-data/placement/region",
+    "address": "/latest/meta-data/local-ipv4",
 }
 
 
@@ -27,6 +28,7 @@ class InstanceIdentity:
     region: str | None = None
     instance_type: str | None = None
     az: str | None = None
+    address: str | None = None  # the private IPv4 address, at which the job's other machines reach this one
     #: The metadata service said this is the instance: only then may the agent shut the
     #: machine down (an agent started by hand with --instance-id on a laptop never does).
     confirmed: bool = False
@@ -50,7 +52,8 @@ def discover_identity(instance_id: str | None = None, region: str | None = None,
 
     if ask_imds is None:
         ask_imds = instance_id is None or bool(endpoint or os.environ.get(ENDPOINT_ENV)) or running_on_ec2()
-    found: dict[str, str | None] = {"instance_id": None, "region": region, "instance_type": None, "az": None}
+    found: dict[str, str | None] = {"instance_id": None, "region": region, "instance_type": None, "az": None,
+                                    "address": None}
     if ask_imds:
         client = ImdsClient(endpoint, timeout=2.0, token_ttl=300)
         for name, path in _IMDS_PATHS.items():
@@ -74,4 +77,4 @@ def discover_identity(instance_id: str | None = None, region: str | None = None,
         raise UsageError("cannot find this instance's id: the EC2 metadata service does not answer; "
                          "give --instance-id")
     return InstanceIdentity(instance_id or answered, found["region"], found["instance_type"], found["az"],
-                            confirmed=answered is not None and answered == (instance_id or answered))
+                            found["address"], confirmed=answered is not None and answered == (instance_id or answered))

@@ -6,9 +6,9 @@ renews it with its heartbeat; a machine that leaves deletes its record. ``live_n
 lists the records younger than a TTL: a record older than that is a machine that is gone
 (killed, or its agent hung), whether or not its record was deleted.
 
-A building block of ``--nodes`` (not wired yet): the agent will register before it starts
-torchrun, renew from its heartbeat thread, and wait until ``live_nodes`` counts the job's
-N machines; ``runctl.agent.rendezvous`` asks it whether the rendezvous host is still alive.
+Used by ``--nodes`` (``runctl.agent.multinode``): each agent registers before it starts
+torchrun, renews from a heartbeat thread, and waits until ``live_nodes`` counts the job's N
+machines; ``runctl.agent.rendezvous`` asks it whether the rendezvous host is still alive.
 
 Each machine writes its own record only, so the writes need no condition. The clock is
 the caller's: a test ages a record by moving the time, not by sleeping.

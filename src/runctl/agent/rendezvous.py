@@ -14,10 +14,11 @@ the same answer, the record in the store, and whether it names this machine:
   a retry of it met it and was answered 412) is decided by reading the record back: it
   landed when the record holds this write's token, as for the lease (``agent.lease``).
 
-A building block of ``--nodes`` (not wired yet): each agent, once registered, will call it
+Used by ``--nodes`` (``runctl.agent.multinode``): each agent, once registered, calls it
 before it starts torchrun with ``--rdzv-endpoint ADDRESS:PORT --rdzv-id <job>-<epoch>``
-and ``is_host`` (``agent.torchrun.multinode_torchrun_argv``), and again when the job's
-machines change; the host's agent is the one that will commit sharded snapshots.
+and ``is_host`` (``agent.torchrun.multinode_torchrun_argv``); the host's agent holds the
+job's lease and commits the sharded snapshots. Calling it again when the job's machines
+change (a new host, a new epoch) is not wired yet.
 """
 
 from __future__ import annotations

@@ -252,7 +252,6 @@ class ResidentAgent:
     def run_job(self, job_id: str) -> str:
         """Run the job here (waiting for its lease while another agent holds it); its final state."""
         from runctl.agent.status import read_status
-        from runctl.agent.supervisor import Agent, AgentOptions
         from runctl.codesync import materialize
         from runctl.interruptions import sources_for
 
@@ -300,9 +299,31 @@ class ResidentAgent:
                 source.close()
             raise UsageError(f"the agent is stopping; job {job_id} was not started")
         sources.append(CancelSource(self.store, job_id))
+        node = self._join_nodes(here, sources) if here.nodes > 1 else None
+        try:
+            if node is not None and not node.is_host:
+                from runctl.agent.node_follower import NodeFollower
+
+                try:  # membership only: the host's agent holds the lease and records the job
+                    return NodeFollower(node, here, sources, job_home / "run", clock=self._clock).run()
+                finally:
+                    for source in sources:
+                        source.close()
+            return self._run_agent(here, sources, environment, job_home, node)
+        finally:
+            if node is not None:  # on every way out, so that the others need not wait for its TTL
+                node.leave()
+
+    def _run_agent(self, here, sources, environment, job_home: Path, node) -> str:
+        """Run the job with the agent once this machine holds its lease; its final state.
+        ``node``: this machine's ``multinode.Node`` when it hosts a job of several machines."""
+        from runctl.agent.status import read_status
+        from runctl.agent.supervisor import Agent, AgentOptions
+
+        job_id = here.job_id
         labels = {**self.identity.attempt_labels(), **({"environment": environment.label} if environment else {})}
         options = AgentOptions(run_dir=job_home / "run", heartbeat_interval=self.heartbeat_interval,
-                               attempt_labels=labels)
+                               attempt_labels=labels, node=node)
         events = logging.getLogger("runctl.agent")
 
         def on_event(event) -> None:
@@ -337,13 +358,28 @@ class ResidentAgent:
                         source.close()
             previous = read_status(self.store, job_id)
             hand_log_to_attempt(environment, options.run_dir, len(previous.attempts) if previous else 0)
-        log.info("job %s: running %s in %s", job_id, " ".join(here.command), workdir)
+        log.info("job %s: running %s in %s", job_id, " ".join(here.command), here.workdir)
         status = agent.run()
         log.info("job %s: %s", job_id, status.state)
         if environment is not None:
             environment.finish_upload()
         return status.state
 
+
+    def _join_nodes(self, spec, sources):
+        """This machine's place in a job of several machines (``runctl.agent.multinode``)."""
+        from runctl.agent.multinode import Node
+
+        node = Node(self.store, spec, self.identity.instance_id, self.identity.address,
+                    heartbeat_interval=self.heartbeat_interval, clock=self._clock)
+        try:
+            node.join()
+        except RunctlError:
+            node.leave()
+            for source in sources:
+                source.close()
+            raise
+        return node
 
     def _wait_for_lease(self, job_id: str, ttl: float):
         """The job's lease, waited for while another agent holds it: the agent on a reclaimed

@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 from runctl.agent import secrets, workspace
 from runctl.agent.deadline import kill_time
 from runctl.agent.lease import Lease, must_kill_at, must_stop_at
+from runctl.agent.multinode import RoundCommitter
 from runctl.agent.logs import LogShipper
 from runctl.agent.periodic import Periodic
 from runctl.agent.process import ProcessTree, describe_exit, subreaper
@@ -43,6 +44,7 @@ from runctl.interruptions.base import InterruptionSource
 from runctl.models import Attempt, InterruptionNotice, JobSpec, JobStatus
 from runctl.store import layout
 from runctl.store.fencing import generation_of
+from runctl.store.sharded import ShardedRounds
 from runctl.store.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ class AgentOptions:
     rebalance_is_interruption: bool = False  # else a rebalance recommendation only snapshots at once
     attempt_labels: dict[str, Any] = field(default_factory=dict)  # Attempt fields set on every attempt (instance_id ...)
     lease_ttl: float = 60.0  # renewed every heartbeat_interval
+    node: Any = None  # the host's agent of a job of several machines: its multinode.Node (joined)
 
 
 class Agent:
@@ -239,8 +242,10 @@ class Agent:
         argv = workspace.command_for(self.spec, resume)
         # Under torchrun when the job asks for several processes; torch is looked for on the
         # host only (in a container the image's interpreter runs it).
-        argv = launch_command(argv, self.spec.nproc_per_node, grace_period=self.spec.grace_period,
-                              stop_signal=self.spec.stop_signal, check=not self.spec.image)
+        node = self.options.node
+        argv = node.launch(argv) if node is not None else launch_command(
+            argv, self.spec.nproc_per_node, grace_period=self.spec.grace_period, stop_signal=self.spec.stop_signal,
+            check=not self.spec.image)
         container = None
         if self.spec.image:  # the attempt runs in the job's image, supervised the same way
             from runctl.agent.container import ContainerAttempt
@@ -273,6 +278,7 @@ class Agent:
                 # The step each checkpoint was saved at, as the script reported it then.
                 step_of=progress.step_at, observe=progress.read,
                 restored_step=restored.metadata.get("step") if restored else None,
+                commit=RoundCommitter(ShardedRounds(self.snapshots), node) if node is not None else None,
             )
             sync.start()
             housekeeping = Periodic(self.options.heartbeat_interval, lambda: self._housekeep(shipper, progress))

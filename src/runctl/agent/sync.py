@@ -138,6 +138,7 @@ class CheckpointSync:
         step_of: Callable[[str, float], int | None] | None = None,
         restored_step: int | None = None,
         observe: Callable[[], None] | None = None,
+        commit: Callable[..., CheckpointInfo | None] | None = None,
     ) -> None:
         """``committed``: what the store already holds (``committed_state``); None means
         nothing, so every file of the folder is snapshotted (a commit of files the store's
@@ -146,7 +147,9 @@ class CheckpointSync:
         ``step_of(rel, mtime)``: the step the file ``rel`` modified at ``mtime`` holds (None:
         unknown); recorded as the snapshot's ``step`` when given. ``restored_step``: the step
         of the files as ``committed`` has them (the restored snapshot's). ``observe``: called
-        on every tick, before anything else (the agent reads the script's progress there)."""
+        on every tick, before anything else (the agent reads the script's progress there).
+        ``commit``: how a snapshot is made, ``Snapshots.commit``'s signature (default: it; a
+        job of several machines commits a sharded round, ``runctl.agent.multinode``)."""
         self.snapshots = snapshots
         self.folder = folder
         if not 0 < max_upload_share <= 1:
@@ -169,6 +172,7 @@ class CheckpointSync:
         self._clock = clock
         self._sleep = sleep
         self._fence = fence  # proves the lease right before each manifest (Snapshots.commit)
+        self._commit_with = commit or snapshots.commit
         self._committed: FileState = dict(committed or {})  # what the store already has
         self._last_commit = clock()
         self._previous: FileState | None = None
@@ -350,8 +354,8 @@ class CheckpointSync:
             if self._step_of is not None:
                 metadata["step"] = self._step_held(after)
             uploading = self.snapshots.pending_bytes(self.folder, sorted(state))
-            info = self.snapshots.commit(self.folder, files=sorted(state), carry=sorted(carry),
-                                         metadata=metadata, fence=self._fence)
+            info = self._commit_with(self.folder, files=sorted(state), carry=sorted(carry),
+                                     metadata=metadata, fence=self._fence)
             if info is not None:
                 self._prune()
             self._committed = after

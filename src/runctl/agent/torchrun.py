@@ -23,7 +23,7 @@ Which number "auto" means is decided where the job runs: one process per NVIDIA 
 machine shows, else one.
 
 ``multinode_torchrun_argv`` is the same launcher for one machine of several, meeting the
-others at a c10d rendezvous (a building block of ``--nodes``, not wired yet).
+others at a c10d rendezvous (``--nodes``: ``runctl.agent.multinode``).
 """
 
 from __future__ import annotations
@@ -137,8 +137,8 @@ def multinode_torchrun_argv(command: Sequence[str], nproc: int, *, nnodes: int, 
     torchrun left over from an earlier epoch never joins a new one. ``--max-restarts 0``:
     a lost worker ends torchrun, and runctl decides whether the job restarts.
 
-    A building block of ``--nodes`` (not wired yet): each agent will run it once the job's
-    N machines are registered for the epoch."""
+    Each agent of a job of several machines runs it once the job's N machines are live
+    (``runctl.agent.multinode.Node.launch``)."""
     python, rest = split_python(command)
     return [python, "-c", _launcher(grace_period, stop_signal), "--nnodes", str(nnodes), "--nproc-per-node", str(nproc),
             "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", f"{job_id}-{epoch}",

@@ -77,5 +77,6 @@ def submit_group_job(store, groups, spec: JobSpec, launch, rules: GroupRules, *,
         records.write_group(store, job_id, {"group": record.to_dict(), "submitted": clock(),
                                             **dataclasses.asdict(rules)})
 
-    record = groups.create(launch, group_name(job_id), subnet_ids, on_template=write_rules)
+    # One instance per node: the group keeps all of them (min = max = desired).
+    record = groups.create(launch, group_name(job_id), subnet_ids, size=spec.nodes, on_template=write_rules)
     return Submitted(job_id, record, len(previous.attempts) if previous is not None else 0)

@@ -112,6 +112,7 @@ class FakeCloud:
         #: (runctl.testing.wheels.offline_index) so jobs' environments build without the network.
         self.agent_environ: dict[str, str] = {}
         self.instances: dict[str, FakeInstance] = {}
+        self._booted = 0  # machines booted so far: the next one's private address is 127.0.0.(2 + this)
         self.interruptions: list[dict] = []  # what interrupt() did, for reports and tests
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -254,7 +255,7 @@ class FakeCloud:
         imds = ImdsEmulator(
             instance_id=instance_id, instance_type=described.get("InstanceType", "t3.micro"), region=self.region,
             availability_zone=described.get("Placement", {}).get("AvailabilityZone"),
-            lifecycle="spot" if spot else "on-demand",
+            lifecycle="spot" if spot else "on-demand", private_ip=self._next_address(),
         )
         imds.start()
         user_data = self._user_data(ec2, instance_id)
@@ -281,6 +282,14 @@ class FakeCloud:
             log.info("%s booted: agent pid %d", instance_id, process.pid)
             watchdog = self._arm_watchdog(instance_id, user_data, env, log_path)
         return FakeInstance(instance_id, imds, process, home, store_url, log_path, watchdog=watchdog)
+
+    def _next_address(self) -> str:
+        """A loopback address of the machine's own (127.0.0.2, .3 ...), so that the agents of a
+        job of several machines tell each other apart, and reach each other, as on a VPC."""
+        self._booted += 1
+        if self._booted > 250:
+            raise RuntimeError("the fake cloud gives out 250 private addresses at most")
+        return f"127.0.0.{1 + self._booted}"
 
     def _arm_watchdog(self, instance_id: str, user_data: str, env: dict, log_path: Path) -> threading.Timer | None:
         """The bootstrap's boot watchdog (a systemd timer on EC2), after its timeout or ours."""

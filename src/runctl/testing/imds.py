@@ -171,8 +171,10 @@ class ImdsEmulator:
     def __init__(self, *, instance_id: str = "i-0123456789abcdef0", instance_type: str = "m5.large",
                  region: str = "us-east-1", availability_zone: str | None = None, lifecycle: str = "spot",
                  tokens_required: bool = True, clock: Callable[[], float] = time.time,
-                 host: str = "127.0.0.1", port: int = 0, ami_id: str = "ami-0123456789abcdef0") -> None:
+                 host: str = "127.0.0.1", port: int = 0, ami_id: str = "ami-0123456789abcdef0",
+                 private_ip: str = "10.0.0.10") -> None:
         self.instance_id = instance_id
+        self.private_ip = private_ip  # local-ipv4: the address the job's other machines reach it at
         self.instance_type = instance_type
         self.region = region
         self.availability_zone = availability_zone or f"{region}a"
@@ -433,6 +435,7 @@ class ImdsEmulator:
             "/latest/meta-data/ami-id": self.ami_id,
             "/latest/meta-data/instance-id": self.instance_id,
             "/latest/meta-data/instance-type": self.instance_type,
+            "/latest/meta-data/local-ipv4": self.private_ip,
             "/latest/meta-data/instance-life-cycle": self.lifecycle,
             "/latest/meta-data/placement/availability-zone": self.availability_zone,
             "/latest/meta-data/placement/region": self.region,
@@ -465,7 +468,7 @@ class ImdsEmulator:
             return _json({
                 "accountId": "123456789012", "architecture": "x86_64", "availabilityZone": self.availability_zone,
                 "imageId": self.ami_id, "instanceId": self.instance_id, "instanceType": self.instance_type,
-                "pendingTime": self._pending_time, "privateIp": "10.0.0.10", "region": self.region,
+                "pendingTime": self._pending_time, "privateIp": self.private_ip, "region": self.region,
                 "version": "2017-09-30",
             })
         known = [*static, INSTANCE_ACTION_PATH, TERMINATION_TIME_PATH, REBALANCE_PATH, IDENTITY_PATH]

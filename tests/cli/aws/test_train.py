@@ -354,3 +354,30 @@ def test_train_takes_nproc_per_node_from_the_named_job(aws_env, project, instanc
     sent = runctl(aws_env, project, "aws", "train", instance, "failing", "--nproc-per-node", "3", "--job-id", "flag")
     assert sent.returncode == 0, sent.stderr
     assert json.loads(store(s3_bucket).read("jobs/flag/job.json").data)["nproc_per_node"] == "3"
+
+
+def test_nodes_is_refused_where_it_cannot_run_before_anything_is_sent(aws_env, project, instance, s3_bucket):
+    """--nodes needs a group of its own (aws run), a .py script, and for now no Docker."""
+    (project / "train.sh").write_text("#!/bin/sh\necho hi\n")
+    (project / "Dockerfile").write_text("FROM scratch\n")
+    config = project / ".runctl.toml"
+    config.write_text(config.read_text() + '\n[jobs.wide]\nscript = "fail.py"\nnodes = 2\n')
+    for args, line in (
+            (("aws", "train", instance, "fail.py", "--nodes", "2"),
+             "aws train runs a job on one existing instance; --nodes 2 needs a group of that many: "
+             "runctl aws run SCRIPT --nodes 2"),
+            (("aws", "train", instance, "wide"),
+             "[jobs.wide] nodes = 2 needs a group of that many instances; run it with runctl aws run"),
+            (("aws", "run", "train.sh", "--nodes", "2", "--no-docker"),
+             "--nodes 2 runs a Python script under torchrun on each machine, but the job runs train.sh; "
+             "give it a .py script"),
+            (("aws", "run", "fail.py", "--nodes", "2"), "--nodes 2 runs without Docker for now; add --no-docker"),
+            (("aws", "run", "fail.py", "--nodes", "2", "--docker-image", "img:1"),
+             "--nodes 2 runs without Docker for now; add --no-docker")):
+        refused = runctl(aws_env, project, *args)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.strip().splitlines() == [f"runctl: error: {line}"]
+    refused = runctl(aws_env, project, "aws", "run", "fail.py", "--nodes", "0", "--no-docker")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr and "--nodes" in refused.stderr
+    assert read_assignment(store(s3_bucket), instance) is None
+    assert not list(store(s3_bucket).list("jobs/"))  # no job was written

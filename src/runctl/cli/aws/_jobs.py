@@ -143,7 +143,7 @@ def send_job(app, job_store, instance_id: str, named, *, job_id: str | None = No
 
 def job_spec(app, job_store, named, job_id: str, command: tuple[str, ...], tree: str | None, *,
              checkpoint_dir: str | None, resume_args: tuple[str, ...], image=None,
-             nproc_per_node: str | None = None):
+             nproc_per_node: str | None = None, nodes: int = 1):
     """The job's spec as an instance's agent runs it: the settings come from its job table,
     then the configuration, as for ``runctl run``."""
     from runctl.agent.assignment import remote_spec
@@ -169,9 +169,39 @@ def job_spec(app, job_store, named, job_id: str, command: tuple[str, ...], tree:
         image=image.ref if image is not None else None,
         registry_login=image.registry_login if image is not None else "",
         gpus=config.docker.gpus,
-        nproc_per_node=nproc_per_node,
+        nproc_per_node=nproc_per_node, nodes=nodes,
         environment=environment, setup=tuple(named.job.setup) if environment is not None else (),
     )
+
+
+def job_nodes(app, named, value: int | None, *, no_docker: bool, docker_image: str | None) -> int:
+    """--nodes (else the job's ``nodes``, else 1), checked before anything is built or
+    uploaded: several machines need a .py script (each runs it under torchrun) and, for now,
+    no Docker image."""
+    nodes = value if value is not None else named.job.nodes or 1
+    if nodes == 1:
+        return 1
+    if not named.script.endswith(".py"):
+        raise UsageError(f"--nodes {nodes} runs a Python script under torchrun on each machine, but the job runs "
+                         f"{named.script}; give it a .py script")
+    if docker_image or (not no_docker and _finds_dockerfile(app)):
+        raise UsageError(f"--nodes {nodes} runs without Docker for now; add --no-docker")
+    return nodes
+
+
+def _finds_dockerfile(app) -> bool:
+    """Whether ``aws run`` would build the project's Dockerfile (``prepare_image``'s rule)."""
+    from runctl.backends.docker import find_dockerfile
+
+    config = app.config.docker
+    return config.enabled is not False and find_dockerfile(_common.project_dir(), config.dockerfile) is not None
+
+
+def refuse_nodes(named) -> None:
+    """A job of several machines runs in a group of its own (aws run), not on one instance."""
+    if (named.job.nodes or 1) > 1:
+        raise UsageError(f"[jobs.{named.name}] nodes = {named.job.nodes} needs a group of that many instances; "
+                         "run it with runctl aws run")
 
 
 def instance_nproc(named, value: str | None) -> str | None:

@@ -19,8 +19,8 @@ from runctl.cli._context import output_option, pass_app
 from runctl.cli._env import with_env_options, with_environment
 from runctl.cli.aws._docker import prepare_image, with_docker_options
 from runctl.cli._torchrun import nproc_option
-from runctl.cli.aws._jobs import (auto_resume_on, instance_checkpoint_dir, instance_nproc, job_spec, prepare_code,
-                                  resolve_script, with_checkpoint_options, with_code_options)
+from runctl.cli.aws._jobs import (auto_resume_on, instance_checkpoint_dir, instance_nproc, job_nodes, job_spec,
+                                  prepare_code, resolve_script, with_checkpoint_options, with_code_options)
 from runctl.cli.aws._pricing import max_price_option
 from runctl.cli.aws._shared import aws_store_url
 
@@ -34,6 +34,9 @@ from runctl.cli.aws._shared import aws_store_url
 @with_docker_options
 @with_env_options
 @nproc_option
+@click.option("--nodes", type=click.IntRange(min=1), metavar="N",
+              help="Run on N instances at once, the script under torchrun on each (c10d rendezvous; "
+                   "--nproc-per-node per instance, default 1).")
 @click.option("--detach", is_flag=True, help="Submit the job and return at once, printing its id.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="Stop following after S seconds (exit 1; the job goes on).")
@@ -47,7 +50,7 @@ from runctl.cli.aws._shared import aws_store_url
 @pass_app
 @click.pass_context
 def run(ctx, app, script, instance_type, spot, max_price_per_hour, sync_code, includes, job_id, checkpoint_dir,
-        resume_args, no_docker, docker_image, env, secret, nproc_per_node, detach, timeout, auto_resume, store,
+        resume_args, no_docker, docker_image, env, secret, nproc_per_node, nodes, detach, timeout, auto_resume, store,
         region):
     """Run SCRIPT (a file of the project, or a job NAME of .runctl.toml) on AWS with the
     project's code, in an Auto Scaling group of its own that keeps it running: a reclaimed
@@ -64,6 +67,9 @@ def run(ctx, app, script, instance_type, spot, max_price_per_hour, sync_code, in
 
     named = with_environment(resolve_script(app, script, script_args()), env, secret)
     folder = instance_checkpoint_dir(app, named, checkpoint_dir)
+    nodes = job_nodes(app, named, nodes, no_docker=no_docker, docker_image=docker_image)
+    if nodes > 1 and nproc_per_node is None and named.job.nproc_per_node is None:
+        nproc_per_node = "1"  # one process per machine, under torchrun
     nproc_per_node = instance_nproc(named, nproc_per_node)
     job_store = open_store(aws_store_url(app, store))
     job_id = _common.resolve_job_id(job_store, job_id, named.script, named.args)
@@ -71,7 +77,8 @@ def run(ctx, app, script, instance_type, spot, max_price_per_hour, sync_code, in
     sync_code = image is None if sync_code is None else sync_code
     command, tree = prepare_code(app, job_store, named, sync_code, includes, folder)
     spec = job_spec(app, job_store, named, job_id, command, tree, checkpoint_dir=folder,
-                    resume_args=named.resume_args(resume_args), image=image, nproc_per_node=nproc_per_node)
+                    resume_args=named.resume_args(resume_args), image=image, nproc_per_node=nproc_per_node,
+                    nodes=nodes)
     submitted = submit(app, job_store, spec, job=named.job, instance_type=instance_type, spot=spot,
                        max_price_per_hour=max_price_per_hour, region=region,
                        auto_resume=auto_resume_on(app, auto_resume))

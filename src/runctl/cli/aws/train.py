@@ -16,9 +16,11 @@ from runctl.cli._context import output_option, pass_app
 from runctl.cli._env import with_env_options, with_environment
 from runctl.cli.aws._docker import prepare_image, with_docker_options
 from runctl.cli._torchrun import nproc_option
-from runctl.cli.aws._jobs import (instance_checkpoint_dir, instance_nproc, require_running, resolve_script, send_job,
+from runctl.cli.aws._jobs import (instance_checkpoint_dir, instance_nproc, refuse_nodes, require_running, resolve_script,
+                                  send_job,
                                   wait_and_report, with_checkpoint_options, with_code_options)
 from runctl.cli.aws._shared import aws_store_url
+from runctl.errors import UsageError
 
 
 def train_command(**kwargs):
@@ -52,6 +54,8 @@ def _refuse_auto_resume(_ctx, _param, value):
 @with_docker_options
 @with_env_options
 @nproc_option
+# Hidden: a job of several machines needs a group of its own; said in one line, not "no such option".
+@click.option("--nodes", type=int, hidden=True)
 @click.option("--wait", is_flag=True, help="Follow the job's output and exit with its exit code.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="With --wait: give up after S seconds (exit 1; the job goes on).")
@@ -61,7 +65,7 @@ def _refuse_auto_resume(_ctx, _param, value):
 @output_option
 @pass_app
 def train(app, instance_id, script, sync_code, includes, job_id, checkpoint_dir, resume_args, no_docker, docker_image,
-          env, secret, nproc_per_node, wait, timeout, store, region):
+          env, secret, nproc_per_node, nodes, wait, timeout, store, region):
     """Run SCRIPT (a file of the project, or a job NAME of .runctl.toml) on INSTANCE_ID's
     agent, with the project's code; resume it from the store.
 
@@ -71,7 +75,11 @@ def train(app, instance_id, script, sync_code, includes, job_id, checkpoint_dir,
     """
     from runctl.store import open_store
 
+    if nodes is not None:
+        raise UsageError(f"aws train runs a job on one existing instance; --nodes {nodes} needs a group of that many: "
+                         f"runctl aws run SCRIPT --nodes {nodes}")
     named = with_environment(resolve_script(app, script, script_args()), env, secret)
+    refuse_nodes(named)
     folder = instance_checkpoint_dir(app, named, checkpoint_dir)
     nproc_per_node = instance_nproc(named, nproc_per_node)
     job_store = open_store(aws_store_url(app, store))

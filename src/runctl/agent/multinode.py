@@ -1,0 +1,168 @@
+"""A job of several machines (``JobSpec.nodes`` > 1): what each machine's agent adds.
+
+Every instance of the job's group runs the same code (``runctl.agent.resident.run_job``):
+
+1. ``Node.join``: register this machine's membership (renewed every heartbeat until it
+   leaves) and agree on the rendezvous host (``runctl.agent.rendezvous``).
+2. The host's agent runs the job as the one-machine agent does (lease, status.json,
+   attempts), with two changes: its torchrun meets the others (``Node.launch``, once every
+   machine is live) and its snapshots are sharded rounds (``RoundCommitter``): the host
+   opens a round when the one-machine sync decides to snapshot, posts its own part, and
+   commits once every machine's part is there.
+3. Every other agent holds its membership only (``runctl.agent.node_follower``): it
+   restores the latest snapshot, starts its torchrun, and posts its part to every round it
+   finds open, until the host records the job's end.
+
+Not handled yet (design only, docs/MULTI_NODE.md): a spot notice or the loss of a machine
+(no stop is requested of the others, no new epoch, no replacement rendezvous).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from runctl.agent.membership import Membership, NodeRecord, live_nodes
+from runctl.agent.periodic import Periodic
+from runctl.agent.rendezvous import Rendezvous, agree_on_host
+from runctl.agent.torchrun import multinode_torchrun_argv, parse_nproc, resolve_nproc
+from runctl.errors import JobFailed, RunctlError, StoreError, UsageError
+from runctl.models import CheckpointInfo, JobSpec
+from runctl.store.sharded import ShardedRounds
+
+log = logging.getLogger(__name__)
+
+#: A machine whose membership was not renewed for this long is gone (renewed every heartbeat).
+MEMBERSHIP_TTL_S = 30.0
+#: How long the machines of a job wait for each other to boot before the job fails.
+GATHER_TIMEOUT_S = 900.0
+#: How long the host waits for every machine's part of a round before it abandons it.
+ROUND_TIMEOUT_S = 300.0
+
+
+def all_present(nodes: Sequence[NodeRecord], expected: int) -> bool:
+    """Whether the job's ``expected`` machines are live (``nodes``: ``live_nodes``'s). Pure."""
+    return len({n.instance_id for n in nodes}) >= expected
+
+
+def free_port(address: str) -> int:
+    """A port free on ``address`` now, for the rendezvous this machine would host."""
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return sock.getsockname()[1]
+
+
+class Node:
+    """This machine in its job of several: its membership, the agreed host, the torchrun argv."""
+
+    def __init__(self, store, spec: JobSpec, instance_id: str, address: str | None, *,
+                 heartbeat_interval: float = 5.0, ttl: float = MEMBERSHIP_TTL_S,
+                 gather_timeout: float = GATHER_TIMEOUT_S, poll: float = 0.5,
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+        if not address:
+            raise UsageError(f"job {spec.job_id} runs on {spec.nodes} machines, but this machine's private address "
+                             "is unknown (the metadata service gave no local-ipv4)")
+        self.store = store
+        self.spec = spec
+        self.instance_id = instance_id
+        self.membership = Membership(store, spec.job_id, instance_id, address, clock=clock)
+        self.ttl = ttl
+        self.gather_timeout = gather_timeout
+        self._poll = poll
+        self._clock = clock
+        self._sleep = sleep
+        self._renewal = Periodic(heartbeat_interval, self._renew)
+        self.rendezvous: Rendezvous | None = None
+        self._epoch = 0
+
+    @property
+    def is_host(self) -> bool:
+        return self.rendezvous is not None and self.rendezvous.is_host
+
+    def join(self) -> Rendezvous:
+        """Register, agree on the host, and keep the membership renewed until ``leave``."""
+        me = self.membership.register(0)
+        self.rendezvous = agree_on_host(self.store, self.spec.job_id, me, free_port(me.address),
+                                        now=self._clock(), ttl=self.ttl)
+        self._epoch = self.rendezvous.record.epoch
+        self.membership.register(self._epoch)
+        self._renewal.start()
+        log.info("job %s: %s is %s of %d machines (rendezvous %s, epoch %d)", self.spec.job_id, self.instance_id,
+                 "the host" if self.is_host else "a member", self.spec.nodes, self.rendezvous.endpoint, self._epoch)
+        return self.rendezvous
+
+    def _renew(self) -> None:
+        try:
+            self.membership.register(self._epoch)
+        except RunctlError as exc:  # the record stays valid until its TTL: the next beat tries again
+            log.warning("job %s: could not renew this machine's membership: %s", self.spec.job_id, exc)
+
+    def live(self) -> list[NodeRecord]:
+        return live_nodes(self.store, self.spec.job_id, self._clock(), self.ttl)
+
+    def wait_for_all(self) -> list[NodeRecord]:
+        """The job's machines once all of them are live; JobFailed after ``gather_timeout``."""
+        deadline = self._clock() + self.gather_timeout
+        while True:
+            try:
+                nodes = self.live()
+            except StoreError as exc:
+                log.warning("job %s: cannot list its machines: %s", self.spec.job_id, exc)
+                nodes = []
+            if all_present(nodes, self.spec.nodes):
+                return nodes
+            if self._clock() >= deadline:
+                raise JobFailed(f"job {self.spec.job_id}: only {len(nodes)} of its {self.spec.nodes} machines "
+                                f"came within {self.gather_timeout:.0f}s; not starting it")
+            self._sleep(self._poll)
+
+    def launch(self, command: Sequence[str]) -> list[str]:
+        """The argv of this machine's torchrun for ``command``, once every machine is live."""
+        assert self.rendezvous is not None, "join first"
+        self.wait_for_all()
+        nproc = resolve_nproc(parse_nproc(self.spec.nproc_per_node or "1"))
+        return multinode_torchrun_argv(command, nproc, nnodes=self.spec.nodes, endpoint=self.rendezvous.endpoint,
+                                       job_id=self.spec.job_id, epoch=self._epoch, is_host=self.is_host,
+                                       grace_period=self.spec.grace_period, stop_signal=self.spec.stop_signal)
+
+    def leave(self) -> None:
+        """Stop renewing and delete the membership (best effort: it also goes stale by itself)."""
+        self._renewal.stop()
+        try:
+            self.membership.leave()
+        except RunctlError as exc:
+            log.warning("job %s: could not delete this machine's membership (stale in %.0fs): %s",
+                        self.spec.job_id, self.ttl, exc)
+
+
+class RoundCommitter:
+    """The host's commit, as ``CheckpointSync`` calls it: one sharded round of every live
+    machine's folder instead of a snapshot of this folder alone."""
+
+    def __init__(self, rounds: ShardedRounds, node: Node, *, timeout_s: float = ROUND_TIMEOUT_S, poll: float = 0.5,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.rounds = rounds
+        self.node = node
+        self.timeout_s = timeout_s
+        self._poll = poll
+        self._sleep = sleep
+
+    def __call__(self, folder: Path, *, files, carry, metadata: dict, fence) -> CheckpointInfo:
+        """Open a round for the live machines, post this machine's part (its whole folder:
+        what it holds now is what it has settled), and commit once every part is there.
+        StoreError when the round is abandoned (a part did not come): the previous
+        snapshot stays the latest, and the sync tries again."""
+        expected = [n.instance_id for n in self.node.live()]
+        rnd = self.rounds.open_round(expected, fence=fence, timeout_s=self.timeout_s)
+        self.rounds.post_part(rnd, self.node.instance_id, folder)
+        while True:
+            result = self.rounds.commit(rnd, fence=fence, metadata=metadata)
+            if result.snapshot is not None:
+                return result.snapshot
+            if result.state != "open":
+                raise StoreError(f"round {rnd.seq} abandoned: no part from {', '.join(result.missing)} within "
+                                 f"{self.timeout_s:.0f}s")
+            self._sleep(self._poll)

@@ -1,0 +1,182 @@
+"""The agent of a machine that is not the rendezvous host in a job of several machines.
+
+It holds its membership only (``runctl.agent.multinode.Node``): no lease, no status.json.
+It restores the job's latest complete snapshot (every rank's files) into its checkpoint
+folder, starts its torchrun once every machine is live, and posts its part (its folder's
+files) to every round the host opens, while the script runs and after it exited, until the
+host records the job's end. A part is held back a moment (``CATCH_UP_S`` at most) while the
+host's part has a checkpoint this machine has not renamed into place yet. Then its agent leaves the membership; its machine powers off.
+
+The interruption sources are watched as the one-machine agent watches them: a notice sends
+the stop signal to the tree and SIGKILL after the grace period. What the other machines do
+then (a stop of every node, a new epoch) is not built yet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from runctl.agent import workspace
+from runctl.agent.multinode import Node
+from runctl.agent.process import ProcessTree, describe_exit, subreaper
+from runctl.agent.status import FINAL_STATES, read_status
+from runctl.agent.sync import scan_folder
+from runctl.errors import PreconditionFailed, RunctlError
+from runctl.interruptions.base import InterruptionSource
+from runctl.store import layout
+from runctl.store.rounds import OPEN, Part
+from runctl.store.sharded import ShardedRounds
+from runctl.store.snapshots import Snapshots
+
+log = logging.getLogger(__name__)
+
+#: What ``run_job`` returns for a machine that held membership only: the host records the job.
+LEFT = "left"
+#: How long a member whose script ended waits for the host to record the job's end.
+END_WAIT_S = 900.0
+#: How long a member holds its part back for the checkpoint another machine's part has and its
+#: own folder not yet: the machines rename it after the same barrier, a moment apart at most.
+CATCH_UP_S = 10.0
+
+
+def behind(posted: Sequence[Part], mine: set[str]) -> str | None:
+    """The newest top-level entry (checkpoint) of the parts ``posted`` by the other machines
+    when this machine's folder (its top-level entries ``mine``) lacks it, else None. Pure."""
+    newest: dict[str, int] = {}
+    for part in posted:
+        for top, mtime in (part.newest or {}).items():
+            newest[top] = max(mtime, newest.get(top, mtime))
+    if not newest:
+        return None
+    latest = max(newest, key=lambda top: (newest[top], top))
+    return None if latest in mine else latest
+
+
+class NodeFollower:
+    def __init__(self, node: Node, spec, sources: Sequence[InterruptionSource], run_dir: Path, *,
+                 poll: float = 0.2, end_wait: float = END_WAIT_S,
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.node = node
+        self.spec = spec
+        self.store = node.store
+        self.sources = list(sources)
+        self.run_dir = Path(run_dir)
+        self.folder = Path(spec.checkpoint_dir)
+        self.snapshots = Snapshots(self.store, layout.checkpoints_prefix(spec.job_id),
+                                   hash_cache_file=self.run_dir / "checkpoint-hashes.jsonl")
+        self.rounds = ShardedRounds(self.snapshots)
+        self._poll = poll
+        self._end_wait = end_wait
+        self._clock = clock
+        self._sleep = sleep
+        self._posted: set[int] = set()
+        self._first_seen: dict[int, float] = {}  # round seq -> when this machine first saw it open
+
+    def run(self) -> str:
+        """Run this machine's part of the job; ``LEFT`` once the host recorded its end (or
+        after ``end_wait``). RunctlError when it could not start. The caller leaves the
+        membership."""
+        with subreaper():
+            code = self._run_script()
+            log.info("job %s: this machine's torchrun ended (%s)", self.spec.job_id, describe_exit(code))
+            self._post_until_the_end()
+        return LEFT
+
+    def _run_script(self) -> int:
+        workspace.ensure_writable(self.folder)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        latest = self.snapshots.latest()
+        if latest is not None:
+            self.snapshots.restore(latest, self.folder)
+            log.info("job %s: restored snapshot %d", self.spec.job_id, latest.seq)
+        resume = workspace.resume_path(self.folder, latest)
+        status = read_status(self.store, self.spec.job_id)
+        number = len(status.attempts) if status is not None else 0  # the host's count: the attempt it adds
+        interrupt_file = self.run_dir / f"interrupt-{number}.json"
+        env = workspace.attempt_environment(os.environ, self.spec, attempt=number, resume=resume,
+                                            interrupt_file=interrupt_file,
+                                            progress_file=self.run_dir / f"progress-{number}.json")
+        argv = self.node.launch(workspace.command_for(self.spec, resume))
+        with open(self.run_dir / f"attempt-{number}.log", "ab") as log_file:
+            tree = ProcessTree(argv, env, self.spec.workdir, (None, None), log_file)
+            tree.start()
+            for source in self.sources:
+                source.attempt_started(number, self._clock())
+            try:
+                return self._supervise(tree, interrupt_file)
+            finally:
+                tree.kill_all()
+                tree.wait()
+
+    def _supervise(self, tree: ProcessTree, interrupt_file: Path) -> int:
+        kill_at = None
+        stop_signal = signal.Signals[self.spec.stop_signal]
+        while (code := tree.poll()) is None:
+            now = self._clock()
+            for source in self.sources:
+                notice = source.poll(now)
+                if notice is not None and kill_at is None:
+                    interrupt_file.write_text(json.dumps(notice.to_dict()))
+                    tree.signal(stop_signal)
+                    kill_at = now + self.spec.grace_period
+                    log.info("job %s: %s; sent %s", self.spec.job_id, notice.detail or notice.source, stop_signal.name)
+            if kill_at is not None and now >= kill_at:
+                tree.kill_all()
+            self._post_open_round()
+            tree.wait_briefly(self._poll)
+        return code
+
+    def _post_until_the_end(self) -> None:
+        """Post to the host's rounds (its final one comes after its script ended) until it
+        records the job's end."""
+        deadline = self._clock() + self._end_wait
+        while self._clock() < deadline:
+            self._post_open_round()
+            try:
+                status = read_status(self.store, self.spec.job_id)
+            except RunctlError as exc:
+                log.warning("job %s: cannot read its status: %s", self.spec.job_id, exc)
+                status = None
+            if status is not None and status.state in FINAL_STATES:
+                log.info("job %s %s (recorded by the host)", self.spec.job_id, status.state)
+                return
+            self._sleep(self._poll)
+        log.warning("job %s: the host recorded no end within %.0fs; leaving", self.spec.job_id, self._end_wait)
+
+    def _post_open_round(self) -> None:
+        """Post this machine's part to the open round, once per round."""
+        try:
+            rnd = self.rounds.current_round()
+            if rnd is None or rnd.state != OPEN or rnd.seq in self._posted or \
+                    self.node.instance_id not in rnd.expected:
+                return
+            if self._catching_up(rnd.seq):
+                return
+            self.rounds.post_part(rnd, self.node.instance_id, self.folder)
+        except PreconditionFailed as exc:  # the round closed meanwhile: nothing to post to
+            log.info("job %s: %s", self.spec.job_id, exc)
+            return
+        except RunctlError as exc:  # tried again at the next look
+            log.warning("job %s: could not post this machine's part: %s", self.spec.job_id, exc)
+            return
+        self._posted.add(rnd.seq)
+
+    def _catching_up(self, seq: int) -> bool:
+        """Whether to hold this machine's part back a moment: the host posted first, and its
+        part has a checkpoint this folder has not renamed into place yet. Posting now would
+        make the round's snapshot resume from the checkpoint before (its ``newest`` is one
+        every machine has)."""
+        now = self._clock()
+        first = self._first_seen.setdefault(seq, now)
+        others = [p for p in self.rounds.parts(seq) if p.instance != self.node.instance_id]
+        missing = behind(others, {rel.split("/", 1)[0] for rel in scan_folder(self.folder)})
+        if missing is None or now - first >= CATCH_UP_S:
+            return False
+        log.debug("job %s: round %d waits for %s here", self.spec.job_id, seq, missing)
+        return True

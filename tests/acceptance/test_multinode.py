@@ -1,0 +1,68 @@
+"""A job of two machines on AWS, in the fake cloud, through the real CLI:
+
+    runctl aws run training/train_ddp.py --nodes 2 -- ...
+
+The job's group holds two instances; their agents register, agree on the rendezvous host,
+and each starts torchrun (one process per machine, gloo over loopback) once both are live.
+The host's agent makes sharded snapshots (every machine posts its part of each round) and
+records the job; the job ends with the weights of an uninterrupted two-process run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from runctl.agent.rendezvous import read_rendezvous
+from runctl.agent.status import read_status
+from runctl.store import layout
+from runctl.store.sharded import ShardedRounds
+from runctl.store.snapshots import Snapshots
+
+from .conftest import REPO
+from .test_auto_resume import FAST_SYNC, final_result, job_store
+from .test_torchrun_auto_resume import ARGS, straight_result
+
+pytest.importorskip("torch")
+
+SCRIPT = REPO / "training" / "examples" / "train_ddp.py"
+
+
+@pytest.mark.fake_cloud(image_packages=("torch", "numpy"), agent_python=None)
+def test_a_two_node_job_ends_with_the_weights_of_a_two_process_run_and_every_snapshot_has_both_ranks(
+        cloud, runctl_bg, project, tmp_path):
+    shutil.copy(SCRIPT, project / "training" / "train_ddp.py")
+    proc = runctl_bg("aws", "run", "training/train_ddp.py", "--on-demand", "-t", "t3.micro", "--nodes", "2",
+                     "--job-id", "wide", "--", *ARGS, "--slow", "0.01", **FAST_SYNC)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    result = final_result(out)
+    assert result == straight_result(straight) and result["world_size"] == 2
+
+    store = job_store(cloud)
+    spec = json.loads(store.read(layout.job_key("wide")).data)
+    assert (spec["nodes"], spec["nproc_per_node"]) == (2, "1")
+    attempts = read_status(store, "wide").attempts
+    assert [(a.reason, a.exit_code) for a in attempts] == [("completed", 0)], attempts
+    assert len(cloud.instances) == 2  # the group's two machines, and no more
+    addresses = {i.imds.private_ip for i in cloud.instances.values()}
+    assert len(addresses) == 2 and "127.0.0.1" not in addresses  # each machine has its own
+    host, _ = read_rendezvous(store, "wide")
+    assert host.instance_id in cloud.instances and host.address == cloud.instances[host.instance_id].imds.private_ip
+    assert list(store.list(layout.nodes_prefix("wide"))) == []  # both left
+
+    snapshots = Snapshots(store, layout.checkpoints_prefix("wide"))
+    kept = snapshots.list()
+    assert kept, "no snapshot"
+    for info in kept:  # the checkpoint to resume from has every rank's part and the metadata
+        newest = info.metadata["newest"]
+        files = {f.path for f in info.files if f.path.startswith(newest + "/")}
+        assert {f"{newest}/.metadata", f"{newest}/__0_0.distcp", f"{newest}/__1_0.distcp"} <= files, (info.seq, files)
+    assert kept[-1].metadata["newest"] == f"step-{result['final_step']:06d}"
+    assert kept[-1].metadata.get("step") == result["final_step"]
+    parts = ShardedRounds(snapshots).parts(kept[-1].seq)
+    assert sorted(p.instance for p in parts) == sorted(cloud.instances)  # one part from each machine
