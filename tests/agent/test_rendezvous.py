@@ -164,3 +164,18 @@ def test_a_record_that_is_not_one_is_an_error_naming_it(local_store):
     local_store.write(KEY, json.dumps({"instance_id": "i-1", "epoch": "one"}).encode())
     with pytest.raises(StoreError, match=r"rendezvous of job job-1 \(jobs/job-1/rendezvous.json\) is not a rend"):
         read_rendezvous(local_store, JOB)
+
+
+def test_the_host_moves_the_epoch_on_condition_and_a_later_machine_reads_the_new_one(any_store):
+    from runctl.agent.rendezvous import advance_epoch
+
+    clock = Clock()
+    a, b = node(any_store, clock, "i-1"), node(any_store, clock, "i-2")
+    held = agree(any_store, clock, a).record
+    moved = advance_epoch(any_store, JOB, held, 4321)
+    assert (moved.instance_id, moved.epoch, moved.port) == ("i-1", 2, 4321) and moved.token != held.token
+    later = agree(any_store, clock, b)
+    assert not later.is_host and later.record == moved == read_rendezvous(any_store, JOB)[0]
+    with pytest.raises(StoreError, match="no longer the one i-1 hosts"):
+        advance_epoch(any_store, JOB, held, 4321)  # a stale record moves nothing
+    assert read_rendezvous(any_store, JOB)[0] == moved

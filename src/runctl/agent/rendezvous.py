@@ -17,8 +17,14 @@ the same answer, the record in the store, and whether it names this machine:
 Used by ``--nodes`` (``runctl.agent.multinode``): each agent, once registered, calls it
 before it starts torchrun with ``--rdzv-endpoint ADDRESS:PORT --rdzv-id <job>-<epoch>``
 and ``is_host`` (``agent.torchrun.multinode_torchrun_argv``); the host's agent holds the
-job's lease and commits the sharded snapshots. Calling it again when the job's machines
-change (a new host, a new epoch) is not wired yet.
+job's lease and commits the sharded snapshots.
+
+After a stop of every machine (``runctl.interruptions.job_stop``: a spot notice on one of
+them), the host moves the epoch itself with ``advance_epoch``: one more, on condition that
+the record is still the one it holds (``if_match``), keeping itself as host on a new port.
+It is the one writer because it is the one machine that outlives the stop by design (it
+holds the lease and commits the final round); a machine that joins later (the group's
+replacement) reads the new epoch, so that the stop of the old one stops nothing of it.
 """
 
 from __future__ import annotations
@@ -109,6 +115,23 @@ def agree_on_host(store, job_id: str, me: NodeRecord, port: int, *, now: float, 
             return Rendezvous(won, True)
     raise StoreError(f"job {job_id}: the rendezvous host changed {_ROUNDS} times while {me.instance_id} looked; "
                      "try again")
+
+
+def advance_epoch(store, job_id: str, held: RendezvousRecord, port: int) -> RendezvousRecord:
+    """The host's move to the next epoch: ``held`` (the record it hosts) with epoch + 1 and
+    ``port``, written on condition that the record is still ``held`` (its token). StoreError
+    when the store does not answer or the record is no longer ``held`` (another machine
+    replaced this host: it is not the host any more)."""
+    found = read_rendezvous(store, job_id)
+    if found is None or found[0].token != held.token:
+        raise StoreError(f"job {job_id}: the rendezvous is no longer the one {held.instance_id} hosts "
+                         f"(epoch {held.epoch}); it cannot move the epoch")
+    record = RendezvousRecord(held.instance_id, held.address, port, held.epoch + 1, uuid.uuid4().hex)
+    if _try_write(store, job_id, record, read_etag=found[1]) is None:
+        raise StoreError(f"job {job_id}: the rendezvous changed while {held.instance_id} moved it past "
+                         f"epoch {held.epoch}")
+    log.info("job %s: rendezvous epoch %d -> %d (host %s)", job_id, held.epoch, record.epoch, held.instance_id)
+    return record
 
 
 def _try_write(store, job_id: str, record: RendezvousRecord, *, read_etag: str | None) -> RendezvousRecord | None:
