@@ -86,6 +86,29 @@ def test_a_machine_alone_gives_up_after_the_gather_timeout(local_store, tmp_path
     assert clock.now >= 1_010.0
 
 
+def test_after_the_host_moves_the_epoch_it_gathers_only_machines_of_the_new_epoch(any_store, tmp_path):
+    clock = Clock()
+    host, noticed = node(any_store, tmp_path, "i-a", "127.0.0.2", clock, gather_timeout=10.0), \
+        node(any_store, tmp_path, "i-b", "127.0.0.3", clock)
+    host.join()
+    noticed.join()
+    replacement = node(any_store, tmp_path, "i-c", "127.0.0.4", clock)
+    try:
+        host.advance_epoch()
+        assert host.epoch == 2 and host.is_host
+        with pytest.raises(JobFailed, match="only 1 of its 2 machines"):
+            host.launch(["python", "train.py"])  # the noticed machine, still live, is of epoch 1
+        replacement.join()
+        assert (replacement.epoch, replacement.is_host) == (2, False)
+        argv = host.launch(["python", "train.py"])
+        assert sorted(n.instance_id for n in host.wait_for_all()) == ["i-a", "i-c"]
+    finally:
+        for machine in (host, noticed, replacement):
+            machine.leave()
+    assert argv[argv.index("--rdzv-id") + 1] == f"{JOB}-2"
+    assert argv[argv.index("--rdzv-endpoint") + 1] == host.rendezvous.endpoint == replacement.rendezvous.endpoint
+
+
 def test_a_machine_without_a_private_address_is_refused(local_store, tmp_path):
     with pytest.raises(UsageError, match="private address is unknown"):
         Node(local_store, spec(tmp_path), "i-a", None)

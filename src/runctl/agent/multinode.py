@@ -13,8 +13,13 @@ Every instance of the job's group runs the same code (``runctl.agent.resident.ru
    restores the latest snapshot, starts its torchrun, and posts its part to every round it
    finds open, until the host records the job's end.
 
-Not handled yet (design only, docs/MULTI_NODE.md): a spot notice or the loss of a machine
-(no stop is requested of the others, no new epoch, no replacement rendezvous).
+A spot notice on a member (``node_follower``) asks every machine to stop
+(``runctl.interruptions.job_stop``); the host stops its tree, commits the final round, and
+moves the rendezvous epoch (``Node.advance_epoch``) so that its next attempt gathers the
+group's replacement under a new rendezvous id. The machines of an epoch count only those
+registered at it (``wait_for_all``): the noticed member, still posting its final part, is
+not one of the next epoch's. Not handled yet (docs/MULTI_NODE.md): a notice on the host, a
+machine lost without a notice.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 
 from runctl.agent.membership import Membership, NodeRecord, live_nodes
 from runctl.agent.periodic import Periodic
-from runctl.agent.rendezvous import Rendezvous, agree_on_host
+from runctl.agent.rendezvous import Rendezvous, advance_epoch, agree_on_host
 from runctl.agent.torchrun import multinode_torchrun_argv, parse_nproc, resolve_nproc
 from runctl.errors import JobFailed, RunctlError, StoreError, UsageError
 from runctl.models import CheckpointInfo, JobSpec
@@ -79,6 +84,11 @@ class Node:
         self._epoch = 0
 
     @property
+    def epoch(self) -> int:
+        """The rendezvous epoch this machine runs (0 before ``join``)."""
+        return self._epoch
+
+    @property
     def is_host(self) -> bool:
         return self.rendezvous is not None and self.rendezvous.is_host
 
@@ -94,6 +104,17 @@ class Node:
                  "the host" if self.is_host else "a member", self.spec.nodes, self.rendezvous.endpoint, self._epoch)
         return self.rendezvous
 
+    def advance_epoch(self) -> None:
+        """The host's move to the next epoch after a stop of every machine: a new rendezvous
+        id and port for its next torchrun, and its membership at the new epoch.
+        StoreError when the store does not answer or another machine replaced this host."""
+        assert self.rendezvous is not None and self.is_host, "the host moves the epoch"
+        record = advance_epoch(self.store, self.spec.job_id, self.rendezvous.record,
+                               free_port(self.rendezvous.record.address))
+        self.rendezvous = Rendezvous(record, True)
+        self._epoch = record.epoch
+        self.membership.register(self._epoch)
+
     def _renew(self) -> None:
         try:
             self.membership.register(self._epoch)
@@ -104,7 +125,8 @@ class Node:
         return live_nodes(self.store, self.spec.job_id, self._clock(), self.ttl)
 
     def wait_for_all(self) -> list[NodeRecord]:
-        """The job's machines once all of them are live; JobFailed after ``gather_timeout``."""
+        """The job's machines of this epoch once all of them are live; JobFailed after
+        ``gather_timeout``."""
         deadline = self._clock() + self.gather_timeout
         while True:
             try:
@@ -112,6 +134,7 @@ class Node:
             except StoreError as exc:
                 log.warning("job %s: cannot list its machines: %s", self.spec.job_id, exc)
                 nodes = []
+            nodes = [n for n in nodes if n.epoch == self._epoch]  # a machine of an epoch before is leaving
             if all_present(nodes, self.spec.nodes):
                 return nodes
             if self._clock() >= deadline:
