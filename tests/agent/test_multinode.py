@@ -86,7 +86,8 @@ def test_a_machine_alone_gives_up_after_the_gather_timeout(local_store, tmp_path
     assert clock.now >= 1_010.0
 
 
-def test_after_the_host_moves_the_epoch_it_gathers_only_machines_of_the_new_epoch(any_store, tmp_path):
+def test_after_the_host_moves_the_epoch_its_final_round_expects_the_old_epoch_and_its_gather_the_new(
+        any_store, tmp_path):
     clock = Clock()
     host, noticed = node(any_store, tmp_path, "i-a", "127.0.0.2", clock, gather_timeout=10.0), \
         node(any_store, tmp_path, "i-b", "127.0.0.3", clock)
@@ -96,17 +97,34 @@ def test_after_the_host_moves_the_epoch_it_gathers_only_machines_of_the_new_epoc
     try:
         host.advance_epoch()
         assert host.epoch == 2 and host.is_host
-        with pytest.raises(JobFailed, match="only 1 of its 2 machines"):
-            host.launch(["python", "train.py"])  # the noticed machine, still live, is of epoch 1
         replacement.join()
         assert (replacement.epoch, replacement.is_host) == (2, False)
+        # The final round of epoch 1: the noticed machine posts to it, the replacement does not.
+        assert sorted(n.instance_id for n in host.running()) == ["i-a", "i-b"]
+        noticed.leave()
         argv = host.launch(["python", "train.py"])
         assert sorted(n.instance_id for n in host.wait_for_all()) == ["i-a", "i-c"]
+        assert sorted(n.instance_id for n in host.running()) == ["i-a", "i-c"]
     finally:
         for machine in (host, noticed, replacement):
             machine.leave()
     assert argv[argv.index("--rdzv-id") + 1] == f"{JOB}-2"
     assert argv[argv.index("--rdzv-endpoint") + 1] == host.rendezvous.endpoint == replacement.rendezvous.endpoint
+
+
+def test_a_machine_of_the_epoch_before_does_not_count_in_the_gather(local_store, tmp_path):
+    clock = Clock()
+    host, noticed = node(local_store, tmp_path, "i-a", "127.0.0.2", clock, gather_timeout=10.0), \
+        node(local_store, tmp_path, "i-b", "127.0.0.3", clock)
+    host.join()
+    noticed.join()
+    try:
+        host.advance_epoch()
+        with pytest.raises(JobFailed, match="only 1 of its 2 machines"):
+            host.launch(["python", "train.py"])  # i-b, live still, is of epoch 1
+    finally:
+        host.leave()
+        noticed.leave()
 
 
 def test_a_machine_without_a_private_address_is_refused(local_store, tmp_path):

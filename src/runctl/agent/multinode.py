@@ -15,10 +15,12 @@ Every instance of the job's group runs the same code (``runctl.agent.resident.ru
 
 A spot notice on a member (``node_follower``) asks every machine to stop
 (``runctl.interruptions.job_stop``); the host stops its tree, commits the final round, and
-moves the rendezvous epoch (``Node.advance_epoch``) so that its next attempt gathers the
-group's replacement under a new rendezvous id. The machines of an epoch count only those
-registered at it (``wait_for_all``): the noticed member, still posting its final part, is
-not one of the next epoch's. Not handled yet (docs/MULTI_NODE.md): a notice on the host, a
+moves the rendezvous epoch (``Node.advance_epoch``, ``HostStopSource``) so that its next
+attempt gathers the group's replacement under a new rendezvous id. A machine's membership
+says the epoch its torchrun runs: a round expects the machines of the host's (the noticed
+member, still posting its final part, but not a replacement already waiting), and a gather
+counts those of the new one (the host joins it only at its next launch, after its final
+round; a replacement restores only after its gather). Not handled yet (docs/MULTI_NODE.md): a notice on the host, a
 machine lost without a notice.
 """
 
@@ -35,7 +37,8 @@ from runctl.agent.periodic import Periodic
 from runctl.agent.rendezvous import Rendezvous, advance_epoch, agree_on_host
 from runctl.agent.torchrun import multinode_torchrun_argv, parse_nproc, resolve_nproc
 from runctl.errors import JobFailed, RunctlError, StoreError, UsageError
-from runctl.models import CheckpointInfo, JobSpec
+from runctl.interruptions.job_stop import JobStopSource
+from runctl.models import CheckpointInfo, InterruptionNotice, JobSpec
 from runctl.store.sharded import ShardedRounds
 
 log = logging.getLogger(__name__)
@@ -81,7 +84,8 @@ class Node:
         self._sleep = sleep
         self._renewal = Periodic(heartbeat_interval, self._renew)
         self.rendezvous: Rendezvous | None = None
-        self._epoch = 0
+        self._epoch = 0  # the epoch of the rendezvous record this machine read or wrote
+        self._member_epoch = 0  # the epoch its membership says: the one its torchrun runs (or ran last)
 
     @property
     def epoch(self) -> int:
@@ -97,7 +101,7 @@ class Node:
         me = self.membership.register(0)
         self.rendezvous = agree_on_host(self.store, self.spec.job_id, me, free_port(me.address),
                                         now=self._clock(), ttl=self.ttl)
-        self._epoch = self.rendezvous.record.epoch
+        self._epoch = self._member_epoch = self.rendezvous.record.epoch
         self.membership.register(self._epoch)
         self._renewal.start()
         log.info("job %s: %s is %s of %d machines (rendezvous %s, epoch %d)", self.spec.job_id, self.instance_id,
@@ -106,27 +110,36 @@ class Node:
 
     def advance_epoch(self) -> None:
         """The host's move to the next epoch after a stop of every machine: a new rendezvous
-        id and port for its next torchrun, and its membership at the new epoch.
-        StoreError when the store does not answer or another machine replaced this host."""
+        id and port for its next torchrun. Its membership stays at the stopped epoch until
+        ``launch``: until then its final round expects the stopped epoch's machines only,
+        and a replacement of the new epoch waits in its gather (restoring nothing) until the
+        final snapshot is made. StoreError when the store does not answer or another machine
+        replaced this host."""
         assert self.rendezvous is not None and self.is_host, "the host moves the epoch"
         record = advance_epoch(self.store, self.spec.job_id, self.rendezvous.record,
                                free_port(self.rendezvous.record.address))
         self.rendezvous = Rendezvous(record, True)
         self._epoch = record.epoch
-        self.membership.register(self._epoch)
 
     def _renew(self) -> None:
         try:
-            self.membership.register(self._epoch)
+            self.membership.register(self._member_epoch)
         except RunctlError as exc:  # the record stays valid until its TTL: the next beat tries again
             log.warning("job %s: could not renew this machine's membership: %s", self.spec.job_id, exc)
 
     def live(self) -> list[NodeRecord]:
         return live_nodes(self.store, self.spec.job_id, self._clock(), self.ttl)
 
+    def running(self) -> list[NodeRecord]:
+        """The live machines of the epoch this machine's torchrun runs: the parts of a round."""
+        return [n for n in self.live() if n.epoch == self._member_epoch]
+
     def wait_for_all(self) -> list[NodeRecord]:
-        """The job's machines of this epoch once all of them are live; JobFailed after
-        ``gather_timeout``."""
+        """The job's machines of this epoch once all of them are live (this one registered at
+        it first); JobFailed after ``gather_timeout``."""
+        if self._member_epoch != self._epoch:
+            self._member_epoch = self._epoch  # first: a renewal meanwhile must not write the old one back
+            self.membership.register(self._epoch)
         deadline = self._clock() + self.gather_timeout
         while True:
             try:
@@ -178,7 +191,7 @@ class RoundCommitter:
         what it holds now is what it has settled), and commit once every part is there.
         StoreError when the round is abandoned (a part did not come): the previous
         snapshot stays the latest, and the sync tries again."""
-        expected = [n.instance_id for n in self.node.live()]
+        expected = [n.instance_id for n in self.node.running()]
         rnd = self.rounds.open_round(expected, fence=fence, timeout_s=self.timeout_s)
         self.rounds.post_part(rnd, self.node.instance_id, folder)
         while True:
@@ -189,3 +202,37 @@ class RoundCommitter:
                 raise StoreError(f"round {rnd.seq} abandoned: no part from {', '.join(result.missing)} within "
                                  f"{self.timeout_s:.0f}s")
             self._sleep(self._poll)
+
+
+class HostStopSource:
+    """The host's watch of the job's stop (``JobStopSource``): the stop of its epoch stops its
+    tree as a notice does, and moves the rendezvous to the next epoch at once, before the
+    final round: the group's replacement, launched at the notice, must join the new epoch,
+    never the stopped one (whose stop would stop its script too)."""
+
+    def __init__(self, node: Node, stops: JobStopSource) -> None:
+        self._node = node
+        self._stops = stops
+
+    def attempt_started(self, attempt: int, now: float) -> None:
+        self._stops.attempt_started(attempt, now)
+
+    def poll(self, now: float) -> InterruptionNotice | None:
+        notice = self._stops.poll(now)
+        if notice is not None:
+            try:
+                self._node.advance_epoch()
+            except RunctlError as exc:  # the replacement then joins the stopped epoch: say so loudly
+                log.error("job %s: could not move the rendezvous past epoch %d: %s", self._node.spec.job_id,
+                          self._node.epoch, exc)
+        return notice
+
+    def close(self) -> None:
+        self._stops.close()
+
+
+def stop_source(node: Node, *, interval: float = 1.0):
+    """The interruption source of the job's stop for this machine (joined): the host's moves
+    the epoch (``HostStopSource``), a member's only stops its tree."""
+    stops = JobStopSource(node.store, node.spec.job_id, lambda: node.epoch, interval=interval)
+    return HostStopSource(node, stops) if node.is_host else stops

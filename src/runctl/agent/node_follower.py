@@ -8,8 +8,12 @@ host records the job's end. A part is held back a moment (``CATCH_UP_S`` at most
 host's part has a checkpoint this machine has not renamed into place yet. Then its agent leaves the membership; its machine powers off.
 
 The interruption sources are watched as the one-machine agent watches them: a notice sends
-the stop signal to the tree and SIGKILL after the grace period. What the other machines do
-then (a stop of every node, a new epoch) is not built yet.
+the stop signal to the tree and SIGKILL after the grace period. A spot notice on this machine
+also asks every machine of the job to stop (``runctl.interruptions.job_stop.request_stop``,
+this epoch, the notice's deadline) and is handed to ``on_notice`` (the group member detaches
+the machine, so the group launches its replacement). After it, this machine posts its final
+part to the host's rounds until the host records the attempt's end (its final round
+committed) or the notice's deadline passes, and leaves: the next epoch runs without it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from runctl.agent.status import FINAL_STATES, read_status
 from runctl.agent.sync import scan_folder
 from runctl.errors import PreconditionFailed, RunctlError
 from runctl.interruptions.base import InterruptionSource
+from runctl.interruptions.job_stop import request_stop
+from runctl.models import Attempt, InterruptionNotice
 from runctl.store import layout
 from runctl.store.rounds import OPEN, Part
 from runctl.store.sharded import ShardedRounds
@@ -58,9 +64,21 @@ def behind(posted: Sequence[Part], mine: set[str]) -> str | None:
     return None if latest in mine else latest
 
 
+def attempt_ended(attempts: Sequence[Attempt], number: int | None) -> bool:
+    """Whether the host recorded the end of its attempt ``number`` (None: the one last in
+    ``attempts``), or started a later one. Pure."""
+    if not attempts:
+        return False
+    last = attempts[-1]
+    if number is None:
+        return last.reason is not None
+    return last.number > number or any(a.number == number and a.reason is not None for a in attempts)
+
+
 class NodeFollower:
     def __init__(self, node: Node, spec, sources: Sequence[InterruptionSource], run_dir: Path, *,
                  poll: float = 0.2, end_wait: float = END_WAIT_S,
+                 on_notice: Callable[[InterruptionNotice], None] = lambda notice: None,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
         self.node = node
         self.spec = spec
@@ -73,6 +91,9 @@ class NodeFollower:
         self.rounds = ShardedRounds(self.snapshots)
         self._poll = poll
         self._end_wait = end_wait
+        self._on_notice = on_notice
+        self._reclaim: InterruptionNotice | None = None  # the spot notice of this machine, once it came
+        self._attempt: int | None = None  # the host's attempt running at the notice, when status.json said
         self._clock = clock
         self._sleep = sleep
         self._posted: set[int] = set()
@@ -85,12 +106,18 @@ class NodeFollower:
         with subreaper():
             code = self._run_script()
             log.info("job %s: this machine's torchrun ended (%s)", self.spec.job_id, describe_exit(code))
-            self._post_until_the_end()
+            if self._reclaim is not None:
+                self._post_final_part(self._reclaim)
+            else:
+                self._post_until_the_end()
         return LEFT
 
     def _run_script(self) -> int:
         workspace.ensure_writable(self.folder)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # Every machine first: a replacement must restore the snapshot the host's final round of
+        # the epoch before makes, and the host joins this epoch only once that round is over.
+        self.node.wait_for_all()
         latest = self.snapshots.latest()
         if latest is not None:
             self.snapshots.restore(latest, self.folder)
@@ -126,11 +153,47 @@ class NodeFollower:
                     tree.signal(stop_signal)
                     kill_at = now + self.spec.grace_period
                     log.info("job %s: %s; sent %s", self.spec.job_id, notice.detail or notice.source, stop_signal.name)
+                    if notice.source == "spot":
+                        self._stop_every_machine(notice)
             if kill_at is not None and now >= kill_at:
                 tree.kill_all()
             self._post_open_round()
             tree.wait_briefly(self._poll)
         return code
+
+    def _stop_every_machine(self, notice: InterruptionNotice) -> None:
+        """This machine goes: ask the others to stop this epoch (their collectives would wait
+        for it until they time out), and have the group launch its replacement."""
+        self._reclaim = notice
+        try:  # read now: the host's attempt is running (its torchrun met ours), recorded or not later
+            status = read_status(self.store, self.spec.job_id)
+            self._attempt = status.attempts[-1].number if status is not None and status.attempts else None
+        except RunctlError as exc:
+            log.warning("job %s: cannot read its status: %s", self.spec.job_id, exc)
+        try:
+            request_stop(self.store, self.spec.job_id, self.node.epoch,
+                         f"spot notice on {self.node.instance_id}", notice.deadline)
+        except RunctlError as exc:  # the others' torchruns stop by themselves once this one is gone
+            log.error("job %s: could not ask the other machines to stop: %s", self.spec.job_id, exc)
+        self._on_notice(notice)
+
+    def _post_final_part(self, notice: InterruptionNotice) -> None:
+        """Post to the host's rounds until it records the end of this attempt (its final
+        round committed with this machine's last part) or the notice's deadline passes."""
+        deadline = notice.deadline if notice.deadline is not None else self._clock() + self._end_wait
+        while self._clock() < deadline:
+            self._post_open_round()
+            try:
+                status = read_status(self.store, self.spec.job_id)
+            except RunctlError as exc:
+                log.warning("job %s: cannot read its status: %s", self.spec.job_id, exc)
+                status = None
+            if status is not None and (status.state in FINAL_STATES or attempt_ended(status.attempts, self._attempt)):
+                log.info("job %s: the host recorded the attempt's end; this machine leaves", self.spec.job_id)
+                return
+            self._sleep(self._poll)
+        log.warning("job %s: the host recorded no end of its attempt before the notice's deadline; leaving",
+                    self.spec.job_id)
 
     def _post_until_the_end(self) -> None:
         """Post to the host's rounds (its final one comes after its script ended) until it

@@ -305,7 +305,8 @@ class ResidentAgent:
                 from runctl.agent.node_follower import NodeFollower
 
                 try:  # membership only: the host's agent holds the lease and records the job
-                    return NodeFollower(node, here, sources, job_home / "run", clock=self._clock).run()
+                    return NodeFollower(node, here, sources, job_home / "run", on_notice=self._on_member_notice,
+                                        clock=self._clock).run()
                 finally:
                     for source in sources:
                         source.close()
@@ -366,9 +367,17 @@ class ResidentAgent:
         return status.state
 
 
+    def _on_member_notice(self, notice: InterruptionNotice) -> None:
+        """A member's notice, told as the agent tells one (the group member detaches the machine)."""
+        from runctl.agent.supervisor import AgentEvent
+
+        self.on_event(AgentEvent("notice", f"interruption: {notice.detail or notice.source}",
+                                 {"notice": notice.to_dict()}))
+
     def _join_nodes(self, spec, sources):
-        """This machine's place in a job of several machines (``runctl.agent.multinode``)."""
-        from runctl.agent.multinode import Node
+        """This machine's place in a job of several machines (``runctl.agent.multinode``),
+        with the job's stop among its interruption sources."""
+        from runctl.agent.multinode import Node, stop_source
 
         node = Node(self.store, spec, self.identity.instance_id, self.identity.address,
                     heartbeat_interval=self.heartbeat_interval, clock=self._clock)
@@ -379,6 +388,7 @@ class ResidentAgent:
             for source in sources:
                 source.close()
             raise
+        sources.append(stop_source(node))
         return node
 
     def _wait_for_lease(self, job_id: str, ttl: float):
