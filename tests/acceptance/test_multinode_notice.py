@@ -1,0 +1,80 @@
+"""A job of two machines on spot, in the fake cloud, through the real CLI, with a spot notice
+on the machine that is not the rendezvous host:
+
+    runctl aws run training/train_ddp.py --nodes 2 --auto-resume -- ...
+
+The noticed machine's agent asks both machines to stop (stop.json of epoch 1), stops its
+torchrun, posts its final part and leaves, and its instance detaches from the group; the
+host stops its torchrun, commits the final round with both parts, records the attempt
+interrupted and moves the rendezvous to epoch 2; the group's replacement joins it, both
+restore the final snapshot, and the job ends with the weights of an uninterrupted
+two-process run.
+
+Skipped while ``aws run --nodes`` refuses spot (``cli/aws/_jobs.job_nodes``): the refusal
+stays until a notice on the host is handled too. With the refusal lifted in a working
+copy, this test passed (97 s); lift the skip with the refusal.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from runctl.agent.rendezvous import read_rendezvous
+from runctl.agent.status import read_status
+from runctl.interruptions.job_stop import read_stop
+from runctl.store import layout
+from runctl.store.snapshots import Snapshots
+from waiting import wait_for
+
+from .conftest import REPO
+from .test_auto_resume import FAST_SYNC, final_result, job_store
+from .test_torchrun_auto_resume import ARGS, straight_result
+
+pytest.importorskip("torch")
+
+SCRIPT = REPO / "training" / "examples" / "train_ddp.py"
+
+
+def _snapshot_made(store, job_id: str):
+    return Snapshots(store, layout.checkpoints_prefix(job_id)).latest()
+
+
+@pytest.mark.skip(reason="aws run --nodes refuses spot until a notice on the host is handled (docs/MULTI_NODE.md)")
+@pytest.mark.fake_cloud(notice_deadline_s=30.0, image_packages=("torch", "numpy"), agent_python=None)
+def test_a_notice_on_the_member_of_a_two_node_job_resumes_both_to_the_weights_of_a_two_process_run(
+        cloud, runctl_bg, project, tmp_path):
+    shutil.copy(SCRIPT, project / "training" / "train_ddp.py")
+    proc = runctl_bg("aws", "run", "training/train_ddp.py", "--spot", "-t", "t3.micro", "--nodes", "2",
+                     "--auto-resume", "--job-id", "wide", "--", *ARGS, "--slow", "0.01", **FAST_SYNC)
+    store = job_store(cloud)
+    wait_for("a snapshot of both machines", lambda: _snapshot_made(store, "wide"), proc, timeout=240)
+    host = read_rendezvous(store, "wide")[0].instance_id
+    (member,) = [i for i in cloud.instances if i != host]
+    cloud.interrupt(member)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    result = final_result(out)
+    assert result == straight_result(straight) and result["world_size"] == 2
+
+    attempts = read_status(store, "wide").attempts
+    assert [a.reason for a in attempts] == ["interrupted", "completed"], attempts
+    assert attempts[0].interruption["source"] == "job-stop"
+    assert attempts[1].resumed_from == attempts[0].final_snapshot is not None
+    stop = read_stop(store, "wide")[0]
+    assert (stop.epoch, stop.reason) == (1, f"spot notice on {member}")
+    rendezvous = read_rendezvous(store, "wide")[0]
+    assert (rendezvous.instance_id, rendezvous.epoch) == (host, 2)
+    assert len(cloud.instances) == 3  # the two machines and the noticed one's replacement
+    assert list(store.list(layout.nodes_prefix("wide"))) == []  # every machine left
+
+    snapshots = Snapshots(store, layout.checkpoints_prefix("wide"))
+    for info in snapshots.list():  # the checkpoint to resume from has every rank's part
+        newest = info.metadata["newest"]
+        files = {f.path for f in info.files if f.path.startswith(newest + "/")}
+        assert {f"{newest}/.metadata", f"{newest}/__0_0.distcp", f"{newest}/__1_0.distcp"} <= files, (info.seq, files)
+    # The cloud fixture asserts that no group, template, instance or spot request is left.
