@@ -11,9 +11,10 @@ once, so each agent stops its tree as it would at a spot notice (stop signal, gr
 snapshot). The record of an earlier epoch is left in place and stops nothing: the job has
 restarted since.
 
-A building block of ``--nodes`` (not wired yet): the agent will call ``request_stop`` at a
-notice, and add a ``JobStopSource`` that follows the epoch of ``runctl.agent.rendezvous``
-to its interruption sources.
+Used by ``--nodes``: a member's agent calls ``request_stop`` at a spot notice
+(``runctl.agent.node_follower``), and every agent of the job watches a ``JobStopSource``
+that follows its rendezvous epoch (``runctl.agent.multinode.stop_source``). The host's
+agent does not request a stop at its own notice yet.
 """
 
 from __future__ import annotations
