@@ -7,11 +7,13 @@ final part to the host's final round and leaves once the host recorded the attem
 
 from __future__ import annotations
 
-from runctl.agent.multinode import HostStopSource, stop_source
+import pytest
+
+from runctl.agent.multinode import stop_source
 from runctl.agent.node_follower import NodeFollower, attempt_ended
 from runctl.agent.rendezvous import read_rendezvous
 from runctl.agent.status import StatusBook
-from runctl.interruptions.job_stop import JobStopSource, read_stop
+from runctl.interruptions.job_stop import read_stop
 from runctl.models import Attempt, InterruptionNotice, JobStatus
 from runctl.store import layout
 from runctl.store.sharded import ShardedRounds
@@ -38,7 +40,6 @@ def test_a_notice_on_a_member_stops_every_machine_and_the_host_moves_the_epoch(a
     follower = NodeFollower(member, spec(tmp_path), [], tmp_path / "run", on_notice=told.append)
     hosts, members = stop_source(host, interval=0.0), stop_source(member, interval=0.0)
     try:
-        assert isinstance(hosts, HostStopSource) and isinstance(members, JobStopSource)
         assert hosts.poll(1_000.0) is None and members.poll(1_000.0) is None  # no stop yet
         spot = notice(1_000.0, 1_120.0)
         follower._stop_every_machine(spot)
@@ -50,7 +51,7 @@ def test_a_notice_on_a_member_stops_every_machine_and_the_host_moves_the_epoch(a
         assert (seen.source, seen.deadline) == ("job-stop", 1_120.0)
         assert host.epoch == 2 and read_rendezvous(any_store, JOB)[0].epoch == 2  # at once, before the final round
         assert hosts.poll(1_002.0) is None  # the stop of epoch 1 stops nothing of epoch 2
-        assert members.poll(1_001.0).source == "job-stop"  # the member's tree is stopping already: no matter
+        assert members.poll(1_001.0).source == "job-stop" and member.epoch == 1  # a member moves no epoch
         # The final round of epoch 1 still expects the noticed member.
         assert sorted(n.instance_id for n in host.running()) == ["i-a", "i-b"]
     finally:
@@ -105,3 +106,70 @@ def test_the_noticed_member_leaves_at_the_deadline_when_the_host_records_nothing
         host.leave()
         member.leave()
     assert 1_030.0 <= clock.now < 1_031.0
+
+
+def test_after_a_stop_a_member_rejoins_the_hosts_next_epoch(any_store, tmp_path):
+    host, member = _two_members(any_store, tmp_path)
+    try:
+        host.advance_epoch()
+        again = member.rejoin(10.0)
+        assert (again.is_host, again.record.epoch, member.epoch) == (False, 2, 2)
+        assert again.record == host.rendezvous.record
+    finally:
+        host.leave()
+        member.leave()
+
+
+def test_after_a_stop_a_member_replaces_a_host_that_left(any_store, tmp_path):
+    host, member = _two_members(any_store, tmp_path)
+    try:
+        host.going = True
+        host.leave()  # its final round made, the host's agent leaves
+        again = member.rejoin(10.0)
+        assert (again.is_host, again.record.epoch, again.record.instance_id) == (True, 2, "i-b")
+        assert read_rendezvous(any_store, JOB)[0] == again.record
+    finally:
+        member.leave()
+
+
+def test_a_member_gives_up_when_the_host_neither_moves_nor_leaves(local_store, tmp_path):
+    from runctl.errors import JobFailed
+
+    host, member = _two_members(local_store, tmp_path)
+    try:
+        with pytest.raises(JobFailed, match="its host i-a neither moved past epoch 1 nor left within 5s"):
+            member.rejoin(5.0)
+    finally:
+        host.leave()
+        member.leave()
+
+
+def test_a_host_that_goes_moves_no_epoch_at_its_own_stop(local_store, tmp_path):
+    from runctl.interruptions.job_stop import request_stop
+
+    host, member = _two_members(local_store, tmp_path)
+    try:
+        host.going = True
+        request_stop(local_store, JOB, 1, "spot notice on i-a", 1_120.0)
+        assert stop_source(host, interval=0.0).poll(1_001.0).source == "job-stop"
+        assert host.epoch == 1 and read_rendezvous(local_store, JOB)[0].epoch == 1  # a survivor moves it
+    finally:
+        host.leave()
+        member.leave()
+
+
+def test_the_hosts_spot_notice_asks_every_machine_to_stop_and_a_rebalance_does_not(local_store, tmp_path):
+    from runctl.agent.node_epochs import stop_every_machine
+
+    host, member = _two_members(local_store, tmp_path)
+    try:
+        stop_every_machine(local_store, host, {"source": "rebalance", "action": "rebalance", "received": 1.0})
+        assert read_stop(local_store, JOB) is None and not host.going
+        stop_every_machine(local_store, host, notice(1_000.0, 1_120.0).to_dict())
+        assert host.going
+        stop = read_stop(local_store, JOB)[0]
+        assert (stop.epoch, stop.reason, stop.deadline) == (1, "spot notice on i-a", 1_120.0)
+        assert stop_source(member, interval=0.0).poll(1_001.0).source == "job-stop"
+    finally:
+        host.leave()
+        member.leave()

@@ -15,12 +15,14 @@ Every instance of the job's group runs the same code (``runctl.agent.resident.ru
 
 A spot notice on a member (``node_follower``) asks every machine to stop
 (``runctl.interruptions.job_stop``); the host stops its tree, commits the final round, and
-moves the rendezvous epoch (``Node.advance_epoch``, ``HostStopSource``) so that its next
+moves the rendezvous epoch (``Node.advance_epoch``, ``NodeStopSource``) so that its next
 attempt gathers the group's replacement under a new rendezvous id. A machine's membership
 says the epoch its torchrun runs: a round expects the machines of the host's (the noticed
 member, still posting its final part, but not a replacement already waiting), and a gather
 counts those of the new one (the host joins it only at its next launch, after its final
-round; a replacement restores only after its gather). Not handled yet (docs/MULTI_NODE.md): a notice on the host, a
+round; a replacement restores only after its gather). A spot notice on the host asks
+the same stop, but the host goes (``Node.going``): a survivor replaces it in the rendezvous
+(``Node.rejoin``, ``runctl.agent.node_epochs``). Not handled yet (docs/MULTI_NODE.md): a
 machine lost without a notice.
 """
 
@@ -34,7 +36,7 @@ from pathlib import Path
 
 from runctl.agent.membership import Membership, NodeRecord, live_nodes
 from runctl.agent.periodic import Periodic
-from runctl.agent.rendezvous import Rendezvous, advance_epoch, agree_on_host
+from runctl.agent.rendezvous import Rendezvous, advance_epoch, agree_on_host, read_rendezvous
 from runctl.agent.torchrun import multinode_torchrun_argv, parse_nproc, resolve_nproc
 from runctl.errors import JobFailed, RunctlError, StoreError, UsageError
 from runctl.interruptions.job_stop import JobStopSource
@@ -84,6 +86,7 @@ class Node:
         self._sleep = sleep
         self._renewal = Periodic(heartbeat_interval, self._renew)
         self.rendezvous: Rendezvous | None = None
+        self.going = False  # this machine got a spot notice: it does not carry the job to the next epoch
         self._epoch = 0  # the epoch of the rendezvous record this machine read or wrote
         self._member_epoch = 0  # the epoch its membership says: the one its torchrun runs (or ran last)
 
@@ -120,6 +123,34 @@ class Node:
                                free_port(self.rendezvous.record.address))
         self.rendezvous = Rendezvous(record, True)
         self._epoch = record.epoch
+
+    def rejoin(self, timeout: float) -> Rendezvous:
+        """After a stop of every machine, this member's place in the next epoch: once the host
+        moved the epoch (it stays the host) or left (a survivor replaces it, epoch + 1, and
+        may be this machine). JobFailed when neither happens within ``timeout``."""
+        assert self.rendezvous is not None, "join first"
+        old = self.rendezvous.record
+        deadline = self._clock() + timeout
+        while True:
+            try:
+                found = read_rendezvous(self.store, self.spec.job_id)
+                gone = old.instance_id not in {n.instance_id for n in self.live()}
+            except StoreError as exc:
+                log.warning("job %s: cannot read its rendezvous: %s", self.spec.job_id, exc)
+                found, gone = None, False
+            if gone or found is not None and found[0].epoch > old.epoch:
+                break
+            if self._clock() >= deadline:
+                raise JobFailed(f"job {self.spec.job_id}: its host {old.instance_id} neither moved past epoch "
+                                f"{old.epoch} nor left within {timeout:.0f}s of the stop; this machine gives up")
+            self._sleep(self._poll)
+        me = self.membership.register(self._member_epoch)
+        self.rendezvous = agree_on_host(self.store, self.spec.job_id, me, free_port(me.address),
+                                        now=self._clock(), ttl=self.ttl)
+        self._epoch = self.rendezvous.record.epoch
+        log.info("job %s: %s is %s of epoch %d", self.spec.job_id, self.instance_id,
+                 "the host" if self.is_host else "a member", self._epoch)
+        return self.rendezvous
 
     def _renew(self) -> None:
         try:
@@ -204,11 +235,12 @@ class RoundCommitter:
             self._sleep(self._poll)
 
 
-class HostStopSource:
-    """The host's watch of the job's stop (``JobStopSource``): the stop of its epoch stops its
-    tree as a notice does, and moves the rendezvous to the next epoch at once, before the
-    final round: the group's replacement, launched at the notice, must join the new epoch,
-    never the stopped one (whose stop would stop its script too)."""
+class NodeStopSource:
+    """A machine's watch of the job's stop (``JobStopSource`` of its epoch): the stop stops its
+    tree as a notice does. On the host that stays (no notice of its own: ``Node.going``) it
+    also moves the rendezvous to the next epoch at once, before the final round: the group's
+    replacement, launched at the notice, must join the new epoch, never the stopped one
+    (whose stop would stop its script too)."""
 
     def __init__(self, node: Node, stops: JobStopSource) -> None:
         self._node = node
@@ -219,7 +251,7 @@ class HostStopSource:
 
     def poll(self, now: float) -> InterruptionNotice | None:
         notice = self._stops.poll(now)
-        if notice is not None:
+        if notice is not None and self._node.is_host and not self._node.going:
             try:
                 self._node.advance_epoch()
             except RunctlError as exc:  # the replacement then joins the stopped epoch: say so loudly
@@ -231,8 +263,6 @@ class HostStopSource:
         self._stops.close()
 
 
-def stop_source(node: Node, *, interval: float = 1.0):
-    """The interruption source of the job's stop for this machine (joined): the host's moves
-    the epoch (``HostStopSource``), a member's only stops its tree."""
-    stops = JobStopSource(node.store, node.spec.job_id, lambda: node.epoch, interval=interval)
-    return HostStopSource(node, stops) if node.is_host else stops
+def stop_source(node: Node, *, interval: float = 1.0) -> NodeStopSource:
+    """The interruption source of the job's stop for this machine (joined)."""
+    return NodeStopSource(node, JobStopSource(node.store, node.spec.job_id, lambda: node.epoch, interval=interval))

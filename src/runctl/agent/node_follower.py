@@ -14,6 +14,9 @@ this epoch, the notice's deadline) and is handed to ``on_notice`` (the group mem
 the machine, so the group launches its replacement). After it, this machine posts its final
 part to the host's rounds until the host records the attempt's end (its final round
 committed) or the notice's deadline passes, and leaves: the next epoch runs without it.
+At a stop another machine asked for (``job-stop``), it posts its final part the same way and
+returns ``REJOIN`` unless the job ended: its agent joins the next epoch
+(``runctl.agent.node_epochs``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from runctl.agent.sync import scan_folder
 from runctl.errors import PreconditionFailed, RunctlError
 from runctl.interruptions.base import InterruptionSource
 from runctl.interruptions.job_stop import request_stop
-from runctl.models import Attempt, InterruptionNotice
+from runctl.models import Attempt, InterruptionNotice, JobStatus
 from runctl.store import layout
 from runctl.store.rounds import OPEN, Part
 from runctl.store.sharded import ShardedRounds
@@ -44,6 +47,12 @@ log = logging.getLogger(__name__)
 
 #: What ``run_job`` returns for a machine that held membership only: the host records the job.
 LEFT = "left"
+#: What ``NodeFollower.run`` returns when every machine was stopped and this one goes on: its
+#: agent joins the next epoch (``Node.rejoin``), as a member or as the host that replaces one.
+REJOIN = "rejoin"
+#: The job's states after which no epoch follows ("interrupted" is one only for the machine
+#: that went: the job resumes on the others and the group's replacement).
+ENDED = ("completed", "failed", "stopped")
 #: How long a member whose script ended waits for the host to record the job's end.
 END_WAIT_S = 900.0
 #: How long a member holds its part back for the checkpoint another machine's part has and its
@@ -93,6 +102,7 @@ class NodeFollower:
         self._end_wait = end_wait
         self._on_notice = on_notice
         self._reclaim: InterruptionNotice | None = None  # the spot notice of this machine, once it came
+        self._stopped: InterruptionNotice | None = None  # the stop of every machine, when another asked
         self._attempt: int | None = None  # the host's attempt running at the notice, when status.json said
         self._clock = clock
         self._sleep = sleep
@@ -108,6 +118,10 @@ class NodeFollower:
             log.info("job %s: this machine's torchrun ended (%s)", self.spec.job_id, describe_exit(code))
             if self._reclaim is not None:
                 self._post_final_part(self._reclaim)
+            elif self._stopped is not None:
+                status = self._post_final_part(self._stopped)
+                if status is None or status.state not in ENDED:
+                    return REJOIN
             else:
                 self._post_until_the_end()
         return LEFT
@@ -155,6 +169,9 @@ class NodeFollower:
                     log.info("job %s: %s; sent %s", self.spec.job_id, notice.detail or notice.source, stop_signal.name)
                     if notice.source == "spot":
                         self._stop_every_machine(notice)
+                    elif notice.source == "job-stop":
+                        self._stopped = notice
+                        self._attempt = self._running_attempt()
             if kill_at is not None and now >= kill_at:
                 tree.kill_all()
             self._post_open_round()
@@ -165,11 +182,8 @@ class NodeFollower:
         """This machine goes: ask the others to stop this epoch (their collectives would wait
         for it until they time out), and have the group launch its replacement."""
         self._reclaim = notice
-        try:  # read now: the host's attempt is running (its torchrun met ours), recorded or not later
-            status = read_status(self.store, self.spec.job_id)
-            self._attempt = status.attempts[-1].number if status is not None and status.attempts else None
-        except RunctlError as exc:
-            log.warning("job %s: cannot read its status: %s", self.spec.job_id, exc)
+        self.node.going = True
+        self._attempt = self._running_attempt()
         try:
             request_stop(self.store, self.spec.job_id, self.node.epoch,
                          f"spot notice on {self.node.instance_id}", notice.deadline)
@@ -177,10 +191,22 @@ class NodeFollower:
             log.error("job %s: could not ask the other machines to stop: %s", self.spec.job_id, exc)
         self._on_notice(notice)
 
-    def _post_final_part(self, notice: InterruptionNotice) -> None:
+    def _running_attempt(self) -> int | None:
+        """The host's attempt running now (its torchrun met ours), read at a stop: recorded
+        ended, or a later one started, by the time this machine looks again."""
+        try:
+            status = read_status(self.store, self.spec.job_id)
+        except RunctlError as exc:
+            log.warning("job %s: cannot read its status: %s", self.spec.job_id, exc)
+            return None
+        return status.attempts[-1].number if status is not None and status.attempts else None
+
+    def _post_final_part(self, notice: InterruptionNotice) -> JobStatus | None:
         """Post to the host's rounds until it records the end of this attempt (its final
-        round committed with this machine's last part) or the notice's deadline passes."""
+        round committed with this machine's last part) or the notice's deadline passes; the
+        status it read last (None: none read)."""
         deadline = notice.deadline if notice.deadline is not None else self._clock() + self._end_wait
+        status = None
         while self._clock() < deadline:
             self._post_open_round()
             try:
@@ -189,11 +215,12 @@ class NodeFollower:
                 log.warning("job %s: cannot read its status: %s", self.spec.job_id, exc)
                 status = None
             if status is not None and (status.state in FINAL_STATES or attempt_ended(status.attempts, self._attempt)):
-                log.info("job %s: the host recorded the attempt's end; this machine leaves", self.spec.job_id)
-                return
+                log.info("job %s: the host recorded the attempt's end", self.spec.job_id)
+                return status
             self._sleep(self._poll)
-        log.warning("job %s: the host recorded no end of its attempt before the notice's deadline; leaving",
+        log.warning("job %s: the host recorded no end of its attempt before the notice's deadline",
                     self.spec.job_id)
+        return status
 
     def _post_until_the_end(self) -> None:
         """Post to the host's rounds (its final one comes after its script ended) until it

@@ -302,14 +302,12 @@ class ResidentAgent:
         node = self._join_nodes(here, sources) if here.nodes > 1 else None
         try:
             if node is not None and not node.is_host:
-                from runctl.agent.node_follower import NodeFollower
+                from runctl.agent.node_epochs import follow
 
-                try:  # membership only: the host's agent holds the lease and records the job
-                    return NodeFollower(node, here, sources, job_home / "run", on_notice=self._on_member_notice,
-                                        clock=self._clock).run()
-                finally:
-                    for source in sources:
-                        source.close()
+                outcome = follow(node, here, sources, job_home / "run", on_notice=self._on_member_notice,
+                                 clock=self._clock)
+                if outcome is not None:  # else it replaced the host that went: it runs the job now
+                    return outcome
             return self._run_agent(here, sources, environment, job_home, node)
         finally:
             if node is not None:  # on every way out, so that the others need not wait for its TTL
@@ -329,6 +327,10 @@ class ResidentAgent:
 
         def on_event(event) -> None:
             events.info("%s", event.message)
+            if node is not None and event.kind == "notice":
+                from runctl.agent.node_epochs import stop_every_machine
+
+                stop_every_machine(self.store, node, event.data.get("notice") or {})
             self.on_event(event)
 
         agent = Agent(here, self.store, sources, options, events=on_event)
