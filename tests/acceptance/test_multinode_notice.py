@@ -1,18 +1,19 @@
-"""A job of two machines on spot, in the fake cloud, through the real CLI, with a spot notice
-on the machine that is not the rendezvous host:
+"""A job of two machines on spot, in the fake cloud, through the real CLI, with one spot
+notice once a snapshot of both machines exists:
 
-    runctl aws run training/train_ddp.py --nodes 2 --auto-resume -- ...
+    runctl aws run training/train_ddp.py --spot --nodes 2 --auto-resume -- ...
 
-The noticed machine's agent asks both machines to stop (stop.json of epoch 1), stops its
-torchrun, posts its final part and leaves, and its instance detaches from the group; the
-host stops its torchrun, commits the final round with both parts, records the attempt
-interrupted and moves the rendezvous to epoch 2; the group's replacement joins it, both
-restore the final snapshot, and the job ends with the weights of an uninterrupted
-two-process run.
+On the machine that is not the rendezvous host: its agent asks both machines to stop
+(stop.json of epoch 1), stops its torchrun, posts its final part and leaves, and its
+instance detaches from the group; the host stops its torchrun, commits the final round with
+both parts, records the attempt interrupted and moves the rendezvous to epoch 2; the
+group's replacement joins it, and both resume from the final snapshot.
 
-Skipped while ``aws run --nodes`` refuses spot (``cli/aws/_jobs.job_nodes``): the refusal
-stays until a notice on the host is handled too. With the refusal lifted in a working
-copy, this test passed (97 s); lift the skip with the refusal.
+On the host: its agent asks the stop, commits the final round, records the attempt and
+leaves; the other machine posts its final part, and it or the group's replacement replaces
+the host in the rendezvous (epoch 2), takes the lease and runs the job as the host.
+
+Either way the job ends with the weights of an uninterrupted two-process run.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ def _snapshot_made(store, job_id: str):
     return Snapshots(store, layout.checkpoints_prefix(job_id)).latest()
 
 
-@pytest.mark.skip(reason="aws run --nodes refuses spot until a notice on the host is handled (docs/MULTI_NODE.md)")
 @pytest.mark.fake_cloud(notice_deadline_s=30.0, image_packages=("torch", "numpy"), agent_python=None)
 def test_a_notice_on_the_member_of_a_two_node_job_resumes_both_to_the_weights_of_a_two_process_run(
         cloud, runctl_bg, project, tmp_path):
@@ -78,3 +78,41 @@ def test_a_notice_on_the_member_of_a_two_node_job_resumes_both_to_the_weights_of
         files = {f.path for f in info.files if f.path.startswith(newest + "/")}
         assert {f"{newest}/.metadata", f"{newest}/__0_0.distcp", f"{newest}/__1_0.distcp"} <= files, (info.seq, files)
     # The cloud fixture asserts that no group, template, instance or spot request is left.
+
+
+@pytest.mark.fake_cloud(notice_deadline_s=30.0, image_packages=("torch", "numpy"), agent_python=None)
+def test_a_notice_on_the_host_of_a_two_node_job_makes_the_other_machine_the_host_and_resumes_both(
+        cloud, runctl_bg, project, tmp_path):
+    shutil.copy(SCRIPT, project / "training" / "train_ddp.py")
+    proc = runctl_bg("aws", "run", "training/train_ddp.py", "--spot", "-t", "t3.micro", "--nodes", "2",
+                     "--auto-resume", "--job-id", "wide", "--", *ARGS, "--slow", "0.01", **FAST_SYNC)
+    store = job_store(cloud)
+    wait_for("a snapshot of both machines", lambda: _snapshot_made(store, "wide"), proc, timeout=240)
+    host = read_rendezvous(store, "wide")[0].instance_id
+    cloud.interrupt(host)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    result = final_result(out)
+    assert result == straight_result(straight) and result["world_size"] == 2
+
+    # The new host is the other machine, or the group's replacement when it booted before the
+    # stop: it joined epoch 1, stopped with it, and rejoined first.
+    attempts = read_status(store, "wide").attempts
+    assert [a.reason for a in attempts] == ["interrupted", "completed"], attempts
+    assert attempts[0].instance_id == host != attempts[1].instance_id
+    assert attempts[1].resumed_from == attempts[0].final_snapshot is not None
+    stop = read_stop(store, "wide")[0]
+    assert (stop.epoch, stop.reason) == (1, f"spot notice on {host}")
+    rendezvous = read_rendezvous(store, "wide")[0]
+    assert (rendezvous.instance_id, rendezvous.epoch) == (attempts[1].instance_id, 2)
+    assert len(cloud.instances) == 3  # the two machines and the host's replacement
+    assert list(store.list(layout.nodes_prefix("wide"))) == []
+
+    snapshots = Snapshots(store, layout.checkpoints_prefix("wide"))
+    for info in snapshots.list():
+        newest = info.metadata["newest"]
+        files = {f.path for f in info.files if f.path.startswith(newest + "/")}
+        assert {f"{newest}/.metadata", f"{newest}/__0_0.distcp", f"{newest}/__1_0.distcp"} <= files, (info.seq, files)

@@ -11,10 +11,10 @@ once, so each agent stops its tree as it would at a spot notice (stop signal, gr
 snapshot). The record of an earlier epoch is left in place and stops nothing: the job has
 restarted since.
 
-Used by ``--nodes``: a member's agent calls ``request_stop`` at a spot notice
-(``runctl.agent.node_follower``), and every agent of the job watches a ``JobStopSource``
-that follows its rendezvous epoch (``runctl.agent.multinode.stop_source``). The host's
-agent does not request a stop at its own notice yet.
+Used by ``--nodes``: an agent calls ``request_stop`` at a spot notice on its machine
+(``runctl.agent.node_follower`` for a member, ``runctl.agent.node_epochs`` for the host),
+and every agent of the job watches a ``JobStopSource`` that follows its rendezvous epoch
+(``runctl.agent.multinode.stop_source``).
 """
 
 from __future__ import annotations

@@ -357,7 +357,7 @@ def test_train_takes_nproc_per_node_from_the_named_job(aws_env, project, instanc
 
 
 def test_nodes_is_refused_where_it_cannot_run_before_anything_is_sent(aws_env, project, instance, s3_bucket):
-    """--nodes needs a group of its own (aws run), a .py script, and for now on-demand instances and no Docker."""
+    """--nodes needs a group of its own (aws run), a .py script, and for now no Docker."""
     (project / "train.sh").write_text("#!/bin/sh\necho hi\n")
     (project / "Dockerfile").write_text("FROM scratch\n")
     config = project / ".runctl.toml"
@@ -374,12 +374,7 @@ def test_nodes_is_refused_where_it_cannot_run_before_anything_is_sent(aws_env, p
             (("aws", "run", "fail.py", "--nodes", "2"), "--nodes 2 runs without Docker for now; add --no-docker"),
             (("aws", "run", "fail.py", "--nodes", "2", "--docker-image", "img:1"),
              "--nodes 2 runs without Docker for now; add --no-docker"),
-            (("aws", "run", "fail.py", "--nodes", "2", "--no-docker"),
-             "--nodes 2 runs on on-demand instances for now: a spot notice on one machine of a job of several "
-             "is not handled yet (docs/MULTI_NODE.md); add --on-demand"),
-            (("aws", "run", "wide", "--no-docker"),
-             "--nodes 2 runs on on-demand instances for now: a spot notice on one machine of a job of several "
-             "is not handled yet (docs/MULTI_NODE.md); add --on-demand")):
+            (("aws", "run", "wide"), "--nodes 2 runs without Docker for now; add --no-docker")):
         refused = runctl(aws_env, project, *args)
         assert refused.returncode == 2, refused.stderr
         assert refused.stderr.strip().splitlines() == [f"runctl: error: {line}"]

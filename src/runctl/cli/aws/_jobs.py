@@ -174,11 +174,10 @@ def job_spec(app, job_store, named, job_id: str, command: tuple[str, ...], tree:
     )
 
 
-def job_nodes(app, named, value: int | None, *, no_docker: bool, docker_image: str | None,
-              spot: bool | None) -> int:
+def job_nodes(app, named, value: int | None, *, no_docker: bool, docker_image: str | None) -> int:
     """--nodes (else the job's ``nodes``, else 1), checked before anything is built or
     uploaded: several machines need a .py script (each runs it under torchrun) and, for now,
-    on-demand instances and no Docker image."""
+    no Docker image."""
     nodes = value if value is not None else named.job.nodes or 1
     if nodes == 1:
         return 1
@@ -187,12 +186,6 @@ def job_nodes(app, named, value: int | None, *, no_docker: bool, docker_image: s
                          f"{named.script}; give it a .py script")
     if docker_image or (not no_docker and _finds_dockerfile(app)):
         raise UsageError(f"--nodes {nodes} runs without Docker for now; add --no-docker")
-    market_spot = spot if spot is not None else named.job.spot if named.job.spot is not None else \
-        app.config.aws.use_spot
-    if market_spot:
-        # Until a notice on one machine stops and resumes them all, spot would lose the job.
-        raise UsageError(f"--nodes {nodes} runs on on-demand instances for now: a spot notice on one machine of "
-                         "a job of several is not handled yet (docs/MULTI_NODE.md); add --on-demand")
     return nodes
 
 

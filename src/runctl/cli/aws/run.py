@@ -67,7 +67,7 @@ def run(ctx, app, script, instance_type, spot, max_price_per_hour, sync_code, in
 
     named = with_environment(resolve_script(app, script, script_args()), env, secret)
     folder = instance_checkpoint_dir(app, named, checkpoint_dir)
-    nodes = job_nodes(app, named, nodes, no_docker=no_docker, docker_image=docker_image, spot=spot)
+    nodes = job_nodes(app, named, nodes, no_docker=no_docker, docker_image=docker_image)
     if nodes > 1 and nproc_per_node is None and named.job.nproc_per_node is None:
         nproc_per_node = "1"  # one process per machine, under torchrun
     nproc_per_node = instance_nproc(named, nproc_per_node)
