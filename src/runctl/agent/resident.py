@@ -368,7 +368,6 @@ class ResidentAgent:
             environment.finish_upload()
         return status.state
 
-
     def _on_member_notice(self, notice: InterruptionNotice) -> None:
         """A member's notice, told as the agent tells one (the group member detaches the machine)."""
         from runctl.agent.supervisor import AgentEvent
