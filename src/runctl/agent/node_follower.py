@@ -206,6 +206,27 @@ class NodeFollower:
         round committed with this machine's last part) or the notice's deadline passes; the
         status it read last (None: none read)."""
         deadline = notice.deadline if notice.deadline is not None else self._clock() + self._end_wait
+        status, ended = self._post_until(
+            lambda s: s.state in FINAL_STATES or attempt_ended(s.attempts, self._attempt), deadline)
+        if ended:
+            log.info("job %s: the host recorded the attempt's end", self.spec.job_id)
+        else:
+            log.warning("job %s: the host recorded no end of its attempt before the notice's deadline",
+                        self.spec.job_id)
+        return status
+
+    def _post_until_the_end(self) -> None:
+        """Post to the host's rounds (its final one comes after its script ended) until it
+        records the job's end."""
+        status, ended = self._post_until(lambda s: s.state in FINAL_STATES, self._clock() + self._end_wait)
+        if ended:
+            log.info("job %s %s (recorded by the host)", self.spec.job_id, status.state)
+        else:
+            log.warning("job %s: the host recorded no end within %.0fs; leaving", self.spec.job_id, self._end_wait)
+
+    def _post_until(self, done: Callable[[JobStatus], bool], deadline: float) -> tuple[JobStatus | None, bool]:
+        """Post this machine's part to every open round until status.json shows ``done`` or
+        ``deadline`` passes: the status read last, and whether it was ``done``."""
         status = None
         while self._clock() < deadline:
             self._post_open_round()
@@ -214,30 +235,10 @@ class NodeFollower:
             except RunctlError as exc:
                 log.warning("job %s: cannot read its status: %s", self.spec.job_id, exc)
                 status = None
-            if status is not None and (status.state in FINAL_STATES or attempt_ended(status.attempts, self._attempt)):
-                log.info("job %s: the host recorded the attempt's end", self.spec.job_id)
-                return status
+            if status is not None and done(status):
+                return status, True
             self._sleep(self._poll)
-        log.warning("job %s: the host recorded no end of its attempt before the notice's deadline",
-                    self.spec.job_id)
-        return status
-
-    def _post_until_the_end(self) -> None:
-        """Post to the host's rounds (its final one comes after its script ended) until it
-        records the job's end."""
-        deadline = self._clock() + self._end_wait
-        while self._clock() < deadline:
-            self._post_open_round()
-            try:
-                status = read_status(self.store, self.spec.job_id)
-            except RunctlError as exc:
-                log.warning("job %s: cannot read its status: %s", self.spec.job_id, exc)
-                status = None
-            if status is not None and status.state in FINAL_STATES:
-                log.info("job %s %s (recorded by the host)", self.spec.job_id, status.state)
-                return
-            self._sleep(self._poll)
-        log.warning("job %s: the host recorded no end within %.0fs; leaving", self.spec.job_id, self._end_wait)
+        return status, False
 
     def _post_open_round(self) -> None:
         """Post this machine's part to the open round, once per round."""
