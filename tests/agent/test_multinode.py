@@ -261,3 +261,26 @@ def test_a_member_holds_its_part_back_until_it_has_the_hosts_newest_checkpoint(l
     finally:
         host.leave()
         member.leave()
+
+
+def test_a_round_whose_commit_fails_is_abandoned_so_the_next_opens_at_once(local_store, tmp_path):
+    """A part that fails to post (a file changed while it was snapshotted) must not leave its
+    round open: the final snapshot would be refused until the round's deadline."""
+    host, member = _two_members(local_store, tmp_path)
+    rounds = ShardedRounds(Snapshots(local_store, layout.checkpoints_prefix(JOB)))
+    mine = _files(tmp_path / "a", {"step-000010/__0_0.distcp": b"rank0"})
+
+    def failing_post(*args, **kwargs):
+        raise StoreError("step-000010/__0_0.distcp changed while being snapshotted")
+
+    rounds.post_part, post_part = failing_post, rounds.post_part
+    try:
+        with pytest.raises(StoreError, match="changed while"):
+            RoundCommitter(rounds, host)(mine, files=[], carry=[], metadata={}, fence=lambda: 1)
+        assert rounds.current_round().state == "abandoned"
+        rounds.post_part = post_part
+        reopened = rounds.open_round(["i-a", "i-b"], fence=lambda: 1, timeout_s=60)  # not "still open"
+    finally:
+        host.leave()
+        member.leave()
+    assert reopened.seq > 1

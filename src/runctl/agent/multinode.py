@@ -224,15 +224,23 @@ class RoundCommitter:
         snapshot stays the latest, and the sync tries again."""
         expected = [n.instance_id for n in self.node.running()]
         rnd = self.rounds.open_round(expected, fence=fence, timeout_s=self.timeout_s)
-        self.rounds.post_part(rnd, self.node.instance_id, folder)
-        while True:
-            result = self.rounds.commit(rnd, fence=fence, metadata=metadata)
-            if result.snapshot is not None:
-                return result.snapshot
-            if result.state != "open":
-                raise StoreError(f"round {rnd.seq} abandoned: no part from {', '.join(result.missing)} within "
-                                 f"{self.timeout_s:.0f}s")
-            self._sleep(self._poll)
+        try:
+            self.rounds.post_part(rnd, self.node.instance_id, folder)
+            while True:
+                result = self.rounds.commit(rnd, fence=fence, metadata=metadata)
+                if result.snapshot is not None:
+                    return result.snapshot
+                if result.state != "open":
+                    raise StoreError(f"round {rnd.seq} abandoned: no part from {', '.join(result.missing)} within "
+                                     f"{self.timeout_s:.0f}s")
+                self._sleep(self._poll)
+        except BaseException:
+            # Left open, the round would refuse the next one (the final snapshot) until its deadline.
+            try:
+                self.rounds.abandon(rnd)
+            except RunctlError as exc:
+                log.warning("round %d: could not abandon it: %s", rnd.seq, exc)
+            raise
 
 
 class NodeStopSource:

@@ -264,6 +264,15 @@ class ShardedRounds:
         self._close(current, etag, COMMITTED)
         return RoundResult(COMMITTED, info)
 
+    def abandon(self, rnd: Round) -> None:
+        """Give round ``rnd`` up now, when it is still the open one (its committer failed on
+        the way): it never gets a manifest, and the next round may open at once instead of
+        after its deadline."""
+        found = self._read_round()
+        if found is not None and (found[0].seq, found[0].generation, found[0].state) == (rnd.seq, rnd.generation, OPEN):
+            self._close(found[0], found[1], ABANDONED)
+            log.warning("round %d abandoned: its commit failed", rnd.seq)
+
     def _round_fence(self, fence: Fence, rnd: Round) -> int:
         generation = fence()
         if generation < rnd.generation:
