@@ -82,8 +82,11 @@ def _share(value: float) -> float:
     return value
 
 
-def _nproc(value: str) -> str:
-    text = value.strip().lower()
+def nproc_text(value: str | int) -> str:
+    """A number of processes per machine as a job's spec holds it: "auto" or a positive
+    count, as text. ValueError saying what it must be otherwise (``agent.torchrun.parse_nproc``
+    names the option)."""
+    text = str(value).strip().lower()
     if text != "auto" and not (text.isdigit() and int(text) >= 1):
         raise ValueError("a number of processes (1, 2, 8 ...) or \"auto\" (one per GPU, else one)")
     return text if text == "auto" else str(int(text))
@@ -200,7 +203,7 @@ class JobConfig:
         example=("python scripts/fetch_data.py",))
     nproc_per_node: str | None = field(default=None, metadata={
         "help": "Processes under torchrun on the machine: a number, or \"auto\" (one per GPU, else one).",
-        "example": 2, "ge": None, "gt": None, "check": _nproc, "numbers_as_text": True})
+        "example": 2, "ge": None, "gt": None, "check": nproc_text, "numbers_as_text": True})
     nodes: int | None = _key(None, "Machines the job runs on (aws run), each under torchrun; unset: one.",
                              example=2, ge=1)
 

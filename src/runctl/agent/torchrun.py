@@ -34,6 +34,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from runctl.config import nproc_text
 from runctl.errors import UsageError
 
 AUTO = "auto"
@@ -64,13 +65,11 @@ _HAS_TORCH = "import importlib.util,sys;sys.exit(importlib.util.find_spec('torch
 def parse_nproc(value: str | int) -> str:
     """``--nproc-per-node`` as stored in the spec: "auto" or a positive count, as text.
     UsageError naming the option otherwise."""
-    text = str(value).strip().lower()
-    if text == AUTO:
-        return AUTO
-    if not text.isdigit() or int(text) < 1:
+    try:
+        return nproc_text(value)
+    except ValueError:
         raise UsageError(f"--nproc-per-node {value!r} is neither a number of processes (1, 2, 8 ...) nor auto "
-                         "(one per GPU, else one)")
-    return str(int(text))
+                         "(one per GPU, else one)") from None
 
 
 def count_gpus(root: Path = Path("/proc/driver/nvidia/gpus")) -> int:
