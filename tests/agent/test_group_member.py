@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import pytest
 
@@ -13,6 +14,7 @@ from runctl.agent import group_record as records
 from runctl.agent.boot_watchdog import check_boot
 from runctl.agent.cancellation import mark_cancelled
 from runctl.agent.group_member import Action, GroupMember, before_run
+from runctl.agent.node_follower import LEFT
 from runctl.agent.identity import InstanceIdentity
 from runctl.agent.status import read_status
 from runctl.backends.aws.launch import LaunchSpec
@@ -244,6 +246,16 @@ def test_the_boot_failures_are_cleared_once_a_script_ran(store, groups):
     (JobStatus(JOB, "pending", (Attempt(0, 1.0, reason="interrupted"), Attempt(1, 2.0, reason="lost"),
                                 Attempt(2, 3.0, reason="lost"))), None, {"max_restarts": 2, "submitted": 5.0},
      Action(True)),
+    # A machine of a job of two joins while the host's attempt runs: no reclaim, no loss.
+    (JobStatus(JOB, "running", (Attempt(0, 1.0),)), None, {"group": {"size": 2}, "auto_resume": False},
+     Action(True)),
+    (JobStatus(JOB, "running", (Attempt(0, 1.0, reason="interrupted"), Attempt(1, 2.0))), None,
+     {"group": {"size": 2}, "max_restarts": 1}, Action(True)),
+    # ... but the attempts the host recorded stopped still count.
+    (JobStatus(JOB, "running", (Attempt(0, 1.0, reason="interrupted"), Attempt(1, 2.0, reason="lost"),
+                                Attempt(2, 3.0))), None, {"group": {"size": 2}, "max_restarts": 1},
+     Action(False, "failed", f"gave up after 2 lost or reclaimed instances (max_restarts 1); resume it with runctl aws "
+                             f"run ... --job-id {JOB}")),
 ])
 def test_before_run(status, cancel, settings, expected):
     assert before_run(status, cancel, settings) == expected
@@ -304,3 +316,27 @@ def test_giving_up_after_max_restarts_fails_the_job_in_its_status_too(store, gro
     status = read_status(store, JOB)
     assert status.state == "failed" and status.message.startswith("gave up after 3 lost or reclaimed instances")
     assert records.read_group(store, JOB)["ended"]["state"] == "failed"
+
+
+@pytest.mark.parametrize("host_ends_it", [True, False])
+def test_a_member_whose_part_is_over_powers_off_once_the_host_deleted_the_group(store, groups, host_ends_it, caplog):
+    """Powered off before, its machine would be replaced by the group, for nothing."""
+    from runctl.agent.group_member import GROUP_END_WAIT_S
+
+    (first,) = groups.groups["runctl-job-1"].members
+    powered: list[str] = []
+    now = [123.0]
+
+    def sleep(seconds: float) -> None:
+        assert not powered, "powered off before the group ended"
+        now[0] += seconds
+        if host_ends_it and now[0] >= 130.0:
+            records.mark_ended(store, JOB, "completed", "done", by="i-host")
+
+    agent = GroupMember(ScriptedResident(store, first, LEFT), JOB, groups, machine=RecordingMachine(powered),
+                        clock=lambda: now[0], sleep=sleep)
+    with caplog.at_level(logging.WARNING, logger="runctl.agent.group_member"):
+        agent.serve()
+    assert powered == [f"job {JOB}: this machine's part is over"]
+    assert now[0] == (130.0 if host_ends_it else 123.0 + GROUP_END_WAIT_S)
+    assert any("not deleted within" in r.getMessage() for r in caplog.records) is not host_ends_it

@@ -14,7 +14,9 @@ The job's group.json (``agent.group_record``) names the group and its rules. The
    capacity, so AWS launches the replacement while the final snapshot is made;
 4. when the job ended (completed, failed, cancelled): deletes the group and its launch
    template, records why in group.json, and shuts its machine down. After a notice, its
-   machine was detached: it shuts it down once the final snapshot is durable.
+   machine was detached: it shuts it down once the final snapshot is durable. In a job of
+   several machines, the others shut theirs down once the host's agent deleted the group
+   (the group would replace a machine that went before).
 
 A SIGTERM that nobody here asked for is the machine going away (AWS terminating it): the
 job is interrupted, not stopped, and the group's next instance resumes it.
@@ -43,6 +45,8 @@ ENDED_STATES = ("completed", "failed", "stopped")
 #: How long a group's instance waits for the job's lease held by another live agent of the
 #: job: Capacity Rebalancing launches the next instance before it ends the current one.
 GROUP_LEASE_WAIT_S = 6 * 3600.0
+#: How long a machine of several whose part is over waits for the host to delete the group.
+GROUP_END_WAIT_S = 120.0
 
 
 class GroupControl(Protocol):
@@ -75,12 +79,16 @@ def before_run(status: JobStatus | None, cancel: dict | None, settings: dict) ->
     if status is not None and status.state in ENDED_STATES:
         return Action(False, status.state, status.message or f"the job {status.state}")
     last = status.attempts[-1] if status is not None and status.attempts else None
-    reclaimed = last is not None and (last.reason in RECOVERED_FROM or status.state in ("running", "restarting"))
+    # In a job of several machines an instance joins while the host's attempt runs (at the
+    # start, or as a member's replacement): the attempt goes on, no machine of it was lost.
+    joining = int((settings.get("group") or {}).get("size") or 1) > 1 and last is not None and last.reason is None
+    reclaimed = last is not None and not joining and \
+        (last.reason in RECOVERED_FROM or status.state in ("running", "restarting"))
     if reclaimed and not settings.get("auto_resume", True):
         return Action(False, "interrupted", "its instance was reclaimed and auto-resume is off; resume it with "
                                             f"runctl aws run ... --job-id {status.job_id} --auto-resume")
     since = float(settings.get("submitted") or 0.0)  # an earlier submission's losses do not count
-    losses = machine_losses(status, since) + (1 if last is not None and last.reason is None else 0)
+    losses = machine_losses(status, since) + (1 if last is not None and last.reason is None and not joining else 0)
     limit = int(settings.get("max_restarts", 3))
     if losses > limit:
         return Action(False, "failed", f"gave up after {losses} lost or reclaimed instances "
@@ -96,7 +104,7 @@ def is_reclaim(notice: dict) -> bool:
 
 class GroupMember:
     def __init__(self, resident, job_id: str, groups: Callable[[str], GroupControl], *, machine,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
         self.resident = resident
         self.store = resident.store
         self.job_id = job_id
@@ -104,6 +112,7 @@ class GroupMember:
         self._groups = groups
         self.machine = machine  # agent.power.Machine
         self._clock = clock
+        self._sleep = sleep
         self.detached = threading.Event()
         self._detaching: threading.Thread | None = None
         self.settings: dict = {}
@@ -231,6 +240,8 @@ class GroupMember:
             self._end_group(state, message)
             self.machine.power_off(f"job {self.job_id} {state}")
         elif state == LEFT:  # a machine of several, not the host: the host's agent ends the job and its group
+            if not self.detached.is_set():
+                self._wait_for_the_group_to_end()
             self.machine.power_off(f"job {self.job_id}: this machine's part is over")
         elif self.detached.is_set():
             self.machine.power_off(f"job {self.job_id} moved to the group's next instance")
@@ -238,6 +249,20 @@ class GroupMember:
             self._end_group("interrupted", "its instance was reclaimed and auto-resume is off")
             self.machine.power_off(f"job {self.job_id} interrupted")
         # else the machine is going away by itself (SIGTERM): the group replaces it
+
+    def _wait_for_the_group_to_end(self) -> None:
+        """Until the host's agent deleted the group (``GROUP_END_WAIT_S`` at most): a machine of
+        the group that powers off before would be replaced by a new one, for nothing."""
+        deadline = self._clock() + GROUP_END_WAIT_S
+        while self._clock() < deadline:
+            try:
+                if (records.read_group(self.store, self.job_id) or {}).get("ended"):
+                    return
+            except RunctlError as exc:
+                log.warning("job %s: cannot read its group record: %s", self.job_id, exc)
+            self._sleep(1.0)
+        log.warning("job %s: its group was not deleted within %.0fs of the job's end; powering off anyway",
+                    self.job_id, GROUP_END_WAIT_S)
 
     def _after_failure(self, why: str) -> None:
         """The agent could not run the job (a store that fails, a lease another agent holds):
