@@ -18,6 +18,7 @@ import pytest
 from runctl.agent.rendezvous import read_rendezvous
 from runctl.agent.status import read_status
 from runctl.store import layout
+from runctl.store.rounds import rounds_prefix, seq_name
 from runctl.store.sharded import ShardedRounds
 from runctl.store.snapshots import Snapshots
 
@@ -66,3 +67,6 @@ def test_a_two_node_job_ends_with_the_weights_of_a_two_process_run_and_every_sna
     assert kept[-1].metadata.get("step") == result["final_step"]
     parts = ShardedRounds(snapshots).parts(kept[-1].seq)
     assert sorted(p.instance for p in parts) == sorted(cloud.instances)  # one part from each machine
+    # The part records of the rounds before the latest snapshot went with the pruning.
+    rounds = [name for name in store.list_dirs(rounds_prefix(layout.checkpoints_prefix("wide"))) if name.isdigit()]
+    assert rounds == [seq_name(kept[-1].seq)], rounds

@@ -267,6 +267,7 @@ class Agent:
                 source.attempt_started(number, now)
             shipper = LogShipper(self.store, self.spec.job_id, number, log_path)
             progress = ProgressReader(progress_file)
+            rounds = ShardedRounds(self.snapshots) if node is not None else None
             sync = CheckpointSync(
                 self.snapshots, self.folder, sync_interval=self.spec.sync_interval,
                 max_upload_share=self.spec.max_upload_share,
@@ -278,7 +279,8 @@ class Agent:
                 # The step each checkpoint was saved at, as the script reported it then.
                 step_of=progress.step_at, observe=progress.read,
                 restored_step=restored.metadata.get("step") if restored else None,
-                commit=RoundCommitter(ShardedRounds(self.snapshots), node) if node is not None else None,
+                commit=RoundCommitter(rounds, node) if rounds is not None else None,
+                prune=rounds.prune if rounds is not None else None,
             )
             sync.start()
             housekeeping = Periodic(self.options.heartbeat_interval, lambda: self._housekeep(shipper, progress))

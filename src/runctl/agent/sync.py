@@ -139,6 +139,7 @@ class CheckpointSync:
         restored_step: int | None = None,
         observe: Callable[[], None] | None = None,
         commit: Callable[..., CheckpointInfo | None] | None = None,
+        prune: Callable[[int], object] | None = None,
     ) -> None:
         """``committed``: what the store already holds (``committed_state``); None means
         nothing, so every file of the folder is snapshotted (a commit of files the store's
@@ -149,7 +150,9 @@ class CheckpointSync:
         of the files as ``committed`` has them (the restored snapshot's). ``observe``: called
         on every tick, before anything else (the agent reads the script's progress there).
         ``commit``: how a snapshot is made, ``Snapshots.commit``'s signature (default: it; a
-        job of several machines commits a sharded round, ``runctl.agent.multinode``)."""
+        job of several machines commits a sharded round, ``runctl.agent.multinode``), and
+        ``prune(keep_last_n)`` how old snapshots go (default: ``Snapshots.prune``; the
+        sharded rounds' prune takes their part records too)."""
         self.snapshots = snapshots
         self.folder = folder
         if not 0 < max_upload_share <= 1:
@@ -173,6 +176,7 @@ class CheckpointSync:
         self._sleep = sleep
         self._fence = fence  # proves the lease right before each manifest (Snapshots.commit)
         self._commit_with = commit or snapshots.commit
+        self._prune_with = prune or snapshots.prune
         self._committed: FileState = dict(committed or {})  # what the store already has
         self._last_commit = clock()
         self._previous: FileState | None = None
@@ -315,7 +319,7 @@ class CheckpointSync:
     def _prune(self) -> None:
         # The snapshot is durable already: an old one left behind must not make it look failed.
         try:
-            self.snapshots.prune(self.keep_last_n)
+            self._prune_with(self.keep_last_n)
         except (RunctlError, OSError) as exc:
             log.warning("could not prune old checkpoint snapshots (next snapshot tries again): %s", exc)
 
