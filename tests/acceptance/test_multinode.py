@@ -33,7 +33,7 @@ SCRIPT = REPO / "training" / "examples" / "train_ddp.py"
 
 @pytest.mark.fake_cloud(image_packages=("torch", "numpy"), agent_python=None)
 def test_a_two_node_job_ends_with_the_weights_of_a_two_process_run_and_every_snapshot_has_both_ranks(
-        cloud, runctl_bg, project, tmp_path):
+        cloud, runctl, runctl_bg, project, tmp_path):
     shutil.copy(SCRIPT, project / "training" / "train_ddp.py")
     proc = runctl_bg("aws", "run", "training/train_ddp.py", "--on-demand", "-t", "t3.micro", "--nodes", "2",
                      "--job-id", "wide", "--", *ARGS, "--slow", "0.01", **FAST_SYNC)
@@ -55,6 +55,12 @@ def test_a_two_node_job_ends_with_the_weights_of_a_two_process_run_and_every_sna
     host, _ = read_rendezvous(store, "wide")
     assert host.instance_id in cloud.instances and host.address == cloud.instances[host.instance_id].imds.private_ip
     assert list(store.list(layout.nodes_prefix("wide"))) == []  # both left
+    # The other machine's output, apart from the host's (the job's).
+    (member,) = [i for i in cloud.instances if i != host.instance_id]
+    shown = runctl("logs", "wide", "--node", member)
+    assert shown.returncode == 0, shown.stderr
+    assert "on 2 ranks" in shown.stdout and final_result(shown.stdout) == result
+    assert f"the job's other machines: --node {member}" in runctl("logs", "wide").stderr
 
     snapshots = Snapshots(store, layout.checkpoints_prefix("wide"))
     kept = snapshots.list()

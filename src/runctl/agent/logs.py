@@ -9,9 +9,12 @@ from runctl.store import layout
 
 
 class LogShipper:
-    def __init__(self, store, job_id: str, attempt: int, path: Path) -> None:
+    """``node``: this machine's instance id when it is a machine of several other than the
+    rendezvous host (whose log is the job's)."""
+
+    def __init__(self, store, job_id: str, attempt: int, path: Path, *, node: str | None = None) -> None:
         self._store = store
-        self._prefix = layout.logs_prefix(job_id, attempt)
+        self._prefix = layout.logs_prefix(job_id, attempt, node)
         self._path = path
         self._offset = 0
         self._chunk = 0
@@ -34,31 +37,39 @@ class LogShipper:
             return len(data)
 
 
-def log_chunks(store, job_id: str, attempt: int) -> list[str]:
-    prefix = layout.logs_prefix(job_id, attempt)
+def log_chunks(store, job_id: str, attempt: int, node: str | None = None) -> list[str]:
+    prefix = layout.logs_prefix(job_id, attempt, node)
     return [o.key for o in store.list(prefix) if o.key.endswith(".log")]
 
 
-def attempts_with_logs(store, job_id: str) -> list[int]:
-    return sorted(int(name) for name in store.list_dirs(f"{layout.job_prefix(job_id)}logs/") if name.isdigit())
+def attempts_with_logs(store, job_id: str, node: str | None = None) -> list[int]:
+    prefix = f"{layout.job_prefix(job_id)}logs/" if node is None else f"{layout.node_logs_prefix(job_id)}{node}/"
+    return sorted(int(name) for name in store.list_dirs(prefix) if name.isdigit())
+
+
+def nodes_with_logs(store, job_id: str) -> list[str]:
+    """The machines of a job of several, other than the host, that shipped a log."""
+    return sorted(store.list_dirs(layout.node_logs_prefix(job_id)))
 
 
 class LogFollower:
     """The job's log chunks not handed over yet: attempts from ``first_attempt`` on, or only
     ``attempt`` when given. Calling it writes the new chunks to ``sink`` (a binary stream)."""
 
-    def __init__(self, store, job_id: str, first_attempt: int = 0, sink=None, *, attempt: int | None = None) -> None:
+    def __init__(self, store, job_id: str, first_attempt: int = 0, sink=None, *, attempt: int | None = None,
+                 node: str | None = None) -> None:
         self.store, self.job_id, self.first_attempt, self.sink = store, job_id, first_attempt, sink
         self.attempt = attempt
+        self.node = node  # another machine of a job of several than the host: its log
         self.shown: set[str] = set()
 
     def new_chunks(self) -> list[tuple[int, bytes]]:
         """(attempt, bytes) of every chunk uploaded since the last call, oldest first."""
         found = []
-        for number in attempts_with_logs(self.store, self.job_id):
+        for number in attempts_with_logs(self.store, self.job_id, self.node):
             if number < self.first_attempt or (self.attempt is not None and number != self.attempt):
                 continue
-            for key in log_chunks(self.store, self.job_id, number):
+            for key in log_chunks(self.store, self.job_id, number, self.node):
                 if key not in self.shown:
                     self.shown.add(key)
                     found.append((number, self.store.read(key).data))

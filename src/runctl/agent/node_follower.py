@@ -30,7 +30,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from runctl.agent import workspace
+from runctl.agent.logs import LogShipper
 from runctl.agent.multinode import Node
+from runctl.agent.periodic import Periodic
 from runctl.agent.process import ProcessTree, describe_exit, subreaper
 from runctl.agent.status import FINAL_STATES, read_status
 from runctl.agent.sync import scan_folder
@@ -58,6 +60,8 @@ END_WAIT_S = 900.0
 #: How long a member holds its part back for the checkpoint another machine's part has and its
 #: own folder not yet: the machines rename it after the same barrier, a moment apart at most.
 CATCH_UP_S = 10.0
+#: How often a member ships its torchrun's new output to the store.
+LOG_SHIP_S = 5.0
 
 
 def behind(posted: Sequence[Part], mine: set[str]) -> str | None:
@@ -144,9 +148,14 @@ class NodeFollower:
                                             interrupt_file=interrupt_file,
                                             progress_file=self.run_dir / f"progress-{number}.json")
         argv = self.node.launch(workspace.command_for(self.spec, resume))
-        with open(self.run_dir / f"attempt-{number}.log", "ab") as log_file:
+        log_path = self.run_dir / f"attempt-{number}.log"
+        # Apart from the host's (the job's), read with runctl logs JOB --node INSTANCE.
+        shipper = LogShipper(self.store, self.spec.job_id, number, log_path, node=self.node.instance_id)
+        shipping = Periodic(LOG_SHIP_S, lambda: self._ship(shipper))
+        with open(log_path, "ab") as log_file:
             tree = ProcessTree(argv, env, self.spec.workdir, (None, None), log_file)
             tree.start()
+            shipping.start()
             for source in self.sources:
                 source.attempt_started(number, self._clock())
             try:
@@ -154,6 +163,14 @@ class NodeFollower:
             finally:
                 tree.kill_all()
                 tree.wait()
+                shipping.stop()
+                self._ship(shipper)
+
+    def _ship(self, shipper: LogShipper) -> None:
+        try:
+            shipper.ship()
+        except RunctlError as exc:  # what was not shipped goes with the next chunk
+            log.warning("job %s: could not ship this machine's output: %s", self.spec.job_id, exc)
 
     def _supervise(self, tree: ProcessTree, interrupt_file: Path) -> int:
         kill_at = None

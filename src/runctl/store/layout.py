@@ -63,8 +63,17 @@ def checkpoints_prefix(job_id: str) -> str:
     return f"jobs/{job_id}/checkpoints/"
 
 
-def logs_prefix(job_id: str, attempt: int) -> str:
-    return f"jobs/{job_id}/logs/{attempt}/"
+def logs_prefix(job_id: str, attempt: int, node: str | None = None) -> str:
+    """An attempt's log chunks: the host's (the job's one machine, or its rendezvous host), or
+    those of ``node``, another machine of a job of several (apart, so that neither listing
+    sees the other's)."""
+    if node is None:
+        return f"jobs/{job_id}/logs/{attempt}/"
+    return f"{node_logs_prefix(job_id)}{node}/{attempt}/"
+
+
+def node_logs_prefix(job_id: str) -> str:
+    return f"jobs/{job_id}/node-logs/"
 
 
 # -- the AWS backend ---------------------------------------------------------------------

@@ -12,7 +12,7 @@ import click
 
 from runctl.cli import _common
 from runctl.cli._context import output_option, pass_app
-from runctl.cli._logs import show_logs
+from runctl.cli._logs import node_option, show_logs
 from runctl.cli.aws._shared import aws_store_url
 from runctl.errors import UsageError
 
@@ -23,10 +23,11 @@ INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?\Z")
 @click.argument("target", metavar="INSTANCE_ID|JOB")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output until the job ends.")
 @click.option("--attempt", type=int, help="Only this attempt (default: all).")
+@node_option
 @_common.store_option(_common.AWS_STORE)
 @output_option
 @pass_app
-def logs(app, target, follow, attempt, store):
+def logs(app, target, follow, attempt, node, store):
     """Print the output of JOB, or of the job last sent to INSTANCE_ID, from the store."""
     url = aws_store_url(app, store)
     job_id = target
@@ -40,4 +41,4 @@ def logs(app, target, follow, attempt, store):
         job_id = found[0].job_id
         app.output.note(f"runctl: {target} runs job {job_id} ({found[0].state})")
     job_store, _ = _common.find_job(app, url, job_id)
-    show_logs(app, job_store, job_id, follow=follow, attempt=attempt)
+    show_logs(app, job_store, job_id, follow=follow, attempt=attempt, node=node)
