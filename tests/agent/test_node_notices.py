@@ -150,7 +150,7 @@ def test_a_host_that_goes_moves_no_epoch_at_its_own_stop(local_store, tmp_path):
     host, member = _two_members(local_store, tmp_path)
     try:
         host.going = True
-        request_stop(local_store, JOB, 1, "spot notice on i-a", 1_120.0)
+        request_stop(local_store, JOB, 1, "spot notice on i-a", 1_120.0, requested=0.0)
         assert stop_source(host, interval=0.0).poll(1_001.0).source == "job-stop"
         assert host.epoch == 1 and read_rendezvous(local_store, JOB)[0].epoch == 1  # a survivor moves it
     finally:

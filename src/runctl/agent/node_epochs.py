@@ -55,6 +55,7 @@ def stop_every_machine(store, node: Node, notice: dict) -> None:
         return
     node.going = True
     try:
-        request_stop(store, node.spec.job_id, node.epoch, f"spot notice on {node.instance_id}", notice.get("deadline"))
+        request_stop(store, node.spec.job_id, node.epoch, f"spot notice on {node.instance_id}", notice.get("deadline"),
+                     requested=notice.get("received"))
     except RunctlError as exc:  # the others' collectives fail once this torchrun is gone
         log.error("job %s: could not ask the other machines to stop: %s", node.spec.job_id, exc)

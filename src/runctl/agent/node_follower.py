@@ -203,7 +203,7 @@ class NodeFollower:
         self._attempt = self._running_attempt()
         try:
             request_stop(self.store, self.spec.job_id, self.node.epoch,
-                         f"spot notice on {self.node.instance_id}", notice.deadline)
+                         f"spot notice on {self.node.instance_id}", notice.deadline, requested=notice.received)
         except RunctlError as exc:  # the others' torchruns stop by themselves once this one is gone
             log.error("job %s: could not ask the other machines to stop: %s", self.spec.job_id, exc)
         self._on_notice(notice)

@@ -9,7 +9,8 @@ later one reads it. ``JobStopSource`` is an interruption source like the metadat
 service's: its ``poll`` reads the record every ``interval`` seconds and reports the stop
 once, so each agent stops its tree as it would at a spot notice (stop signal, grace, final
 snapshot). The record of an earlier epoch is left in place and stops nothing: the job has
-restarted since.
+restarted since; the stop of a later epoch replaces it and carries it in its ``earlier``,
+so that ``job_stops`` lists every stop (``runctl status``).
 
 Used by ``--nodes``: an agent calls ``request_stop`` at a spot notice on its machine
 (``runctl.agent.node_follower`` for a member, ``runctl.agent.node_epochs`` for the host),
@@ -19,6 +20,7 @@ and every agent of the job watches a ``JobStopSource`` that follows its rendezvo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -40,6 +42,22 @@ class StopRecord(Record):
     epoch: int  # the rendezvous epoch this stop ends
     reason: str  # what made a machine ask, e.g. "spot notice on i-0abc"
     deadline: float | None  # epoch seconds by which the final snapshots must be durable; None: unknown
+    requested: float | None = None  # epoch seconds of the notice that made a machine ask; None: not recorded
+    # The stops of the epochs before, oldest first, without their own ``earlier``. Carried
+    # over by the write that replaces them, so ``runctl status`` can list every stop at no
+    # cost in the notice's path: no other write, no other read.
+    earlier: tuple[StopRecord, ...] = ()
+
+
+def _parse_stop(data: dict, key: str) -> StopRecord:
+    try:
+        record = StopRecord.from_dict(data)
+        earlier = tuple(_parse_stop(entry, key) for entry in record.earlier)
+    except (TypeError, AttributeError) as exc:
+        raise StoreError(f"{key} is not a stop record ({exc}); delete it if no machine runs the job") from exc
+    if not isinstance(record.epoch, int):
+        raise StoreError(f"{key} is not a stop record (bad epoch); delete it if no machine runs the job")
+    return dataclasses.replace(record, earlier=earlier)
 
 
 def read_stop(store, job_id: str) -> tuple[StopRecord, str] | None:
@@ -50,25 +68,35 @@ def read_stop(store, job_id: str) -> tuple[StopRecord, str] | None:
     except NotFoundError:
         return None
     try:
-        record = StopRecord.from_dict(json.loads(blob.data))
-    except (ValueError, TypeError, AttributeError) as exc:
+        data = json.loads(blob.data)
+    except ValueError as exc:
         raise StoreError(f"{key} is not a stop record ({exc}); delete it if no machine runs the job") from exc
-    if not isinstance(record.epoch, int):
-        raise StoreError(f"{key} is not a stop record (bad epoch); delete it if no machine runs the job")
-    return record, blob.etag
+    return _parse_stop(data, key), blob.etag
 
 
-def request_stop(store, job_id: str, epoch: int, reason: str, deadline: float | None) -> StopRecord:
-    """Ask every machine of the job to stop the script of rendezvous ``epoch``; returns the
-    stop that stands: this one when it is the first of the epoch, else the first (or one of
-    a later epoch: this machine's epoch is over already). StoreError when the store does
-    not answer, or when it failed and the read-back shows no stop of the epoch."""
+def job_stops(store, job_id: str) -> list[StopRecord]:
+    """Every stop of the job's machines, one per epoch, oldest first (without ``earlier``).
+    StoreError when the store does not answer or the record is not one."""
+    found = read_stop(store, job_id)
+    if found is None:
+        return []
+    return [*found[0].earlier, dataclasses.replace(found[0], earlier=())]
+
+
+def request_stop(store, job_id: str, epoch: int, reason: str, deadline: float | None, *,
+                 requested: float | None) -> StopRecord:
+    """Ask every machine of the job to stop the script of rendezvous ``epoch`` (``requested``:
+    when its notice came); returns the stop that stands: this one when it is the first of
+    the epoch, else the first (or one of a later epoch: this machine's epoch is over
+    already). StoreError when the store does not answer, or when it failed and the
+    read-back shows no stop of the epoch."""
     key = layout.job_stop_key(job_id)
-    record = StopRecord(epoch, reason, deadline)
     for _ in range(_ROUNDS):
         found = read_stop(store, job_id)
         if found is not None and found[0].epoch >= epoch:
             return found[0]
+        earlier = () if found is None else (*found[0].earlier, dataclasses.replace(found[0], earlier=()))
+        record = StopRecord(epoch, reason, deadline, requested, earlier)
         condition = {"if_none_match": True} if found is None else {"if_match": found[1]}
         try:
             store.write(key, json.dumps(record.to_dict()).encode(), **condition)
