@@ -45,7 +45,7 @@ def test_a_notice_on_a_member_stops_every_machine_and_the_host_moves_the_epoch(a
         follower._stop_every_machine(spot)
         assert told == [spot]  # the group member detaches the machine
         stop = read_stop(any_store, JOB)[0]
-        assert (stop.epoch, stop.reason, stop.deadline) == (1, "spot notice on i-b", 1_120.0)
+        assert (stop.epoch, stop.reason, stop.deadline, stop.requested) == (1, "spot notice on i-b", 1_120.0, 1_000.0)
 
         seen = hosts.poll(1_001.0)
         assert (seen.source, seen.deadline) == ("job-stop", 1_120.0)
@@ -168,7 +168,7 @@ def test_the_hosts_spot_notice_asks_every_machine_to_stop_and_a_rebalance_does_n
         stop_every_machine(local_store, host, notice(1_000.0, 1_120.0).to_dict())
         assert host.going
         stop = read_stop(local_store, JOB)[0]
-        assert (stop.epoch, stop.reason, stop.deadline) == (1, "spot notice on i-a", 1_120.0)
+        assert (stop.epoch, stop.reason, stop.deadline, stop.requested) == (1, "spot notice on i-a", 1_120.0, 1_000.0)
         assert stop_source(member, interval=0.0).poll(1_001.0).source == "job-stop"
     finally:
         host.leave()
