@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from runctl.agent.membership import Membership, NodeRecord, live_nodes
+from runctl.agent.membership import Membership, NodeRecord, live_nodes, node_records
 from runctl.errors import UsageError
 from runctl.store import layout
 
@@ -48,6 +48,8 @@ def test_a_machine_that_stops_renewing_drops_out_at_the_ttl(any_store):
     clock.now += 1  # i-b's record is exactly a TTL old: gone
     assert [n.instance_id for n in live_nodes(any_store, JOB, clock.now, TTL)] == ["i-a"]
     assert any_store.exists(layout.node_key(JOB, "i-b"))  # gone by its age, its record still there
+    assert [(n.instance_id, n.heartbeat) for n in node_records(any_store, JOB)] == [  # status shows it stale
+        ("i-a", 1_000.0 + TTL - 1), ("i-b", 1_000.0)]
     silent.register(epoch=1)  # it comes back (its agent was paused): present again
     assert [n.instance_id for n in live_nodes(any_store, JOB, clock.now, TTL)] == ["i-a", "i-b"]
 

@@ -52,10 +52,11 @@ def is_live(record: NodeRecord, now: float, ttl: float) -> bool:
     return now - record.heartbeat < ttl
 
 
-def live_nodes(store, job_id: str, now: float, ttl: float) -> list[NodeRecord]:
-    """The job's machines renewed less than ``ttl`` s before ``now``, by instance id. A
-    record that is not one (written by hand, or half a migration) counts as a machine gone:
-    one bad record must not stop the others. StoreError when the store does not answer."""
+def node_records(store, job_id: str) -> list[NodeRecord]:
+    """Every membership record of the job, stale or not, by instance id: one listing, then
+    one read per machine. A record that is not one (written by hand, or half a migration)
+    counts as a machine gone: one bad record must not stop the others. StoreError when the
+    store does not answer."""
     found = []
     for info in store.list(layout.nodes_prefix(job_id)):
         try:
@@ -63,13 +64,15 @@ def live_nodes(store, job_id: str, now: float, ttl: float) -> list[NodeRecord]:
         except NotFoundError:
             continue  # it left between the listing and the read
         try:
-            record = parse_node(data, info.key)
+            found.append(parse_node(data, info.key))
         except StoreError as exc:
             log.warning("job %s: %s; counted as gone", job_id, exc)
-            continue
-        if is_live(record, now, ttl):
-            found.append(record)
     return sorted(found, key=lambda r: r.instance_id)
+
+
+def live_nodes(store, job_id: str, now: float, ttl: float) -> list[NodeRecord]:
+    """The job's machines renewed less than ``ttl`` s before ``now`` (``node_records``'s)."""
+    return [record for record in node_records(store, job_id) if is_live(record, now, ttl)]
 
 
 class Membership:
