@@ -44,8 +44,30 @@ def _group_view(job_store, job_id: str) -> dict | None:
     settings = read_group(job_store, job_id)
     if settings is None:
         return None
-    return {"group": settings, "recovery_records": read_recovery_list(job_store, job_id),
+    view = {"group": settings, "recovery_records": read_recovery_list(job_store, job_id),
             "boot_failures": boot_failures(job_store, job_id)}
+    nodes = settings.get("group", {}).get("size", 1)  # one instance per node (jobs.submit)
+    return view if nodes == 1 else {**view, **_nodes_view(job_store, job_id, nodes, time.time())}
+
+
+def _nodes_view(job_store, job_id: str, nodes: int, now: float) -> dict:
+    """A job of several machines: its rendezvous host and epoch, its machines now (their
+    membership records: one listing, one read each) and every stop of all of them."""
+    from runctl.agent.membership import is_live, node_records
+    from runctl.agent.multinode import MEMBERSHIP_TTL_S
+    from runctl.agent.rendezvous import read_rendezvous
+    from runctl.interruptions.job_stop import job_stops
+
+    found = read_rendezvous(job_store, job_id)
+    host = found[0].instance_id if found else None
+    machines = [{**record.to_dict(), "role": "host" if record.instance_id == host else "member",
+                 "heartbeat_age": round(now - record.heartbeat, 1),
+                 "stale": not is_live(record, now, MEMBERSHIP_TTL_S)} for record in node_records(job_store, job_id)]
+    rendezvous = None if found is None else {
+        key: value for key, value in found[0].to_dict().items() if key != "token"}  # the token is the writers' only
+    return {"nodes": nodes, "rendezvous": rendezvous, "machines": machines,
+            "stops": [{key: value for key, value in stop.to_dict().items() if key != "earlier"}  # empty here
+                      for stop in job_stops(job_store, job_id)]}
 
 
 def _render(app, job, group: dict | None = None) -> None:
@@ -65,6 +87,8 @@ def _render(app, job, group: dict | None = None) -> None:
             f"{a.instance_id} ({a.instance_type or '?'}, {a.az or '?'})" for a in placed))
     if group is not None:
         _render_group(app, group)
+    if group is not None and "nodes" in group:
+        _render_nodes(app, group)
     if job.notice:
         deadline = job.notice.get("deadline")
         app.output.line(f"  last notice: {job.notice.get('source')} {job.notice.get('action')} at "
@@ -98,3 +122,18 @@ def _render_group(app, group: dict) -> None:
     if failures:
         app.output.line(f"  boot failures in a row: {len(failures)} ({', '.join(failures)}): their agent never "
                         "started")
+
+
+def _render_nodes(app, group: dict) -> None:
+    rendezvous = group["rendezvous"]
+    app.output.line(f"  nodes: {group['nodes']}, " + (
+        f"rendezvous host {rendezvous['instance_id']} (epoch {rendezvous['epoch']})" if rendezvous
+        else "no rendezvous host yet"))
+    if group["machines"]:
+        app.output.table(("instance", "address", "epoch", "role", "heartbeat"), [
+            (m["instance_id"], m["address"], m["epoch"], m["role"],
+             f"{m['heartbeat_age']:.0f}s ago" + (" (stale)" if m["stale"] else "")) for m in group["machines"]])
+    else:  # each machine deletes its record as it leaves: a finished job has none
+        app.output.line("  machines: none in the job now")
+    for stop in group["stops"]:
+        app.output.line(f"  stop of epoch {stop['epoch']} at {local_time(stop['requested'])}: {stop['reason']}")
