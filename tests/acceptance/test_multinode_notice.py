@@ -18,6 +18,7 @@ Either way the job ends with the weights of an uninterrupted two-process run.
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -44,7 +45,7 @@ def _snapshot_made(store, job_id: str):
 
 @pytest.mark.fake_cloud(notice_deadline_s=30.0, image_packages=("torch", "numpy"), agent_python=None)
 def test_a_notice_on_the_member_of_a_two_node_job_resumes_both_to_the_weights_of_a_two_process_run(
-        cloud, runctl_bg, project, tmp_path):
+        cloud, runctl, runctl_bg, project, tmp_path):
     shutil.copy(SCRIPT, project / "training" / "train_ddp.py")
     proc = runctl_bg("aws", "run", "training/train_ddp.py", "--spot", "-t", "t3.micro", "--nodes", "2",
                      "--auto-resume", "--job-id", "wide", "--", *ARGS, "--slow", "0.01", **FAST_SYNC)
@@ -71,6 +72,13 @@ def test_a_notice_on_the_member_of_a_two_node_job_resumes_both_to_the_weights_of
     assert (rendezvous.instance_id, rendezvous.epoch) == (host, 2)
     assert len(cloud.instances) == 3  # the two machines and the noticed one's replacement
     assert list(store.list(layout.nodes_prefix("wide"))) == []  # every machine left
+    shown = runctl("status", "wide")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert f"  nodes: 2, rendezvous host {host} (epoch 2)" in lines, shown.stdout
+    assert "  machines: none in the job now" in lines, shown.stdout
+    assert any(re.fullmatch(rf"  stop of epoch 1 at \d{{4}}-\d\d-\d\d [\d:]+: spot notice on {member}", line)
+               for line in lines), shown.stdout
 
     snapshots = Snapshots(store, layout.checkpoints_prefix("wide"))
     for info in snapshots.list():  # the checkpoint to resume from has every rank's part
