@@ -117,6 +117,18 @@ def test_a_finished_job_says_no_machine_is_left_instead_of_an_empty_table(here):
     assert json.loads(status(JOB, "--store", str(here / "store"), "--output", "json"))["machines"] == []
 
 
+def test_a_job_whose_machines_have_not_joined_yet_says_so(here):
+    store = LocalStore(here / "store")
+    write_group(store, JOB, {"group": GroupRecord("runctl-wide", "lt-1", "us-east-1", ("t3.micro",), (), True,
+                                                  size=3).to_dict(), **dataclasses.asdict(GroupRules())})
+    StatusBook(store, JobStatus(JOB, "pending"), clock=lambda: NOW).heartbeat()
+    lines = status(JOB, "--store", str(here / "store")).splitlines()
+    assert "  nodes: 3, no rendezvous host yet" in lines and "  machines: none in the job now" in lines, lines
+    assert not any("stop of epoch" in line for line in lines), lines
+    report = json.loads(status(JOB, "--store", str(here / "store"), "--output", "json"))
+    assert (report["nodes"], report["rendezvous"], report["machines"], report["stops"]) == (3, None, [], [])
+
+
 def test_a_job_of_one_machine_shows_no_nodes(here):
     store = LocalStore(here / "store")
     write_group(store, "narrow", {"group": GroupRecord("runctl-narrow", "lt-1", "us-east-1", ("t3.micro",), (),

@@ -47,7 +47,7 @@ def _group_view(job_store, job_id: str) -> dict | None:
     view = {"group": settings, "recovery_records": read_recovery_list(job_store, job_id),
             "boot_failures": boot_failures(job_store, job_id)}
     nodes = settings.get("group", {}).get("size", 1)  # one instance per node (jobs.submit)
-    return view if nodes == 1 else {**view, **_nodes_view(job_store, job_id, nodes, time.time())}
+    return {**view, **_nodes_view(job_store, job_id, nodes, time.time())} if nodes > 1 else view
 
 
 def _nodes_view(job_store, job_id: str, nodes: int, now: float) -> dict:
@@ -66,7 +66,7 @@ def _nodes_view(job_store, job_id: str, nodes: int, now: float) -> dict:
     rendezvous = None if found is None else {
         key: value for key, value in found[0].to_dict().items() if key != "token"}  # the token is the writers' only
     return {"nodes": nodes, "rendezvous": rendezvous, "machines": machines,
-            "stops": [{key: value for key, value in stop.to_dict().items() if key != "earlier"}  # empty here
+            "stops": [{key: value for key, value in stop.to_dict().items() if key != "earlier"}  # listed apart
                       for stop in job_stops(job_store, job_id)]}
 
 
