@@ -70,8 +70,6 @@ def test_a_notice_on_the_member_of_a_two_node_job_resumes_both_to_the_weights_of
     assert (stop.epoch, stop.reason) == (1, f"spot notice on {member}")
     rendezvous = read_rendezvous(store, "wide")[0]
     assert (rendezvous.instance_id, rendezvous.epoch) == (host, 2)
-    assert len(cloud.instances) == 3  # the two machines and the noticed one's replacement
-    assert list(store.list(layout.nodes_prefix("wide"))) == []  # every machine left
     shown = runctl("status", "wide")
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
@@ -79,6 +77,8 @@ def test_a_notice_on_the_member_of_a_two_node_job_resumes_both_to_the_weights_of
     assert "  machines: none in the job now" in lines, shown.stdout
     assert any(re.fullmatch(rf"  stop of epoch 1 at \d{{4}}-\d\d-\d\d [\d:]+: spot notice on {member}", line)
                for line in lines), shown.stdout
+    assert len(cloud.instances) == 3  # the two machines and the noticed one's replacement
+    assert list(store.list(layout.nodes_prefix("wide"))) == []  # every machine left
 
     snapshots = Snapshots(store, layout.checkpoints_prefix("wide"))
     for info in snapshots.list():  # the checkpoint to resume from has every rank's part
