@@ -159,6 +159,10 @@ class NodeFollower:
         status = read_status(self.store, self.spec.job_id)
         number = len(status.attempts) if status is not None else 0  # the host's count: the attempt it adds
         interrupt_file = self.run_dir / f"interrupt-{number}.json"
+        # An epoch this machine stopped may have had the same number (the host had not added
+        # its attempt yet): its interrupt file would stop this script at once.
+        for stale in (interrupt_file, self.run_dir / f"progress-{number}.json"):
+            stale.unlink(missing_ok=True)
         env = workspace.attempt_environment(os.environ, self.spec, attempt=number, resume=resume,
                                             interrupt_file=interrupt_file,
                                             progress_file=self.run_dir / f"progress-{number}.json")
