@@ -22,8 +22,16 @@ member, still posting its final part, but not a replacement already waiting), an
 counts those of the new one (the host joins it only at its next launch, after its final
 round; a replacement restores only after its gather). A spot notice on the host asks
 the same stop, but the host goes (``Node.going``): a survivor replaces it in the rendezvous
-(``Node.rejoin``, ``runctl.agent.node_epochs``). Not handled yet (docs/MULTI_NODE.md): a
-machine lost without a notice.
+(``Node.rejoin``, ``runctl.agent.node_epochs``).
+
+A machine lost without a notice asks nothing: every machine's ``NodeStopSource`` asks the
+stop of its epoch once a machine of its gather is no longer live (its membership expired)
+before a stop or the job's end. A torchrun that fails meanwhile (its collectives fail
+without the lost peer) is judged only after the TTL + a margin (``Node.await_stop``): a
+stop then makes it a stop, as a notice's. A round needs every machine of the epoch live
+(``RoundCommitter``), so no snapshot ever misses a lost machine's ranks. A member waiting
+for a lost host rejoins and a survivor replaces it (``node_follower``). On AWS a vanished
+peer may hang the collectives instead of failing them: the TTL alone triggers the stop.
 """
 
 from __future__ import annotations
