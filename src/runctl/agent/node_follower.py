@@ -244,7 +244,7 @@ class NodeFollower:
         status, ended = self._post_until(lambda s: s.state in FINAL_STATES, self._clock() + self._end_wait)
         if ended:
             log.info("job %s %s (recorded by the host)", self.spec.job_id, status.state)
-        else:
+        elif not self._host_lost:
             log.warning("job %s: the host recorded no end within %.0fs; leaving", self.spec.job_id, self._end_wait)
 
     def _post_until(self, done: Callable[[JobStatus], bool], deadline: float) -> tuple[JobStatus | None, bool]:
@@ -253,21 +253,30 @@ class NodeFollower:
         status = None
         while self._clock() < deadline:
             self._post_open_round()
-            try:
-                status = read_status(self.store, self.spec.job_id)
-            except RunctlError as exc:
-                log.warning("job %s: cannot read its status: %s", self.spec.job_id, exc)
-                status = None
+            status = self._read_status()
             if status is not None and done(status):
                 return status, True
             if self._host_gone():
+                # It may have recorded the end and left since the read: the record decides.
+                status = self._read_status()
+                if status is not None and done(status):
+                    return status, True
+                self._host_lost = True
+                log.warning("job %s: its host %s is no longer live; this machine stops waiting for it",
+                            self.spec.job_id, self.node.rendezvous.record.instance_id)
                 return status, False
             self._sleep(self._poll)
         return status, False
 
+    def _read_status(self) -> JobStatus | None:
+        try:
+            return read_status(self.store, self.spec.job_id)
+        except RunctlError as exc:
+            log.warning("job %s: cannot read its status: %s", self.spec.job_id, exc)
+            return None
+
     def _host_gone(self) -> bool:
-        """Whether the host was lost without a notice (looked at every ``HOST_CHECK_S``): its
-        membership expired before it recorded what this machine waits for."""
+        """Whether the host's membership is no longer live (looked at every ``HOST_CHECK_S``)."""
         now = self._clock()
         if now < self._next_host_check:
             return False
@@ -278,10 +287,6 @@ class NodeFollower:
         except RunctlError as exc:
             log.warning("job %s: cannot list its machines: %s", self.spec.job_id, exc)
             return False
-        if gone:
-            self._host_lost = True
-            log.warning("job %s: its host %s is no longer live; this machine stops waiting for it",
-                        self.spec.job_id, host)
         return gone
 
     def _post_open_round(self) -> None:
