@@ -87,7 +87,9 @@ def test_a_member_lost_without_a_notice_stops_both_and_the_job_resumes_to_the_we
     assert attempts[1].resumed_from is not None
     rendezvous = read_rendezvous(store, "wide")[0]
     assert (rendezvous.instance_id, rendezvous.epoch) == (attempts[0].instance_id, 2)
-    assert len(cloud.instances) == 3  # the two machines and the lost one's replacement
+    # The two machines and the lost one's replacement; and maybe one more, launched when the
+    # member powered off at the job's end a moment before the host deleted the group.
+    assert 3 <= len(cloud.instances) <= 4
     # Every machine left; the lost one could not delete its record.
     assert [i.key.rsplit("/", 1)[-1] for i in store.list(layout.nodes_prefix("wide"))] in ([], [f"{lost}.json"])
     _assert_every_snapshot_has_both_ranks(store)
@@ -115,6 +117,6 @@ def test_a_host_lost_without_a_notice_is_replaced_by_a_survivor_and_the_job_resu
     assert attempts[1].resumed_from is not None
     rendezvous = read_rendezvous(store, "wide")[0]
     assert (rendezvous.instance_id, rendezvous.epoch) == (attempts[1].instance_id, 2)
-    assert len(cloud.instances) == 3
+    assert 3 <= len(cloud.instances) <= 4  # as above
     assert [i.key.rsplit("/", 1)[-1] for i in store.list(layout.nodes_prefix("wide"))] in ([], [f"{lost}.json"])
     _assert_every_snapshot_has_both_ranks(store)
