@@ -248,8 +248,8 @@ class InterruptCheckingNode(Node):
 
     def launch(self, command):
         self.wait_for_all()
-        return [sys.executable, "-c", "import os, sys; sys.exit(3 if os.path.exists(os.environ['RUNCTL_INTERRUPT_FILE']) "
-                                      "else 0)"]
+        return [sys.executable, "-c",
+                "import os, sys; sys.exit(3 if os.path.exists(os.environ['RUNCTL_INTERRUPT_FILE']) else 0)"]
 
 
 def test_a_members_script_never_starts_with_the_interrupt_file_of_an_epoch_it_stopped(local_store, tmp_path):
