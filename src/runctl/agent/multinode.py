@@ -22,8 +22,16 @@ member, still posting its final part, but not a replacement already waiting), an
 counts those of the new one (the host joins it only at its next launch, after its final
 round; a replacement restores only after its gather). A spot notice on the host asks
 the same stop, but the host goes (``Node.going``): a survivor replaces it in the rendezvous
-(``Node.rejoin``, ``runctl.agent.node_epochs``). Not handled yet (docs/MULTI_NODE.md): a
-machine lost without a notice.
+(``Node.rejoin``, ``runctl.agent.node_epochs``).
+
+A machine lost without a notice asks nothing: every machine's ``NodeStopSource`` asks the
+stop of its epoch once a machine of its gather is no longer live (its membership expired)
+before a stop or the job's end. A torchrun that fails meanwhile (its collectives fail
+without the lost peer) is judged only after the TTL + a margin (``Node.await_stop``): a
+stop then makes it a stop, as a notice's. A round needs every machine of the epoch live
+(``RoundCommitter``), so no snapshot ever misses a lost machine's ranks. A member waiting
+for a lost host rejoins and a survivor replaces it (``node_follower``). On AWS a vanished
+peer may hang the collectives instead of failing them: the TTL alone triggers the stop.
 """
 
 from __future__ import annotations
@@ -39,7 +47,8 @@ from runctl.agent.periodic import Periodic
 from runctl.agent.rendezvous import Rendezvous, advance_epoch, agree_on_host, read_rendezvous
 from runctl.agent.torchrun import multinode_torchrun_argv, parse_nproc, resolve_nproc
 from runctl.errors import JobFailed, RunctlError, StoreError, UsageError
-from runctl.interruptions.job_stop import JobStopSource
+from runctl.agent.status import read_status
+from runctl.interruptions.job_stop import JobStopSource, request_stop
 from runctl.models import CheckpointInfo, InterruptionNotice, JobSpec
 from runctl.store.sharded import ShardedRounds
 
@@ -47,10 +56,33 @@ log = logging.getLogger(__name__)
 
 #: A machine whose membership was not renewed for this long is gone (renewed every heartbeat).
 MEMBERSHIP_TTL_S = 30.0
+#: The resident agent's setting of that TTL in seconds (the fake cloud shortens it).
+MEMBERSHIP_TTL_ENV = "RUNCTL_MEMBERSHIP_TTL"
 #: How long the machines of a job wait for each other to boot before the job fails.
 GATHER_TIMEOUT_S = 900.0
 #: How long the host waits for every machine's part of a round before it abandons it.
 ROUND_TIMEOUT_S = 300.0
+#: The job's states after which no epoch follows: a machine that leaves then is no loss.
+ENDED = ("completed", "failed", "stopped")
+#: How often a machine looks for a machine of its epoch lost without a notice.
+LOSS_CHECK_S = 2.0
+#: After a torchrun's failure, how long past the membership TTL a machine waits for the stop
+#: that a lost machine's peers ask for (they see its membership expire, then write stop.json).
+LOSS_MARGIN_S = 10.0
+
+
+def membership_ttl(value: str | None) -> float:
+    """The membership TTL ``MEMBERSHIP_TTL_ENV`` gives (unset or blank: the default);
+    UsageError when it is not a positive number of seconds. Pure."""
+    if value is None or not value.strip():
+        return MEMBERSHIP_TTL_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise UsageError(f"{MEMBERSHIP_TTL_ENV}={value!r} is not a positive number of seconds")
+    return seconds
 
 
 def all_present(nodes: Sequence[NodeRecord], expected: int) -> bool:
@@ -89,6 +121,8 @@ class Node:
         self.going = False  # this machine got a spot notice: it does not carry the job to the next epoch
         self._epoch = 0  # the epoch of the rendezvous record this machine read or wrote
         self._member_epoch = 0  # the epoch its membership says: the one its torchrun runs (or ran last)
+        self.gathered: tuple[str, ...] = ()  # the machines the last gather found (instance ids) ...
+        self.gathered_epoch = 0  # ... at this epoch: a loss of one of them stops the epoch
 
     @property
     def epoch(self) -> int:
@@ -180,11 +214,39 @@ class Node:
                 nodes = []
             nodes = [n for n in nodes if n.epoch == self._epoch]  # a machine of an epoch before is leaving
             if all_present(nodes, self.spec.nodes):
+                self.gathered, self.gathered_epoch = tuple(n.instance_id for n in nodes), self._epoch
                 return nodes
             if self._clock() >= deadline:
                 raise JobFailed(f"job {self.spec.job_id}: only {len(nodes)} of its {self.spec.nodes} machines "
                                 f"came within {self.gather_timeout:.0f}s; not starting it")
             self._sleep(self._poll)
+
+    def lost(self) -> list[str]:
+        """The machines of this epoch's gather whose membership is no longer live (this one
+        aside): lost, unless a stop or the job's end let them leave. StoreError when the
+        store does not answer."""
+        if self.gathered_epoch != self._epoch:
+            return []  # the host moved the epoch: the last gather's machines are stopping
+        live = {n.instance_id for n in self.live()}
+        return [i for i in self.gathered if i != self.instance_id and i not in live]
+
+    def await_stop(self, sources: Sequence) -> InterruptionNotice | None:
+        """After this machine's torchrun failed with no stop: the stop of its epoch when one
+        comes within the TTL + a margin (``NodeStopSource`` among ``sources``), else None: the
+        failure it was. A machine lost without a notice fails its peers' collectives at once,
+        but its membership expires only after the TTL; only then is the stop asked for."""
+        watches = [s for s in sources if isinstance(s, NodeStopSource)]
+        deadline = self._clock() + self.ttl + LOSS_MARGIN_S
+        while watches:
+            now = self._clock()
+            for source in watches:
+                notice = source.poll(now)
+                if notice is not None:
+                    return notice
+            if now >= deadline:
+                break
+            self._sleep(self._poll)
+        return None
 
     def launch(self, command: Sequence[str]) -> list[str]:
         """The argv of this machine's torchrun for ``command``, once every machine is live."""
@@ -220,9 +282,15 @@ class RoundCommitter:
     def __call__(self, folder: Path, *, files, carry, metadata: dict, fence) -> CheckpointInfo:
         """Open a round for the live machines, post this machine's part (its whole folder:
         what it holds now is what it has settled), and commit once every part is there.
-        StoreError when the round is abandoned (a part did not come): the previous
-        snapshot stays the latest, and the sync tries again."""
+        StoreError when fewer than the job's machines are live (a snapshot without a
+        machine's ranks must never be the latest) or when the round is abandoned (a part
+        did not come, or a machine it expects is no longer live): the previous snapshot
+        stays the latest, and the sync tries again."""
         expected = [n.instance_id for n in self.node.running()]
+        if len(expected) < self.node.spec.nodes:
+            raise StoreError(f"no round: only {len(expected)} of the job's {self.node.spec.nodes} machines of epoch "
+                             f"{self.node.epoch} are live ({', '.join(expected) or 'none'}); a snapshot needs "
+                             "every rank's part")
         rnd = self.rounds.open_round(expected, fence=fence, timeout_s=self.timeout_s)
         try:
             self.rounds.post_part(rnd, self.node.instance_id, folder)
@@ -233,6 +301,10 @@ class RoundCommitter:
                 if result.state != "open":
                     raise StoreError(f"round {rnd.seq} abandoned: no part from {', '.join(result.missing)} within "
                                      f"{self.timeout_s:.0f}s")
+                live = {n.instance_id for n in self.node.live()}
+                gone = [i for i in result.missing if i not in live]
+                if gone:  # its part will never come: abandoned now, not at the deadline
+                    raise StoreError(f"round {rnd.seq} abandoned: {', '.join(gone)} is no longer live")
                 self._sleep(self._poll)
         except BaseException:
             # Left open, the round would refuse the next one (the final snapshot) until its deadline.
@@ -250,22 +322,55 @@ class NodeStopSource:
     replacement, launched at the notice, must join the new epoch, never the stopped one
     (whose stop would stop its script too)."""
 
-    def __init__(self, node: Node, stops: JobStopSource) -> None:
+    def __init__(self, node: Node, stops: JobStopSource, *, loss_interval: float = LOSS_CHECK_S) -> None:
         self._node = node
         self._stops = stops
+        self._loss_interval = loss_interval
+        self._next_loss_check = 0.0
+        self._settled_epoch = 0  # the last epoch whose stop this machine saw or asked for
 
     def attempt_started(self, attempt: int, now: float) -> None:
         self._stops.attempt_started(attempt, now)
 
     def poll(self, now: float) -> InterruptionNotice | None:
         notice = self._stops.poll(now)
-        if notice is not None and self._node.is_host and not self._node.going:
+        if notice is None:
+            self._stop_at_a_loss(now)
+            return None
+        self._settled_epoch = self._node.epoch
+        if self._node.is_host and not self._node.going:
             try:
                 self._node.advance_epoch()
             except RunctlError as exc:  # the replacement then joins the stopped epoch: say so loudly
                 log.error("job %s: could not move the rendezvous past epoch %d: %s", self._node.spec.job_id,
                           self._node.epoch, exc)
         return notice
+
+    def _stop_at_a_loss(self, now: float) -> None:
+        """Ask every machine to stop this epoch when one of its gather is lost without a
+        notice (its membership expired): the others' collectives fail or hang without it,
+        and the job resumes with the group's replacement. Once per epoch; a machine that
+        left after the job's end is no loss."""
+        node = self._node
+        if now < self._next_loss_check or self._settled_epoch >= node.epoch or not node.gathered:
+            return
+        self._next_loss_check = now + self._loss_interval
+        try:
+            lost = node.lost()
+            if not lost:
+                return
+            status = read_status(node.store, node.spec.job_id)
+            if status is not None and status.state in ENDED:
+                return
+            request_stop(node.store, node.spec.job_id, node.epoch,
+                         f"{', '.join(lost)} lost without a notice (membership not renewed for {node.ttl:.0f}s)", None,
+                         requested=now)
+        except RunctlError as exc:  # looked at again at the next check
+            log.warning("job %s: cannot tell whether a machine was lost: %s", node.spec.job_id, exc)
+            return
+        self._settled_epoch = node.epoch
+        log.warning("job %s: %s lost without a notice: every machine of epoch %d stops", node.spec.job_id,
+                    ", ".join(lost), node.epoch)
 
     def close(self) -> None:
         self._stops.close()

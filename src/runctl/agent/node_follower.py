@@ -31,7 +31,7 @@ from pathlib import Path
 
 from runctl.agent import workspace
 from runctl.agent.logs import LogShipper
-from runctl.agent.multinode import Node
+from runctl.agent.multinode import ENDED, Node
 from runctl.agent.periodic import Periodic
 from runctl.agent.process import ProcessTree, describe_exit, subreaper
 from runctl.agent.status import FINAL_STATES, read_status
@@ -52,9 +52,6 @@ LEFT = "left"
 #: What ``NodeFollower.run`` returns when every machine was stopped and this one goes on: its
 #: agent joins the next epoch (``Node.rejoin``), as a member or as the host that replaces one.
 REJOIN = "rejoin"
-#: The job's states after which no epoch follows ("interrupted" is one only for the machine
-#: that went: the job resumes on the others and the group's replacement).
-ENDED = ("completed", "failed", "stopped")
 #: How long a member whose script ended waits for the host to record the job's end.
 END_WAIT_S = 900.0
 #: How long a member holds its part back for the checkpoint another machine's part has and its
@@ -62,6 +59,8 @@ END_WAIT_S = 900.0
 CATCH_UP_S = 10.0
 #: How often a member ships its torchrun's new output to the store.
 LOG_SHIP_S = 5.0
+#: How often a member waiting for the host looks whether the host's membership is still live.
+HOST_CHECK_S = 2.0
 
 
 def behind(posted: Sequence[Part], mine: set[str]) -> str | None:
@@ -111,15 +110,25 @@ class NodeFollower:
         self._clock = clock
         self._sleep = sleep
         self._posted: set[int] = set()
+        self._host_lost = False  # the host's membership expired while this machine waited for it
+        self._next_host_check = 0.0
         self._first_seen: dict[int, float] = {}  # round seq -> when this machine first saw it open
 
     def run(self) -> str:
         """Run this machine's part of the job; ``LEFT`` once the host recorded its end (or
-        after ``end_wait``). RunctlError when it could not start. The caller leaves the
-        membership."""
+        after ``end_wait``), ``REJOIN`` after a stop of every machine or once the host was
+        lost. A torchrun that failed is a stop when one comes within the membership TTL (a
+        machine was lost: ``Node.await_stop``). RunctlError when it could not start. The
+        caller leaves the membership."""
         with subreaper():
             code = self._run_script()
             log.info("job %s: this machine's torchrun ended (%s)", self.spec.job_id, describe_exit(code))
+            if code != 0 and self._reclaim is None and self._stopped is None:
+                # Its collectives fail first when a machine is lost: the stop comes after.
+                self._stopped = self.node.await_stop(self.sources)
+                if self._stopped is not None:
+                    log.info("job %s: %s", self.spec.job_id, self._stopped.detail)
+                    self._attempt = self._running_attempt()
             if self._reclaim is not None:
                 self._post_final_part(self._reclaim)
             elif self._stopped is not None:
@@ -128,6 +137,8 @@ class NodeFollower:
                     return REJOIN
             else:
                 self._post_until_the_end()
+            if self._host_lost and self._reclaim is None:  # a survivor (maybe this one) replaces it
+                return REJOIN
         return LEFT
 
     def _run_script(self) -> int:
@@ -137,6 +148,14 @@ class NodeFollower:
         # the epoch before makes, and the host joins this epoch only once that round is over.
         self.node.wait_for_all()
         latest = self.snapshots.latest()
+        # What this folder holds beyond the latest complete snapshot (saved before a lost peer
+        # reached it) goes aside, as the host's does: no stale checkpoint in a later part.
+        strays = workspace.claim_folder(self.folder, self.spec.job_id, latest)
+        if strays:
+            aside = self.run_dir / "displaced" / workspace.timestamp()
+            workspace.set_aside(self.folder, strays, aside)
+            log.warning("job %s: moved %d local file(s) not in the latest snapshot to %s", self.spec.job_id,
+                        len(strays), aside)
         if latest is not None:
             self.snapshots.restore(latest, self.folder)
             log.info("job %s: restored snapshot %d", self.spec.job_id, latest.seq)
@@ -144,6 +163,10 @@ class NodeFollower:
         status = read_status(self.store, self.spec.job_id)
         number = len(status.attempts) if status is not None else 0  # the host's count: the attempt it adds
         interrupt_file = self.run_dir / f"interrupt-{number}.json"
+        # An epoch this machine stopped may have had the same number (the host had not added
+        # its attempt yet): its interrupt file would stop this script at once.
+        for stale in (interrupt_file, self.run_dir / f"progress-{number}.json"):
+            stale.unlink(missing_ok=True)
         env = workspace.attempt_environment(os.environ, self.spec, attempt=number, resume=resume,
                                             interrupt_file=interrupt_file,
                                             progress_file=self.run_dir / f"progress-{number}.json")
@@ -238,7 +261,7 @@ class NodeFollower:
         status, ended = self._post_until(lambda s: s.state in FINAL_STATES, self._clock() + self._end_wait)
         if ended:
             log.info("job %s %s (recorded by the host)", self.spec.job_id, status.state)
-        else:
+        elif not self._host_lost:
             log.warning("job %s: the host recorded no end within %.0fs; leaving", self.spec.job_id, self._end_wait)
 
     def _post_until(self, done: Callable[[JobStatus], bool], deadline: float) -> tuple[JobStatus | None, bool]:
@@ -247,15 +270,41 @@ class NodeFollower:
         status = None
         while self._clock() < deadline:
             self._post_open_round()
-            try:
-                status = read_status(self.store, self.spec.job_id)
-            except RunctlError as exc:
-                log.warning("job %s: cannot read its status: %s", self.spec.job_id, exc)
-                status = None
+            status = self._read_status()
             if status is not None and done(status):
                 return status, True
+            if self._host_gone():
+                # It may have recorded the end and left since the read: the record decides.
+                status = self._read_status()
+                if status is not None and done(status):
+                    return status, True
+                self._host_lost = True
+                log.warning("job %s: its host %s is no longer live; this machine stops waiting for it",
+                            self.spec.job_id, self.node.rendezvous.record.instance_id)
+                return status, False
             self._sleep(self._poll)
         return status, False
+
+    def _read_status(self) -> JobStatus | None:
+        try:
+            return read_status(self.store, self.spec.job_id)
+        except RunctlError as exc:
+            log.warning("job %s: cannot read its status: %s", self.spec.job_id, exc)
+            return None
+
+    def _host_gone(self) -> bool:
+        """Whether the host's membership is no longer live (looked at every ``HOST_CHECK_S``)."""
+        now = self._clock()
+        if now < self._next_host_check:
+            return False
+        self._next_host_check = now + HOST_CHECK_S
+        host = self.node.rendezvous.record.instance_id
+        try:
+            gone = host not in {n.instance_id for n in self.node.live()}
+        except RunctlError as exc:
+            log.warning("job %s: cannot list its machines: %s", self.spec.job_id, exc)
+            return False
+        return gone
 
     def _post_open_round(self) -> None:
         """Post this machine's part to the open round, once per round."""

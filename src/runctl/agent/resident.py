@@ -118,7 +118,7 @@ class _ResidentSignals(SignalSource):
 class ResidentAgent:
     def __init__(self, store, identity: InstanceIdentity, home: Path, *, spot_notices: bool | None = None,
                  heartbeat_interval: float = 5.0, poll_interval: float = 1.0, python: str = sys.executable,
-                 idle_timeout: float | None = None, machine=None,
+                 idle_timeout: float | None = None, machine=None, membership_ttl: float | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.identity = identity
@@ -126,6 +126,7 @@ class ResidentAgent:
         self.python = python
         self.heartbeat_interval = heartbeat_interval
         self.poll_interval = poll_interval
+        self.membership_ttl = membership_ttl  # a job of several machines' (None: multinode's default)
         self._clock = clock
         self._spot_notices = spot_notices
         self.stop = threading.Event()
@@ -378,10 +379,12 @@ class ResidentAgent:
     def _join_nodes(self, spec, sources):
         """This machine's place in a job of several machines (``runctl.agent.multinode``),
         with the job's stop among its interruption sources."""
-        from runctl.agent.multinode import Node, stop_source
+        from runctl.agent.multinode import MEMBERSHIP_TTL_S, Node, stop_source
 
-        node = Node(self.store, spec, self.identity.instance_id, self.identity.address,
-                    heartbeat_interval=self.heartbeat_interval, clock=self._clock)
+        ttl = self.membership_ttl or MEMBERSHIP_TTL_S
+        # Renewed several times within the TTL: a late renewal must not look like a lost machine.
+        node = Node(self.store, spec, self.identity.instance_id, self.identity.address, ttl=ttl,
+                    heartbeat_interval=min(self.heartbeat_interval, ttl / 6), clock=self._clock)
         try:
             node.join()
         except RunctlError:
@@ -470,9 +473,12 @@ def main(argv: list[str] | None = None) -> int:
         if identity.region:
             os.environ.setdefault("AWS_DEFAULT_REGION", identity.region)
         spot = args.spot_notices if args.spot_notices is not None else _env_flag(os.environ.get(SPOT_NOTICES_ENV))
+        from runctl.agent.multinode import MEMBERSHIP_TTL_ENV, membership_ttl
+
         agent = ResidentAgent(open_store(args.store), identity, default_home(), spot_notices=spot,
                               heartbeat_interval=args.heartbeat_interval, poll_interval=args.poll_interval,
-                              idle_timeout=args.idle_timeout)
+                              idle_timeout=args.idle_timeout,
+                              membership_ttl=membership_ttl(os.environ.get(MEMBERSHIP_TTL_ENV)))
         agent.stop = stop
         if args.job:
             return agent.serve(args.job, _group_member(agent, args.job))

@@ -412,6 +412,13 @@ class Agent:
                 tree.kill_all()
                 kill_at = None
             tree.wait_briefly(self.options.poll_interval)  # returns at once when it exits
+        node = self.options.node
+        if code != 0 and notice is None and node is not None:
+            # A machine lost without a notice fails this torchrun first; the stop comes after.
+            notice = node.await_stop(self.sources)
+            if notice is not None:
+                self._record_notice(notice)
+                self._emit("notice", f"interruption after the script failed: {notice.detail}", notice=notice.to_dict())
         return notice, code
 
     def _beat(self) -> None:

@@ -13,8 +13,9 @@ restarted since; the stop of a later epoch replaces it and carries it in its ``e
 so that ``job_stops`` lists every stop (``runctl status``).
 
 Used by ``--nodes``: an agent calls ``request_stop`` at a spot notice on its machine
-(``runctl.agent.node_follower`` for a member, ``runctl.agent.node_epochs`` for the host),
-and every agent of the job watches a ``JobStopSource`` that follows its rendezvous epoch
+(``runctl.agent.node_follower`` for a member, ``runctl.agent.node_epochs`` for the host) or
+when a machine of its epoch is lost without a notice (``multinode.NodeStopSource``), and
+every agent of the job watches a ``JobStopSource`` that follows its rendezvous epoch
 (``runctl.agent.multinode.stop_source``).
 """
 

@@ -1,0 +1,120 @@
+"""A job of two machines in the fake cloud, through the real CLI, with one machine lost
+WITHOUT a spot notice once a snapshot of both machines exists (``cloud.lose``: every
+process on it is SIGKILLed, the group launches a replacement):
+
+    runctl aws run training/train_ddp.py --nodes 2 --auto-resume -- ...
+
+The survivor's torchrun fails on its next collective; its agent does not judge it before
+the lost machine's membership expires (its TTL shortened to 10 s here): then it asks
+every machine to stop (stop.json of epoch 1 names the lost machine). No round is made
+without the lost machine's ranks; the job resumes from the latest complete snapshot on the
+survivor and the group's replacement, and ends with the weights of an uninterrupted
+two-process run.
+
+What the fake cloud cannot show: on loopback a vanished machine's connections are reset
+at once, so the survivor's collectives fail fast; on AWS they may hang until the process
+group's timeout, and the stop then comes from the membership TTL alone.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from runctl.agent.multinode import MEMBERSHIP_TTL_ENV
+from runctl.agent.rendezvous import read_rendezvous
+from runctl.agent.status import read_status
+from runctl.interruptions.job_stop import read_stop
+from runctl.store import layout
+from runctl.store.snapshots import Snapshots
+from waiting import wait_for
+
+from .conftest import REPO
+from .test_auto_resume import FAST_SYNC, final_result, job_store
+from .test_torchrun_auto_resume import ARGS, straight_result
+
+pytest.importorskip("torch")
+
+SCRIPT = REPO / "training" / "examples" / "train_ddp.py"
+
+
+def _snapshot_made(store, job_id: str):
+    return Snapshots(store, layout.checkpoints_prefix(job_id)).latest()
+
+
+def _run_and_lose(cloud, runctl_bg, project, which: str):
+    """Start the job, lose its host or the other machine (``which``) once a snapshot of both
+    exists; the CLI's process, the store and the lost instance's id."""
+    cloud.agent_environ[MEMBERSHIP_TTL_ENV] = "10"
+    shutil.copy(SCRIPT, project / "training" / "train_ddp.py")
+    proc = runctl_bg("aws", "run", "training/train_ddp.py", "-t", "t3.micro", "--nodes", "2",
+                     "--auto-resume", "--job-id", "wide", "--", *ARGS, "--slow", "0.01", **FAST_SYNC)
+    store = job_store(cloud)
+    wait_for("a snapshot of both machines", lambda: _snapshot_made(store, "wide"), proc, timeout=240)
+    host = read_rendezvous(store, "wide")[0].instance_id
+    (member,) = [i for i in cloud.instances if i != host]
+    lost = host if which == "host" else member
+    cloud.lose(lost)
+    return proc, store, lost
+
+
+def _assert_every_snapshot_has_both_ranks(store) -> None:
+    for info in Snapshots(store, layout.checkpoints_prefix("wide")).list():
+        newest = info.metadata["newest"]
+        files = {f.path for f in info.files if f.path.startswith(newest + "/")}
+        assert {f"{newest}/.metadata", f"{newest}/__0_0.distcp", f"{newest}/__1_0.distcp"} <= files, (info.seq, files)
+
+
+@pytest.mark.fake_cloud(image_packages=("torch", "numpy"), agent_python=None)
+def test_a_member_lost_without_a_notice_stops_both_and_the_job_resumes_to_the_weights_of_a_two_process_run(
+        cloud, runctl_bg, project, tmp_path):
+    proc, store, lost = _run_and_lose(cloud, runctl_bg, project, "member")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    result = final_result(out)
+    assert result == straight_result(straight) and result["world_size"] == 2
+
+    stop = read_stop(store, "wide")[0]
+    assert stop.epoch == 1 and stop.reason.startswith(f"{lost} lost without a notice"), stop
+    attempts = read_status(store, "wide").attempts
+    assert [a.reason for a in attempts] == ["interrupted", "completed"], attempts
+    assert attempts[0].interruption["source"] == "job-stop"
+    # The failed torchrun was judged a stop, and no round was made without the lost ranks.
+    assert attempts[1].resumed_from is not None
+    rendezvous = read_rendezvous(store, "wide")[0]
+    assert (rendezvous.instance_id, rendezvous.epoch) == (attempts[0].instance_id, 2)
+    assert len(cloud.instances) == 3  # the two machines and the lost one's replacement
+    # Every machine left; the lost one could not delete its record.
+    assert [i.key.rsplit("/", 1)[-1] for i in store.list(layout.nodes_prefix("wide"))] in ([], [f"{lost}.json"])
+    _assert_every_snapshot_has_both_ranks(store)
+    # The cloud fixture asserts that no group, template or instance is left.
+
+
+@pytest.mark.fake_cloud(image_packages=("torch", "numpy"), agent_python=None)
+def test_a_host_lost_without_a_notice_is_replaced_by_a_survivor_and_the_job_resumes_to_the_same_weights(
+        cloud, runctl_bg, project, tmp_path):
+    proc, store, lost = _run_and_lose(cloud, runctl_bg, project, "host")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    result = final_result(out)
+    assert result == straight_result(straight) and result["world_size"] == 2
+
+    stop = read_stop(store, "wide")[0]
+    assert stop.epoch == 1 and stop.reason.startswith(f"{lost} lost without a notice"), stop
+    attempts = read_status(store, "wide").attempts
+    # The lost host never recorded its attempt's end: the next host closed it as lost.
+    assert [a.reason for a in attempts] == ["lost", "completed"], attempts
+    assert attempts[0].instance_id == lost != attempts[1].instance_id
+    assert attempts[1].resumed_from is not None
+    rendezvous = read_rendezvous(store, "wide")[0]
+    assert (rendezvous.instance_id, rendezvous.epoch) == (attempts[1].instance_id, 2)
+    assert len(cloud.instances) == 3  # as above
+    assert [i.key.rsplit("/", 1)[-1] for i in store.list(layout.nodes_prefix("wide"))] in ([], [f"{lost}.json"])
+    _assert_every_snapshot_has_both_ranks(store)
