@@ -155,6 +155,7 @@ class NodeFollower:
         with open(log_path, "ab") as log_file:
             tree = ProcessTree(argv, env, self.spec.workdir, (None, None), log_file)
             tree.start()
+            log.info("job %s: this machine's torchrun started (epoch %d)", self.spec.job_id, self.node.epoch)
             shipping.start()
             for source in self.sources:
                 source.attempt_started(number, self._clock())
