@@ -82,11 +82,19 @@ def agent_log(cloud, instance_id: str) -> list[tuple[float, str]]:
     return lines
 
 
-def first_line(cloud, instance_id: str, pattern: str | re.Pattern, after: float) -> tuple[float, re.Match]:
+def find_line(cloud, instance_id: str, pattern: str | re.Pattern, after: float) -> tuple[float, re.Match] | None:
+    """The first line of an instance's agent log at or after ``after`` matching ``pattern``."""
     for when, text in agent_log(cloud, instance_id):
         if when >= after and (found := re.search(pattern, text)):
             return when, found
-    raise RuntimeError(f"no line matching {pattern!r} in the agent log of {instance_id} after the notice")
+    return None
+
+
+def first_line(cloud, instance_id: str, pattern: str | re.Pattern, after: float) -> tuple[float, re.Match]:
+    found = find_line(cloud, instance_id, pattern, after)
+    if found is None:
+        raise RuntimeError(f"no line matching {pattern!r} in the agent log of {instance_id} after the notice")
+    return found
 
 
 def one_run(workdir: Path, *, on_host: bool, deadline_s: float, straight: dict) -> dict[str, float]:
@@ -142,12 +150,13 @@ def one_run(workdir: Path, *, on_host: bool, deadline_s: float, straight: dict) 
         epoch = read_rendezvous(store, JOB)[0].epoch
         at = notice["at"]
         stopped = [first_line(cloud, i, STOPPED, at)[0] for i in (host, member)]
-        # The machines of the new epoch besides its host: the replacement, or the survivor.
-        new_members = [i for i in cloud.instances if i not in (noticed, second.instance_id)]
-        started = [first_line(cloud, i, rf"this machine's torchrun started \(epoch {epoch}\)", at)[0]
-                   for i in new_members]
+        # The machines of the new epoch besides its host: the replacement, or the survivor. (An
+        # instance the group launches as the job ends, before its group is deleted, runs nothing.)
+        joined = rf"this machine's torchrun started \(epoch {epoch}\)"
+        started = {i: line[0] for i in cloud.instances if i not in (noticed, second.instance_id)
+                   if (line := find_line(cloud, i, joined, at)) is not None}
         if len(started) != 1:
-            raise RuntimeError(f"epoch {epoch} ran on {second.instance_id} and {new_members}, not on two machines")
+            raise RuntimeError(f"epoch {epoch} ran on {second.instance_id} and {sorted(started)}, not on two machines")
         when, found = first_line(cloud, second.instance_id, r"progress-1\.json: first step (\d+) reported at ([\d.]+)",
                                  at)
         if int(found[1]) != second.first_step:
@@ -161,7 +170,7 @@ def one_run(workdir: Path, *, on_host: bool, deadline_s: float, straight: dict) 
         "final snapshot durable": _epoch(final.created) - at,
         "replacement requested": record["launch_requested"] - at,
         "replacement booted": record["agent_started"] - at,
-        "rendezvous complete": max(second.started, *started) - at,
+        "rendezvous complete": max(second.started, *started.values()) - at,
         "training resumed": float(found[2]) - at,
     }
 
