@@ -143,10 +143,13 @@ class NodeFollower:
         resume = workspace.resume_path(self.folder, latest)
         status = read_status(self.store, self.spec.job_id)
         number = len(status.attempts) if status is not None else 0  # the host's count: the attempt it adds
-        interrupt_file = self.run_dir / f"interrupt-{number}.json"
+        interrupt_file, progress_file = self.run_dir / f"interrupt-{number}.json", self.run_dir / f"progress-{number}.json"
+        # An epoch before may have used the same number (read before or after the host added its
+        # attempt): its interrupt file would stop this script at its first step.
+        for stale in (interrupt_file, progress_file):
+            stale.unlink(missing_ok=True)
         env = workspace.attempt_environment(os.environ, self.spec, attempt=number, resume=resume,
-                                            interrupt_file=interrupt_file,
-                                            progress_file=self.run_dir / f"progress-{number}.json")
+                                            interrupt_file=interrupt_file, progress_file=progress_file)
         argv = self.node.launch(workspace.command_for(self.spec, resume))
         log_path = self.run_dir / f"attempt-{number}.log"
         # Apart from the host's (the job's), read with runctl logs JOB --node INSTANCE.
