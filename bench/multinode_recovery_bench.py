@@ -142,7 +142,8 @@ def one_run(workdir: Path, *, on_host: bool, deadline_s: float, straight: dict) 
             raise RuntimeError(f"not one interruption and one completion: {status.attempts}")
         first, second = status.attempts
         if not first.final_snapshot == final.seq == second.resumed_from:
-            raise RuntimeError(f"the next attempt did not resume from the final snapshot {final.seq}: {status.attempts}")
+            raise RuntimeError(f"the next attempt did not resume from the final snapshot {final.seq}: "
+                               f"{status.attempts}")
         records = read_recovery_list(store, JOB)
         if len(records) != 1 or records[0]["old_instance"] != noticed:
             raise RuntimeError(f"not one recovery of {noticed}: {records}")

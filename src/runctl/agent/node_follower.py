@@ -143,7 +143,8 @@ class NodeFollower:
         resume = workspace.resume_path(self.folder, latest)
         status = read_status(self.store, self.spec.job_id)
         number = len(status.attempts) if status is not None else 0  # the host's count: the attempt it adds
-        interrupt_file, progress_file = self.run_dir / f"interrupt-{number}.json", self.run_dir / f"progress-{number}.json"
+        interrupt_file = self.run_dir / f"interrupt-{number}.json"
+        progress_file = self.run_dir / f"progress-{number}.json"
         # An epoch before may have used the same number (read before or after the host added its
         # attempt): its interrupt file would stop this script at its first step.
         for stale in (interrupt_file, progress_file):
