@@ -13,8 +13,9 @@ the rendezvous host (``--notice-on host``: to the host). Every moment is read fr
 system records, in seconds from the notice becoming visible in the instance's metadata:
 
 - notice seen               the noticed agent's reading of it (recoveries.json: notice_seen)
-- all ranks stopped         the last of the two machines' torchruns exited (their agent logs:
-                            "this machine's torchrun ended" / "its process tree exited")
+- all ranks stopped         the last torchrun of the stopped epoch exited (the two machines', and
+                            a replacement's that joined it; their agent logs: "this machine's
+                            torchrun ended" / "its process tree exited")
 - final snapshot durable    the committed round's manifest (its ``created``), the snapshot
                             status.json names as the interrupted attempt's final one
 - replacement requested     the noticed agent left the group (recoveries.json: launch_requested)
@@ -150,7 +151,11 @@ def one_run(workdir: Path, *, on_host: bool, deadline_s: float, straight: dict) 
         record = records[0]
         epoch = read_rendezvous(store, JOB)[0].epoch
         at = notice["at"]
-        stopped = [first_line(cloud, i, STOPPED, at)[0] for i in (host, member)]
+        # The stopped epoch's machines: the two, and a replacement that booted before the stop and
+        # joined that epoch (it stops with it, then joins the next).
+        ran_stopped = rf"this machine's torchrun started \(epoch {epoch - 1}\)"
+        stopped = [first_line(cloud, i, STOPPED, at)[0] for i in cloud.instances
+                   if i in (host, member) or find_line(cloud, i, ran_stopped, 0.0) is not None]
         # The machines of the new epoch besides its host: the replacement, or the survivor. (An
         # instance the group launches as the job ends, before its group is deleted, runs nothing.)
         joined = rf"this machine's torchrun started \(epoch {epoch}\)"
@@ -158,7 +163,7 @@ def one_run(workdir: Path, *, on_host: bool, deadline_s: float, straight: dict) 
                    if (line := find_line(cloud, i, joined, at)) is not None}
         if len(started) != 1:
             raise RuntimeError(f"epoch {epoch} ran on {second.instance_id} and {sorted(started)}, not on two machines")
-        when, found = first_line(cloud, second.instance_id, r"progress-1\.json: first step (\d+) reported at ([\d.]+)",
+        _, found = first_line(cloud, second.instance_id, r"progress-1\.json: first step (\d+) reported at ([\d.]+)",
                                  at)
         if int(found[1]) != second.first_step:
             raise RuntimeError(f"first step {found[1]} logged, {second.first_step} recorded")
