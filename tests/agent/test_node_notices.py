@@ -173,3 +173,21 @@ def test_the_hosts_spot_notice_asks_every_machine_to_stop_and_a_rebalance_does_n
     finally:
         host.leave()
         member.leave()
+
+
+def test_a_member_starts_its_script_without_the_interrupt_file_of_an_epoch_before(local_store, tmp_path, monkeypatch):
+    # An epoch before may have used the same attempt number (the member reads the host's count
+    # before or after the host adds its attempt): its stop must not stop the next epoch's script.
+    import sys
+
+    host, member = _two_members(local_store, tmp_path)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "interrupt-0.json").write_text('{"source": "job-stop"}')  # the stop of the epoch before
+    script = "import os,sys; sys.exit(3 if os.path.exists(os.environ['RUNCTL_INTERRUPT_FILE']) else 0)"
+    monkeypatch.setattr(member, "launch", lambda command: [sys.executable, "-c", script])
+    try:
+        assert NodeFollower(member, spec(tmp_path), [], run_dir)._run_script() == 0
+    finally:
+        host.leave()
+        member.leave()

@@ -40,3 +40,12 @@ def test_malformed_records_are_skipped():
     log.add({"recent": "nonsense", "saves": [[1, 2], ["a.pt", "x", 3.0], ["b.pt", 5, True]]})
     log.add({"recent": [[True, 3], ["t", 4], [5.0, 6]]})
     assert log.step_at("a.pt", 10.0) == 6 and log.step_at("b.pt", 1.0) is None
+
+
+def test_the_time_a_step_was_first_reported():
+    log = StepLog()
+    log.add(record(recent=[(5.0, 396), (5.2, 397)]))
+    log.add(record(recent=[(5.2, 397), (5.4, 397)]))  # the same step reported again later
+    assert log.reported_at(396) == 5.0
+    assert log.reported_at(397) == 5.2
+    assert log.reported_at(395) is None  # never reported (or forgotten): unknown

@@ -76,3 +76,20 @@ def test_runctl_logs_node(runctl_cli, tmp_path):
     unknown = runctl_cli("logs", "j", "--node", "i-0d", "--store", tmp_path / "store")
     assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
     assert "no machine i-0d shipped output for job j; its other machines: i-0b, i-0c" in unknown.stderr
+
+
+def test_a_machine_that_runs_two_epochs_under_one_attempt_number_ships_each_line_once(local_store, tmp_path):
+    log = tmp_path / "attempt-1.log"
+    log.write_bytes(b"epoch 1\n")
+    first = LogShipper(local_store, "j", 1, log, node="i-0b")
+    first.ship()
+    with open(log, "ab") as f:
+        f.write(b"stopped\n")
+    first.ship()  # the first epoch's last
+    again = LogShipper(local_store, "j", 1, log, node="i-0b")
+    again.skip_shipped()
+    with open(log, "ab") as f:
+        f.write(b"epoch 2\n")
+    again.ship()
+    shown = b"".join(data for _, data in LogFollower(local_store, "j", node="i-0b").new_chunks())
+    assert shown == b"epoch 1\nstopped\nepoch 2\n"

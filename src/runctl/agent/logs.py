@@ -20,6 +20,17 @@ class LogShipper:
         self._chunk = 0
         self._lock = threading.Lock()
 
+    def skip_shipped(self) -> None:
+        """Go on after the chunks already in the store, from the file's end: a machine of
+        several may run two epochs under one attempt number, appending to one log file that
+        its earlier shipper shipped (a new one would rewrite chunk 0 with all of it)."""
+        with self._lock:
+            self._chunk = sum(1 for o in self._store.list(self._prefix) if o.key.endswith(".log"))
+            try:
+                self._offset = self._path.stat().st_size
+            except FileNotFoundError:
+                self._offset = 0
+
     def ship(self) -> int:
         """Upload what was written since the last call as the next chunk. Returns its size."""
         with self._lock:

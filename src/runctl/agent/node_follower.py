@@ -163,21 +163,23 @@ class NodeFollower:
         status = read_status(self.store, self.spec.job_id)
         number = len(status.attempts) if status is not None else 0  # the host's count: the attempt it adds
         interrupt_file = self.run_dir / f"interrupt-{number}.json"
-        # An epoch this machine stopped may have had the same number (the host had not added
-        # its attempt yet): its interrupt file would stop this script at once.
-        for stale in (interrupt_file, self.run_dir / f"progress-{number}.json"):
+        progress_file = self.run_dir / f"progress-{number}.json"
+        # An epoch before may have used the same number (read before or after the host added its
+        # attempt): its interrupt file would stop this script at its first step.
+        for stale in (interrupt_file, progress_file):
             stale.unlink(missing_ok=True)
         env = workspace.attempt_environment(os.environ, self.spec, attempt=number, resume=resume,
-                                            interrupt_file=interrupt_file,
-                                            progress_file=self.run_dir / f"progress-{number}.json")
+                                            interrupt_file=interrupt_file, progress_file=progress_file)
         argv = self.node.launch(workspace.command_for(self.spec, resume))
         log_path = self.run_dir / f"attempt-{number}.log"
         # Apart from the host's (the job's), read with runctl logs JOB --node INSTANCE.
         shipper = LogShipper(self.store, self.spec.job_id, number, log_path, node=self.node.instance_id)
+        shipper.skip_shipped()
         shipping = Periodic(LOG_SHIP_S, lambda: self._ship(shipper))
         with open(log_path, "ab") as log_file:
             tree = ProcessTree(argv, env, self.spec.workdir, (None, None), log_file)
             tree.start()
+            log.info("job %s: this machine's torchrun started (epoch %d)", self.spec.job_id, self.node.epoch)
             shipping.start()
             for source in self.sources:
                 source.attempt_started(number, self._clock())

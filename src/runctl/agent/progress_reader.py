@@ -4,10 +4,13 @@ attempt runs (see ``runctl.agent.steps`` for which step a checkpoint file holds)
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from pathlib import Path
 
 from runctl.agent.steps import StepLog
+
+log = logging.getLogger(__name__)
 
 
 class ProgressReader:
@@ -18,6 +21,7 @@ class ProgressReader:
         self._path = path
         self.first_step: int | None = None
         self.last_step: int | None = None
+        self.first_step_at: float | None = None  # when the script reported its first step (its clock)
         self.steps = StepLog()
         self._lock = threading.Lock()
 
@@ -40,3 +44,10 @@ class ProgressReader:
         if isinstance(step, int):
             self.last_step = step
             self.first_step = first if isinstance(first, int) else (self.first_step if self.first_step is not None else step)
+            with self._lock:  # two threads read: the line is logged once
+                if self.first_step_at is None:
+                    # When the attempt started (or resumed) training: the recovery timeline's end.
+                    self.first_step_at = self.steps.reported_at(self.first_step)
+                    if self.first_step_at is not None:
+                        log.info("%s: first step %d reported at %.3f", self._path.name, self.first_step,
+                                 self.first_step_at)

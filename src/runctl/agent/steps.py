@@ -62,6 +62,10 @@ class StepLog:
         index = bisect_right(times, mtime + MTIME_SLACK)
         return self._reports[index - 1][1] if index else None
 
+    def reported_at(self, step: int) -> float | None:
+        """When the script first reported ``step``, if that report is still remembered."""
+        return next((when for when, reported in self._reports if reported == step), None)
+
 
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)

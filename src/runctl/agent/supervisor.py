@@ -287,6 +287,8 @@ class Agent:
             housekeeping.start()
             try:
                 notice, exit_code = self._supervise(tree, progress, interrupt_file, sync)
+                # The moment its processes stopped (the attempt's end comes after its final snapshot).
+                log.info("attempt %d: its process tree exited (%s)", number, describe_exit(exit_code))
             finally:
                 housekeeping.stop()
                 leftovers = tree.kill_all()
