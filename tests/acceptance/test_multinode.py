@@ -11,7 +11,6 @@ records the job; the job ends with the weights of an uninterrupted two-process r
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
@@ -22,27 +21,16 @@ from runctl.store.rounds import rounds_prefix, seq_name
 from runctl.store.sharded import ShardedRounds
 from runctl.store.snapshots import Snapshots
 
-from .conftest import REPO
-from .test_auto_resume import FAST_SYNC, final_result, job_store
-from .test_torchrun_auto_resume import ARGS, straight_result
+from .test_auto_resume import final_result, job_store
+from .two_nodes import assert_every_snapshot_has_both_ranks, ends_with_the_weights_of_a_two_process_run, submit
 
 pytest.importorskip("torch")
-
-SCRIPT = REPO / "training" / "examples" / "train_ddp.py"
 
 
 @pytest.mark.fake_cloud(image_packages=("torch", "numpy"), agent_python=None)
 def test_a_two_node_job_ends_with_the_weights_of_a_two_process_run_and_every_snapshot_has_both_ranks(
         cloud, runctl, runctl_bg, project, tmp_path):
-    shutil.copy(SCRIPT, project / "training" / "train_ddp.py")
-    proc = runctl_bg("aws", "run", "training/train_ddp.py", "--on-demand", "-t", "t3.micro", "--nodes", "2",
-                     "--job-id", "wide", "--", *ARGS, "--slow", "0.01", **FAST_SYNC)
-    out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err
-    straight = tmp_path / "straight"
-    straight.mkdir()
-    result = final_result(out)
-    assert result == straight_result(straight) and result["world_size"] == 2
+    result = ends_with_the_weights_of_a_two_process_run(submit(runctl_bg, project, "--on-demand"), tmp_path)
 
     store = job_store(cloud)
     spec = json.loads(store.read(layout.job_key("wide")).data)
@@ -62,16 +50,10 @@ def test_a_two_node_job_ends_with_the_weights_of_a_two_process_run_and_every_sna
     assert "on 2 ranks" in shown.stdout and final_result(shown.stdout) == result
     assert f"the job's other machines: --node {member}" in runctl("logs", "wide").stderr
 
-    snapshots = Snapshots(store, layout.checkpoints_prefix("wide"))
-    kept = snapshots.list()
-    assert kept, "no snapshot"
-    for info in kept:  # the checkpoint to resume from has every rank's part and the metadata
-        newest = info.metadata["newest"]
-        files = {f.path for f in info.files if f.path.startswith(newest + "/")}
-        assert {f"{newest}/.metadata", f"{newest}/__0_0.distcp", f"{newest}/__1_0.distcp"} <= files, (info.seq, files)
+    kept = assert_every_snapshot_has_both_ranks(store)
     assert kept[-1].metadata["newest"] == f"step-{result['final_step']:06d}"
     assert kept[-1].metadata.get("step") == result["final_step"]
-    parts = ShardedRounds(snapshots).parts(kept[-1].seq)
+    parts = ShardedRounds(Snapshots(store, layout.checkpoints_prefix("wide"))).parts(kept[-1].seq)
     assert sorted(p.instance for p in parts) == sorted(cloud.instances)  # one part from each machine
     # The part records of the rounds before the latest snapshot went with the pruning.
     rounds = [name for name in store.list_dirs(rounds_prefix(layout.checkpoints_prefix("wide"))) if name.isdigit()]

@@ -18,8 +18,6 @@ group's timeout, and the stop then comes from the membership TTL alone.
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from runctl.agent.multinode import MEMBERSHIP_TTL_ENV
@@ -27,56 +25,29 @@ from runctl.agent.rendezvous import read_rendezvous
 from runctl.agent.status import read_status
 from runctl.interruptions.job_stop import read_stop
 from runctl.store import layout
-from runctl.store.snapshots import Snapshots
-from waiting import wait_for
 
-from .conftest import REPO
-from .test_auto_resume import FAST_SYNC, final_result, job_store
-from .test_torchrun_auto_resume import ARGS, straight_result
+from .two_nodes import (assert_every_snapshot_has_both_ranks, ends_with_the_weights_of_a_two_process_run,
+                        once_both_have_a_snapshot, submit)
 
 pytest.importorskip("torch")
-
-SCRIPT = REPO / "training" / "examples" / "train_ddp.py"
-
-
-def _snapshot_made(store, job_id: str):
-    return Snapshots(store, layout.checkpoints_prefix(job_id)).latest()
 
 
 def _run_and_lose(cloud, runctl_bg, project, which: str):
     """Start the job, lose its host or the other machine (``which``) once a snapshot of both
     exists; the CLI's process, the store and the lost instance's id."""
     cloud.agent_environ[MEMBERSHIP_TTL_ENV] = "10"
-    shutil.copy(SCRIPT, project / "training" / "train_ddp.py")
-    proc = runctl_bg("aws", "run", "training/train_ddp.py", "-t", "t3.micro", "--nodes", "2",
-                     "--auto-resume", "--job-id", "wide", "--", *ARGS, "--slow", "0.01", **FAST_SYNC)
-    store = job_store(cloud)
-    wait_for("a snapshot of both machines", lambda: _snapshot_made(store, "wide"), proc, timeout=240)
-    host = read_rendezvous(store, "wide")[0].instance_id
-    (member,) = [i for i in cloud.instances if i != host]
+    proc = submit(runctl_bg, project, "--auto-resume")
+    store, host, member = once_both_have_a_snapshot(cloud, proc)
     lost = host if which == "host" else member
     cloud.lose(lost)
     return proc, store, lost
-
-
-def _assert_every_snapshot_has_both_ranks(store) -> None:
-    for info in Snapshots(store, layout.checkpoints_prefix("wide")).list():
-        newest = info.metadata["newest"]
-        files = {f.path for f in info.files if f.path.startswith(newest + "/")}
-        assert {f"{newest}/.metadata", f"{newest}/__0_0.distcp", f"{newest}/__1_0.distcp"} <= files, (info.seq, files)
 
 
 @pytest.mark.fake_cloud(image_packages=("torch", "numpy"), agent_python=None)
 def test_a_member_lost_without_a_notice_stops_both_and_the_job_resumes_to_the_weights_of_a_two_process_run(
         cloud, runctl_bg, project, tmp_path):
     proc, store, lost = _run_and_lose(cloud, runctl_bg, project, "member")
-    out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err
-
-    straight = tmp_path / "straight"
-    straight.mkdir()
-    result = final_result(out)
-    assert result == straight_result(straight) and result["world_size"] == 2
+    ends_with_the_weights_of_a_two_process_run(proc, tmp_path)
 
     stop = read_stop(store, "wide")[0]
     assert stop.epoch == 1 and stop.reason.startswith(f"{lost} lost without a notice"), stop
@@ -90,7 +61,7 @@ def test_a_member_lost_without_a_notice_stops_both_and_the_job_resumes_to_the_we
     assert len(cloud.instances) == 3  # the two machines and the lost one's replacement
     # Every machine left; the lost one could not delete its record.
     assert [i.key.rsplit("/", 1)[-1] for i in store.list(layout.nodes_prefix("wide"))] in ([], [f"{lost}.json"])
-    _assert_every_snapshot_has_both_ranks(store)
+    assert_every_snapshot_has_both_ranks(store)
     # The cloud fixture asserts that no group, template or instance is left.
 
 
@@ -98,13 +69,7 @@ def test_a_member_lost_without_a_notice_stops_both_and_the_job_resumes_to_the_we
 def test_a_host_lost_without_a_notice_is_replaced_by_a_survivor_and_the_job_resumes_to_the_same_weights(
         cloud, runctl_bg, project, tmp_path):
     proc, store, lost = _run_and_lose(cloud, runctl_bg, project, "host")
-    out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err
-
-    straight = tmp_path / "straight"
-    straight.mkdir()
-    result = final_result(out)
-    assert result == straight_result(straight) and result["world_size"] == 2
+    ends_with_the_weights_of_a_two_process_run(proc, tmp_path)
 
     stop = read_stop(store, "wide")[0]
     assert stop.epoch == 1 and stop.reason.startswith(f"{lost} lost without a notice"), stop
@@ -117,4 +82,4 @@ def test_a_host_lost_without_a_notice_is_replaced_by_a_survivor_and_the_job_resu
     assert (rendezvous.instance_id, rendezvous.epoch) == (attempts[1].instance_id, 2)
     assert len(cloud.instances) == 3  # as above
     assert [i.key.rsplit("/", 1)[-1] for i in store.list(layout.nodes_prefix("wide"))] in ([], [f"{lost}.json"])
-    _assert_every_snapshot_has_both_ranks(store)
+    assert_every_snapshot_has_both_ranks(store)

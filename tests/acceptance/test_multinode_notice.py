@@ -19,7 +19,6 @@ Either way the job ends with the weights of an uninterrupted two-process run.
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 
@@ -27,40 +26,20 @@ from runctl.agent.rendezvous import read_rendezvous
 from runctl.agent.status import read_status
 from runctl.interruptions.job_stop import read_stop
 from runctl.store import layout
-from runctl.store.snapshots import Snapshots
-from waiting import wait_for
 
-from .conftest import REPO
-from .test_auto_resume import FAST_SYNC, final_result, job_store
-from .test_torchrun_auto_resume import ARGS, straight_result
+from .two_nodes import (assert_every_snapshot_has_both_ranks, ends_with_the_weights_of_a_two_process_run,
+                        once_both_have_a_snapshot, submit)
 
 pytest.importorskip("torch")
-
-SCRIPT = REPO / "training" / "examples" / "train_ddp.py"
-
-
-def _snapshot_made(store, job_id: str):
-    return Snapshots(store, layout.checkpoints_prefix(job_id)).latest()
 
 
 @pytest.mark.fake_cloud(notice_deadline_s=30.0, image_packages=("torch", "numpy"), agent_python=None)
 def test_a_notice_on_the_member_of_a_two_node_job_resumes_both_to_the_weights_of_a_two_process_run(
         cloud, runctl, runctl_bg, project, tmp_path):
-    shutil.copy(SCRIPT, project / "training" / "train_ddp.py")
-    proc = runctl_bg("aws", "run", "training/train_ddp.py", "--spot", "-t", "t3.micro", "--nodes", "2",
-                     "--auto-resume", "--job-id", "wide", "--", *ARGS, "--slow", "0.01", **FAST_SYNC)
-    store = job_store(cloud)
-    wait_for("a snapshot of both machines", lambda: _snapshot_made(store, "wide"), proc, timeout=240)
-    host = read_rendezvous(store, "wide")[0].instance_id
-    (member,) = [i for i in cloud.instances if i != host]
+    proc = submit(runctl_bg, project, "--spot", "--auto-resume")
+    store, host, member = once_both_have_a_snapshot(cloud, proc)
     cloud.interrupt(member)
-    out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err
-
-    straight = tmp_path / "straight"
-    straight.mkdir()
-    result = final_result(out)
-    assert result == straight_result(straight) and result["world_size"] == 2
+    ends_with_the_weights_of_a_two_process_run(proc, tmp_path)
 
     attempts = read_status(store, "wide").attempts
     assert [a.reason for a in attempts] == ["interrupted", "completed"], attempts
@@ -79,32 +58,17 @@ def test_a_notice_on_the_member_of_a_two_node_job_resumes_both_to_the_weights_of
                for line in lines), shown.stdout
     assert len(cloud.instances) == 3  # the two machines and the noticed one's replacement
     assert list(store.list(layout.nodes_prefix("wide"))) == []  # every machine left
-
-    snapshots = Snapshots(store, layout.checkpoints_prefix("wide"))
-    for info in snapshots.list():  # the checkpoint to resume from has every rank's part
-        newest = info.metadata["newest"]
-        files = {f.path for f in info.files if f.path.startswith(newest + "/")}
-        assert {f"{newest}/.metadata", f"{newest}/__0_0.distcp", f"{newest}/__1_0.distcp"} <= files, (info.seq, files)
+    assert_every_snapshot_has_both_ranks(store)
     # The cloud fixture asserts that no group, template, instance or spot request is left.
 
 
 @pytest.mark.fake_cloud(notice_deadline_s=30.0, image_packages=("torch", "numpy"), agent_python=None)
 def test_a_notice_on_the_host_of_a_two_node_job_makes_the_other_machine_the_host_and_resumes_both(
         cloud, runctl_bg, project, tmp_path):
-    shutil.copy(SCRIPT, project / "training" / "train_ddp.py")
-    proc = runctl_bg("aws", "run", "training/train_ddp.py", "--spot", "-t", "t3.micro", "--nodes", "2",
-                     "--auto-resume", "--job-id", "wide", "--", *ARGS, "--slow", "0.01", **FAST_SYNC)
-    store = job_store(cloud)
-    wait_for("a snapshot of both machines", lambda: _snapshot_made(store, "wide"), proc, timeout=240)
-    host = read_rendezvous(store, "wide")[0].instance_id
+    proc = submit(runctl_bg, project, "--spot", "--auto-resume")
+    store, host, member = once_both_have_a_snapshot(cloud, proc)
     cloud.interrupt(host)
-    out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err
-
-    straight = tmp_path / "straight"
-    straight.mkdir()
-    result = final_result(out)
-    assert result == straight_result(straight) and result["world_size"] == 2
+    ends_with_the_weights_of_a_two_process_run(proc, tmp_path)
 
     # The new host is the other machine, or the group's replacement when it booted before the
     # stop: it joined epoch 1, stopped with it, and rejoined first.
@@ -118,9 +82,4 @@ def test_a_notice_on_the_host_of_a_two_node_job_makes_the_other_machine_the_host
     assert (rendezvous.instance_id, rendezvous.epoch) == (attempts[1].instance_id, 2)
     assert len(cloud.instances) == 3  # the two machines and the host's replacement
     assert list(store.list(layout.nodes_prefix("wide"))) == []
-
-    snapshots = Snapshots(store, layout.checkpoints_prefix("wide"))
-    for info in snapshots.list():
-        newest = info.metadata["newest"]
-        files = {f.path for f in info.files if f.path.startswith(newest + "/")}
-        assert {f"{newest}/.metadata", f"{newest}/__0_0.distcp", f"{newest}/__1_0.distcp"} <= files, (info.seq, files)
+    assert_every_snapshot_has_both_ranks(store)

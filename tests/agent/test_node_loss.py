@@ -7,6 +7,7 @@ passed in, no test sleeps for real."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import pytest
@@ -35,15 +36,21 @@ class FailingNode(Node):
         return [sys.executable, "-c", "import sys; sys.exit(1)"]
 
 
+@contextlib.contextmanager
 def _gathered(store, tmp_path, clock: Clock, cls=Node):
+    """Two machines of a job, gathered at epoch 1 (host i-a, member i-b); both leave after."""
     host, member = (cls(store, spec(tmp_path), instance, address, heartbeat_interval=3600.0, ttl=TTL, clock=clock,
                         sleep=clock.sleep, gather_timeout=5.0)
                     for instance, address in (("i-a", "127.0.0.2"), ("i-b", "127.0.0.3")))
     host.join()
     member.join()
-    host.wait_for_all()
-    member.wait_for_all()
-    return host, member
+    try:
+        host.wait_for_all()
+        member.wait_for_all()
+        yield host, member
+    finally:
+        host.leave()
+        member.leave()
 
 
 def _age(clock: Clock, seconds: float, *renewed: Node) -> None:
@@ -55,9 +62,8 @@ def _age(clock: Clock, seconds: float, *renewed: Node) -> None:
 
 def test_a_member_lost_without_a_notice_makes_the_host_ask_the_stop_once(any_store, tmp_path):
     clock = Clock()
-    host, member = _gathered(any_store, tmp_path, clock)
-    source = stop_source(host, interval=0.0)
-    try:
+    with _gathered(any_store, tmp_path, clock) as (host, member):
+        source = stop_source(host, interval=0.0)
         _age(clock, TTL - 1.0, host)
         assert source.poll(clock.now) is None and read_stop(any_store, JOB) is None  # within the TTL: live
         _age(clock, 2.0, host)
@@ -72,33 +78,25 @@ def test_a_member_lost_without_a_notice_makes_the_host_ask_the_stop_once(any_sto
         _age(clock, 3.0, host)
         etag = read_stop(any_store, JOB)[1]
         assert source.poll(clock.now) is None and read_stop(any_store, JOB)[1] == etag  # once
-    finally:
-        host.leave()
-        member.leave()
 
 
 def test_a_member_sees_its_host_lost_and_asks_the_stop_of_its_epoch(local_store, tmp_path):
     clock = Clock()
-    host, member = _gathered(local_store, tmp_path, clock)
-    source = stop_source(member, interval=0.0)
-    try:
+    with _gathered(local_store, tmp_path, clock) as (host, member):
+        source = stop_source(member, interval=0.0)
         _age(clock, TTL + 1.0, member)
         assert source.poll(clock.now) is None
         assert read_stop(local_store, JOB)[0].reason.startswith("i-a lost without a notice")
         _age(clock, 3.0, member)
         assert source.poll(clock.now).source == "job-stop" and member.epoch == 1  # a member moves no epoch
-    finally:
-        host.leave()
-        member.leave()
 
 
 def test_a_machine_gone_after_the_jobs_end_or_after_a_stop_is_no_loss(local_store, tmp_path):
     clock = Clock()
-    host, member = _gathered(local_store, tmp_path, clock)
-    book = StatusBook(local_store, JobStatus(JOB, "completed", (Attempt(0, 900.0, ended=950.0, reason="completed"),)))
-    book.heartbeat()
-    source = stop_source(member, interval=0.0)
-    try:
+    with _gathered(local_store, tmp_path, clock) as (host, member):
+        book = StatusBook(local_store, JobStatus(JOB, "completed", (Attempt(0, 900.0, ended=950.0, reason="completed"),)))
+        book.heartbeat()
+        source = stop_source(member, interval=0.0)
         _age(clock, TTL + 1.0, member)
         assert source.poll(clock.now) is None and read_stop(local_store, JOB) is None  # the host left at the end
 
@@ -108,23 +106,16 @@ def test_a_machine_gone_after_the_jobs_end_or_after_a_stop_is_no_loss(local_stor
         _age(clock, 3.0, member)
         assert source.poll(clock.now) is None  # it left after the stop: nothing more asked
         assert read_stop(local_store, JOB)[0].reason == "spot notice on i-a"
-    finally:
-        host.leave()
-        member.leave()
 
 
 def test_no_round_opens_while_a_machine_of_the_epoch_is_not_live(any_store, tmp_path):
     clock = Clock()
-    host, member = _gathered(any_store, tmp_path, clock)
-    rounds = ShardedRounds(Snapshots(any_store, layout.checkpoints_prefix(JOB)))
-    mine = _files(tmp_path / "a", {"step-000010/__0_0.distcp": b"rank0"})
-    try:
+    with _gathered(any_store, tmp_path, clock) as (host, member):
+        rounds = ShardedRounds(Snapshots(any_store, layout.checkpoints_prefix(JOB)))
+        mine = _files(tmp_path / "a", {"step-000010/__0_0.distcp": b"rank0"})
         _age(clock, TTL + 1.0, host)
         with pytest.raises(StoreError) as info:
             RoundCommitter(rounds, host)(mine, files=[], carry=[], metadata={}, fence=lambda: 1)
-    finally:
-        host.leave()
-        member.leave()
     assert str(info.value) == ("no round: only 1 of the job's 2 machines of epoch 1 are live (i-a); a snapshot "
                                "needs every rank's part")
     assert rounds.current_round() is None and rounds.snapshots.latest() is None  # the previous one stays
@@ -132,22 +123,18 @@ def test_no_round_opens_while_a_machine_of_the_epoch_is_not_live(any_store, tmp_
 
 def test_an_open_round_is_abandoned_at_once_when_a_machine_it_expects_is_lost(any_store, tmp_path):
     clock = Clock()
-    host, member = _gathered(any_store, tmp_path, clock)
-    rounds = ShardedRounds(Snapshots(any_store, layout.checkpoints_prefix(JOB)))
-    mine = _files(tmp_path / "a", {"step-000010/__0_0.distcp": b"rank0"})
-    waited = []
+    with _gathered(any_store, tmp_path, clock) as (host, member):
+        rounds = ShardedRounds(Snapshots(any_store, layout.checkpoints_prefix(JOB)))
+        mine = _files(tmp_path / "a", {"step-000010/__0_0.distcp": b"rank0"})
+        waited = []
 
-    def sleep(seconds: float) -> None:  # the member is lost while the host waits for its part
-        waited.append(seconds)
-        _age(clock, TTL + 1.0, host)
+        def sleep(seconds: float) -> None:  # the member is lost while the host waits for its part
+            waited.append(seconds)
+            _age(clock, TTL + 1.0, host)
 
-    try:
         with pytest.raises(StoreError) as info:
             RoundCommitter(rounds, host, timeout_s=300.0, sleep=sleep)(mine, files=[], carry=[], metadata={},
                                                                        fence=lambda: 1)
-    finally:
-        host.leave()
-        member.leave()
     assert str(info.value) == "round 1 abandoned: i-b is no longer live"
     assert len(waited) == 1  # at the first look after the loss, not at the round's 5-minute deadline
     assert rounds.current_round().state == "abandoned" and rounds.snapshots.latest() is None
@@ -155,60 +142,48 @@ def test_an_open_round_is_abandoned_at_once_when_a_machine_it_expects_is_lost(an
 
 def test_a_member_waiting_for_a_lost_host_stops_waiting_and_replaces_it(any_store, tmp_path):
     clock = Clock()
-    host, member = _gathered(any_store, tmp_path, clock)
+    with _gathered(any_store, tmp_path, clock) as (host, member):
 
-    def sleep(seconds: float) -> None:
-        _age(clock, seconds, member)
+        def sleep(seconds: float) -> None:
+            _age(clock, seconds, member)
 
-    follower = NodeFollower(member, spec(tmp_path), [], tmp_path / "run", end_wait=900.0, clock=clock, sleep=sleep)
-    try:
+        follower = NodeFollower(member, spec(tmp_path), [], tmp_path / "run", end_wait=900.0, clock=clock, sleep=sleep)
         follower._post_until_the_end()
         assert follower._host_lost
         assert 1_000.0 + TTL <= clock.now < 1_000.0 + TTL + HOST_CHECK_S + 1.0  # not the 900 s of end_wait
         again = member.rejoin(10.0)
         assert (again.is_host, again.record.instance_id, again.record.epoch) == (True, "i-b", 2)
-    finally:
-        host.leave()
-        member.leave()
 
 
 def test_a_member_keeps_waiting_while_its_host_is_live(local_store, tmp_path):
     clock = Clock()
-    host, member = _gathered(local_store, tmp_path, clock)
+    with _gathered(local_store, tmp_path, clock) as (host, member):
 
-    def sleep(seconds: float) -> None:
-        _age(clock, seconds, host, member)
+        def sleep(seconds: float) -> None:
+            _age(clock, seconds, host, member)
 
-    follower = NodeFollower(member, spec(tmp_path), [], tmp_path / "run", end_wait=45.0, clock=clock, sleep=sleep)
-    try:
+        follower = NodeFollower(member, spec(tmp_path), [], tmp_path / "run", end_wait=45.0, clock=clock, sleep=sleep)
         follower._post_until_the_end()
-    finally:
-        host.leave()
-        member.leave()
     assert not follower._host_lost and clock.now >= 1_045.0  # past the TTL: the renewals count
 
 
 def test_a_failed_torchrun_followed_by_a_stop_is_a_stop_and_the_member_rejoins(local_store, tmp_path):
     clock = Clock()
-    host, member = _gathered(local_store, tmp_path, clock, cls=FailingNode)
-    StatusBook(local_store, JobStatus(JOB, "running", (Attempt(0, 900.0, ended=1_001.0, reason="interrupted"),)))\
-        .heartbeat()
-    sleeps = []
+    with _gathered(local_store, tmp_path, clock, cls=FailingNode) as (host, member):
+        StatusBook(local_store, JobStatus(JOB, "running", (Attempt(0, 900.0, ended=1_001.0, reason="interrupted"),)))\
+            .heartbeat()
+        sleeps = []
 
-    def sleep(seconds: float) -> None:  # another machine asks the stop a moment after the failure
-        sleeps.append(seconds)
-        _age(clock, seconds, host, member)
-        if len(sleeps) == 4:
-            request_stop(local_store, JOB, 1, "i-c lost without a notice", None, requested=None)
+        def sleep(seconds: float) -> None:  # another machine asks the stop a moment after the failure
+            sleeps.append(seconds)
+            _age(clock, seconds, host, member)
+            if len(sleeps) == 4:
+                request_stop(local_store, JOB, 1, "i-c lost without a notice", None, requested=None)
 
-    member._sleep = sleep
-    follower = NodeFollower(member, spec(tmp_path), [stop_source(member, interval=0.0)], tmp_path / "run",
-                            clock=clock, sleep=sleep)
-    try:
+        member._sleep = sleep
+        follower = NodeFollower(member, spec(tmp_path), [stop_source(member, interval=0.0)], tmp_path / "run",
+                                clock=clock, sleep=sleep)
         outcome = follower.run()
-    finally:
-        host.leave()
-        member.leave()
     assert outcome == REJOIN
     assert follower._stopped.source == "job-stop" and "i-c lost without a notice" in follower._stopped.detail
     assert clock.now < 1_000.0 + TTL  # judged at the stop, not after the TTL
@@ -216,21 +191,17 @@ def test_a_failed_torchrun_followed_by_a_stop_is_a_stop_and_the_member_rejoins(l
 
 def test_a_failed_torchrun_without_a_stop_is_the_failure_it_was(local_store, tmp_path):
     clock = Clock()
-    host, member = _gathered(local_store, tmp_path, clock, cls=FailingNode)
-    StatusBook(local_store, JobStatus(JOB, "failed", (Attempt(0, 900.0, ended=1_001.0, reason="failed"),)))\
-        .heartbeat()
+    with _gathered(local_store, tmp_path, clock, cls=FailingNode) as (host, member):
+        StatusBook(local_store, JobStatus(JOB, "failed", (Attempt(0, 900.0, ended=1_001.0, reason="failed"),)))\
+            .heartbeat()
 
-    def sleep(seconds: float) -> None:  # the host stays live: no machine is lost
-        _age(clock, seconds, host, member)
+        def sleep(seconds: float) -> None:  # the host stays live: no machine is lost
+            _age(clock, seconds, host, member)
 
-    member._sleep = sleep
-    follower = NodeFollower(member, spec(tmp_path), [stop_source(member, interval=0.0)], tmp_path / "run",
-                            clock=clock, sleep=sleep)
-    try:
+        member._sleep = sleep
+        follower = NodeFollower(member, spec(tmp_path), [stop_source(member, interval=0.0)], tmp_path / "run",
+                                clock=clock, sleep=sleep)
         outcome = follower.run()
-    finally:
-        host.leave()
-        member.leave()
     assert outcome == LEFT and follower._stopped is None and read_stop(local_store, JOB) is None
     assert clock.now >= 1_000.0 + TTL + LOSS_MARGIN_S  # it waited for a stop that never came
 
@@ -254,22 +225,18 @@ class InterruptCheckingNode(Node):
 
 def test_a_members_script_never_starts_with_the_interrupt_file_of_an_epoch_it_stopped(local_store, tmp_path):
     clock = Clock()
-    host, member = _gathered(local_store, tmp_path, clock, cls=InterruptCheckingNode)
-    StatusBook(local_store, JobStatus(JOB, "completed", (Attempt(0, 900.0, ended=1_001.0, reason="interrupted"),)))\
-        .heartbeat()
-    stale = tmp_path / "run" / "interrupt-1.json"  # the stop of the epoch before, when attempt 1 was not added yet
-    stale.parent.mkdir(parents=True)
-    stale.write_text("{}")
+    with _gathered(local_store, tmp_path, clock, cls=InterruptCheckingNode) as (host, member):
+        StatusBook(local_store, JobStatus(JOB, "completed", (Attempt(0, 900.0, ended=1_001.0, reason="interrupted"),)))\
+            .heartbeat()
+        stale = tmp_path / "run" / "interrupt-1.json"  # the stop of the epoch before, when attempt 1 was not added yet
+        stale.parent.mkdir(parents=True)
+        stale.write_text("{}")
 
-    def sleep(seconds: float) -> None:
-        _age(clock, seconds, host, member)
+        def sleep(seconds: float) -> None:
+            _age(clock, seconds, host, member)
 
-    member._sleep = sleep
-    follower = NodeFollower(member, spec(tmp_path), [stop_source(member, interval=0.0)], tmp_path / "run",
-                            clock=clock, sleep=sleep)
-    try:
+        member._sleep = sleep
+        follower = NodeFollower(member, spec(tmp_path), [stop_source(member, interval=0.0)], tmp_path / "run",
+                                clock=clock, sleep=sleep)
         assert follower.run() == LEFT
-    finally:
-        host.leave()
-        member.leave()
     assert clock.now < 1_000.0 + TTL  # the script exited 0: no wait for a stop after a failure
