@@ -13,16 +13,9 @@ import pytest
 from runctl.agent.lease import Lease, LeaseRecord, holder_is_gone
 from runctl.errors import PreconditionFailed, UsageError
 from runctl.store import layout
+from clocks import Clock
 
 JOB = "job-1"
-
-
-class Clock:
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def dead_pid() -> int:

@@ -13,17 +13,10 @@ from runctl.errors import LeaseLost, PreconditionFailed, StoreError, UsageError
 from runctl.models import JobSpec
 from runctl.store import layout
 from runctl.testing import FaultyStore
+from clocks import Clock
 
 JOB = "job-1"
 KEY = layout.lease_key(JOB)
-
-
-class Clock:
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def record(store) -> dict:

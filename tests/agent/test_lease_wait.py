@@ -11,16 +11,9 @@ import pytest
 from runctl.agent.lease import Lease
 from runctl.errors import UsageError
 from runctl.store import layout
+from clocks import Clock
 
 JOB = "job-1"
-
-
-class Clock:
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def plant(store, **fields) -> None:

@@ -12,17 +12,10 @@ import pytest
 from runctl.agent.membership import Membership, NodeRecord, live_nodes, node_records
 from runctl.errors import UsageError
 from runctl.store import layout
+from clocks import Clock
 
 JOB = "job-1"
 TTL = 60.0
-
-
-class Clock:
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_registered_machines_are_listed_with_what_they_wrote(any_store):

@@ -19,19 +19,9 @@ from runctl.store import layout
 from runctl.store.rounds import Part
 from runctl.store.sharded import ShardedRounds
 from runctl.store.snapshots import Snapshots
+from clocks import Clock
 
 JOB = "job-1"
-
-
-class Clock:
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def spec(tmp_path, nodes: int = 2) -> JobSpec:

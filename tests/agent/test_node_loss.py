@@ -23,7 +23,8 @@ from runctl.store import layout
 from runctl.store.sharded import ShardedRounds
 from runctl.store.snapshots import Snapshots
 
-from test_multinode import JOB, Clock, _files, spec
+from clocks import Clock
+from test_multinode import JOB, _files, spec
 
 TTL = 30.0
 

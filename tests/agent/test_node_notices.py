@@ -19,7 +19,8 @@ from runctl.store import layout
 from runctl.store.sharded import ShardedRounds
 from runctl.store.snapshots import Snapshots
 
-from test_multinode import JOB, Clock, _files, _two_members, spec
+from clocks import Clock
+from test_multinode import JOB, _files, _two_members, spec
 
 
 def notice(at: float, deadline: float | None) -> InterruptionNotice:

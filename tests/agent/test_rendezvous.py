@@ -13,20 +13,13 @@ from runctl.agent.rendezvous import Rendezvous, agree_on_host, read_rendezvous
 from runctl.errors import PreconditionFailed, StoreError
 from runctl.store import layout
 from runctl.testing.faulty_store import FaultyStore
+from clocks import Clock
 from racing import ReadTogether, in_threads
 
 JOB = "job-1"
 TTL = 60.0
 PORT = 29400
 KEY = layout.rendezvous_key(JOB)
-
-
-class Clock:
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def node(store, clock, name: str):
