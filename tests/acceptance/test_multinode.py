@@ -22,9 +22,11 @@ from runctl.store.sharded import ShardedRounds
 from runctl.store.snapshots import Snapshots
 
 from .test_auto_resume import final_result, job_store
-from .two_nodes import assert_every_snapshot_has_both_ranks, ends_with_the_weights_of_a_two_process_run, submit
+from .two_nodes import (TIME_LIMIT, assert_every_snapshot_has_both_ranks,
+                        ends_with_the_weights_of_a_two_process_run, submit)
 
 pytest.importorskip("torch")
+pytestmark = TIME_LIMIT
 
 
 @pytest.mark.fake_cloud(image_packages=("torch", "numpy"), agent_python=None)

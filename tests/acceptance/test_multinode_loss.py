@@ -26,10 +26,11 @@ from runctl.agent.status import read_status
 from runctl.interruptions.job_stop import read_stop
 from runctl.store import layout
 
-from .two_nodes import (assert_every_snapshot_has_both_ranks, ends_with_the_weights_of_a_two_process_run,
-                        once_both_have_a_snapshot, submit)
+from .two_nodes import (TIME_LIMIT, assert_every_snapshot_has_both_ranks,
+                        ends_with_the_weights_of_a_two_process_run, once_both_have_a_snapshot, submit)
 
 pytest.importorskip("torch")
+pytestmark = TIME_LIMIT
 
 
 def _run_and_lose(cloud, runctl_bg, project, which: str):

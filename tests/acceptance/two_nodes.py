@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from runctl.agent.rendezvous import read_rendezvous
 from runctl.store import layout
 from runctl.store.snapshots import Snapshots
@@ -17,6 +19,9 @@ from .test_torchrun_auto_resume import ARGS, straight_result
 
 SCRIPT = REPO / "training" / "examples" / "train_ddp.py"
 JOB = "wide"
+#: A two-machine job's test: its own waits (the first snapshot, then the job's end) bound it,
+#: not the suite's 300 s per test, which a loaded 2-core machine may pass (4 agents, 4 torches).
+TIME_LIMIT = pytest.mark.timeout(900)
 
 
 def submit(runctl_bg, project, *options: str):

@@ -95,7 +95,8 @@ def test_a_member_sees_its_host_lost_and_asks_the_stop_of_its_epoch(local_store,
 def test_a_machine_gone_after_the_jobs_end_or_after_a_stop_is_no_loss(local_store, tmp_path):
     clock = Clock()
     with _gathered(local_store, tmp_path, clock) as (host, member):
-        book = StatusBook(local_store, JobStatus(JOB, "completed", (Attempt(0, 900.0, ended=950.0, reason="completed"),)))
+        ended = Attempt(0, 900.0, ended=950.0, reason="completed")
+        book = StatusBook(local_store, JobStatus(JOB, "completed", (ended,)))
         book.heartbeat()
         source = stop_source(member, interval=0.0)
         _age(clock, TTL + 1.0, member)
