@@ -63,7 +63,11 @@ def ended(store, job_id: str) -> dict | None:
 def test_a_detached_job_survives_its_submitter_two_notices_and_a_lost_machine(cloud, runctl, runctl_bg,
                                                                              straight_weights):
     proc = runctl_bg("aws", "run", "training/train.py", "--spot", "-t", "t3.micro", "--auto-resume",
-                     "--", "--steps", "14000", "--checkpoint-every", "500", **FAST_SYNC)
+                     # Every 1000 steps: train.py keeps its last 3 files, and at 500 a file could
+                     # be deleted before a loaded machine's snapshot of it ended; each such snapshot
+                     # fails and is tried again (a known gap, docs/ROADMAP.md), and attempt 2 could
+                     # end before one succeeded.
+                     "--", "--steps", "14000", "--checkpoint-every", "1000", **FAST_SYNC)
     store = job_store(cloud)
     job_id = wait_for("the job", lambda: the_job(store), proc)
     first = wait_for("attempt 0 to make progress", lambda: reporting_progress(store, job_id, 0), proc,
