@@ -21,6 +21,7 @@ from runctl.store.snapshots import Snapshots
 from waiting import wait_for
 
 STEPS = 6000
+LONG = 24000  # the main test: two notices and a loss before its end
 FAST_SYNC = {"RUNCTL_CHECKPOINT_SYNC_INTERVAL": "0.5"}
 
 
@@ -66,8 +67,8 @@ def test_a_detached_job_survives_its_submitter_two_notices_and_a_lost_machine(cl
                      # Every 1000 steps: train.py keeps its last 3 files, and at 500 a file could
                      # be deleted before a loaded machine's snapshot of it ended; each such snapshot
                      # fails and is tried again (a known gap, docs/ROADMAP.md), and attempt 2 could
-                     # end before one succeeded.
-                     "--", "--steps", "14000", "--checkpoint-every", "1000", **FAST_SYNC)
+                     # end before one succeeded. Steps enough for three attempts to snapshot first.
+                     "--", "--steps", str(LONG), "--checkpoint-every", "1000", **FAST_SYNC)
     store = job_store(cloud)
     job_id = wait_for("the job", lambda: the_job(store), proc)
     first = wait_for("attempt 0 to make progress", lambda: reporting_progress(store, job_id, 0), proc,
@@ -91,7 +92,7 @@ def test_a_detached_job_survives_its_submitter_two_notices_and_a_lost_machine(cl
     assert [a.instance_id for a in attempts[:2]] == [n["instance_id"] for n in notices]
     for previous, following in zip(attempts[:2], attempts[1:3]):
         assert following.first_step == previous.last_step + 1, attempts  # no step lost: saved on SIGTERM
-    assert attempts[-1].last_step == 14000
+    assert attempts[-1].last_step == LONG
 
     records = read_recovery_list(store, job_id)
     assert [r["old_instance"] for r in records] == [first, second, third]
@@ -114,7 +115,7 @@ def test_a_detached_job_survives_its_submitter_two_notices_and_a_lost_machine(cl
     assert f"recovery 3: {third} lost without a notice -> {attempts[3].instance_id}" in text.stdout, text.stdout
     logs = runctl("logs", job_id)
     assert logs.returncode == 0, logs.stderr
-    assert final_result(logs.stdout) == {"final_step": 14000, "weights_sha256": straight_weights(14000)}
+    assert final_result(logs.stdout) == {"final_step": LONG, "weights_sha256": straight_weights(LONG)}
     watched = runctl("aws", "watch", job_id)
     assert watched.returncode == 0, watched.stderr
     assert "completed (3 recoveries)" in watched.stderr
