@@ -13,6 +13,7 @@ import pytest
 from runctl.errors import IntegrityError, NotFoundError, PreconditionFailed, StoreError
 from runctl.store import hashing
 from runctl.store.manifest import FORMAT, manifest_key
+from runctl.store.snapshot_transfers import SnapshotFileWriter
 from runctl.store.snapshots import Snapshots
 
 PREFIX = "jobs/job-1/checkpoints/"
@@ -341,6 +342,78 @@ def test_file_changed_during_upload_fails_the_commit(any_store, source):
 
     info = Snapshots(any_store, PREFIX).commit(source)  # the retry works, at the next seq
     assert info.seq == 2 and Snapshots(any_store, PREFIX).verify(2) == []
+
+
+def around_transfer(monkeypatch, rel, *, before=None, after=None):
+    """Run ``before``/``after`` on the local file ``rel`` around its real transfer into the
+    snapshot (uploaded or copied, checked against its entry)."""
+    real = SnapshotFileWriter._transfer
+
+    def transfer(writer, t):
+        path = writer._local[t.entry.path].path if t.entry.path in writer._local else None
+        if t.entry.path == rel and before:
+            before(path)
+        done = real(writer, t)
+        if t.entry.path == rel and after:
+            after(path)
+        return done
+
+    monkeypatch.setattr(SnapshotFileWriter, "_transfer", transfer)
+
+
+def test_a_file_deleted_once_uploaded_stays_in_the_snapshot(any_store, source, tmp_path, monkeypatch):
+    # A script that keeps its last few checkpoints deletes the oldest while a snapshot is
+    # under way: the snapshot is the folder as scanned, not a failure.
+    scanned = tree(source)
+    around_transfer(monkeypatch, "optim/state.bin", after=Path.unlink)
+    info = Snapshots(any_store, PREFIX).commit(source)
+    assert not (source / "optim/state.bin").exists()
+    assert info.seq == 1 and Snapshots(any_store, PREFIX).latest().seq == 1
+    assert Snapshots(any_store, PREFIX).verify(1) == []
+    Snapshots(any_store, PREFIX).restore(1, tmp_path / "back")
+    assert tree(tmp_path / "back") == scanned
+
+
+def test_a_file_deleted_once_copied_stays_in_the_snapshot(any_store, source, tmp_path, monkeypatch):
+    snaps = Snapshots(any_store, PREFIX)
+    snaps.commit(source)
+    write(source, "model.pt", b"step 2")
+    scanned = tree(source)
+    around_transfer(monkeypatch, "optim/state.bin", after=Path.unlink)  # copied from snapshot 1
+    assert Snapshots(any_store, PREFIX).commit(source).seq == 2
+    Snapshots(any_store, PREFIX).restore(2, tmp_path / "back")
+    assert tree(tmp_path / "back") == scanned
+
+
+def test_a_file_deleted_before_it_is_read_fails_the_commit(any_store, source, monkeypatch):
+    snaps = Snapshots(any_store, PREFIX)
+    snaps.commit(source)
+    write(source, "model.pt", b"step 2")
+    around_transfer(monkeypatch, "model.pt", before=Path.unlink)
+    with pytest.raises(StoreError, match="model.pt vanished while being snapshotted"):
+        Snapshots(any_store, PREFIX).commit(source)
+    assert Snapshots(any_store, PREFIX).latest().seq == 1
+
+
+def test_a_file_changed_once_uploaded_fails_the_commit(any_store, source, monkeypatch):
+    def scribble(path):
+        with open(path, "ab") as f:
+            f.write(b"more")
+
+    around_transfer(monkeypatch, "optim/state.bin", after=scribble)
+    with pytest.raises(StoreError, match="state.bin changed while being snapshotted"):
+        Snapshots(any_store, PREFIX).commit(source)
+    assert Snapshots(any_store, PREFIX).latest() is None
+
+
+def test_a_file_deleted_after_an_unchecked_upload_fails_the_commit(any_store, source):
+    # A store that offers no upload checked against the entry (here a forwarding wrapper):
+    # what reached it is not known to be the scanned content, so the deletion still counts.
+    snaps = Snapshots(CountingStore(any_store, on_upload=lambda path, key: key.endswith("model.pt")
+                                    and Path(path).unlink()), PREFIX)
+    with pytest.raises(StoreError, match="model.pt vanished while being snapshotted"):
+        snaps.commit(source)
+    assert Snapshots(any_store, PREFIX).latest() is None
 
 
 def test_second_writer_cannot_claim_the_same_seq(any_store, source):

@@ -93,6 +93,12 @@ class SnapshotFileWriter:
     writer claimed the seq) or returns what ``put`` reports for that file (a part: the
     same content is shared, other content is a clash). ``written`` lists the objects this
     writer created, so a refused commit can take them back and never another writer's.
+
+    A file deleted after its object was checked against its entry (sha256) stays in: the
+    snapshot holds the folder as scanned. A script that keeps its last few checkpoints
+    deletes the oldest while a snapshot is under way, and failing the snapshot for it
+    starved a job of snapshots (seen in CI). A file changed, or deleted before its object
+    was checked, still fails the write: its content is then not known to be the scanned one.
     """
 
     def __init__(self, store: Store, new_prefix: str, seq: int, local: dict[str, SourceFile], *,
@@ -101,6 +107,7 @@ class SnapshotFileWriter:
         self.new_prefix = new_prefix
         self.seq = seq
         self.written: list[str] = []
+        self._checked: set[str] = set()  # paths whose object was checked against its entry
         self._local = local
         self._if_taken = if_taken
         self._progress = progress
@@ -125,7 +132,7 @@ class SnapshotFileWriter:
         """Check no local file changed while it was put, then make every write durable:
         call before anything (a manifest, a part record) names the files."""
         for item in self._local.values():
-            check_unchanged(item)
+            check_unchanged(item, stored=item.rel in self._checked)
         if self._batch is not None:
             self._batch.flush()
 
@@ -142,9 +149,10 @@ class SnapshotFileWriter:
         key = self.new_prefix + t.entry.path
         try:
             if t.source_key is not None and self._copied(t, key):
-                self._created(key)
+                self._created(key, checked=t.entry.path)
                 return None
             item = self._local[t.entry.path]
+            checked = self._batch is not None or self._checked_upload is not None
             try:
                 if self._batch is not None:  # remembers the object's content: a later copy need not read it
                     self._batch.upload(item.path, key, progress=self._progress, if_none_match=True, expect=t.entry)
@@ -154,14 +162,16 @@ class SnapshotFileWriter:
                     self.store.upload(item.path, key, progress=self._progress, if_none_match=True)
             except NotFoundError as exc:
                 raise StoreError(f"{item.path} vanished while being snapshotted") from exc
-            self._created(key)
+            self._created(key, checked=t.entry.path if checked else None)
         except PreconditionFailed:
             return self._if_taken(t)
         return t.entry  # every source file's state is checked once, after all transfers (finish)
 
-    def _created(self, key: str) -> None:
+    def _created(self, key: str, *, checked: str | None) -> None:
         with self._lock:
             self.written.append(key)
+            if checked is not None:
+                self._checked.add(checked)
 
     def _copied(self, t: Transfer, key: str) -> bool:
         """Copy ``t``'s content inside the store, checked against its entry. False when the
@@ -180,11 +190,15 @@ class SnapshotFileWriter:
             return False
 
 
-def check_unchanged(item: SourceFile) -> None:
-    """StoreError when the local file changed or vanished since it was scanned."""
+def check_unchanged(item: SourceFile, *, stored: bool) -> None:
+    """StoreError when the local file changed since it was scanned, or vanished before
+    its content was ``stored`` (its object checked against the scanned entry)."""
     try:
         now = FileState.of(os.stat(item.path))
     except FileNotFoundError as exc:
+        if stored:
+            log.info("%s was deleted once snapshotted; the snapshot holds it as scanned", item.path)
+            return
         raise StoreError(f"{item.path} vanished while being snapshotted") from exc
     if now != item.state:
         raise StoreError(f"{item.path} changed while being snapshotted")
