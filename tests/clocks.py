@@ -10,6 +10,9 @@ class Clock:
     def __call__(self) -> float:
         return self.now
 
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
     def sleep(self, seconds: float) -> None:
         """Time passes at once: nothing waits for real."""
-        self.now += seconds
+        self.advance(seconds)

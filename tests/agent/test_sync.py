@@ -13,18 +13,9 @@ from runctl.agent.sync import CheckpointSync, committed_state, newest_entry, rew
 from runctl.errors import StoreError
 from runctl.models import CheckpointInfo, FileEntry
 
+from clocks import Clock
+
 T0 = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FakeSnapshots:
@@ -63,7 +54,7 @@ class FakeSnapshots:
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

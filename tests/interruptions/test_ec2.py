@@ -19,20 +19,12 @@ from runctl.interruptions.ec2 import (
     resolve_endpoint,
 )
 from runctl.testing.imds import INSTANCE_ACTION_PATH, TOKEN_PATH, ImdsEmulator, format_time
+
+from clocks import Clock
 from waiting import wait_for
 
 LOGGER = "runctl.interruptions.ec2"
-
-
-class ManualClock:
-    def __init__(self, now: float = 1_795_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+NOW = 1_795_000_000.0
 
 
 class Gate:
@@ -139,7 +131,7 @@ def test_a_spot_notice_is_handed_over_before_a_rebalance_found_with_it(imds, mak
 
 # -- tokens -------------------------------------------------------------------------------------
 def test_a_short_lived_token_is_renewed_before_it_expires():
-    clock, gate = ManualClock(), Gate()
+    clock, gate = Clock(NOW), Gate()
     with ImdsEmulator(clock=clock) as emulator:
         source = Ec2MetadataSource(emulator.endpoint, token_ttl=2, clock=clock, sleep=gate.sleep)
         source.start()
@@ -165,7 +157,7 @@ def test_a_short_lived_token_is_renewed_before_it_expires():
 
 
 def test_a_token_expired_on_the_server_side_is_replaced_after_401(make_source):
-    clock = ManualClock()
+    clock = Clock(NOW)
     with ImdsEmulator(clock=clock) as emulator:
         source = make_source(emulator.endpoint)  # the source's own clock: it cannot know
         source.start()
@@ -396,7 +388,7 @@ def assert_no_traceback(caplog) -> None:
 
 def test_a_token_with_cr_lf_is_never_sent_and_the_watch_goes_on(imds, make_source, caplog):
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    clock = ManualClock()
+    clock = Clock(NOW)
     imds.serve_token(b"abc\r\nX-Injected: yes")
     source = make_source(imds.endpoint, clock=clock)
     source.start()
@@ -423,7 +415,7 @@ def test_a_token_with_cr_lf_is_never_sent_and_the_watch_goes_on(imds, make_sourc
 ], ids=["nested lists", "nested objects", "a list", "a string", "cr-lf in action", "action not a string"])
 def test_a_malformed_notice_is_a_warning_a_minute_and_the_watch_goes_on(body, imds, make_source, caplog):
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    clock = ManualClock()
+    clock = Clock(NOW)
     imds.serve_raw(INSTANCE_ACTION_PATH, body)
     source = make_source(imds.endpoint, clock=clock)
     source.start()
@@ -449,7 +441,7 @@ def test_a_notice_with_a_bad_time_is_acted_on_once_and_warned_about_once_a_minut
     """Dropping it would lose the final checkpoint: the machine goes anyway. It is reported
     without a deadline (the configured grace applies), once."""
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    clock = ManualClock()
+    clock = Clock(NOW)
     imds.serve_raw(INSTANCE_ACTION_PATH, b'{"action": "terminate", "time": ' + when.encode() + b"}")
     source = make_source(imds.endpoint, clock=clock)
     notice = next_notice(source)
@@ -474,7 +466,7 @@ def test_a_bug_in_a_round_logs_its_traceback_once_a_minute_and_the_watch_goes_on
         raise TypeError("a bug")
 
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    clock = ManualClock()
+    clock = Clock(NOW)
     imds.send_rebalance()
     monkeypatch.setattr(ec2, "_parse_rebalance", broken)
     source = make_source(imds.endpoint, clock=clock)

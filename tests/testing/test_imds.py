@@ -25,16 +25,9 @@ from runctl.testing.imds import (
     format_time,
 )
 
+from clocks import Clock
 
-class ManualClock:
-    def __init__(self, now: float = 1_795_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+NOW = 1_795_000_000.0
 
 
 def call(endpoint: str, method: str, path: str, headers: dict | None = None, timeout: float = 5.0):
@@ -62,7 +55,7 @@ def get(endpoint: str, path: str, tok: str | None = None):
 
 @pytest.fixture
 def clock():
-    return ManualClock()
+    return Clock(NOW)
 
 
 @pytest.fixture
