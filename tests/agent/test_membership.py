@@ -25,7 +25,8 @@ def test_registered_machines_are_listed_with_what_they_wrote(any_store):
     assert live_nodes(any_store, JOB, clock.now, TTL) == [NodeRecord("i-a", "10.0.0.1", 1_000.0, 2),
                                                           NodeRecord("i-b", "10.0.0.2", 1_000.0, 3)]
     stored = json.loads(any_store.read(layout.node_key(JOB, "i-a")).data)
-    assert stored == {"instance_id": "i-a", "address": "10.0.0.1", "heartbeat": 1_000.0, "epoch": 2}
+    assert stored == {"instance_id": "i-a", "address": "10.0.0.1", "heartbeat": 1_000.0, "epoch": 2,
+                      "failed_epoch": None}
     assert live_nodes(any_store, "another-job", clock.now, TTL) == []
 
 
@@ -64,10 +65,26 @@ def test_a_record_that_is_not_one_counts_as_gone(local_store, caplog):
     local_store.write(layout.node_key(JOB, "i-bad"), b"{not json")
     local_store.write(layout.node_key(JOB, "i-odd"), json.dumps(
         {"instance_id": "i-odd", "address": "x", "heartbeat": "soon", "epoch": 1}).encode())
+    local_store.write(layout.node_key(JOB, "i-odder"), json.dumps(
+        {"instance_id": "i-odder", "address": "x", "heartbeat": 1_000.0, "epoch": 1, "failed_epoch": "1"}).encode())
     with caplog.at_level(logging.WARNING):
         assert [n.instance_id for n in live_nodes(local_store, JOB, clock.now, TTL)] == ["i-a"]
     assert "i-bad.json is not a membership record" in caplog.text
     assert "i-odd.json is not a membership record (bad heartbeat or epoch)" in caplog.text
+    assert "i-odder.json is not a membership record (bad heartbeat or epoch)" in caplog.text
+
+
+def test_a_torchrun_failure_is_carried_by_every_renewal_and_an_older_record_has_none(local_store):
+    clock = Clock()
+    member = Membership(local_store, JOB, "i-a", "10.0.0.1", clock=clock)
+    member.failed_epoch = 2
+    member.register(epoch=2)
+    clock.now += 5
+    member.register(epoch=2)
+    local_store.write(layout.node_key(JOB, "i-b"), json.dumps(  # written by a runctl before failed_epoch
+        {"instance_id": "i-b", "address": "10.0.0.2", "heartbeat": clock.now, "epoch": 2}).encode())
+    assert [(n.instance_id, n.failed_epoch) for n in live_nodes(local_store, JOB, clock.now, TTL)] == [
+        ("i-a", 2), ("i-b", None)]
 
 
 @pytest.mark.parametrize("bad", ["", "../i-a", "i-a/b", "-i"])

@@ -191,13 +191,31 @@ def test_a_failed_torchrun_followed_by_a_stop_is_a_stop_and_the_member_rejoins(l
     assert clock.now < 1_000.0 + TTL  # judged at the stop, not after the TTL
 
 
+def test_a_torchrun_failed_on_every_machine_is_the_scripts_failure_at_once(any_store, tmp_path):
+    clock = Clock()
+    with _gathered(any_store, tmp_path, clock, cls=FailingNode) as (host, member):
+        StatusBook(any_store, JobStatus(JOB, "failed", (Attempt(0, 900.0, ended=1_001.0, reason="failed"),)))\
+            .heartbeat()
+
+        def sleep(seconds: float) -> None:  # the host's torchrun failed too, a moment later
+            _age(clock, seconds, host, member)
+            host.await_stop([])
+
+        member._sleep = sleep
+        follower = NodeFollower(member, spec(tmp_path), [stop_source(member, interval=0.0)], tmp_path / "run",
+                                clock=clock, sleep=sleep)
+        outcome = follower.run()
+    assert outcome == LEFT and follower._stopped is None and read_stop(any_store, JOB) is None
+    assert clock.now < 1_000.0 + 5.0  # not the TTL + margin that a lost machine takes
+
+
 def test_a_failed_torchrun_without_a_stop_is_the_failure_it_was(local_store, tmp_path):
     clock = Clock()
     with _gathered(local_store, tmp_path, clock, cls=FailingNode) as (host, member):
         StatusBook(local_store, JobStatus(JOB, "failed", (Attempt(0, 900.0, ended=1_001.0, reason="failed"),)))\
             .heartbeat()
 
-        def sleep(seconds: float) -> None:  # the host stays live: no machine is lost
+        def sleep(seconds: float) -> None:  # the host stays live, its torchrun not known to have failed
             _age(clock, seconds, host, member)
 
         member._sleep = sleep

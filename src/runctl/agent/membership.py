@@ -1,7 +1,8 @@
 """Which machines a job of several nodes has now: one record per instance in the store.
 
 Every agent of the job registers ``jobs/<id>/nodes/<instance-id>.json`` (its instance id,
-its private address, the time of its heartbeat, and the rendezvous epoch it saw) and
+its private address, the time of its heartbeat, the rendezvous epoch it saw, and the epoch
+whose torchrun failed on it, if one did) and
 renews it with its heartbeat; a machine that leaves deletes its record. ``live_nodes``
 lists the records younger than a TTL: a record older than that is a machine that is gone
 (killed, or its agent hung), whether or not its record was deleted.
@@ -34,6 +35,7 @@ class NodeRecord(Record):
     address: str  # the private address the other machines reach it at
     heartbeat: float  # epoch seconds of its last renewal, by its own clock
     epoch: int  # the rendezvous epoch it last saw (0: none yet)
+    failed_epoch: int | None = None  # the epoch whose torchrun failed here, if one did
 
 
 def parse_node(data: bytes, where: str) -> NodeRecord:
@@ -42,7 +44,8 @@ def parse_node(data: bytes, where: str) -> NodeRecord:
         record = NodeRecord.from_dict(json.loads(data))
     except (ValueError, TypeError, AttributeError) as exc:
         raise StoreError(f"{where} is not a membership record ({exc})") from exc
-    if not isinstance(record.heartbeat, (int, float)) or not isinstance(record.epoch, int):
+    if not isinstance(record.heartbeat, (int, float)) or not isinstance(record.epoch, int) \
+            or not isinstance(record.failed_epoch, (int, type(None))):
         raise StoreError(f"{where} is not a membership record (bad heartbeat or epoch)")
     return record
 
@@ -88,12 +91,13 @@ class Membership:
         self._clock = clock
         self.instance_id = instance_id
         self.address = address
+        self.failed_epoch: int | None = None  # carried by every renewal once set
 
     def register(self, epoch: int) -> NodeRecord:
         """Write (or renew) this machine's record with the time now and the rendezvous epoch
         it sees; returns it. StoreError when the store does not answer (try again: the record
         last written stays valid until its TTL)."""
-        record = NodeRecord(self.instance_id, self.address, self._clock(), epoch)
+        record = NodeRecord(self.instance_id, self.address, self._clock(), epoch, self.failed_epoch)
         self._store.write(self._key, json.dumps(record.to_dict()).encode())
         return record
 

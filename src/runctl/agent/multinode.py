@@ -28,7 +28,9 @@ A machine lost without a notice asks nothing: every machine's ``NodeStopSource``
 stop of its epoch once a machine of its gather is no longer live (its membership expired)
 before a stop or the job's end. A torchrun that fails meanwhile (its collectives fail
 without the lost peer) is judged only after the TTL + a margin (``Node.await_stop``): a
-stop then makes it a stop, as a notice's. A round needs every machine of the epoch live
+stop then makes it a stop, as a notice's. Each machine says in its membership that its
+torchrun failed; once every machine of the gather says so, no machine was lost (a lost one
+says nothing) and the script's failure is judged at once. A round needs every machine of the epoch live
 (``RoundCommitter``), so no snapshot ever misses a lost machine's ranks. A member waiting
 for a lost host rejoins and a survivor replaces it (``node_follower``). On AWS a vanished
 peer may hang the collectives instead of failing them: the TTL alone triggers the stop.
@@ -234,8 +236,11 @@ class Node:
         """After this machine's torchrun failed with no stop: the stop of its epoch when one
         comes within the TTL + a margin (``NodeStopSource`` among ``sources``), else None: the
         failure it was. A machine lost without a notice fails its peers' collectives at once,
-        but its membership expires only after the TTL; only then is the stop asked for."""
+        but its membership expires only after the TTL; only then is the stop asked for. So
+        this machine says in its membership that its torchrun failed, and None comes at once
+        when every machine of the gather says the same: the script failed everywhere."""
         watches = [s for s in sources if isinstance(s, NodeStopSource)]
+        self._say_torchrun_failed()
         deadline = self._clock() + self.ttl + LOSS_MARGIN_S
         while watches:
             now = self._clock()
@@ -243,10 +248,32 @@ class Node:
                 notice = source.poll(now)
                 if notice is not None:
                     return notice
+            if self._all_failed():
+                log.info("job %s: every machine's torchrun of epoch %d failed: no machine was lost",
+                         self.spec.job_id, self._member_epoch)
+                return None
             if now >= deadline:
                 break
             self._sleep(self._poll)
         return None
+
+    def _say_torchrun_failed(self) -> None:
+        self.membership.failed_epoch = self._member_epoch
+        try:
+            self.membership.register(self._member_epoch)
+        except RunctlError as exc:  # the others then wait the TTL for a stop, as for a loss
+            log.warning("job %s: could not record this machine's torchrun failure: %s", self.spec.job_id, exc)
+
+    def _all_failed(self) -> bool:
+        """Whether every machine of this epoch's gather is live and says its torchrun of the
+        epoch failed (False when the store does not answer: the TTL decides then)."""
+        if self.gathered_epoch != self._member_epoch:
+            return False
+        try:
+            failed = {n.instance_id for n in self.live() if n.failed_epoch == self._member_epoch}
+        except StoreError:
+            return False
+        return set(self.gathered) <= failed
 
     def launch(self, command: Sequence[str]) -> list[str]:
         """The argv of this machine's torchrun for ``command``, once every machine is live."""
