@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from datetime import datetime, timezone
 
 import pytest
 
@@ -139,6 +140,25 @@ def test_an_open_round_is_abandoned_at_once_when_a_machine_it_expects_is_lost(an
                                                                        fence=lambda: 1)
     assert str(info.value) == "round 1 abandoned: i-b is no longer live"
     assert len(waited) == 1  # at the first look after the loss, not at the round's 5-minute deadline
+    assert rounds.current_round().state == "abandoned" and rounds.snapshots.latest() is None
+
+
+def test_the_final_round_ends_at_the_notices_deadline_not_its_own_timeout(any_store, tmp_path):
+    clock = Clock()
+    with _gathered(any_store, tmp_path, clock) as (host, member):
+        rounds = ShardedRounds(Snapshots(any_store, layout.checkpoints_prefix(JOB)),
+                               clock=lambda: datetime.fromtimestamp(clock.now, timezone.utc))
+        mine = _files(tmp_path / "a", {"step-000010/__0_0.distcp": b"rank0"})
+
+        def sleep(seconds: float) -> None:  # the member stays live but never posts its part
+            _age(clock, seconds, host, member)
+
+        committer = RoundCommitter(rounds, host, timeout_s=300.0, clock=clock, sleep=sleep)
+        committer.final_by(clock.now + 20.0)
+        with pytest.raises(StoreError) as info:
+            committer(mine, files=[], carry=[], metadata={}, fence=lambda: 1)
+    assert str(info.value) == "round 1 abandoned: no part from i-b within 20s (the notice's deadline)"
+    assert 1_020.0 <= clock.now <= 1_021.0  # not the round's own 5 minutes
     assert rounds.current_round().state == "abandoned" and rounds.snapshots.latest() is None
 
 

@@ -299,12 +299,20 @@ class RoundCommitter:
     machine's folder instead of a snapshot of this folder alone."""
 
     def __init__(self, rounds: ShardedRounds, node: Node, *, timeout_s: float = ROUND_TIMEOUT_S, poll: float = 0.5,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
         self.rounds = rounds
         self.node = node
         self.timeout_s = timeout_s
+        self.deadline: float | None = None
         self._poll = poll
+        self._clock = clock
         self._sleep = sleep
+
+    def final_by(self, deadline: float | None) -> None:
+        """Bound the rounds from now on (the final one) by ``deadline``, the notice's: a part
+        that has not come by then never will (its machine is gone), and a round left open
+        past it would refuse the next host's first round."""
+        self.deadline = deadline
 
     def __call__(self, folder: Path, *, files, carry, metadata: dict, fence) -> CheckpointInfo:
         """Open a round for the live machines, post this machine's part (its whole folder:
@@ -318,7 +326,10 @@ class RoundCommitter:
             raise StoreError(f"no round: only {len(expected)} of the job's {self.node.spec.nodes} machines of epoch "
                              f"{self.node.epoch} are live ({', '.join(expected) or 'none'}); a snapshot needs "
                              "every rank's part")
-        rnd = self.rounds.open_round(expected, fence=fence, timeout_s=self.timeout_s)
+        timeout, why = self.timeout_s, ""
+        if self.deadline is not None and self.deadline - self._clock() < timeout:
+            timeout, why = max(0.0, self.deadline - self._clock()), " (the notice's deadline)"
+        rnd = self.rounds.open_round(expected, fence=fence, timeout_s=timeout)
         try:
             self.rounds.post_part(rnd, self.node.instance_id, folder)
             while True:
@@ -327,7 +338,7 @@ class RoundCommitter:
                     return result.snapshot
                 if result.state != "open":
                     raise StoreError(f"round {rnd.seq} abandoned: no part from {', '.join(result.missing)} within "
-                                     f"{self.timeout_s:.0f}s")
+                                     f"{timeout:.0f}s{why}")
                 live = {n.instance_id for n in self.node.live()}
                 gone = [i for i in result.missing if i not in live]
                 if gone:  # its part will never come: abandoned now, not at the deadline

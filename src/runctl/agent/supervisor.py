@@ -268,6 +268,7 @@ class Agent:
             shipper = LogShipper(self.store, self.spec.job_id, number, log_path)
             progress = ProgressReader(progress_file)
             rounds = ShardedRounds(self.snapshots) if node is not None else None
+            committer = RoundCommitter(rounds, node, clock=self._clock) if rounds is not None else None
             sync = CheckpointSync(
                 self.snapshots, self.folder, sync_interval=self.spec.sync_interval,
                 max_upload_share=self.spec.max_upload_share,
@@ -279,7 +280,7 @@ class Agent:
                 # The step each checkpoint was saved at, as the script reported it then.
                 step_of=progress.step_at, observe=progress.read,
                 restored_step=restored.metadata.get("step") if restored else None,
-                commit=RoundCommitter(rounds, node) if rounds is not None else None,
+                commit=committer,
                 prune=rounds.prune if rounds is not None else None,
             )
             sync.start()
@@ -301,6 +302,8 @@ class Agent:
             final, unsaved = None, None
             if not self._fenced_out.is_set():  # a stale holder must not write: its commit would be refused anyway
                 try:
+                    if committer is not None:
+                        committer.final_by(notice.deadline if notice else None)
                     final = sync.final(deadline=notice.deadline if notice else None)
                 except LeaseLost:
                     self._fenced_out.set()
