@@ -2,7 +2,8 @@
 ``multinode_torchrun_argv`` (one process each) meet at the c10d rendezvous the one told
 ``is_host`` serves, whichever starts first, and their workers form one gloo group of two.
 SIGTERM to either launcher ends it with 143, and the other machine's worker ends (its
-collective fails) instead of hanging."""
+collective fails) instead of hanging. A script that fails on one machine fails both
+launchers (what lets their agents judge a script's failure at once: ``Node.await_stop``)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
                                 reason="torch is not installed: torchrun cannot run")
 
 # Joins the group (a short timeout: a lost peer fails a collective instead of hanging), sums
-# a one per rank, prints its rank; "loop": reports its pid then goes on summing until it fails.
+# a one per rank, prints its rank; "loop": reports its pid then goes on summing until it fails;
+# "rank1-fails": rank 1 exits 1 there instead, rank 0 loops.
 WORKER = r'''
 import datetime, json, os, sys, time
 import torch
@@ -35,7 +37,9 @@ dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=5))
 total = torch.ones(1)
 dist.all_reduce(total)
 print(json.dumps({"rank": dist.get_rank(), "world_size": dist.get_world_size(), "total": total.item()}), flush=True)
-if sys.argv[1] == "loop":
+if sys.argv[1] == "rank1-fails" and dist.get_rank() == 1:
+    raise SystemExit("the script failed on rank 1")
+if sys.argv[1] in ("loop", "rank1-fails"):
     with open(os.path.join(sys.argv[2], f"ready-{dist.get_rank()}.json"), "w") as out:
         out.write(json.dumps({"pid": os.getpid()}))
     while True:
@@ -139,3 +143,12 @@ def test_sigterm_ends_one_machine_with_143_and_the_other_does_not_hang(tmp_path,
     assert time.monotonic() - sent < 30
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, pid
+
+
+def test_a_script_failing_on_one_machine_fails_both_machines_torchrun(tmp_path, machines):
+    comm = tmp_path / "comm"
+    comm.mkdir()
+    host, other, _ = start_both(tmp_path, machines, "rank1-fails", str(comm))
+    codes = {host.wait(60), other.wait(60)}
+    assert 0 not in codes, (host.err.read_text()[-3000:], other.err.read_text()[-3000:])
+    assert "the script failed on rank 1" in host.err.read_text() + other.err.read_text()
