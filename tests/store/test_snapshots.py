@@ -406,9 +406,23 @@ def test_a_file_changed_once_uploaded_fails_the_commit(any_store, source, monkey
     assert Snapshots(any_store, PREFIX).latest() is None
 
 
-def test_a_file_deleted_after_an_unchecked_upload_fails_the_commit(any_store, source):
-    # A store that offers no upload checked against the entry (here a forwarding wrapper):
-    # what reached it is not known to be the scanned content, so the deletion still counts.
+def test_a_file_replaced_before_its_upload_then_deleted_fails_the_commit(any_store, source, monkeypatch):
+    # The upload read another version (a new file at the path): its object is not the
+    # scanned content, so the deletion that follows still fails the snapshot.
+    def replace(path):
+        other = path.with_name("other")
+        other.write_bytes(b"another version")
+        os.replace(other, path)
+
+    around_transfer(monkeypatch, "model.pt", before=replace, after=Path.unlink)
+    with pytest.raises(StoreError):
+        Snapshots(any_store, PREFIX).commit(source)
+    assert Snapshots(any_store, PREFIX).latest() is None
+
+
+def test_a_file_deleted_right_after_its_upload_fails_the_commit(any_store, source):
+    # Gone before it could be seen unchanged after its upload (here a forwarding wrapper
+    # deletes it): what was read is not known to be the scanned version.
     snaps = Snapshots(CountingStore(any_store, on_upload=lambda path, key: key.endswith("model.pt")
                                     and Path(path).unlink()), PREFIX)
     with pytest.raises(StoreError, match="model.pt vanished while being snapshotted"):

@@ -94,11 +94,13 @@ class SnapshotFileWriter:
     same content is shared, other content is a clash). ``written`` lists the objects this
     writer created, so a refused commit can take them back and never another writer's.
 
-    A file deleted after its object was checked against its entry (sha256) stays in: the
+    A file deleted once its object is known to hold the scanned content stays in: the
     snapshot holds the folder as scanned. A script that keeps its last few checkpoints
     deletes the oldest while a snapshot is under way, and failing the snapshot for it
-    starved a job of snapshots (seen in CI). A file changed, or deleted before its object
-    was checked, still fails the write: its content is then not known to be the scanned one.
+    starved a job of snapshots (seen in CI). Known means copied inside the store checked
+    against its entry (sha256), or uploaded and then found unchanged (size, mtime, inode),
+    as ``finish`` checks every file. A file changed, or deleted before that, still fails
+    the write: its object may hold another version.
     """
 
     def __init__(self, store: Store, new_prefix: str, seq: int, local: dict[str, SourceFile], *,
@@ -107,7 +109,7 @@ class SnapshotFileWriter:
         self.new_prefix = new_prefix
         self.seq = seq
         self.written: list[str] = []
-        self._checked: set[str] = set()  # paths whose object was checked against its entry
+        self._stored: set[str] = set()  # paths whose object is known to hold the scanned content
         self._local = local
         self._if_taken = if_taken
         self._progress = progress
@@ -132,7 +134,7 @@ class SnapshotFileWriter:
         """Check no local file changed while it was put, then make every write durable:
         call before anything (a manifest, a part record) names the files."""
         for item in self._local.values():
-            check_unchanged(item, stored=item.rel in self._checked)
+            check_unchanged(item, stored=item.rel in self._stored)
         if self._batch is not None:
             self._batch.flush()
 
@@ -149,10 +151,9 @@ class SnapshotFileWriter:
         key = self.new_prefix + t.entry.path
         try:
             if t.source_key is not None and self._copied(t, key):
-                self._created(key, checked=t.entry.path)
+                self._created(key, stored=t.entry.path)
                 return None
             item = self._local[t.entry.path]
-            checked = self._batch is not None or self._checked_upload is not None
             try:
                 if self._batch is not None:  # remembers the object's content: a later copy need not read it
                     self._batch.upload(item.path, key, progress=self._progress, if_none_match=True, expect=t.entry)
@@ -162,16 +163,17 @@ class SnapshotFileWriter:
                     self.store.upload(item.path, key, progress=self._progress, if_none_match=True)
             except NotFoundError as exc:
                 raise StoreError(f"{item.path} vanished while being snapshotted") from exc
-            self._created(key, checked=t.entry.path if checked else None)
+            # Unchanged after the upload: what it read was the scanned version.
+            self._created(key, stored=t.entry.path if unchanged(item) else None)
         except PreconditionFailed:
             return self._if_taken(t)
         return t.entry  # every source file's state is checked once, after all transfers (finish)
 
-    def _created(self, key: str, *, checked: str | None) -> None:
+    def _created(self, key: str, *, stored: str | None) -> None:
         with self._lock:
             self.written.append(key)
-            if checked is not None:
-                self._checked.add(checked)
+            if stored is not None:
+                self._stored.add(stored)
 
     def _copied(self, t: Transfer, key: str) -> bool:
         """Copy ``t``'s content inside the store, checked against its entry. False when the
@@ -190,9 +192,17 @@ class SnapshotFileWriter:
             return False
 
 
+def unchanged(item: SourceFile) -> bool:
+    """Whether the local file is as scanned now (False when it is gone)."""
+    try:
+        return FileState.of(os.stat(item.path)) == item.state
+    except FileNotFoundError:
+        return False
+
+
 def check_unchanged(item: SourceFile, *, stored: bool) -> None:
     """StoreError when the local file changed since it was scanned, or vanished before
-    its content was ``stored`` (its object checked against the scanned entry)."""
+    its scanned content was ``stored`` (known to be its object's)."""
     try:
         now = FileState.of(os.stat(item.path))
     except FileNotFoundError as exc:

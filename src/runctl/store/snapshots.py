@@ -166,11 +166,12 @@ class Snapshots:
         ``progress`` receives the uploaded byte counts (``pending_bytes`` is their total).
 
         A source file that changes while it is hashed or uploaded, or vanishes before its
-        object is checked against its hash, fails the commit with StoreError ("... changed
-        while being snapshotted"): no manifest is written, so the snapshot stays incomplete
-        and the latest one is unchanged; retry once the file is stable. A file deleted once
-        its object is checked stays in (the snapshot is the folder as scanned: a script
-        that keeps its last few checkpoints deletes the oldest meanwhile). Every object is written create-only, so a writer never
+        object is known to hold the scanned content, fails the commit with StoreError
+        ("... changed while being snapshotted"): no manifest is written, so the snapshot
+        stays incomplete and the latest one is unchanged; retry once the file is stable. A
+        file deleted after that (copied checked against its hash, or uploaded and then
+        found unchanged) stays in: the snapshot is the folder as scanned, and a script that
+        keeps its last few checkpoints deletes the oldest meanwhile. Every object is written create-only, so a writer never
         replaces one another writer put in the same snapshot folder: PreconditionFailed when
         another writer claimed the same seq (a file or the manifest already there); nothing
         of the other writer's is touched, the objects this commit did create are deleted
