@@ -44,14 +44,23 @@ def _run_and_lose(cloud, runctl_bg, project, which: str):
     return proc, store, lost
 
 
+def assert_the_loss_was_stopped_and_left_nothing(cloud, store, lost: str) -> None:
+    """The lost machine's peers asked the stop of epoch 1; three instances in all (the two
+    machines and the lost one's replacement); every machine left (the lost one could not
+    delete its record); every snapshot has both ranks' files."""
+    stop = read_stop(store, "wide")[0]
+    assert stop.epoch == 1 and stop.reason.startswith(f"{lost} lost without a notice"), stop
+    assert len(cloud.instances) == 3
+    assert [i.key.rsplit("/", 1)[-1] for i in store.list(layout.nodes_prefix("wide"))] in ([], [f"{lost}.json"])
+    assert_every_snapshot_has_both_ranks(store)
+
+
 @pytest.mark.fake_cloud(image_packages=("torch", "numpy"), agent_python=None)
 def test_a_member_lost_without_a_notice_stops_both_and_the_job_resumes_to_the_weights_of_a_two_process_run(
         cloud, runctl_bg, project, tmp_path):
     proc, store, lost = _run_and_lose(cloud, runctl_bg, project, "member")
     ends_with_the_weights_of_a_two_process_run(proc, tmp_path)
 
-    stop = read_stop(store, "wide")[0]
-    assert stop.epoch == 1 and stop.reason.startswith(f"{lost} lost without a notice"), stop
     attempts = read_status(store, "wide").attempts
     assert [a.reason for a in attempts] == ["interrupted", "completed"], attempts
     assert attempts[0].interruption["source"] == "job-stop"
@@ -59,10 +68,7 @@ def test_a_member_lost_without_a_notice_stops_both_and_the_job_resumes_to_the_we
     assert attempts[1].resumed_from is not None
     rendezvous = read_rendezvous(store, "wide")[0]
     assert (rendezvous.instance_id, rendezvous.epoch) == (attempts[0].instance_id, 2)
-    assert len(cloud.instances) == 3  # the two machines and the lost one's replacement
-    # Every machine left; the lost one could not delete its record.
-    assert [i.key.rsplit("/", 1)[-1] for i in store.list(layout.nodes_prefix("wide"))] in ([], [f"{lost}.json"])
-    assert_every_snapshot_has_both_ranks(store)
+    assert_the_loss_was_stopped_and_left_nothing(cloud, store, lost)
     # The cloud fixture asserts that no group, template or instance is left.
 
 
@@ -72,8 +78,6 @@ def test_a_host_lost_without_a_notice_is_replaced_by_a_survivor_and_the_job_resu
     proc, store, lost = _run_and_lose(cloud, runctl_bg, project, "host")
     ends_with_the_weights_of_a_two_process_run(proc, tmp_path)
 
-    stop = read_stop(store, "wide")[0]
-    assert stop.epoch == 1 and stop.reason.startswith(f"{lost} lost without a notice"), stop
     attempts = read_status(store, "wide").attempts
     # The lost host never recorded its attempt's end: the next host closed it as lost.
     assert [a.reason for a in attempts] == ["lost", "completed"], attempts
@@ -81,6 +85,4 @@ def test_a_host_lost_without_a_notice_is_replaced_by_a_survivor_and_the_job_resu
     assert attempts[1].resumed_from is not None
     rendezvous = read_rendezvous(store, "wide")[0]
     assert (rendezvous.instance_id, rendezvous.epoch) == (attempts[1].instance_id, 2)
-    assert len(cloud.instances) == 3  # as above
-    assert [i.key.rsplit("/", 1)[-1] for i in store.list(layout.nodes_prefix("wide"))] in ([], [f"{lost}.json"])
-    assert_every_snapshot_has_both_ranks(store)
+    assert_the_loss_was_stopped_and_left_nothing(cloud, store, lost)
