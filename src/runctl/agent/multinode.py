@@ -327,8 +327,9 @@ class RoundCommitter:
                              f"{self.node.epoch} are live ({', '.join(expected) or 'none'}); a snapshot needs "
                              "every rank's part")
         timeout, why = self.timeout_s, ""
-        if self.deadline is not None and self.deadline - self._clock() < timeout:
-            timeout, why = max(0.0, self.deadline - self._clock()), " (the notice's deadline)"
+        left = self.deadline - self._clock() if self.deadline is not None else timeout
+        if left < timeout:
+            timeout, why = max(0.0, left), " (the notice's deadline)"
         rnd = self.rounds.open_round(expected, fence=fence, timeout_s=timeout)
         try:
             self.rounds.post_part(rnd, self.node.instance_id, folder)
