@@ -87,7 +87,10 @@ def test_rehearsed_twice_with_the_options_it_passes_loses_no_step_and_ends_with_
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)  # the script's own output is on stderr, with runctl's lines
     assert data["rehearsal"]["verdict"] == "pass" and data["rehearsal"]["injected"] == 2, data["rehearsal"]
-    assert data["warnings"] == []
+    # The one warning allowed: a snapshot begun as the script rewrote last.pt, retried with
+    # the next version (the agent times uploads to miss rewrites; a busy machine beat it once).
+    retried = re.compile(r"checkpoint snapshot failed, will retry: .*/last\.pt changed while being snapshotted$")
+    assert [w for w in data["warnings"] if not retried.match(w)] == []
     ran = [tuple(map(int, m)) for m in re.findall(r"ran steps (\d+)-(\d+)$", done.stderr, re.M)]
     assert len(ran) == 3 and ran[0][0] == 1 and ran[-1][1] == 3000, done.stderr
     for before, after in zip(ran, ran[1:]):
